@@ -1,0 +1,1 @@
+"""The broadcaster process: relays every sample to WebSocket clients as JSON."""

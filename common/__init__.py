@@ -1,0 +1,1 @@
+"""Pieces shared by the producer, logger and broadcaster processes."""

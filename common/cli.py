@@ -1,0 +1,74 @@
+"""Shared command-line plumbing: options every process takes and one-line errors.
+
+Each setting is a click option with a `STREAM_*` environment-variable fallback, so a
+`.env` file configures `honcho start`. Errors never show a traceback: a bad option
+exits with status 2, a start-up failure (port in use, unwritable file) with status 3.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from common.bus import parse_endpoint
+from common.errors import StartupError
+from common.logs import LEVELS
+
+DEFAULT_ZMQ_PUB = "tcp://127.0.0.1:5556"
+
+
+def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_endpoint(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def zmq_pub_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--zmq-pub",
+        envvar="STREAM_ZMQ_PUB",
+        default=DEFAULT_ZMQ_PUB,
+        show_default=True,
+        show_envvar=True,
+        callback=_check_endpoint,
+        help="ZeroMQ endpoint the producer binds and the logger and broadcaster connect to.",
+    )(func)
+
+
+def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--log-level",
+        envvar="STREAM_LOG_LEVEL",
+        default="INFO",
+        show_default=True,
+        show_envvar=True,
+        type=click.Choice(LEVELS, case_sensitive=False),
+        help="Logging threshold.",
+    )(func)
+
+
+def fail(prog: str, message: str, status: int) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+
+
+def main(command: click.Command, prog: str) -> NoReturn:
+    """Run a click command the way every process's `__main__` does."""
+    try:
+        command.main(prog_name=prog, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        fail(prog, " ".join(exc.format_message().split()), exc.exit_code)
+    except StartupError as exc:
+        fail(prog, str(exc), 3)
+    sys.exit(0)

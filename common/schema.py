@@ -1,0 +1,165 @@
+"""The one wire schema: what a sample is, its bytes on ZeroMQ, its JSON and its CSV row.
+
+Nothing else in the project knows the byte layout of a message. A message carries a
+batch of samples (usually one tick: one sample per device) as a packed numpy record
+array, so encoding and decoding cost no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+TOPIC = b"samples"
+METRICS: tuple[str, ...] = ("cpu", "mem", "disk_io", "net")
+COLUMNS: tuple[str, ...] = ("timestamp", *METRICS, "device", "seq")
+CSV_HEADER = ",".join(COLUMNS)
+DEVICE_MAX_BYTES = 16
+
+# Timestamp precision: whole seconds while the per-device rate is <= 1 Hz, milliseconds above.
+SECONDS = 0
+MILLISECONDS = 3
+
+RECORD = np.dtype(
+    [
+        ("ts_ms", "<i8"),  # sample time, milliseconds since the Unix epoch (UTC)
+        ("seq", "<u8"),  # per-device sequence number, +1 per sample
+        ("device", f"S{DEVICE_MAX_BYTES}"),
+        ("cpu", "<f8"),  # values are already rounded to one decimal; NaN means "no value"
+        ("mem", "<f8"),
+        ("disk_io", "<f8"),
+        ("net", "<f8"),
+    ]
+)
+
+_MAGIC = b"SSIM"
+_VERSION = 1
+_HEADER = struct.Struct("<4sBBHI")  # magic, version, precision, reserved, row count
+MAX_ROWS_PER_MESSAGE = 1_000_000
+
+
+class MessageError(ValueError):
+    """A message from the network is not a valid sample batch."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Samples in publication order, with the timestamp precision they are shown at."""
+
+    rows: np.ndarray  # RECORD dtype
+    precision: int = SECONDS
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def precision_for_rate(rate: float) -> int:
+    """Seconds are enough to keep timestamps unique up to 1 Hz per device; above, milliseconds."""
+    return SECONDS if rate <= 1 else MILLISECONDS
+
+
+def empty_rows(count: int) -> np.ndarray:
+    return np.zeros(count, dtype=RECORD)
+
+
+def encode(batch: Batch) -> list[bytes]:
+    """Frames of one ZeroMQ multipart message: topic, header, packed records."""
+    rows = np.ascontiguousarray(batch.rows, dtype=RECORD)
+    header = _HEADER.pack(_MAGIC, _VERSION, batch.precision, 0, len(rows))
+    return [TOPIC, header, rows.tobytes()]
+
+
+def decode(frames: list[bytes]) -> Batch:
+    """Parse a multipart message; raise MessageError, never anything else, on bad input."""
+    if len(frames) != 3:
+        raise MessageError(f"expected 3 frames, got {len(frames)}")
+    topic, header, body = frames
+    if topic != TOPIC:
+        raise MessageError(f"unexpected topic {bytes(topic[:32])!r}")
+    if len(header) != _HEADER.size:
+        raise MessageError(f"header must be {_HEADER.size} bytes, got {len(header)}")
+    magic, version, precision, _, count = _HEADER.unpack(header)
+    if magic != _MAGIC:
+        raise MessageError(f"bad magic {magic!r}")
+    if version != _VERSION:
+        raise MessageError(f"unsupported schema version {version}, expected {_VERSION}")
+    if precision not in (SECONDS, MILLISECONDS):
+        raise MessageError(f"bad timestamp precision {precision}")
+    if count > MAX_ROWS_PER_MESSAGE:
+        raise MessageError(f"too many rows: {count} > {MAX_ROWS_PER_MESSAGE}")
+    if len(body) != count * RECORD.itemsize:
+        raise MessageError(
+            f"body is {len(body)} bytes, expected {count} rows x {RECORD.itemsize} bytes"
+        )
+    rows = np.frombuffer(body, dtype=RECORD)
+    _validate(rows)
+    return Batch(rows=rows, precision=precision)
+
+
+_MAX_TS_MS = 253_402_300_799_999  # 9999-12-31 23:59:59.999
+
+
+def _validate(rows: np.ndarray) -> None:
+    """Reject what would render as invalid JSON or CSV downstream."""
+    if not len(rows):
+        return
+    ts = rows["ts_ms"]
+    if ts.min() < 0 or ts.max() > _MAX_TS_MS:
+        raise MessageError("timestamp out of range")
+    device = np.ascontiguousarray(rows["device"]).view(np.uint8)
+    if device.max() > 127 or np.isin(device, _FORBIDDEN_DEVICE_BYTES).any():
+        raise MessageError("device id must be printable ASCII without , or \"")
+    for metric in METRICS:
+        if np.isinf(rows[metric]).any():
+            raise MessageError(f"{metric} is infinite")
+
+
+_FORBIDDEN_DEVICE_BYTES = np.array([*range(1, 32), ord(","), ord('"'), ord("\\")], np.uint8)
+
+
+def format_timestamps(batch: Batch) -> np.ndarray:
+    """`YYYY-MM-DD HH:MM:SS[.fff]` in UTC, vectorized."""
+    unit = "s" if batch.precision == SECONDS else "ms"
+    # Floor to the unit so that a timestamp never shows a later second than it happened in.
+    stamps = batch.rows["ts_ms"].astype("datetime64[ms]").astype(f"datetime64[{unit}]")
+    return np.strings.replace(np.datetime_as_string(stamps, unit=unit), "T", " ")
+
+
+def format_values(values: np.ndarray, missing: str) -> np.ndarray:
+    """One decimal, like the spec's example; NaN (no value) becomes `missing`."""
+    text = np.char.mod("%.1f", values)
+    nan = np.isnan(values)
+    if nan.any():
+        text = np.where(nan, missing, text)
+    return text
+
+
+def _columns(batch: Batch, missing: str) -> list[np.ndarray | list]:
+    rows = batch.rows
+    return [
+        format_timestamps(batch).tolist(),
+        *(format_values(rows[m], missing).tolist() for m in METRICS),
+        np.char.decode(rows["device"], "ascii").tolist(),
+        rows["seq"].tolist(),
+    ]
+
+
+_JSON_ROW = (
+    '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":"{}","seq":{}}}'
+)
+
+
+def to_json(batch: Batch) -> list[str]:
+    """One compact JSON object per sample; the five contract keys come first, in order."""
+    fmt = _JSON_ROW.format
+    return [fmt(*row) for row in zip(*_columns(batch, "null"))]
+
+
+def to_csv(batch: Batch) -> str:
+    """CSV rows (no header) ending in a newline; empty fields where a value is missing."""
+    if not len(batch):
+        return ""
+    lines = [",".join(map(str, row)) for row in zip(*_columns(batch, ""))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,26 @@
+"""One signal policy for every process: SIGINT/SIGTERM set a stop event."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM; call from inside the running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def wait_or_stop(stop: asyncio.Event, timeout: float) -> bool:
+    """Sleep up to `timeout` seconds; return True as soon as `stop` is set."""
+    if timeout <= 0:
+        return stop.is_set()
+    try:
+        await asyncio.wait_for(stop.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True

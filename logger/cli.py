@@ -1,0 +1,46 @@
+"""`python -m logger`: the command line, which only builds a config and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from common.cli import log_level_option, zmq_pub_option
+from common.logs import setup_logging
+from common.signals import stop_on_signals
+from logger import service
+from logger.config import LoggerConfig
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@zmq_pub_option
+@click.option(
+    "--csv",
+    envvar="STREAM_CSV",
+    default="data/stream_log.csv",
+    show_default=True,
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV file to append to (created with its header if missing).",
+)
+@click.option(
+    "--flush-interval",
+    envvar="STREAM_FLUSH_INTERVAL",
+    default=0.5,
+    show_default=True,
+    show_envvar=True,
+    type=click.FloatRange(0.01, 60),
+    help="Longest time, in seconds, a received sample waits before it is written.",
+)
+@log_level_option
+def main(zmq_pub: str, csv: Path, flush_interval: float, log_level: str) -> None:
+    """Subscribe to the samples and append every one of them to a CSV file."""
+    setup_logging(log_level)
+    config = LoggerConfig(zmq_pub=zmq_pub, csv=csv, flush_interval=flush_interval)
+    asyncio.run(_run(config))
+
+
+async def _run(config: LoggerConfig) -> None:
+    await service.run(config, stop_on_signals())

@@ -1,0 +1,16 @@
+"""The logger's settings, built once by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LoggerConfig:
+    zmq_pub: str = "tcp://127.0.0.1:5556"
+    csv: Path = Path("data/stream_log.csv")
+    flush_interval: float = 0.5  # seconds a received sample may wait before it is written
+    batch_rows: int = 50_000  # write as soon as this many rows are pending
+    max_pending_rows: int = 5_000_000  # held in memory while the disk refuses writes
+    stats_interval: float = 60.0

@@ -1,0 +1,1 @@
+"""The producer process: simulates samples on a fixed schedule and publishes them."""

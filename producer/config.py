@@ -1,0 +1,22 @@
+"""The producer's settings, built once by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProducerConfig:
+    rate: float = 1.0  # samples per second, per device
+    devices: int = 1
+    seed: int | None = None  # None: random, remembered in the state file
+    zmq_pub: str = "tcp://127.0.0.1:5556"
+    state: Path = Path("data/producer_state.json")
+    max_lag: float = 5.0  # seconds behind schedule before ticks are skipped, not caught up
+    stats_interval: float = 60.0  # seconds between status lines
+
+
+def device_name(index: int) -> str:
+    """Stable names: host-01, host-02, ..., host-100 (a device keeps its name as the count grows)."""
+    return f"host-{index + 1:02d}"
