@@ -1,4 +1,4 @@
-from common.cli import main
 from broadcaster.cli import main as command
+from common.cli import main
 
 main(command, "broadcaster")

@@ -42,9 +42,7 @@ from common.signals import stop_on_signals
     help="Unsent bytes a client may hold up before it is disconnected (code 1008).",
 )
 @log_level_option
-def main(
-    zmq_pub: str, ws_host: str, ws_port: int, max_client_buffer: int, log_level: str
-) -> None:
+def main(zmq_pub: str, ws_host: str, ws_port: int, max_client_buffer: int, log_level: str) -> None:
     """Relay every sample as JSON to every connected WebSocket client."""
     setup_logging(log_level)
     config = BroadcasterConfig(

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 BACKOFF_FIRST_S = 0.1
-BACKOFF_MAX_S = 5.0
+BACKOFF_MAX_S = 2.0
 
 
 async def listen(url: str, count: int | None) -> None:
@@ -43,7 +43,7 @@ async def listen(url: str, count: int | None) -> None:
             print(f"{reason}; reconnecting to {url} ...", file=sys.stderr, flush=True)
             waiting = True
         await asyncio.sleep(delay)
-        delay = min(delay * 2, BACKOFF_MAX_S)
+        delay = min(delay * 1.5, BACKOFF_MAX_S)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -57,8 +57,6 @@ def fail(prog: str, message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
-
-
 def main(command: click.Command, prog: str) -> NoReturn:
     """Run a click command the way every process's `__main__` does."""
     try:

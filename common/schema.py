@@ -110,7 +110,7 @@ def _validate(rows: np.ndarray) -> None:
         raise MessageError("timestamp out of range")
     device = np.ascontiguousarray(rows["device"]).view(np.uint8)
     if device.max() > 127 or np.isin(device, _FORBIDDEN_DEVICE_BYTES).any():
-        raise MessageError("device id must be printable ASCII without , or \"")
+        raise MessageError('device id must be printable ASCII without , or "')
     for metric in METRICS:
         if np.isinf(rows[metric]).any():
             raise MessageError(f"{metric} is infinite")
@@ -146,20 +146,20 @@ def _columns(batch: Batch, missing: str) -> list[np.ndarray | list]:
     ]
 
 
-_JSON_ROW = (
-    '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":"{}","seq":{}}}'
-)
+_JSON_ROW = '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":"{}","seq":{}}}'
 
 
 def to_json(batch: Batch) -> list[str]:
     """One compact JSON object per sample; the five contract keys come first, in order."""
+    if not len(batch):
+        return []
     fmt = _JSON_ROW.format
-    return [fmt(*row) for row in zip(*_columns(batch, "null"))]
+    return [fmt(*row) for row in zip(*_columns(batch, "null"), strict=True)]
 
 
 def to_csv(batch: Batch) -> str:
     """CSV rows (no header) ending in a newline; empty fields where a value is missing."""
     if not len(batch):
         return ""
-    lines = [",".join(map(str, row)) for row in zip(*_columns(batch, ""))]
+    lines = [",".join(map(str, row)) for row in zip(*_columns(batch, ""), strict=True)]
     return "\n".join(lines) + "\n"

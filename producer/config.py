@@ -18,5 +18,5 @@ class ProducerConfig:
 
 
 def device_name(index: int) -> str:
-    """Stable names: host-01, host-02, ..., host-100 (a device keeps its name as the count grows)."""
+    """host-01, host-02, ..., host-100: a device keeps its name when the count grows."""
     return f"host-{index + 1:02d}"

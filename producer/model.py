@@ -94,12 +94,12 @@ class Model:
             + 10.0 * (workload - p.load)
             + 0.3 * noise.normal(seed, _MEM, device, key)
         )
-        disk = p.disk_base * (0.3 + 1.4 * busy) * np.exp(0.3 * noise.normal(seed, _DISK, device, key))
+        disk = (
+            p.disk_base * (0.3 + 1.4 * busy) * np.exp(0.3 * noise.normal(seed, _DISK, device, key))
+        )
         net = p.net_base * (0.4 + 1.2 * busy) * np.exp(0.25 * noise.normal(seed, _NET, device, key))
 
-        out = np.stack(
-            [np.clip(cpu, 0.0, 100.0), np.clip(mem, 0.0, 100.0), disk, net], axis=-1
-        )
+        out = np.stack([np.clip(cpu, 0.0, 100.0), np.clip(mem, 0.0, 100.0), disk, net], axis=-1)
         return np.round(out, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
 
     def _ar(self, ts_ms: np.ndarray) -> np.ndarray:
@@ -115,7 +115,11 @@ class Model:
     def _ar_blocks(self, blocks: range) -> list[np.ndarray]:
         """AR values per block; live use asks for the same one or two blocks each tick."""
         missing = [b for b in blocks if b not in self._ar_cache]
-        fresh = dict(zip(missing, self._compute_ar_blocks(np.array(missing)))) if missing else {}
+        fresh = (
+            dict(zip(missing, self._compute_ar_blocks(np.array(missing)), strict=True))
+            if missing
+            else {}
+        )
         result = [self._ar_cache[b] if b in self._ar_cache else fresh[b] for b in blocks]
         if len(blocks) <= 2:
             if len(self._ar_cache) + len(fresh) > 4:

@@ -65,10 +65,16 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
             series.seq_base + next_tick,
             publisher.endpoint,
         )
-        await _publish_on_schedule(config, source, publisher, next_tick, stop)
+        published, next_tick = await _publish_on_schedule(
+            config, source, publisher, next_tick, stop
+        )
+        log.info(
+            "stopped after publishing %d samples; last seq %d",
+            published,
+            series.seq_base + next_tick - 1,
+        )
     finally:
         publisher.close()
-        log.info("stopped")
 
 
 async def _publish_on_schedule(
@@ -77,7 +83,8 @@ async def _publish_on_schedule(
     publisher: Publisher,
     next_tick: int,
     stop: asyncio.Event,
-) -> None:
+) -> tuple[int, int]:
+    """Publish until stopped; return (samples published, next tick)."""
     series = source.series
     ticks_per_message = max(1, MAX_ROWS_PER_MESSAGE // series.devices)
     published = 0
@@ -85,7 +92,7 @@ async def _publish_on_schedule(
     while True:
         due_s = int(series.time_ms(np.int64(next_tick))) / 1000.0
         if await wait_or_stop(stop, due_s - time.time()):
-            return
+            return published, next_tick
         now_ms = time.time() * 1000
         last_tick = max(next_tick, series.last_tick_at_or_before(now_ms))
         behind_s = (last_tick - next_tick) / series.rate

@@ -1,0 +1,88 @@
+"""The simulation model: bounds, smoothness, coupling, device differences, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from producer.model import Model
+
+START_MS = 1_754_179_200_000  # 2025-08-03 00:00:00 UTC
+CPU, MEM, DISK, NET = range(4)
+
+
+@pytest.fixture(scope="module")
+def day() -> np.ndarray:
+    """A day at 1 Hz for 4 devices."""
+    return Model(seed=7, devices=4).values(START_MS + np.arange(86_400) * 1000)
+
+
+def test_bounds(day):
+    """cpu and mem stay within 0-100 %, disk_io and net are never negative."""
+    assert day[..., CPU].min() >= 0 and day[..., CPU].max() <= 100
+    assert day[..., MEM].min() >= 0 and day[..., MEM].max() <= 100
+    assert day[..., DISK].min() >= 0 and day[..., NET].min() >= 0
+    assert not np.isnan(day).any()
+
+
+def test_typical_ranges(day):
+    """Values sit in the spec's ranges most of the time."""
+    assert 20 <= np.median(day[..., CPU]) <= 80
+    assert 30 <= np.median(day[..., MEM]) <= 90
+    assert 10 <= np.median(day[..., DISK]) <= 300
+    assert 10 <= np.median(day[..., NET]) <= 500
+
+
+def test_values_have_one_decimal(day):
+    assert np.allclose(day, np.round(day, 1))
+
+
+def test_smooth_over_time(day):
+    """Each value depends on the previous one: high lag-1 autocorrelation of cpu at 1 Hz."""
+    for device in range(4):
+        cpu = day[:, device, CPU]
+        assert 0.8 <= np.corrcoef(cpu[:-1], cpu[1:])[0, 1] <= 0.995
+
+
+def test_metrics_are_coupled(day):
+    """cpu, net and disk_io rise and fall together to a degree."""
+    for device in range(4):
+        cpu, disk, net = day[:, device, CPU], day[:, device, DISK], day[:, device, NET]
+        assert np.corrcoef(cpu, net)[0, 1] > 0.2
+        assert np.corrcoef(cpu, disk)[0, 1] > 0.2
+
+
+def test_devices_differ(day):
+    """Devices have their own levels and their own noise."""
+    means = day[..., CPU].mean(axis=0)
+    assert np.ptp(means) > 1.0
+    assert abs(np.corrcoef(day[:, 0, NET], day[:, 1, NET])[0, 1]) < 0.9
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    ts = START_MS + np.arange(600) * 1000
+    a = Model(seed=1, devices=3).values(ts)
+    assert np.array_equal(a, Model(seed=1, devices=3).values(ts))
+    assert not np.array_equal(a, Model(seed=2, devices=3).values(ts))
+
+
+def test_chunking_does_not_change_values():
+    """Tick by tick (live) and all at once (backfill) give identical numbers."""
+    ts = START_MS + 1_000_000 + np.arange(0, 3000, 100)  # 10 Hz, across an AR block edge
+    whole = Model(seed=3, devices=2).values(ts)
+    live = Model(seed=3, devices=2)
+    ticked = np.concatenate([live.values(ts[i : i + 1]) for i in range(len(ts))])
+    assert np.array_equal(whole, ticked)
+
+
+def test_adding_devices_keeps_existing_ones():
+    """Device k's series does not depend on how many devices are simulated."""
+    ts = START_MS + np.arange(120) * 1000
+    assert np.array_equal(Model(5, 2).values(ts), Model(5, 5).values(ts)[:, :2])
+
+
+def test_higher_rates_stay_smooth():
+    """At 100 Hz consecutive samples differ by little (the latent state is interpolated)."""
+    ts = START_MS + np.arange(6000) * 10
+    cpu = Model(seed=9, devices=1).values(ts)[:, 0, CPU]
+    assert np.corrcoef(cpu[:-1], cpu[1:])[0, 1] > 0.8

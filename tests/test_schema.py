@@ -1,0 +1,145 @@
+"""The wire schema: round trip, rendering, and rejection of malformed messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common import schema
+
+
+def make_batch(n: int = 3, precision: int = schema.SECONDS) -> schema.Batch:
+    rows = schema.empty_rows(n)
+    rows["ts_ms"] = 1_754_229_600_000 + np.arange(n) * 1000
+    rows["seq"] = np.arange(n) + 7
+    rows["device"] = b"host-01"
+    rows["cpu"] = 47.2
+    rows["mem"] = 62.1
+    rows["disk_io"] = 120.0
+    rows["net"] = 58.0
+    return schema.Batch(rows=rows, precision=precision)
+
+
+class TestRoundTrip:
+    def test_decode_returns_what_was_encoded(self):
+        """Every field survives encode/decode unchanged."""
+        batch = make_batch(5, schema.MILLISECONDS)
+        decoded = schema.decode(schema.encode(batch))
+        assert decoded.precision == schema.MILLISECONDS
+        assert decoded.rows.tobytes() == batch.rows.tobytes()
+
+    def test_empty_batch(self):
+        """A batch with no samples is valid and renders to nothing."""
+        decoded = schema.decode(schema.encode(make_batch(0)))
+        assert len(decoded) == 0
+        assert schema.to_csv(decoded) == ""
+        assert schema.to_json(decoded) == []
+
+
+class TestRendering:
+    def test_json_matches_the_spec_example(self):
+        """The five contract keys come first, in order, with one decimal; device and seq follow."""
+        (line, *_) = schema.to_json(make_batch())
+        assert line == (
+            '{"timestamp":"2025-08-03 14:00:00","cpu":47.2,"mem":62.1,"disk_io":120.0,'
+            '"net":58.0,"device":"host-01","seq":7}'
+        )
+        assert list(json.loads(line))[:5] == ["timestamp", "cpu", "mem", "disk_io", "net"]
+
+    def test_csv_row_has_the_same_text_as_json(self):
+        """CSV and JSON show the very same timestamp and values."""
+        batch = make_batch(1, schema.MILLISECONDS)
+        row = schema.to_csv(batch).rstrip("\n").split(",")
+        sample = json.loads(schema.to_json(batch)[0])
+        assert row == [sample["timestamp"], "47.2", "62.1", "120.0", "58.0", "host-01", "7"]
+        assert sample["timestamp"] == "2025-08-03 14:00:00.000"
+
+    def test_missing_values_are_null_in_json_and_empty_in_csv(self):
+        """NaN means "no value": null in JSON, an empty CSV field."""
+        batch = make_batch(1)
+        batch.rows["cpu"] = np.nan
+        assert json.loads(schema.to_json(batch)[0])["cpu"] is None
+        assert schema.to_csv(batch).split(",")[1] == ""
+
+    def test_seconds_precision_floors(self):
+        """At second precision a timestamp never shows a later second than it happened in."""
+        batch = make_batch(1)
+        batch.rows["ts_ms"] = 1_754_229_600_999
+        assert schema.format_timestamps(batch)[0] == "2025-08-03 14:00:00"
+
+    def test_precision_follows_the_rate(self):
+        assert schema.precision_for_rate(1) == schema.SECONDS
+        assert schema.precision_for_rate(0.2) == schema.SECONDS
+        assert schema.precision_for_rate(1.5) == schema.MILLISECONDS
+
+
+def _corrupt(frames: list[bytes], index: int, value: bytes) -> list[bytes]:
+    frames = list(frames)
+    frames[index] = value
+    return frames
+
+
+class TestMalformed:
+    @pytest.mark.parametrize(
+        "frames, message",
+        [
+            ([b"samples"], "expected 3 frames"),
+            ([b"other", b"", b""], "unexpected topic"),
+            ([b"samples", b"short", b""], "header must be"),
+            ([b"samples", b"XXXX" + bytes(8), b""], "bad magic"),
+            ([b"", b"", b"", b""], "expected 3 frames"),
+        ],
+    )
+    def test_structural_errors(self, frames, message):
+        """Wrong frame count, topic, header size or magic raise MessageError naming the problem."""
+        with pytest.raises(schema.MessageError, match=message):
+            schema.decode(frames)
+
+    def test_body_length_must_match_count(self):
+        frames = schema.encode(make_batch(2))
+        with pytest.raises(schema.MessageError, match="body is"):
+            schema.decode(_corrupt(frames, 2, frames[2][:-1]))
+
+    def test_unknown_version_and_precision(self):
+        frames = schema.encode(make_batch(1))
+        header = bytearray(frames[1])
+        header[4] = 99
+        with pytest.raises(schema.MessageError, match="version"):
+            schema.decode(_corrupt(frames, 1, bytes(header)))
+        header = bytearray(frames[1])
+        header[5] = 7
+        with pytest.raises(schema.MessageError, match="precision"):
+            schema.decode(_corrupt(frames, 1, bytes(header)))
+
+    def test_values_that_would_break_json_or_csv(self):
+        """Infinite values, non-ASCII or comma device ids and absurd timestamps are refused."""
+        for field, value, message in [
+            ("cpu", np.inf, "infinite"),
+            ("device", b"h\xffst", "device id"),
+            ("device", b"a,b", "device id"),
+            ("ts_ms", -5, "timestamp"),
+        ]:
+            batch = make_batch(2)
+            batch.rows[field][1] = value
+            with pytest.raises(schema.MessageError, match=message):
+                schema.decode(schema.encode(batch))
+
+    def test_random_garbage_never_raises_anything_else(self):
+        """Whatever the bytes, decode either succeeds or raises MessageError."""
+        rng = np.random.default_rng(1)
+        good = schema.encode(make_batch(3))
+        for _ in range(2000):
+            frames = [bytes(f) for f in good]
+            i = int(rng.integers(3))
+            data = bytearray(frames[i])
+            if data:
+                data[int(rng.integers(len(data)))] = int(rng.integers(256))
+            frames[i] = bytes(data)
+            try:
+                batch = schema.decode(frames)
+            except schema.MessageError:
+                continue
+            schema.to_json(batch)
+            schema.to_csv(batch)

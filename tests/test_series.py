@@ -1,0 +1,52 @@
+"""The producer's series: the tick grid and seq numbers across restarts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from producer import series as store
+from producer.series import Series
+
+
+def test_ticks_are_exactly_one_period_apart_on_an_absolute_grid():
+    """No drift: tick k is at origin + k/rate however large k gets."""
+    s = Series(seed=1, devices=1, rate=100.0, origin_ms=1_000_000, seq_base=0)
+    ticks = np.array([0, 1, 2, 360_000_000])
+    assert s.time_ms(ticks).tolist() == [1_000_000, 1_000_010, 1_000_020, 1_000_000 + 3_600_000_000]
+
+
+def test_tick_lookup():
+    s = Series(seed=1, devices=1, rate=3.0, origin_ms=0, seq_base=0)
+    assert s.tick_at_or_after(0) == 0
+    assert s.tick_at_or_after(1) == 1
+    assert s.tick_at_or_after(334) == 2
+    assert s.last_tick_at_or_before(333) == 1
+    assert s.last_tick_at_or_before(332) == 0
+
+
+def test_restart_with_same_settings_continues_the_series(tmp_path):
+    path = tmp_path / "state.json"
+    first, continued = store.resume_or_start(path, None, 2, 1.0, 1_000_000.5)
+    assert not continued and first.origin_ms == 1_001_000 and first.seq_base == 0
+    again, continued = store.resume_or_start(path, None, 2, 1.0, 9_000_000)
+    assert continued and again == first  # the random seed was remembered too
+
+
+def test_new_settings_start_a_new_series_after_every_used_seq(tmp_path):
+    """Changing the rate never reuses a seq the old series could have published."""
+    path = tmp_path / "state.json"
+    old, _ = store.resume_or_start(path, 5, 1, 100.0, 0)
+    now = 60_000  # 6,000 ticks later
+    new, continued = store.resume_or_start(path, 5, 1, 1.0, now)
+    assert not continued
+    assert new.seq_base > old.seq_base + old.last_tick_at_or_before(now)
+    assert json.loads(path.read_text())["rate"] == 1.0
+
+
+def test_unreadable_state_is_ignored(tmp_path):
+    path = tmp_path / "state.json"
+    path.write_text("{not json")
+    s, continued = store.resume_or_start(path, 3, 1, 1.0, 0)
+    assert not continued and s.seed == 3

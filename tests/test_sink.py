@@ -1,0 +1,115 @@
+"""The CSV sink: one header, appends, repaired tails, undone partial writes, one writer."""
+
+from __future__ import annotations
+
+import resource
+import signal
+
+import pandas as pd
+import pytest
+
+from common.errors import StartupError
+from common.schema import CSV_HEADER
+from logger.sink import CsvSink
+
+ROW = "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,{}\n"
+
+
+def rows(first: int, count: int) -> str:
+    return "".join(ROW.format(seq) for seq in range(first, first + count))
+
+
+def write(path, text: str) -> None:
+    sink = CsvSink(path)
+    sink.open()
+    try:
+        sink.write(text)
+    finally:
+        sink.close()
+
+
+def test_new_file_gets_one_header_and_reopening_appends(tmp_path):
+    """A restarted logger appends without writing a second header."""
+    path = tmp_path / "sub" / "log.csv"
+    write(path, rows(0, 2))
+    write(path, rows(2, 3))
+    lines = path.read_text().splitlines()
+    assert lines[0] == CSV_HEADER
+    assert lines.count(CSV_HEADER) == 1
+    assert len(lines) == 6
+    frame = pd.read_csv(path, parse_dates=["timestamp"])
+    assert frame["seq"].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "2025-08-03 14:00:0",  # truncated inside the last row
+        "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,5\0\0\0",  # torn then NUL-padded
+        "\0" * 4096,  # NUL padding after a whole row
+    ],
+)
+def test_torn_tail_is_cut_at_open(tmp_path, tail):
+    """A torn or NUL-padded last row is removed; whole rows before it are kept."""
+    path = tmp_path / "log.csv"
+    path.write_text(CSV_HEADER + "\n" + rows(0, 3) + tail)
+    write(path, rows(3, 1))
+    frame = pd.read_csv(path)
+    assert frame["seq"].tolist() == [0, 1, 2, 3]
+
+
+def test_torn_header_is_rewritten(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("timestamp,cp")
+    write(path, rows(0, 1))
+    assert path.read_text() == CSV_HEADER + "\n" + rows(0, 1)
+
+
+def test_foreign_header_is_refused(tmp_path):
+    """A file that is not ours is never appended to."""
+    path = tmp_path / "log.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(StartupError, match="expected 'timestamp,cpu,mem"):
+        CsvSink(path).open()
+    assert path.read_text() == "a,b,c\n1,2,3\n"
+
+
+def test_second_writer_is_refused(tmp_path):
+    path = tmp_path / "log.csv"
+    first = CsvSink(path)
+    first.open()
+    try:
+        with pytest.raises(StartupError, match="already being written"):
+            CsvSink(path).open()
+    finally:
+        first.close()
+    write(path, rows(0, 1))  # free again once the first one closed
+
+
+def test_unwritable_location_is_a_startup_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StartupError, match="cannot open CSV"):
+        CsvSink(blocker / "log.csv").open()
+
+
+def test_failed_write_is_undone(tmp_path):
+    """When the disk refuses part of a batch, the file still ends on a whole row."""
+    path = tmp_path / "log.csv"
+    sink = CsvSink(path)
+    sink.open()
+    sink.write(rows(0, 2))
+    good_size = path.stat().st_size
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (good_size + 100, old_limit[1]))
+    try:
+        with pytest.raises(OSError):
+            sink.write(rows(2, 50))  # ~2.5 KB: only part of it fits
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.stat().st_size == good_size
+    sink.write(rows(2, 1))  # and it recovers once there is room
+    sink.close()
+    assert pd.read_csv(path)["seq"].tolist() == [0, 1, 2]
