@@ -176,3 +176,46 @@ class TestShutdown:
         assert (per_device["max"] - per_device["min"] + 1 == per_device["count"]).all()
         code, took = broadcaster.stop(signal.SIGINT)
         assert (code, took < 2) == (0, True)
+
+
+class TestBadMessages:
+    def test_garbage_on_the_bus_is_dropped_and_counted(self, pipeline: Pipeline):
+        """Malformed messages never crash a subscriber nor reach the CSV or a client."""
+        import numpy as np
+        import zmq
+
+        from common import schema
+
+        context = zmq.Context()
+        rogue = context.socket(zmq.PUB)
+        rogue.linger = 0
+        rogue.bind(pipeline.zmq)
+        try:
+            logger = pipeline.logger("--flush-interval", "0.1")
+            pipeline.broadcaster()
+            rows = schema.empty_rows(1)
+            rows["ts_ms"], rows["device"], rows["cpu"] = 1_754_229_600_000, b"host-01", 1.0
+            good = schema.encode(schema.Batch(rows))
+            garbage = [
+                [b"samples"],
+                [b"samples", b"", b""],
+                [b"samples", good[1], b"\x00" * 1_000_000],
+                [b"samplesX", good[1], good[2]],
+                [b"samples", good[1], good[2][:-1]],
+            ]
+            path = pipeline.cwd / "data" / "stream_log.csv"
+            deadline = time.monotonic() + 10
+            while len(csv_rows(path)) < 3 and time.monotonic() < deadline:
+                for frames in garbage:
+                    rogue.send_multipart(frames)
+                rows["seq"] += 1
+                rogue.send_multipart(schema.encode(schema.Batch(rows)))
+                time.sleep(0.1)
+            logged = pd.read_csv(path)
+            assert len(logged) >= 3 and set(logged["device"]) == {"host-01"}
+            assert np.all(np.diff(logged["seq"]) == 1)
+            assert logger.popen.poll() is None
+            logger.wait_for("dropped a malformed message")
+        finally:
+            rogue.close()
+            context.term()
