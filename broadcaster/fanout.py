@@ -42,8 +42,8 @@ class Fanout:
     def discard(self, connection: ServerConnection) -> None:
         self.clients.discard(connection)
 
-    def send(self, frames: list[str]) -> None:
-        """Write every frame to every client that is keeping up."""
+    def send(self, frames: list[bytes]) -> None:
+        """Write every frame (UTF-8 JSON, sent as a text frame) to every client keeping up."""
         if not frames:
             return
         ready = []
@@ -56,7 +56,7 @@ class Fanout:
             else:
                 ready.append(connection)
         for frame in frames:
-            broadcast(ready, frame)
+            broadcast(ready, frame, text=True)
         self.sent += len(frames) * len(ready)
 
     def _drop(self, connection: ServerConnection) -> None:

@@ -15,7 +15,7 @@ from websockets.http11 import Request, Response
 
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
-from common import schema
+from common import render
 from common.bus import Subscriber
 from common.errors import StartupError
 
@@ -92,7 +92,7 @@ async def _relay(
     while not stop.is_set():
         for batch in await subscriber.receive(_POLL_S):
             if fanout.clients:  # nobody listening: skip the JSON rendering
-                fanout.send(schema.to_json(batch))
+                fanout.send(render.json_objects(batch))
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
             log.info(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import time
 
@@ -71,7 +72,8 @@ class Publisher:
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
             self.close()
-            raise StartupError(f"cannot bind ZeroMQ endpoint {endpoint}: {exc.strerror}") from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot bind ZeroMQ endpoint {endpoint}: {reason}") from None
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def publish(self, batch: schema.Batch) -> None:
@@ -102,9 +104,8 @@ class Subscriber:
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
             self.close()
-            raise StartupError(
-                f"cannot connect to ZeroMQ endpoint {endpoint}: {exc.strerror}"
-            ) from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot connect to ZeroMQ endpoint {endpoint}: {reason}") from None
         self.endpoint = endpoint
         self.received = 0  # valid samples
         self.rejected = 0  # messages dropped as malformed

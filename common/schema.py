@@ -14,7 +14,19 @@ import numpy as np
 
 TOPIC = b"samples"
 METRICS: tuple[str, ...] = ("cpu", "mem", "disk_io", "net")
-COLUMNS: tuple[str, ...] = ("timestamp", *METRICS, "device", "seq")
+COLUMNS: tuple[str, ...] = ("timestamp", *METRICS, "device", "seq", "anomaly", "anomaly_id")
+# Ground-truth labels: code 0 is "no anomaly"; the order is part of the wire format.
+ANOMALY_KINDS: tuple[str, ...] = (
+    "spike",
+    "dip",
+    "level_shift",
+    "drift",
+    "stuck",
+    "dropout",
+    "noise_burst",
+    "memory_leak",
+    "incident",
+)
 CSV_HEADER = ",".join(COLUMNS)
 DEVICE_MAX_BYTES = 16
 
@@ -31,11 +43,14 @@ RECORD = np.dtype(
         ("mem", "<f8"),
         ("disk_io", "<f8"),
         ("net", "<f8"),
+        ("anomaly", "u1"),  # 0: none, else 1 + index in ANOMALY_KINDS
+        ("anomaly_metrics", "u1"),  # bit i set: METRICS[i] altered by the anomaly
+        ("anomaly_id", "<u8"),  # the same for every sample of one anomaly event; 0: none
     ]
 )
 
 _MAGIC = b"SSIM"
-_VERSION = 1
+_VERSION = 2
 _HEADER = struct.Struct("<4sBBHI")  # magic, version, precision, reserved, row count
 MAX_ROWS_PER_MESSAGE = 1_000_000
 
@@ -114,6 +129,8 @@ def _validate(rows: np.ndarray) -> None:
     for metric in METRICS:
         if np.isinf(rows[metric]).any():
             raise MessageError(f"{metric} is infinite")
+    if rows["anomaly"].max() > len(ANOMALY_KINDS):
+        raise MessageError("unknown anomaly kind")
 
 
 _FORBIDDEN_DEVICE_BYTES = np.array([*range(1, 32), ord(","), ord('"'), ord("\\")], np.uint8)
@@ -136,17 +153,34 @@ def format_values(values: np.ndarray, missing: str) -> np.ndarray:
     return text
 
 
-def _columns(batch: Batch, missing: str) -> list[np.ndarray | list]:
+def kind_names(missing: str) -> np.ndarray:
+    """Lookup table from anomaly code to its text, `missing` for code 0."""
+    return np.array([missing, *ANOMALY_KINDS], dtype=object)
+
+
+def metric_names(mask: int) -> list[str]:
+    return [m for i, m in enumerate(METRICS) if mask & (1 << i)]
+
+
+def _columns(batch: Batch, missing: str, quote: str) -> list[np.ndarray | list]:
     rows = batch.rows
+    kinds = kind_names(missing)
+    kinds[1:] = [f"{quote}{k}{quote}" for k in ANOMALY_KINDS]
+    ids = rows["anomaly_id"]
     return [
         format_timestamps(batch).tolist(),
         *(format_values(rows[m], missing).tolist() for m in METRICS),
         np.char.decode(rows["device"], "ascii").tolist(),
         rows["seq"].tolist(),
+        kinds[rows["anomaly"]].tolist(),
+        np.where(ids > 0, ids.astype(str), missing).tolist(),
     ]
 
 
-_JSON_ROW = '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":"{}","seq":{}}}'
+_JSON_ROW = (
+    '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":"{}","seq":{},'
+    '"anomaly":{},"anomaly_id":{}}}'
+)
 
 
 def to_json(batch: Batch) -> list[str]:
@@ -154,12 +188,12 @@ def to_json(batch: Batch) -> list[str]:
     if not len(batch):
         return []
     fmt = _JSON_ROW.format
-    return [fmt(*row) for row in zip(*_columns(batch, "null"), strict=True)]
+    return [fmt(*row) for row in zip(*_columns(batch, "null", '"'), strict=True)]
 
 
 def to_csv(batch: Batch) -> str:
     """CSV rows (no header) ending in a newline; empty fields where a value is missing."""
     if not len(batch):
         return ""
-    lines = [",".join(map(str, row)) for row in zip(*_columns(batch, ""), strict=True)]
+    lines = [",".join(map(str, row)) for row in zip(*_columns(batch, "", ""), strict=True)]
     return "\n".join(lines) + "\n"

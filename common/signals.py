@@ -18,6 +18,7 @@ def stop_on_signals() -> asyncio.Event:
 async def wait_or_stop(stop: asyncio.Event, timeout: float) -> bool:
     """Sleep up to `timeout` seconds; return True as soon as `stop` is set."""
     if timeout <= 0:
+        await asyncio.sleep(0)  # still let signal handlers and other tasks run
         return stop.is_set()
     try:
         await asyncio.wait_for(stop.wait(), timeout)

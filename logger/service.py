@@ -1,4 +1,8 @@
-"""The logger's loop: receive batches, render CSV rows, write them in batches."""
+"""The logger's loop: receive batches, render CSV rows, write them in batches.
+
+Beside the CSV it keeps the anomaly windows file (`*.windows.csv`); a window is written
+only after the rows it spans are in the CSV.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import logging
 import time
 from collections import deque
 
-from common import schema
+from common import render
 from common.bus import Subscriber
 from common.logs import Every
+from common.windows import HEADER as WINDOWS_HEADER
+from common.windows import Window, WindowTracker, windows_path
 from logger.config import LoggerConfig
 from logger.sink import CsvSink
 
@@ -23,15 +29,17 @@ class Pending:
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
-        self.chunks: deque[tuple[str, int]] = deque()
+        self.chunks: deque[tuple[bytes, int]] = deque()
         self.rows = 0
         self.since: float | None = None  # monotonic time the oldest pending row arrived
+        self.windows: list[Window] = []  # ended with the rows pending now
         self.discarded = 0
 
-    def add(self, text: str, rows: int, now: float) -> None:
+    def add(self, data: bytes, rows: int, windows: list[Window], now: float) -> None:
+        self.windows.extend(windows)
         if not rows:
             return
-        self.chunks.append((text, rows))
+        self.chunks.append((data, rows))
         self.rows += rows
         if self.since is None:
             self.since = now
@@ -41,27 +49,45 @@ class Pending:
             self.discarded += dropped
             log.error("pending rows over %d: discarded %d oldest row(s)", self.max_rows, dropped)
 
-    def take(self) -> tuple[str, int]:
-        text = "".join(chunk for chunk, _ in self.chunks)
-        return text, self.rows
+    def take(self) -> tuple[bytes, int]:
+        return b"".join(chunk for chunk, _ in self.chunks), self.rows
 
     def clear(self) -> None:
         self.chunks.clear()
         self.rows = 0
         self.since = None
+        self.windows = []
+
+
+class Outputs:
+    """The CSV and its windows file, opened and closed together."""
+
+    def __init__(self, config: LoggerConfig) -> None:
+        self.csv = CsvSink(config.csv)
+        self.windows = CsvSink(windows_path(config.csv), header=WINDOWS_HEADER)
+        self.csv.open()
+        try:
+            self.windows.open()
+        except BaseException:
+            self.csv.close()
+            raise
+
+    def close(self) -> None:
+        self.windows.close()
+        self.csv.close()
 
 
 async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
     """Log until `stop` is set, then write what is pending. Raises StartupError on bad settings."""
-    sink = CsvSink(config.csv)
-    sink.open()
+    outputs = Outputs(config)
     try:
         subscriber = Subscriber(config.zmq_pub)
     except BaseException:
-        sink.close()
+        outputs.close()
         raise
     log.info("appending to %s from %s", config.csv, config.zmq_pub)
     pending = Pending(config.max_pending_rows)
+    tracker = WindowTracker()
     write_failed = Every(10.0)
     next_stats = time.monotonic() + config.stats_interval
     try:
@@ -71,42 +97,48 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
             if pending.since is not None:
                 wait = min(wait, max(0.0, pending.since + config.flush_interval - now))
             for batch in await subscriber.receive(wait):
-                pending.add(schema.to_csv(batch), len(batch), time.monotonic())
+                ended = tracker.update(batch)
+                pending.add(render.csv_rows(batch), len(batch), ended, time.monotonic())
             now = time.monotonic()
             if pending.rows >= config.batch_rows or (
                 pending.since is not None and now - pending.since >= config.flush_interval
             ):
-                _flush(sink, pending, write_failed)
+                _flush(outputs, pending, write_failed)
             if now >= next_stats:
                 next_stats = now + config.stats_interval
                 log.info(
                     "wrote %d rows; received %d samples, %d malformed message(s) dropped",
-                    sink.rows_written,
+                    outputs.csv.rows_written,
                     subscriber.received,
                     subscriber.rejected,
                 )
     finally:
         subscriber.close()
-        if pending.rows:
-            _flush(sink, pending, Every(0))
-        sink.close()
-        log.info("stopped after writing %d rows", sink.rows_written)
+        pending.windows.extend(tracker.close_all())
+        _flush(outputs, pending, Every(0))
+        outputs.close()
+        log.info("stopped after writing %d rows", outputs.csv.rows_written)
 
 
-def _flush(sink: CsvSink, pending: Pending, report: Every) -> None:
-    """Write all pending rows in one write; keep them for the next try if the disk refuses."""
-    text, rows = pending.take()
+def _flush(outputs: Outputs, pending: Pending, report: Every) -> None:
+    """Write pending rows in one write, then the windows they close; keep both on failure."""
+    data, rows = pending.take()
     try:
-        sink.write(text)
+        if rows:
+            outputs.csv.write(data)
+            outputs.csv.rows_written += rows
+            pending.chunks.clear()
+            pending.rows = 0
+        if pending.windows:
+            outputs.windows.write("".join(w.row() for w in pending.windows).encode())
     except OSError as exc:
         if report(time.monotonic()):
             log.error(
                 "cannot write %s: %s; holding %d row(s) in memory and retrying",
-                sink.path,
+                outputs.csv.path,
                 exc.strerror or exc,
-                rows,
+                pending.rows,
             )
         pending.since = time.monotonic()  # retry after another flush interval
         return
-    sink.rows_written += rows
     pending.clear()

@@ -24,8 +24,9 @@ class CsvSink:
     one sink at a time writes a file (an exclusive lock, released when the process dies).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, header: str = CSV_HEADER) -> None:
         self.path = path
+        self.header = header
         self._fd: int | None = None
         self._size = 0
         self.rows_written = 0
@@ -50,7 +51,7 @@ class CsvSink:
             self._size = self._repair_tail()
             self._check_header()
             if self._size == 0:
-                self._append((CSV_HEADER + "\n").encode())
+                self._append((self.header + "\n").encode())
         except OSError as exc:
             self.close()
             raise StartupError(f"cannot prepare CSV {self.path}: {exc.strerror or exc}") from None
@@ -58,9 +59,9 @@ class CsvSink:
             self.close()
             raise
 
-    def write(self, text: str) -> None:
+    def write(self, data: bytes) -> None:
         """Append rows in one go; on error, cut the file back to where it was and re-raise."""
-        self._append(text.encode())
+        self._append(data)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -111,10 +112,10 @@ class CsvSink:
         assert self._fd is not None
         if self._size == 0:
             return
-        first = os.pread(self._fd, len(CSV_HEADER) + 1, 0)
-        if first != (CSV_HEADER + "\n").encode():
+        first = os.pread(self._fd, len(self.header) + 1, 0)
+        if first != (self.header + "\n").encode():
             shown = first.split(b"\n", 1)[0].decode("utf-8", "replace")
             raise StartupError(
-                f"{self.path} has header {shown!r}, expected {CSV_HEADER!r}; "
+                f"{self.path} has header {shown!r}, expected {self.header!r}; "
                 "move it aside or choose another --csv"
             )

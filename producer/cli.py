@@ -1,65 +1,239 @@
-"""`python -m producer`: the command line, which only builds a config and runs it."""
+"""`python -m producer`: the command line, which only builds a config and runs it.
+
+`python -m producer` publishes live; `python -m producer generate` backfills a CSV.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
 from common.cli import log_level_option, zmq_pub_option
 from common.logs import setup_logging
+from common.schema import METRICS
 from common.signals import stop_on_signals
-from producer import service
-from producer.config import ProducerConfig
+from producer import anomalies, service
+from producer.config import SOURCES, ProducerConfig
+
+_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--rate",
-    envvar="STREAM_RATE",
-    default=1.0,
-    show_default=True,
-    show_envvar=True,
-    type=click.FloatRange(0, 1000, min_open=True),
-    help="Samples per second, per device.",
+def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """An ISO date or date-time (UTC unless it says otherwise) as epoch milliseconds."""
+    if value is None or value == "":
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date or time like 2025-08-03 or 2025-08-03T14:00:00"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1000)
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", value)
+    if not match or float(match[1]) <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive duration like 90s, 30m, 12h or 7d")
+    return float(match[1]) * _UNITS_S[match[2] or "s"]
+
+
+def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    try:
+        return anomalies.parse_kinds(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _option(name: str, envvar: str, **kwargs: Any) -> Callable[..., Any]:
+    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+
+
+def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options that shape the simulated data, shared by live publishing and backfill."""
+    for decorator in reversed(
+        [
+            _option(
+                "--rate",
+                "STREAM_RATE",
+                default=1.0,
+                type=click.FloatRange(0, 1000, min_open=True),
+                help="Samples per second, per device (per simulated second with --speed).",
+            ),
+            _option(
+                "--devices",
+                "STREAM_DEVICES",
+                default=1,
+                type=click.IntRange(1, 100_000),
+                help="Number of simulated devices (host-01, host-02, ...).",
+            ),
+            click.option(
+                "--seed",
+                envvar="STREAM_SEED",
+                show_envvar=True,
+                default=None,
+                type=click.IntRange(0, 2**63 - 1),
+                help="Random seed; the same seed gives the same data. [default: random]",
+            ),
+            _option(
+                "--anomaly-rate",
+                "STREAM_ANOMALY_RATE",
+                default=4.0,
+                type=click.FloatRange(0, anomalies.MAX_RATE_PER_HOUR),
+                help="Anomalies per device per hour (0 turns them off).",
+            ),
+            _option(
+                "--anomaly-kinds",
+                "STREAM_ANOMALY_KINDS",
+                default="all",
+                callback=_kinds,
+                help="Comma list of: " + ", ".join(anomalies.CATALOGUE) + ".",
+            ),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@_option(
+    "--source",
+    "STREAM_SOURCE",
+    default="sim",
+    type=click.Choice(SOURCES),
+    help="sim: the simulation; replay: a CSV file; live: this machine's real metrics.",
 )
-@click.option(
-    "--devices",
-    envvar="STREAM_DEVICES",
-    default=1,
-    show_default=True,
-    show_envvar=True,
-    type=click.IntRange(1, 100_000),
-    help="Number of simulated devices (host-01, host-02, ...).",
-)
-@click.option(
-    "--seed",
-    envvar="STREAM_SEED",
-    default=None,
-    show_envvar=True,
-    type=click.IntRange(0, 2**63 - 1),
-    help="Random seed; the same seed gives the same data. [default: random, kept in --state]",
-)
+@_simulation_options
 @zmq_pub_option
-@click.option(
+@_option(
     "--state",
-    envvar="STREAM_STATE",
+    "STREAM_STATE",
     default="data/producer_state.json",
-    show_default=True,
-    show_envvar=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where the series (seed, tick grid, seq numbers) is kept across restarts.",
 )
+@click.option(
+    "--start",
+    envvar="STREAM_START",
+    show_envvar=True,
+    callback=_start,
+    help="Simulated time of the first sample, e.g. 2025-08-03T14:00:00 (UTC). [default: now]",
+)
+@_option(
+    "--speed",
+    "STREAM_SPEED",
+    default=1.0,
+    type=click.FloatRange(0, 1_000_000, min_open=True),
+    help="Simulated seconds per wall second (3600: an hour per second); replay pace too.",
+)
+@click.option(
+    "--replay-file",
+    envvar="STREAM_REPLAY_FILE",
+    show_envvar=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV to replay: our own log, or timestamp,value (NAB).",
+)
+@_option(
+    "--replay-loop/--no-replay-loop",
+    "STREAM_REPLAY_LOOP",
+    default=False,
+    help="Start the replay over when it ends.",
+)
+@_option(
+    "--replay-metric",
+    "STREAM_REPLAY_METRIC",
+    default="cpu",
+    type=click.Choice(METRICS),
+    help="Metric that the value column of a timestamp,value file becomes.",
+)
 @log_level_option
-def main(
-    rate: float, devices: int, seed: int | None, zmq_pub: str, state: Path, log_level: str
-) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     """Simulate machine metrics and publish them on a ZeroMQ PUB socket."""
+    if ctx.invoked_subcommand is not None:
+        return
     setup_logging(log_level)
-    config = ProducerConfig(rate=rate, devices=devices, seed=seed, zmq_pub=zmq_pub, state=state)
+    options["start_ms"] = options.pop("start")
+    config = ProducerConfig(**options)
     asyncio.run(_run(config))
 
 
 async def _run(config: ProducerConfig) -> None:
     await service.run(config, stop_on_signals())
+
+
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_simulation_options
+@click.option(
+    "--duration",
+    required=True,
+    callback=_duration,
+    help="Simulated time to cover: 90s, 30m, 12h, 7d, 2w.",
+)
+@click.option(
+    "--start",
+    callback=_start,
+    help="Simulated time of the first sample (UTC). [default: the duration before now]",
+)
+@click.option(
+    "--out",
+    default="data/train.csv",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV to write (replaced); the anomaly windows go beside it (*.windows.csv).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def generate(
+    rate: float,
+    devices: int,
+    seed: int | None,
+    anomaly_rate: float,
+    anomaly_kinds: tuple[str, ...],
+    duration: float,
+    start: int | None,
+    out: Path,
+    progress: bool,
+) -> None:
+    """Write the simulation for a span of time straight to CSV, with labels and windows."""
+    import secrets
+
+    from common.windows import windows_path
+    from producer.backfill import generate as backfill
+    from producer.series import Series
+
+    if seed is None:
+        seed = secrets.randbits(32)
+    if start is None:
+        start = (math.floor(time.time() - duration)) * 1000
+    ticks = math.ceil(duration * rate)
+    series = Series(
+        seed=seed, devices=devices, rate=rate, origin_ms=start, wall_origin_ms=start, seq_base=0
+    )
+    total = ticks * devices
+    with click.progressbar(
+        length=total, label=f"{total:,} samples", file=sys.stderr, show_eta=True
+    ) as bar:
+        rows, seconds = backfill(
+            out,
+            series,
+            ticks,
+            anomaly_rate,
+            anomaly_kinds,
+            progress=bar.update if progress else lambda _: None,
+        )
+    click.echo(
+        f"wrote {rows:,} samples to {out} and anomaly windows to {windows_path(out)} "
+        f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",
+        err=True,
+    )

@@ -5,14 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.schema import ANOMALY_KINDS
+
+SOURCES = ("sim", "replay", "live")
+
 
 @dataclass(frozen=True)
 class ProducerConfig:
-    rate: float = 1.0  # samples per second, per device
+    source: str = "sim"  # sim | replay | live
+    rate: float = 1.0  # samples per (simulated) second, per device
     devices: int = 1
     seed: int | None = None  # None: random, remembered in the state file
     zmq_pub: str = "tcp://127.0.0.1:5556"
     state: Path = Path("data/producer_state.json")
+    start_ms: int | None = None  # simulated time of the first sample; None: now
+    speed: float = 1.0  # simulated seconds per wall second
+    anomaly_rate: float = 4.0  # anomalies per device per hour
+    anomaly_kinds: tuple[str, ...] = ANOMALY_KINDS
+    replay_file: Path | None = None
+    replay_loop: bool = False
+    replay_metric: str = "cpu"  # where the value of a `timestamp,value` file goes
     max_lag: float = 5.0  # seconds behind schedule before ticks are skipped, not caught up
     stats_interval: float = 60.0  # seconds between status lines
 

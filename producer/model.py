@@ -1,10 +1,11 @@
 """The simulation model: coupled, smooth, bounded host metrics per device.
 
-Each device has a latent *workload* in roughly [0, 1]: a daily cycle plus an AR(1)
-process that evolves on a one-second grid. cpu follows the workload, net and disk_io
-rise and fall with it under their own multiplicative noise, and mem drifts slowly with
-a small workload component. Every value is a pure function of (seed, device, timestamp),
-so live, backfilled and restarted series agree sample for sample.
+Each device has a latent *workload* in roughly [0, 1]: a daily cycle, a weekend dip, an
+AR(1) process on a one-second grid and occasional bursts of activity. cpu follows the
+workload; net and disk_io rise and fall with it under their own log-normal noise and
+heavy-tailed bursts; mem drifts over hours and grows in a sawtooth that garbage
+collection releases. Every value is a pure function of (seed, device, timestamp), so
+live, fast-forwarded, backfilled and restarted series agree sample for sample.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import numpy as np
 from producer import noise
 
 # Streams keep the random numbers of different purposes independent.
-_PARAMS, _AR, _CPU, _MEM, _DISK, _NET = range(1, 7)
+_PARAMS, _AR, _CPU, _MEM, _DISK, _NET, _BURST, _GC, _DISK_BURST, _NET_BURST = range(1, 11)
 
 AR_BLOCK_S = 1024  # the AR process restarts from zero two blocks back: exp(-1024 / tau) ~ 0
-DAY_S = 86_400
+DAY_MS = 86_400_000
+WEEK_MS = 7 * DAY_MS
+_MONDAY_MS = 4 * DAY_MS  # 1970-01-05, the first Monday after the epoch
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,10 @@ class DeviceParams:
     load: np.ndarray  # mean workload, 0..1
     daily_amplitude: np.ndarray
     peak_hour: np.ndarray  # hour of day (UTC) with the highest load
+    weekend_dip: np.ndarray  # workload removed on Saturdays and Sundays
     ar_sigma: np.ndarray  # stationary std of the workload's random part
     ar_tau: np.ndarray  # its correlation time, seconds
+    burst_chance: np.ndarray  # probability of a workload burst in a 15-minute slot
     cpu_noise: np.ndarray  # per-sample cpu jitter, percentage points
     net_base: np.ndarray  # KB/s at workload 0.5
     disk_base: np.ndarray  # MB/s at workload 0.5
@@ -38,6 +43,8 @@ class DeviceParams:
     mem_swing: np.ndarray  # amplitude of the slow drift, percentage points
     mem_period: np.ndarray  # period of the slow drift, seconds
     mem_phase: np.ndarray  # 0..1
+    gc_period: np.ndarray  # milliseconds between garbage collections
+    gc_growth: np.ndarray  # mean percentage points mem grows between two collections
 
     @classmethod
     def draw(cls, seed: int, devices: int) -> DeviceParams:
@@ -50,16 +57,58 @@ class DeviceParams:
             load=between(0, 0.35, 0.55),
             daily_amplitude=between(1, 0.06, 0.16),
             peak_hour=between(2, 11.0, 17.0),
+            weekend_dip=between(12, 0.04, 0.12),
             ar_sigma=between(3, 0.05, 0.09),
             ar_tau=between(4, 20.0, 60.0),
+            burst_chance=between(13, 0.15, 0.45),
             cpu_noise=between(5, 0.8, 2.0),
             net_base=between(6, 60.0, 160.0),
             disk_base=between(7, 40.0, 120.0),
-            mem_base=between(8, 45.0, 70.0),
-            mem_swing=between(9, 3.0, 10.0),
+            mem_base=between(8, 45.0, 65.0),
+            mem_swing=between(9, 3.0, 8.0),
             mem_period=between(10, 2 * 3600.0, 8 * 3600.0),
             mem_phase=between(11, 0.0, 1.0),
+            gc_period=np.round(between(14, 8 * 60_000.0, 30 * 60_000.0)),
+            gc_growth=between(15, 3.0, 9.0),
         )
+
+
+@dataclass(frozen=True)
+class SlotEvents:
+    """Events that start and end inside fixed slots: one slot at most one event.
+
+    Confining an event to its slot makes "is an event active at t?" a function of t's
+    slot alone, so it needs no history and vectorizes over any set of timestamps.
+    """
+
+    slot_ms: int
+    min_ms: float
+    max_ms: float
+
+    def at(
+        self, seed: int, stream: int, chance: np.ndarray | float, device: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(active, position 0..1 in the event, a uniform per event), each (len(ts), devices)."""
+        slot = ts // self.slot_ms
+        first = int(slot.min())
+        slots = np.arange(first, int(slot.max()) + 1)[:, None]
+        has = noise.uniform(seed, stream, device, slots) < chance
+        duration = self.min_ms + (self.max_ms - self.min_ms) * noise.uniform(
+            seed, stream + 100, device, slots
+        )
+        start = slots * self.slot_ms + noise.uniform(seed, stream + 200, device, slots) * (
+            self.slot_ms - duration
+        )
+        size = noise.uniform(seed, stream + 300, device, slots)
+        row = slot - first
+        t = ts[:, None].astype(np.float64)
+        position = (t - start[row]) / duration[row]
+        active = has[row] & (position >= 0) & (position < 1)
+        return active, position, size[row]
+
+
+_WORKLOAD_BURSTS = SlotEvents(slot_ms=900_000, min_ms=60_000, max_ms=420_000)
+_IO_BURSTS = SlotEvents(slot_ms=60_000, min_ms=2_000, max_ms=30_000)
 
 
 class Model:
@@ -73,34 +122,65 @@ class Model:
         self._ar_cache: dict[int, np.ndarray] = {}
 
     def values(self, ts_ms: np.ndarray) -> np.ndarray:
-        """Array (len(ts_ms), devices, 4) of cpu, mem, disk_io, net, rounded to 0.1."""
+        """Array (len(ts_ms), devices, 4) of cpu, mem, disk_io, net, before rounding."""
         p = self.params
+        seed, device = self.seed, self._device
         ts_ms = np.asarray(ts_ms, dtype=np.int64)
         seconds = (ts_ms / 1000.0)[:, None]
+        key = ts_ms[:, None]
+
         workload = (
             p.load
-            + p.daily_amplitude * np.cos(2 * np.pi * (seconds / DAY_S - p.peak_hour / 24))
+            + p.daily_amplitude * np.cos(2 * np.pi * (seconds / 86_400 - p.peak_hour / 24))
+            - p.weekend_dip * _weekend(ts_ms)[:, None]
             + self._ar(ts_ms)
+            + self._bursts(ts_ms)
         )
         busy = np.clip(workload, 0.0, 1.0)
-        key = ts_ms[:, None]
-        seed, device = self.seed, self._device
 
         cpu = 100.0 * workload + p.cpu_noise * noise.normal(seed, _CPU, device, key)
-        drift = np.sin(2 * np.pi * (seconds / p.mem_period + p.mem_phase))
         mem = (
             p.mem_base
-            + p.mem_swing * drift
+            + p.mem_swing * np.sin(2 * np.pi * (seconds / p.mem_period + p.mem_phase))
+            + self._garbage(ts_ms)
             + 10.0 * (workload - p.load)
             + 0.3 * noise.normal(seed, _MEM, device, key)
         )
         disk = (
-            p.disk_base * (0.3 + 1.4 * busy) * np.exp(0.3 * noise.normal(seed, _DISK, device, key))
+            p.disk_base
+            * (0.3 + 1.4 * busy)
+            * np.exp(0.3 * noise.normal(seed, _DISK, device, key))
+            * self._io_bursts(_DISK_BURST, ts_ms)
         )
-        net = p.net_base * (0.4 + 1.2 * busy) * np.exp(0.25 * noise.normal(seed, _NET, device, key))
+        net = (
+            p.net_base
+            * (0.4 + 1.2 * busy)
+            * np.exp(0.25 * noise.normal(seed, _NET, device, key))
+            * self._io_bursts(_NET_BURST, ts_ms)
+        )
+        return np.stack([cpu, mem, disk, net], axis=-1)
 
-        out = np.stack([np.clip(cpu, 0.0, 100.0), np.clip(mem, 0.0, 100.0), disk, net], axis=-1)
-        return np.round(out, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
+    def _bursts(self, ts_ms: np.ndarray) -> np.ndarray:
+        """Workload bursts: a smooth bump of 0.08-0.25 lasting 1-7 minutes."""
+        active, position, size = _WORKLOAD_BURSTS.at(
+            self.seed, _BURST, self.params.burst_chance, self._device, ts_ms
+        )
+        shape = np.sin(np.pi * np.clip(position, 0.0, 1.0)) ** 0.5
+        return np.where(active, (0.08 + 0.17 * size) * shape, 0.0)
+
+    def _io_bursts(self, stream: int, ts_ms: np.ndarray) -> np.ndarray:
+        """Heavy-tailed multipliers (Pareto, alpha 1.5, capped at 8x) for seconds at a time."""
+        active, _, size = _IO_BURSTS.at(self.seed, stream, 0.15, self._device, ts_ms)
+        return np.where(active, np.minimum(size ** (-1 / 1.5), 8.0), 1.0)
+
+    def _garbage(self, ts_ms: np.ndarray) -> np.ndarray:
+        """The mem sawtooth: growth since the last collection, released at each one."""
+        p = self.params
+        since = ts_ms[:, None] + p.gc_period * p.mem_phase
+        cycle = since // p.gc_period
+        progress = (since - cycle * p.gc_period) / p.gc_period
+        growth = p.gc_growth * (0.5 + noise.uniform(self.seed, _GC, self._device, cycle))
+        return growth * (progress - 0.5)
 
     def _ar(self, ts_ms: np.ndarray) -> np.ndarray:
         """The workload's AR(1) part, linearly interpolated between whole seconds."""
@@ -144,3 +224,19 @@ class Model:
             y[step:] = y[step:] + factor * y[:-step]
             step, factor = step * 2, factor * factor
         return list(np.moveaxis(y[AR_BLOCK_S:], 1, 0))
+
+
+def _weekend(ts_ms: np.ndarray) -> np.ndarray:
+    """1 on Saturday and Sunday (UTC), 0 on weekdays, with one-hour smooth edges."""
+    into_week = ((ts_ms - _MONDAY_MS) % WEEK_MS) / 3_600_000.0  # hours since Monday 00:00
+    rise = 1 / (1 + np.exp(-(into_week - 120.0) * 4))  # Saturday 00:00
+    fall = 1 / (1 + np.exp(-(into_week - 167.5) * 4))  # late Sunday
+    return rise - fall
+
+
+def finish(values: np.ndarray) -> np.ndarray:
+    """Bound and round raw values: cpu and mem to 0-100, rates >= 0, one decimal."""
+    out = np.empty_like(values)
+    np.clip(values[..., :2], 0.0, 100.0, out=out[..., :2])
+    np.maximum(values[..., 2:], 0.0, out=out[..., 2:])
+    return np.round(out, 1) + 0.0  # + 0.0 turns -0.0 into 0.0

@@ -1,10 +1,11 @@
-"""The series a producer publishes: its seed, tick grid and sequence numbers, kept on disk.
+"""The series a producer publishes: its tick grid and sequence numbers, kept on disk.
 
-Tick k of a series happens at `origin + k / rate` and carries `seq = seq_base + k` for
-every device. The series is saved when it starts, so a restarted producer with the same
-seed, rate and device count continues it: the seq of a sample follows from its time, the
-ticks it missed while down are never produced, and no seq is ever used twice. Changing
-those settings starts a new series whose seqs begin after anything the old one published.
+Tick k of a series is due (wall clock) at `wall_origin + k / (rate * speed)`, carries
+the simulated timestamp `origin + k / rate`, and `seq = seq_base + k` for every device.
+The series is saved when it starts, so a producer restarted with the same settings
+continues it: the seq of a sample follows from its time, ticks missed while the producer
+was down are never produced, and no seq is ever used twice. Other settings start a new
+series whose seqs begin after anything the old one can have published.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import math
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +24,47 @@ from common.errors import StartupError
 
 log = logging.getLogger(__name__)
 
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Series:
     seed: int
     devices: int
-    rate: float
-    origin_ms: int
+    rate: float  # ticks per simulated second
+    origin_ms: int  # simulated time of tick 0
+    wall_origin_ms: int  # wall-clock time tick 0 was due
     seq_base: int
+    speed: float = 1.0  # simulated seconds per wall second
+    start_ms: int | None = None  # the requested simulated start, None for "now"
+    source: str = "sim"
 
     def time_ms(self, ticks: np.ndarray) -> np.ndarray:
-        """Timestamps of ticks on the absolute grid (no drift, however long it runs)."""
+        """Simulated timestamps of ticks, on an absolute grid (no drift however long it runs)."""
         return self.origin_ms + np.round(np.asarray(ticks) * (1000.0 / self.rate)).astype(np.int64)
 
-    def tick_at_or_after(self, ms: float) -> int:
-        k = max(0, math.ceil((ms - self.origin_ms) * self.rate / 1000.0) - 1)
-        while int(self.time_ms(np.int64(k))) < ms:
+    def due_ms(self, tick: int) -> float:
+        """Wall-clock time a tick is due."""
+        return self.wall_origin_ms + tick * 1000.0 / (self.rate * self.speed)
+
+    def tick_due_at_or_after(self, wall_ms: float) -> int:
+        k = max(0, math.ceil((wall_ms - self.wall_origin_ms) * self.rate * self.speed / 1000) - 1)
+        while self.due_ms(k) < wall_ms:
             k += 1
         return k
 
-    def last_tick_at_or_before(self, ms: float) -> int:
-        return self.tick_at_or_after(ms + 1) - 1
+    def last_tick_due_by(self, wall_ms: float) -> int:
+        """The last tick due at or before `wall_ms` (-1 if none yet)."""
+        k = math.floor((wall_ms - self.wall_origin_ms) * self.rate * self.speed / 1000)
+        while self.due_ms(k + 1) <= wall_ms:
+            k += 1
+        while k >= 0 and self.due_ms(k) > wall_ms:
+            k -= 1
+        return max(k, -1)
 
-    def continues(self, seed: int, devices: int, rate: float) -> bool:
-        return (self.seed, self.devices, self.rate) == (seed, devices, rate)
+    def identity(self) -> tuple:
+        """What must match for a restarted producer to continue this series."""
+        return (self.source, self.seed, self.devices, self.rate, self.speed, self.start_ms)
 
 
 def load(path: Path) -> Series | None:
@@ -64,14 +80,8 @@ def load(path: Path) -> Series | None:
         log.warning("ignoring series state %s of an unknown version", path)
         return None
     try:
-        return Series(
-            seed=int(data["seed"]),
-            devices=int(data["devices"]),
-            rate=float(data["rate"]),
-            origin_ms=int(data["origin_ms"]),
-            seq_base=int(data["seq_base"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        return Series(**{f.name: data[f.name] for f in fields(Series)})
+    except (KeyError, TypeError) as exc:
         log.warning("ignoring malformed series state %s: %s", path, exc)
         return None
 
@@ -88,19 +98,38 @@ def save(path: Path, series: Series) -> None:
 
 
 def resume_or_start(
-    path: Path, seed: int | None, devices: int, rate: float, now_ms: float
+    path: Path,
+    seed: int | None,
+    devices: int,
+    rate: float,
+    now_ms: float,
+    *,
+    speed: float = 1.0,
+    start_ms: int | None = None,
+    source: str = "sim",
+    fresh: bool = False,
 ) -> tuple[Series, bool]:
-    """The series to publish, and whether it continues the saved one."""
+    """The series to publish, and whether it continues the saved one (never if `fresh`)."""
     saved = load(path)
     if seed is None:
         seed = saved.seed if saved is not None else secrets.randbits(32)
-    if saved is not None and saved.continues(seed, devices, rate):
+    wall_origin = math.ceil(now_ms / 1000.0) * 1000  # whole seconds: 1 Hz ticks on the second
+    wanted = Series(
+        seed=seed,
+        devices=devices,
+        rate=rate,
+        origin_ms=wall_origin if start_ms is None else start_ms,
+        wall_origin_ms=wall_origin,
+        seq_base=0,
+        speed=speed,
+        start_ms=start_ms,
+        source=source,
+    )
+    if not fresh and saved is not None and saved.identity() == wanted.identity():
         return saved, True
-    seq_base = 0
     if saved is not None:
         # Past every seq the old series can have published, whatever its rate was.
-        seq_base = saved.seq_base + saved.tick_at_or_after(now_ms) + 1
-    origin_ms = math.ceil(now_ms / 1000.0) * 1000  # whole seconds: 1 Hz ticks on the second
-    series = Series(seed=seed, devices=devices, rate=rate, origin_ms=origin_ms, seq_base=seq_base)
-    save(path, series)
-    return series, False
+        seq_base = saved.seq_base + saved.tick_due_at_or_after(now_ms) + 1
+        wanted = Series(**{**asdict(wanted), "seq_base": seq_base})
+    save(path, wanted)
+    return wanted, False

@@ -1,4 +1,4 @@
-"""The producer's loop: wake at each tick's absolute deadline, generate, publish."""
+"""The producer's loop: wait for the next sample's deadline, take what is due, publish."""
 
 from __future__ import annotations
 
@@ -6,111 +6,108 @@ import asyncio
 import logging
 import time
 
-import numpy as np
-
-from common import schema
 from common.bus import Publisher
+from common.errors import StartupError
 from common.signals import wait_or_stop
+from producer import replay
 from producer import series as series_store
-from producer.config import ProducerConfig, device_name
-from producer.model import Model
-from producer.series import Series
+from producer.config import ProducerConfig
+from producer.source import Source
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS_PER_MESSAGE = 100_000
+_MIN_SLEEP_S = 0.001  # at very high tick rates, publish several ticks per wake-up
 
 
-class TickSource:
-    """Turns tick numbers of a series into batches of samples (all devices per tick)."""
+def open_source(config: ProducerConfig, now_ms: float) -> Source:
+    """The configured source, positioned at the first tick due from now."""
+    if config.source == "sim":
+        from producer.sim import SimSource
 
-    def __init__(self, series: Series) -> None:
-        self.series = series
-        self.model = Model(series.seed, series.devices)
-        self.precision = schema.precision_for_rate(series.rate)
-        names = [device_name(i) for i in range(series.devices)]
-        self._devices = np.array(names, dtype=f"S{schema.DEVICE_MAX_BYTES}")
+        series, continued = series_store.resume_or_start(
+            config.state,
+            config.seed,
+            config.devices,
+            config.rate,
+            now_ms,
+            speed=config.speed,
+            start_ms=config.start_ms,
+        )
+        _log_series(continued)
+        return SimSource(
+            series,
+            config.anomaly_rate,
+            config.anomaly_kinds,
+            first_tick=series.tick_due_at_or_after(now_ms),
+            max_lag_s=config.max_lag,
+        )
+    if config.source == "live":
+        from producer.live import LiveSource
 
-    def batch(self, first: int, last: int) -> schema.Batch:
-        """Ticks first..last inclusive, tick-major, devices in order within a tick."""
-        ticks = np.arange(first, last + 1)
-        ts_ms = self.series.time_ms(ticks)
-        values = self.model.values(ts_ms)
-        n, d = len(ticks), self.series.devices
-        rows = schema.empty_rows(n * d)
-        rows["ts_ms"] = np.repeat(ts_ms, d)
-        rows["seq"] = np.repeat(self.series.seq_base + ticks, d)
-        rows["device"] = np.tile(self._devices, n)
-        flat = values.reshape(n * d, len(schema.METRICS))
-        for i, metric in enumerate(schema.METRICS):
-            rows[metric] = flat[:, i]
-        return schema.Batch(rows=rows, precision=self.precision)
+        if config.devices != 1:
+            raise StartupError(
+                f"the live source has one device (this machine), got --devices {config.devices}"
+            )
+        series, continued = series_store.resume_or_start(
+            config.state, 0, 1, config.rate, now_ms, source="live"
+        )
+        _log_series(continued)
+        return LiveSource(series, first_tick=series.tick_due_at_or_after(now_ms))
+    if config.replay_file is None:
+        raise StartupError("the replay source needs --replay-file (STREAM_REPLAY_FILE)")
+    recording = replay.load(config.replay_file, config.replay_metric)
+    series, _ = series_store.resume_or_start(
+        config.state,
+        0,
+        recording.distinct_devices,
+        recording.max_rate(config.speed) / config.speed,
+        now_ms,
+        speed=config.speed,
+        source="replay",
+        fresh=True,
+    )
+    return replay.ReplaySource(recording, series, config.replay_loop, config.replay_file)
+
+
+def _log_series(continued: bool) -> None:
+    if continued:
+        log.info("continuing series saved in the state file")
+    else:
+        log.info("starting a new series")
 
 
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
-    """Publish until `stop` is set. Raises StartupError if the endpoint or state is unusable."""
-    series, continued = series_store.resume_or_start(
-        config.state, config.seed, config.devices, config.rate, time.time() * 1000
-    )
-    source = TickSource(series)
+    """Publish until `stop` is set. Raises StartupError if the source or endpoint is unusable."""
     publisher = Publisher(config.zmq_pub)
     try:
-        next_tick = series.tick_at_or_after(time.time() * 1000)
-        log.info(
-            "%s series seed=%d: %d device(s) at %g Hz from seq %d, publishing on %s",
-            "continuing" if continued else "starting",
-            series.seed,
-            series.devices,
-            series.rate,
-            series.seq_base + next_tick,
-            publisher.endpoint,
-        )
-        published, next_tick = await _publish_on_schedule(
-            config, source, publisher, next_tick, stop
-        )
-        log.info(
-            "stopped after publishing %d samples; last seq %d",
-            published,
-            series.seq_base + next_tick - 1,
-        )
+        source = open_source(config, time.time() * 1000)
+    except BaseException:
+        publisher.close()
+        raise
+    try:
+        log.info("%s; publishing on %s", source.describe(), publisher.endpoint)
+        published, last_seq = await _publish(config, source, publisher, stop)
+        log.info("stopped after publishing %d samples; last seq %d", published, last_seq)
     finally:
         publisher.close()
 
 
-async def _publish_on_schedule(
-    config: ProducerConfig,
-    source: TickSource,
-    publisher: Publisher,
-    next_tick: int,
-    stop: asyncio.Event,
+async def _publish(
+    config: ProducerConfig, source: Source, publisher: Publisher, stop: asyncio.Event
 ) -> tuple[int, int]:
-    """Publish until stopped; return (samples published, next tick)."""
-    series = source.series
-    ticks_per_message = max(1, MAX_ROWS_PER_MESSAGE // series.devices)
-    published = 0
+    """Publish on schedule until stopped; return (samples published, last seq)."""
+    published, last_seq = 0, -1
     next_stats = time.monotonic() + config.stats_interval
     while True:
-        due_s = int(series.time_ms(np.int64(next_tick))) / 1000.0
-        if await wait_or_stop(stop, due_s - time.time()):
-            return published, next_tick
-        now_ms = time.time() * 1000
-        last_tick = max(next_tick, series.last_tick_at_or_before(now_ms))
-        behind_s = (last_tick - next_tick) / series.rate
-        if behind_s > config.max_lag:
-            # Suspended or starved: skip rather than flood subscribers with stale samples.
-            resume = series.last_tick_at_or_before(now_ms)
-            log.warning(
-                "%.1f s behind schedule; skipping seq %d..%d",
-                behind_s,
-                series.seq_base + next_tick,
-                series.seq_base + resume - 1,
-            )
-            next_tick = last_tick = resume
-        for first in range(next_tick, last_tick + 1, ticks_per_message):
-            batch = source.batch(first, min(last_tick, first + ticks_per_message - 1))
+        delay = source.next_due_ms() / 1000.0 - time.time()
+        if delay == float("inf"):
+            delay = 3600.0
+        if await wait_or_stop(stop, max(delay, _MIN_SLEEP_S) if delay > 0 else 0):
+            return published, last_seq
+        for batch in source.take(time.time() * 1000):
             publisher.publish(batch)
             published += len(batch)
-        next_tick = last_tick + 1
+            last_seq = int(batch.rows["seq"][-1])
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
-            log.info("published %d samples, next seq %d", published, series.seq_base + next_tick)
+            log.info("published %d samples; last seq %d", published, last_seq)

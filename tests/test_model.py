@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from producer.model import Model
+from producer.model import Model, finish
 
 START_MS = 1_754_179_200_000  # 2025-08-03 00:00:00 UTC
 CPU, MEM, DISK, NET = range(4)
@@ -14,7 +14,11 @@ CPU, MEM, DISK, NET = range(4)
 @pytest.fixture(scope="module")
 def day() -> np.ndarray:
     """A day at 1 Hz for 4 devices."""
-    return Model(seed=7, devices=4).values(START_MS + np.arange(86_400) * 1000)
+    return values(7, 4, START_MS + np.arange(86_400) * 1000)
+
+
+def values(seed: int, devices: int, ts: np.ndarray) -> np.ndarray:
+    return finish(Model(seed, devices).values(ts))
 
 
 def test_bounds(day):
@@ -61,28 +65,60 @@ def test_devices_differ(day):
 
 def test_same_seed_same_data_other_seed_other_data():
     ts = START_MS + np.arange(600) * 1000
-    a = Model(seed=1, devices=3).values(ts)
-    assert np.array_equal(a, Model(seed=1, devices=3).values(ts))
-    assert not np.array_equal(a, Model(seed=2, devices=3).values(ts))
+    a = values(1, 3, ts)
+    assert np.array_equal(a, values(1, 3, ts))
+    assert not np.array_equal(a, values(2, 3, ts))
 
 
 def test_chunking_does_not_change_values():
     """Tick by tick (live) and all at once (backfill) give identical numbers."""
     ts = START_MS + 1_000_000 + np.arange(0, 3000, 100)  # 10 Hz, across an AR block edge
-    whole = Model(seed=3, devices=2).values(ts)
+    whole = values(3, 2, ts)
     live = Model(seed=3, devices=2)
-    ticked = np.concatenate([live.values(ts[i : i + 1]) for i in range(len(ts))])
+    ticked = np.concatenate([finish(live.values(ts[i : i + 1])) for i in range(len(ts))])
     assert np.array_equal(whole, ticked)
 
 
 def test_adding_devices_keeps_existing_ones():
     """Device k's series does not depend on how many devices are simulated."""
     ts = START_MS + np.arange(120) * 1000
-    assert np.array_equal(Model(5, 2).values(ts), Model(5, 5).values(ts)[:, :2])
+    assert np.array_equal(values(5, 2, ts), values(5, 5, ts)[:, :2])
 
 
 def test_higher_rates_stay_smooth():
     """At 100 Hz consecutive samples differ by little (the latent state is interpolated)."""
     ts = START_MS + np.arange(6000) * 10
-    cpu = Model(seed=9, devices=1).values(ts)[:, 0, CPU]
+    cpu = values(9, 1, ts)[:, 0, CPU]
     assert np.corrcoef(cpu[:-1], cpu[1:])[0, 1] > 0.8
+
+
+def test_daily_cycle_is_visible_over_two_days():
+    """Hourly means of cpu follow a daily pattern: the same hours of two days correlate."""
+    ts = START_MS + np.arange(2 * 86_400) * 1000
+    cpu = values(11, 1, ts)[:, 0, CPU]
+    hourly = cpu.reshape(2, 24, 3600).mean(axis=2)
+    assert np.corrcoef(hourly[0], hourly[1])[0, 1] > 0.6
+    assert np.ptp(hourly.mean(axis=0)) > 8  # peak and trough hours differ by > 8 points
+
+
+def test_weekends_are_quieter():
+    week = START_MS - 6 * 86_400_000 + np.arange(0, 7 * 86_400_000, 60_000)  # Mon..Sun, 1/min
+    cpu = values(12, 8, week)[..., CPU]
+    day_means = cpu.reshape(7, -1, 8).mean(axis=(1, 2))
+    assert day_means[5:].mean() < day_means[:5].mean() - 2
+
+
+def test_memory_saw_tooth_grows_and_releases():
+    """mem rises between collections and drops at each one: more small rises than big falls."""
+    ts = START_MS + np.arange(4 * 3600) * 1000
+    mem = Model(13, 1)._garbage(ts)[:, 0]
+    steps = np.diff(mem)
+    drops = steps[steps < -1]
+    assert len(drops) >= 4  # at least one collection per hour
+    assert (steps > 0).mean() > 0.95
+
+
+def test_io_has_heavy_tailed_bursts():
+    ts = START_MS + np.arange(86_400) * 1000
+    net = values(14, 1, ts)[:, 0, NET]
+    assert np.percentile(net, 99.9) > 2.5 * np.median(net)

@@ -44,7 +44,7 @@ class TestRendering:
         (line, *_) = schema.to_json(make_batch())
         assert line == (
             '{"timestamp":"2025-08-03 14:00:00","cpu":47.2,"mem":62.1,"disk_io":120.0,'
-            '"net":58.0,"device":"host-01","seq":7}'
+            '"net":58.0,"device":"host-01","seq":7,"anomaly":null,"anomaly_id":null}'
         )
         assert list(json.loads(line))[:5] == ["timestamp", "cpu", "mem", "disk_io", "net"]
 
@@ -53,7 +53,7 @@ class TestRendering:
         batch = make_batch(1, schema.MILLISECONDS)
         row = schema.to_csv(batch).rstrip("\n").split(",")
         sample = json.loads(schema.to_json(batch)[0])
-        assert row == [sample["timestamp"], "47.2", "62.1", "120.0", "58.0", "host-01", "7"]
+        assert row == [sample["timestamp"], "47.2", "62.1", "120.0", "58.0", "host-01", "7", "", ""]
         assert sample["timestamp"] == "2025-08-03 14:00:00.000"
 
     def test_missing_values_are_null_in_json_and_empty_in_csv(self):

@@ -12,24 +12,34 @@ from producer.series import Series
 
 def test_ticks_are_exactly_one_period_apart_on_an_absolute_grid():
     """No drift: tick k is at origin + k/rate however large k gets."""
-    s = Series(seed=1, devices=1, rate=100.0, origin_ms=1_000_000, seq_base=0)
+    s = Series(seed=1, devices=1, rate=100.0, origin_ms=1_000_000, wall_origin_ms=0, seq_base=0)
     ticks = np.array([0, 1, 2, 360_000_000])
     assert s.time_ms(ticks).tolist() == [1_000_000, 1_000_010, 1_000_020, 1_000_000 + 3_600_000_000]
 
 
 def test_tick_lookup():
-    s = Series(seed=1, devices=1, rate=3.0, origin_ms=0, seq_base=0)
-    assert s.tick_at_or_after(0) == 0
-    assert s.tick_at_or_after(1) == 1
-    assert s.tick_at_or_after(334) == 2
-    assert s.last_tick_at_or_before(333) == 1
-    assert s.last_tick_at_or_before(332) == 0
+    s = Series(seed=1, devices=1, rate=3.0, origin_ms=0, wall_origin_ms=0, seq_base=0)
+    assert s.tick_due_at_or_after(0) == 0
+    assert s.tick_due_at_or_after(1) == 1
+    assert s.tick_due_at_or_after(334) == 2
+    assert s.last_tick_due_by(333.4) == 1
+    assert s.last_tick_due_by(332) == 0
+
+
+def test_speed_runs_simulated_time_faster_with_exact_spacing():
+    """At speed 3600 a 1 Hz series has 3600 ticks per wall second, 1 simulated second apart."""
+    s = Series(
+        seed=1, devices=1, rate=1.0, origin_ms=10**12, wall_origin_ms=0, seq_base=0, speed=3600
+    )
+    assert s.last_tick_due_by(1000) == 3600
+    assert np.all(np.diff(s.time_ms(np.arange(3601))) == 1000)
 
 
 def test_restart_with_same_settings_continues_the_series(tmp_path):
     path = tmp_path / "state.json"
     first, continued = store.resume_or_start(path, None, 2, 1.0, 1_000_000.5)
     assert not continued and first.origin_ms == 1_001_000 and first.seq_base == 0
+    assert first.wall_origin_ms == 1_001_000
     again, continued = store.resume_or_start(path, None, 2, 1.0, 9_000_000)
     assert continued and again == first  # the random seed was remembered too
 
@@ -41,7 +51,7 @@ def test_new_settings_start_a_new_series_after_every_used_seq(tmp_path):
     now = 60_000  # 6,000 ticks later
     new, continued = store.resume_or_start(path, 5, 1, 1.0, now)
     assert not continued
-    assert new.seq_base > old.seq_base + old.last_tick_at_or_before(now)
+    assert new.seq_base > old.seq_base + old.last_tick_due_by(now)
     assert json.loads(path.read_text())["rate"] == 1.0
 
 
@@ -50,3 +60,14 @@ def test_unreadable_state_is_ignored(tmp_path):
     path.write_text("{not json")
     s, continued = store.resume_or_start(path, 3, 1, 1.0, 0)
     assert not continued and s.seed == 3
+
+
+def test_a_requested_start_is_part_of_the_series(tmp_path):
+    """--start sets simulated time; restarting with another start begins a new series."""
+    path = tmp_path / "state.json"
+    s, _ = store.resume_or_start(path, 1, 1, 1.0, 5_000, start_ms=42_000)
+    assert s.time_ms(np.array([0, 2])).tolist() == [42_000, 44_000]
+    again, continued = store.resume_or_start(path, 1, 1, 1.0, 9_000, start_ms=42_000)
+    assert continued
+    other, continued = store.resume_or_start(path, 1, 1, 1.0, 9_000, start_ms=0)
+    assert not continued and other.seq_base > 0

@@ -12,14 +12,14 @@ from common.errors import StartupError
 from common.schema import CSV_HEADER
 from logger.sink import CsvSink
 
-ROW = "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,{}\n"
+ROW = "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,{},,\n"
 
 
-def rows(first: int, count: int) -> str:
-    return "".join(ROW.format(seq) for seq in range(first, first + count))
+def rows(first: int, count: int) -> bytes:
+    return "".join(ROW.format(seq) for seq in range(first, first + count)).encode()
 
 
-def write(path, text: str) -> None:
+def write(path, text: bytes) -> None:
     sink = CsvSink(path)
     sink.open()
     try:
@@ -45,14 +45,14 @@ def test_new_file_gets_one_header_and_reopening_appends(tmp_path):
     "tail",
     [
         "2025-08-03 14:00:0",  # truncated inside the last row
-        "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,5\0\0\0",  # torn then NUL-padded
+        "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,5,\0\0\0",  # torn then NUL-padded
         "\0" * 4096,  # NUL padding after a whole row
     ],
 )
 def test_torn_tail_is_cut_at_open(tmp_path, tail):
     """A torn or NUL-padded last row is removed; whole rows before it are kept."""
     path = tmp_path / "log.csv"
-    path.write_text(CSV_HEADER + "\n" + rows(0, 3) + tail)
+    path.write_bytes((CSV_HEADER + "\n").encode() + rows(0, 3) + tail.encode())
     write(path, rows(3, 1))
     frame = pd.read_csv(path)
     assert frame["seq"].tolist() == [0, 1, 2, 3]
@@ -62,7 +62,7 @@ def test_torn_header_is_rewritten(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("timestamp,cp")
     write(path, rows(0, 1))
-    assert path.read_text() == CSV_HEADER + "\n" + rows(0, 1)
+    assert path.read_bytes() == (CSV_HEADER + "\n").encode() + rows(0, 1)
 
 
 def test_foreign_header_is_refused(tmp_path):

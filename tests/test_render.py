@@ -1,0 +1,55 @@
+"""The batch renderer gives, byte for byte, the text of the reference row-by-row renderer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common import render, schema
+
+
+def random_batch(n: int, precision: int, seed: int) -> schema.Batch:
+    rng = np.random.default_rng(seed)
+    rows = schema.empty_rows(n)
+    rows["ts_ms"] = 1_754_229_600_000 + np.sort(rng.integers(0, 10**8, n))
+    rows["seq"] = rng.integers(0, 10**12, n)
+    rows["device"] = [f"host-{i % 13 + 1:02d}".encode() for i in range(n)]
+    for metric in schema.METRICS:
+        rows[metric] = np.round(rng.normal(40, 300, n), 1) + 0.0
+        rows[metric][rng.random(n) < 0.1] = np.nan
+    rows["cpu"][: min(n, 3)] = [0.0, 0.1, 99999.9][: min(n, 3)]
+    rows["anomaly"] = rng.integers(0, len(schema.ANOMALY_KINDS) + 1, n) * (rng.random(n) < 0.3)
+    rows["anomaly_id"] = np.where(rows["anomaly"] > 0, rng.integers(1, 10**13, n), 0)
+    return schema.Batch(rows, precision)
+
+
+@pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
+@pytest.mark.parametrize("n", [1, 2, 17, 5000])
+def test_csv_and_json_match_the_reference(precision, n):
+    batch = random_batch(n, precision, seed=n)
+    assert render.csv_rows(batch) == schema.to_csv(batch).encode()
+    assert render.json_objects(batch) == [line.encode() for line in schema.to_json(batch)]
+
+
+def test_json_objects_parse_and_agree_with_csv():
+    batch = random_batch(200, schema.MILLISECONDS, seed=3)
+    lines = render.csv_rows(batch).decode().splitlines()
+    for obj, line in zip(render.json_objects(batch), lines, strict=True):
+        sample = json.loads(obj)
+        fields = line.split(",")
+        assert fields[0] == sample["timestamp"]
+        for i, metric in enumerate(schema.METRICS, start=1):
+            assert fields[i] == ("" if sample[metric] is None else json.dumps(sample[metric]))
+
+
+def test_huge_values_fall_back_to_the_reference():
+    batch = random_batch(3, schema.SECONDS, seed=1)
+    batch.rows["net"][1] = 1e20
+    assert render.csv_rows(batch) == schema.to_csv(batch).encode()
+
+
+def test_empty_batch():
+    batch = random_batch(0, schema.SECONDS, seed=0)
+    assert render.csv_rows(batch) == b"" and render.json_objects(batch) == []
