@@ -21,6 +21,9 @@ from producer.source import build_rows
 log = logging.getLogger(__name__)
 
 MAX_ROWS_PER_MESSAGE = 100_000
+# A replay starts this long after the producer, so that subscribers started with it
+# (ZeroMQ's slow joiners) see the file from its first row.
+GRACE_MS = 1000
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
         0,
         recording.distinct_devices,
         recording.max_rate(config.speed) / config.speed,
-        now_ms,
+        now_ms + replay.GRACE_MS,
         speed=config.speed,
         source="replay",
         fresh=True,
