@@ -15,7 +15,7 @@ from websockets.http11 import Request, Response
 
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
-from common import render
+from common import render, schema
 from common.bus import Subscriber
 from common.errors import StartupError
 
@@ -90,7 +90,7 @@ async def _relay(
     log.info("relaying samples from %s", subscriber.endpoint)
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
-        for batch in await subscriber.receive(_POLL_S):
+        for batch in schema.merge(await subscriber.receive(_POLL_S)):
             if fanout.clients:  # nobody listening: skip the JSON rendering
                 fanout.send(render.json_objects(batch))
         if time.monotonic() >= next_stats:

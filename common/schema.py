@@ -70,6 +70,26 @@ class Batch:
         return len(self.rows)
 
 
+def merge(batches: list[Batch]) -> list[Batch]:
+    """Join consecutive batches of the same precision, so they are rendered in one go."""
+    merged: list[Batch] = []
+    run: list[Batch] = []
+    for batch in batches:
+        if run and batch.precision != run[0].precision:
+            merged.append(_join(run))
+            run = []
+        run.append(batch)
+    if run:
+        merged.append(_join(run))
+    return merged
+
+
+def _join(run: list[Batch]) -> Batch:
+    if len(run) == 1:
+        return run[0]
+    return Batch(rows=np.concatenate([b.rows for b in run]), precision=run[0].precision)
+
+
 def precision_for_rate(rate: float) -> int:
     """Seconds are enough to keep timestamps unique up to 1 Hz per device; above, milliseconds."""
     return SECONDS if rate <= 1 else MILLISECONDS

@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 
-from common import render
+from common import render, schema
 from common.bus import Subscriber
 from common.logs import Every
 from common.windows import HEADER as WINDOWS_HEADER
@@ -96,7 +96,7 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
             wait = _POLL_S
             if pending.since is not None:
                 wait = min(wait, max(0.0, pending.since + config.flush_interval - now))
-            for batch in await subscriber.receive(wait):
+            for batch in schema.merge(await subscriber.receive(wait)):
                 ended = tracker.update(batch)
                 pending.add(render.csv_rows(batch), len(batch), ended, time.monotonic())
             now = time.monotonic()

@@ -66,6 +66,9 @@ class LiveSource:
         )
         return [schema.Batch(rows=rows, precision=self.precision)]
 
+    def prefetch(self) -> None:
+        """Nothing to prepare: values are read when due."""
+
     @staticmethod
     def _counters() -> tuple[float, int, int]:
         disk = psutil.disk_io_counters()

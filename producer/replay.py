@@ -149,6 +149,9 @@ class ReplaySource:
             return float("inf")
         return self._due(self._row, self._round)
 
+    def prefetch(self) -> None:
+        """Nothing to prepare: the recording is in memory."""
+
     def take(self, now_ms: float) -> list[schema.Batch]:
         r = self.recording
         batches = []

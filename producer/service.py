@@ -81,6 +81,7 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     publisher = Publisher(config.zmq_pub)
     try:
         source = open_source(config, time.time() * 1000)
+        source.prefetch()
     except BaseException:
         publisher.close()
         raise
@@ -108,6 +109,7 @@ async def _publish(
             publisher.publish(batch)
             published += len(batch)
             last_seq = int(batch.rows["seq"][-1])
+        source.prefetch()
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
             log.info("published %d samples; last seq %d", published, last_seq)

@@ -16,6 +16,8 @@ from producer.source import build_rows
 log = logging.getLogger(__name__)
 
 MAX_ROWS_PER_MESSAGE = 100_000
+PREFETCH_S = 0.1  # generate this much wall time of ticks at once, ahead of their deadlines
+PREFETCH_ROWS = 20_000
 
 
 class SimSource:
@@ -38,6 +40,12 @@ class SimSource:
         self.next_tick = first_tick
         self.max_lag_s = max_lag_s
         self.ticks_per_message = max(1, MAX_ROWS_PER_MESSAGE // series.devices)
+        ticks_per_s = series.rate * series.speed
+        self.prefetch_ticks = max(
+            1, min(round(ticks_per_s * PREFETCH_S), PREFETCH_ROWS // series.devices)
+        )
+        self._ready: schema.Batch | None = None  # generated ahead: ticks _ready_first..
+        self._ready_first = 0
 
     def describe(self) -> str:
         s = self.series
@@ -64,11 +72,33 @@ class SimSource:
             )
             self.next_tick = last
         batches = [
-            self.batch(first, min(last, first + self.ticks_per_message - 1))
+            self._ticks(first, min(last, first + self.ticks_per_message - 1))
             for first in range(self.next_tick, last + 1, self.ticks_per_message)
         ]
         self.next_tick = last + 1
         return batches
+
+    def prefetch(self) -> None:
+        if self._ready is None or not self._holds(self.next_tick, self.next_tick):
+            last = self.next_tick + self.prefetch_ticks - 1
+            self._ready, self._ready_first = self.batch(self.next_tick, last), self.next_tick
+
+    def _holds(self, first: int, last: int) -> bool:
+        ready = self._ready
+        if ready is None:
+            return False
+        ticks = len(ready) // self.series.devices
+        return self._ready_first <= first and last < self._ready_first + ticks
+
+    def _ticks(self, first: int, last: int) -> schema.Batch:
+        """Ticks first..last, from what was generated ahead when possible."""
+        if not self._holds(first, last):
+            return self.batch(first, last)
+        assert self._ready is not None
+        d = self.series.devices
+        start = (first - self._ready_first) * d
+        rows = self._ready.rows[start : start + (last - first + 1) * d]
+        return schema.Batch(rows=rows, precision=self.precision)
 
     def batch(self, first: int, last: int) -> schema.Batch:
         """Ticks first..last inclusive, tick-major, devices in order within a tick."""

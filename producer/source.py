@@ -24,6 +24,10 @@ class Source(Protocol):
         """Every sample due by `now_ms`, in order, in batches of bounded size."""
         ...
 
+    def prefetch(self) -> None:
+        """Use the time before the next deadline to prepare what it will need."""
+        ...
+
 
 def build_rows(
     ts_ms: np.ndarray,
