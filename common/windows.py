@@ -63,35 +63,36 @@ class WindowTracker:
         ids = rows["anomaly_id"]
         labelled = np.flatnonzero(ids > 0)
         if len(labelled):
-            event_ids, first = np.unique(ids[labelled], return_index=True)
-            for event_id in event_ids[np.argsort(first)]:  # in order of appearance
-                mine = labelled[ids[labelled] == event_id]
-                row = rows[mine[0]]
-                device = bytes(row["device"])
+            # Group the labelled rows by event; visit events in order of appearance.
+            grouped = labelled[np.argsort(ids[labelled], kind="stable")]
+            grouped_ids = ids[grouped]
+            starts = np.flatnonzero(np.r_[True, grouped_ids[1:] != grouped_ids[:-1]])
+            ends = np.r_[starts[1:], len(grouped)] - 1
+            for start, end in sorted(zip(starts, ends, strict=True), key=lambda se: grouped[se[0]]):
+                first, last = rows[grouped[start]], rows[grouped[end]]
+                device = bytes(first["device"])
                 window = self.open.get(device)
-                if window is not None and window.anomaly_id != int(event_id):
+                if window is not None and window.anomaly_id != int(first["anomaly_id"]):
                     closed.append(self.open.pop(device))
                     window = None
                 if window is None:
-                    window = Window(
-                        anomaly_id=int(event_id),
+                    window = self.open[device] = Window(
+                        anomaly_id=int(first["anomaly_id"]),
                         device=device.decode("ascii"),
-                        kind=schema.ANOMALY_KINDS[row["anomaly"] - 1],
-                        metrics="|".join(schema.metric_names(int(row["anomaly_metrics"]))),
-                        start_ms=int(row["ts_ms"]),
-                        end_ms=int(row["ts_ms"]),
+                        kind=schema.ANOMALY_KINDS[first["anomaly"] - 1],
+                        metrics="|".join(schema.metric_names(int(first["anomaly_metrics"]))),
+                        start_ms=int(first["ts_ms"]),
+                        end_ms=int(first["ts_ms"]),
                         samples=0,
                         precision=batch.precision,
                     )
-                    self.open[device] = window
-                window.end_ms = int(rows["ts_ms"][mine[-1]])
-                window.samples += len(mine)
+                window.end_ms = int(last["ts_ms"])
+                window.samples += int(end - start + 1)
+        # A window stays open only while its device's latest sample still carries its id.
         for device, window in list(self.open.items()):
-            mine = rows["device"] == device
-            if mine.any() and (rows["ts_ms"][mine] > window.end_ms).any():
-                later = rows[mine][rows["ts_ms"][mine] > window.end_ms]
-                if (later["anomaly_id"] != window.anomaly_id).any():
-                    closed.append(self.open.pop(device))
+            mine = np.flatnonzero(rows["device"] == device)
+            if len(mine) and ids[mine[-1]] != window.anomaly_id:
+                closed.append(self.open.pop(device))
         return closed
 
     def close_all(self) -> list[Window]:

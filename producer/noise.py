@@ -40,7 +40,8 @@ def uniform(seed: int, stream: int, *keys: np.ndarray | int) -> np.ndarray:
 
 
 def normal(seed: int, stream: int, *keys: np.ndarray | int) -> np.ndarray:
-    """Standard normal floats (Box-Muller on two independent hashes)."""
-    u1 = uniform(seed, stream, *keys)
-    u2 = uniform(seed, stream + 0x5BD1E995, *keys)
+    """Standard normal floats (Box-Muller on the two 32-bit halves of one hash)."""
+    h = hashes(seed, stream, *keys)
+    u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) * (1.0 / 2**32)
+    u2 = ((h & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) * (1.0 / 2**32)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(_TWO_PI * u2)
