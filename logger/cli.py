@@ -14,7 +14,7 @@ from logger import service
 from logger.config import LoggerConfig
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
 @click.option(
     "--csv",
@@ -35,8 +35,13 @@ from logger.config import LoggerConfig
     help="Longest time, in seconds, a received sample waits before it is written.",
 )
 @log_level_option
-def main(zmq_pub: str, csv: Path, flush_interval: float, log_level: str) -> None:
+@click.pass_context
+def main(
+    ctx: click.Context, zmq_pub: str, csv: Path, flush_interval: float, log_level: str
+) -> None:
     """Subscribe to the samples and append every one of them to a CSV file."""
+    if ctx.invoked_subcommand is not None:
+        return
     setup_logging(log_level)
     config = LoggerConfig(zmq_pub=zmq_pub, csv=csv, flush_interval=flush_interval)
     asyncio.run(_run(config))
@@ -44,3 +49,15 @@ def main(zmq_pub: str, csv: Path, flush_interval: float, log_level: str) -> None
 
 async def _run(config: LoggerConfig) -> None:
     await service.run(config, stop_on_signals())
+
+
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("csv", type=click.Path(dir_okay=False, path_type=Path))
+def windows(csv: Path) -> None:
+    """Print the anomaly windows of CSV in NAB's combined_windows.json format."""
+    from common.windows import to_nab, windows_path
+
+    path = windows_path(csv)
+    if not path.exists():
+        raise click.BadParameter(f"no windows file {path} beside {csv}", param_hint="CSV")
+    click.echo(to_nab(path, csv.name))

@@ -190,3 +190,50 @@ class TestLive:
         assert (frame["disk_io"] >= 0).all() and (frame["net"] >= 0).all()
         assert frame["device"].nunique() == 1
         assert np.all(np.diff(frame["seq"]) == 1)
+
+
+class TestWindowsFile:
+    def test_logger_keeps_windows_that_match_the_labels(self, pipeline: Pipeline):
+        """The live logger's windows file agrees with its CSV labels, and exports to NAB."""
+        pipeline.producer(
+            "--rate",
+            "10",
+            "--devices",
+            "3",
+            "--anomaly-rate",
+            "60",
+            "--anomaly-kinds",
+            "spike,dip,dropout",
+            "--start",
+            START,
+            "--speed",
+            "20",
+        )
+        logger = pipeline.logger("--flush-interval", "0.1")
+        path = pipeline.cwd / "data" / "stream_log.csv"
+        wait_until(lambda: len(lines(path)) > 4000, timeout=20)
+        assert logger.stop()[0] == 0
+        frame = pd.read_csv(path, parse_dates=["timestamp"])
+        labelled = frame[frame["anomaly_id"].notna()]
+        expected = labelled.groupby("anomaly_id").agg(start=("timestamp", "min"))
+        windows = pd.read_csv(
+            pipeline.cwd / "data" / "stream_log.windows.csv", parse_dates=["start"]
+        )
+        got = windows.groupby("anomaly_id").agg(start=("start", "min"))
+        expected.index = expected.index.astype("int64")
+        assert len(got) >= 5
+        pd.testing.assert_frame_equal(expected.sort_index(), got.sort_index())
+        nab = subprocess.run(
+            [sys.executable, "-m", "logger", "windows", "data/stream_log.csv"],
+            cwd=pipeline.cwd,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        import json
+
+        exported = json.loads(nab.stdout)
+        assert sum(len(v) for v in exported.values()) == len(got)
+        assert all(key.startswith("stream_log/host-") for key in exported)
