@@ -18,6 +18,7 @@ from common.errors import StartupError
 from common.logs import LEVELS
 
 DEFAULT_ZMQ_PUB = "tcp://127.0.0.1:5556"
+DEFAULT_ZMQ_REPLAY = "tcp://127.0.0.1:5557"
 
 
 def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -37,6 +38,18 @@ def zmq_pub_option(func: Callable[..., Any]) -> Callable[..., Any]:
         show_envvar=True,
         callback=_check_endpoint,
         help="ZeroMQ endpoint the producer binds and the logger and broadcaster connect to.",
+    )(func)
+
+
+def zmq_replay_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--zmq-replay",
+        envvar="STREAM_ZMQ_REPLAY",
+        default=DEFAULT_ZMQ_REPLAY,
+        show_default=True,
+        show_envvar=True,
+        callback=_check_endpoint,
+        help="ZeroMQ endpoint where the producer answers requests for missed samples.",
     )(func)
 
 
@@ -60,7 +73,8 @@ def fail(prog: str, message: str, status: int) -> NoReturn:
 def main(command: click.Command, prog: str) -> NoReturn:
     """Run a click command the way every process's `__main__` does."""
     try:
-        command.main(prog_name=prog, standalone_mode=False)
+        # Without standalone mode, click returns (not raises) the status of Exit(n).
+        status = command.main(prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
@@ -69,4 +83,4 @@ def main(command: click.Command, prog: str) -> NoReturn:
         fail(prog, " ".join(exc.format_message().split()), exc.exit_code)
     except StartupError as exc:
         fail(prog, str(exc), 3)
-    sys.exit(0)
+    sys.exit(status if isinstance(status, int) else 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from common.cli import log_level_option, zmq_pub_option
+from common.cli import log_level_option, zmq_pub_option, zmq_replay_option
 from common.logs import setup_logging
 from common.signals import stop_on_signals
 from logger import service
@@ -16,6 +16,7 @@ from logger.config import LoggerConfig
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
+@zmq_replay_option
 @click.option(
     "--csv",
     envvar="STREAM_CSV",
@@ -37,13 +38,20 @@ from logger.config import LoggerConfig
 @log_level_option
 @click.pass_context
 def main(
-    ctx: click.Context, zmq_pub: str, csv: Path, flush_interval: float, log_level: str
+    ctx: click.Context,
+    zmq_pub: str,
+    zmq_replay: str,
+    csv: Path,
+    flush_interval: float,
+    log_level: str,
 ) -> None:
     """Subscribe to the samples and append every one of them to a CSV file."""
     if ctx.invoked_subcommand is not None:
         return
     setup_logging(log_level)
-    config = LoggerConfig(zmq_pub=zmq_pub, csv=csv, flush_interval=flush_interval)
+    config = LoggerConfig(
+        zmq_pub=zmq_pub, zmq_replay=zmq_replay, csv=csv, flush_interval=flush_interval
+    )
     asyncio.run(_run(config))
 
 
@@ -61,3 +69,19 @@ def windows(csv: Path) -> None:
     if not path.exists():
         raise click.BadParameter(f"no windows file {path} beside {csv}", param_hint="CSV")
     click.echo(to_nab(path, csv.name))
+
+
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def verify(files: tuple[Path, ...]) -> None:
+    """Check CSV logs (oldest first) for gaps, duplicates, torn and out-of-order rows.
+
+    Exit status 0 when all is well, 1 when a problem was found.
+    """
+    from logger.verify import verify as check
+
+    report = check(list(files))
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        raise click.exceptions.Exit(1)

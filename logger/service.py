@@ -1,7 +1,7 @@
-"""The logger's loop: receive batches, render CSV rows, write them in batches.
+"""The logger's loop: receive batches, refill gaps, render CSV rows, write them in batches.
 
-Beside the CSV it keeps the anomaly windows file (`*.windows.csv`); a window is written
-only after the rows it spans are in the CSV.
+Beside the CSV it keeps the anomaly windows file (`*.windows.csv`) and the gaps file
+(`*.gaps.csv`); their rows are written only after the CSV rows they refer to.
 """
 
 from __future__ import annotations
@@ -17,6 +17,16 @@ from common.logs import Every
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import Window, WindowTracker, windows_path
 from logger.config import LoggerConfig
+from logger.recovery import (
+    GAPS_HEADER,
+    Gap,
+    HistoryClient,
+    SeqTracker,
+    classify,
+    describe,
+    gaps_path,
+    refill,
+)
 from logger.sink import CsvSink
 
 log = logging.getLogger(__name__)
@@ -33,6 +43,7 @@ class Pending:
         self.rows = 0
         self.since: float | None = None  # monotonic time the oldest pending row arrived
         self.windows: list[Window] = []  # ended with the rows pending now
+        self.gaps: list[str] = []  # gap records found with the rows pending now
         self.discarded = 0
 
     def add(self, data: bytes, rows: int, windows: list[Window], now: float) -> None:
@@ -57,6 +68,7 @@ class Pending:
         self.rows = 0
         self.since = None
         self.windows = []
+        self.gaps = []
 
 
 class Outputs:
@@ -65,59 +77,125 @@ class Outputs:
     def __init__(self, config: LoggerConfig) -> None:
         self.csv = CsvSink(config.csv)
         self.windows = CsvSink(windows_path(config.csv), header=WINDOWS_HEADER)
-        self.csv.open()
+        self.gaps = CsvSink(gaps_path(config.csv), header=GAPS_HEADER)
+        self.csv.open()  # first: it holds the lock that keeps a second logger out
         try:
             self.windows.open()
+            self.gaps.open()
         except BaseException:
-            self.csv.close()
+            self.close()
             raise
 
     def close(self) -> None:
+        self.gaps.close()
         self.windows.close()
         self.csv.close()
 
 
+class Log:
+    """Everything the logger keeps for one CSV: rows, windows, gaps, and their order."""
+
+    def __init__(self, config: LoggerConfig) -> None:
+        self.config = config
+        self.outputs = Outputs(config)
+        self.pending = Pending(config.max_pending_rows)
+        self.windows = WindowTracker()
+        self.seqs = SeqTracker.from_csv(config.csv)
+        self.gaps_recorded = 0
+
+    def add(self, batch: schema.Batch) -> None:
+        """Queue rows that are new (duplicates were dropped by the seq tracker)."""
+        ended = self.windows.update(batch)
+        self.pending.add(render.csv_rows(batch), len(batch), ended, time.monotonic())
+
+    def record_gaps(self, gaps: list[tuple[Gap, str]], precision: int) -> None:
+        for gap, reason in gaps:
+            self.gaps_recorded += 1
+            log.warning("gap: %s", describe(gap, reason))
+            self.pending.gaps.append(gap.row(reason, precision))
+
+
 async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
     """Log until `stop` is set, then write what is pending. Raises StartupError on bad settings."""
-    outputs = Outputs(config)
+    book = Log(config)
     try:
         subscriber = Subscriber(config.zmq_pub)
     except BaseException:
-        outputs.close()
+        book.outputs.close()
         raise
+    client = HistoryClient(config.zmq_replay)
     log.info("appending to %s from %s", config.csv, config.zmq_pub)
-    pending = Pending(config.max_pending_rows)
-    tracker = WindowTracker()
     write_failed = Every(10.0)
     next_stats = time.monotonic() + config.stats_interval
     try:
+        await _catch_up(book, client)
         while not stop.is_set():
+            pending = book.pending
             now = time.monotonic()
             wait = _POLL_S
             if pending.since is not None:
                 wait = min(wait, max(0.0, pending.since + config.flush_interval - now))
             for batch in schema.merge(await subscriber.receive(wait)):
-                ended = tracker.update(batch)
-                pending.add(render.csv_rows(batch), len(batch), ended, time.monotonic())
+                gaps = book.seqs.gaps(batch)
+                if gaps:
+                    await _refill(book, client, gaps, batch)
+                book.add(book.seqs.admit(batch))
             now = time.monotonic()
-            if pending.rows >= config.batch_rows or (
-                pending.since is not None and now - pending.since >= config.flush_interval
+            if (
+                pending.rows >= config.batch_rows
+                or (pending.since is not None and now - pending.since >= config.flush_interval)
+                or (pending.gaps and not pending.rows)
             ):
-                _flush(outputs, pending, write_failed)
+                _flush(book.outputs, pending, write_failed)
             if now >= next_stats:
                 next_stats = now + config.stats_interval
                 log.info(
-                    "wrote %d rows; received %d samples, %d malformed message(s) dropped",
-                    outputs.csv.rows_written,
+                    "wrote %d rows; received %d samples; %d gap(s) recorded; "
+                    "%d replay request(s); %d malformed message(s) dropped",
+                    book.outputs.csv.rows_written,
                     subscriber.received,
+                    book.gaps_recorded,
+                    client.requests,
                     subscriber.rejected,
                 )
     finally:
         subscriber.close()
-        pending.windows.extend(tracker.close_all())
-        _flush(outputs, pending, Every(0))
-        outputs.close()
-        log.info("stopped after writing %d rows", outputs.csv.rows_written)
+        client.close()
+        book.pending.windows.extend(book.windows.close_all())
+        _flush(book.outputs, book.pending, Every(0))
+        book.outputs.close()
+        log.info("stopped after writing %d rows", book.outputs.csv.rows_written)
+
+
+async def _catch_up(book: Log, client: HistoryClient) -> None:
+    """On start: ask the producer for everything after what the CSV already holds."""
+    after, newest = book.seqs.after()
+    if not after:
+        return
+    fresh, left, run_first = await refill(book.seqs, client, after, newest)
+    if run_first is None:
+        log.info("no answer from the replay endpoint: continuing with live samples")
+        return
+    for batch in fresh:
+        book.add(batch)
+    book.record_gaps(left, fresh[0].precision if fresh else schema.SECONDS)
+    log.info("recovered %d sample(s) missed while stopped", sum(len(b) for b in fresh))
+
+
+async def _refill(book: Log, client: HistoryClient, gaps: list[Gap], batch: schema.Batch) -> None:
+    """A seq jump: fetch the missing samples, write them before `batch`, record the rest."""
+    after = {g.device: g.first - 1 for g in gaps}
+    fresh, left, run_first = await refill(
+        book.seqs, client, after, max(g.after_ms for g in gaps), only=list(after)
+    )
+    for part in fresh:
+        book.add(part)
+    still = book.seqs.gaps(batch)
+    if run_first is None:
+        left += [(g, "lost") for g in still]
+    else:
+        left += [(g, classify(g, run_first)) for g in still]
+    book.record_gaps(left, batch.precision)
 
 
 def _flush(outputs: Outputs, pending: Pending, report: Every) -> None:
@@ -131,6 +209,9 @@ def _flush(outputs: Outputs, pending: Pending, report: Every) -> None:
             pending.rows = 0
         if pending.windows:
             outputs.windows.write("".join(w.row() for w in pending.windows).encode())
+            pending.windows = []
+        if pending.gaps:
+            outputs.gaps.write("".join(pending.gaps).encode())
     except OSError as exc:
         if report(time.monotonic()):
             log.error(

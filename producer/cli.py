@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from common.cli import log_level_option, zmq_pub_option
+from common.cli import log_level_option, zmq_pub_option, zmq_replay_option
 from common.logs import setup_logging
 from common.schema import METRICS
 from common.signals import stop_on_signals
@@ -56,8 +56,8 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
         raise click.BadParameter(str(exc)) from None
 
 
-def _option(name: str, envvar: str, **kwargs: Any) -> Callable[..., Any]:
-    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+def _option(name: str, envvar: str, *decls: str, **kwargs: Any) -> Callable[..., Any]:
+    return click.option(name, *decls, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
 
 def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -116,6 +116,22 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @_simulation_options
 @zmq_pub_option
+@zmq_replay_option
+@_option(
+    "--history",
+    "STREAM_HISTORY",
+    "history_s",
+    default=600.0,
+    type=click.FloatRange(0, 86_400),
+    help="Seconds of published samples kept for subscribers that missed them.",
+)
+@_option(
+    "--history-mb",
+    "STREAM_HISTORY_MB",
+    default=256,
+    type=click.IntRange(1, 65_536),
+    help="Memory bound of that history, in MiB.",
+)
 @_option(
     "--state",
     "STREAM_STATE",
@@ -165,6 +181,7 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
         return
     setup_logging(log_level)
     options["start_ms"] = options.pop("start")
+    options["history_bytes"] = options.pop("history_mb") * 1024 * 1024
     config = ProducerConfig(**options)
     asyncio.run(_run(config))
 

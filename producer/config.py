@@ -17,6 +17,9 @@ class ProducerConfig:
     devices: int = 1
     seed: int | None = None  # None: random, remembered in the state file
     zmq_pub: str = "tcp://127.0.0.1:5556"
+    zmq_replay: str = "tcp://127.0.0.1:5557"  # where subscribers ask for what they missed
+    history_s: float = 600.0  # replay window, seconds
+    history_bytes: int = 256 * 1024 * 1024  # and its memory bound
     state: Path = Path("data/producer_state.json")
     start_ms: int | None = None  # simulated time of the first sample; None: now
     speed: float = 1.0  # simulated seconds per wall second

@@ -12,6 +12,8 @@ from common.signals import wait_or_stop
 from producer import replay
 from producer import series as series_store
 from producer.config import ProducerConfig
+from producer.history import History
+from producer.history_server import HistoryServer
 from producer.source import Source
 
 log = logging.getLogger(__name__)
@@ -78,23 +80,41 @@ def _log_series(continued: bool) -> None:
 
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     """Publish until `stop` is set. Raises StartupError if the source or endpoint is unusable."""
+    history = History(config.history_s, config.history_bytes)
     publisher = Publisher(config.zmq_pub)
+    server: HistoryServer | None = None
     try:
+        server = HistoryServer(config.zmq_replay, history)
         source = open_source(config, time.time() * 1000)
         source.prefetch()
     except BaseException:
+        if server is not None:
+            server.close()
         publisher.close()
         raise
+    serving = asyncio.create_task(server.serve(stop))
     try:
-        log.info("%s; publishing on %s", source.describe(), publisher.endpoint)
-        published, last_seq = await _publish(config, source, publisher, stop)
+        log.info(
+            "%s; publishing on %s, replay on %s",
+            source.describe(),
+            publisher.endpoint,
+            server.endpoint,
+        )
+        published, last_seq = await _publish(config, source, publisher, history, stop)
         log.info("stopped after publishing %d samples; last seq %d", published, last_seq)
     finally:
+        stop.set()
+        await serving
+        server.close()
         publisher.close()
 
 
 async def _publish(
-    config: ProducerConfig, source: Source, publisher: Publisher, stop: asyncio.Event
+    config: ProducerConfig,
+    source: Source,
+    publisher: Publisher,
+    history: History,
+    stop: asyncio.Event,
 ) -> tuple[int, int]:
     """Publish on schedule until stopped; return (samples published, last seq)."""
     published, last_seq = 0, -1
@@ -107,6 +127,7 @@ async def _publish(
             return published, last_seq
         for batch in source.take(time.time() * 1000):
             publisher.publish(batch)
+            history.add(batch)
             published += len(batch)
             last_seq = int(batch.rows["seq"][-1])
         source.prefetch()

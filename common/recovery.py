@@ -1,0 +1,71 @@
+"""The replay protocol: how a subscriber asks the producer for samples it missed.
+
+ZeroMQ PUB/SUB drops what a subscriber misses while it is down or slow. The producer
+keeps recent samples and answers on a ROUTER socket (the ZeroMQ Guide's "Clone" pattern):
+
+    request  [b"replay", JSON {"after": {device: last seq held}, "after_ts_ms": int}]
+    reply    [b"batch", header, records] ...   (schema frames without the topic)
+             [b"end", JSON {"oldest": {device: oldest seq kept}, "run_first": {...}}]
+
+`after` asks, per device, for every sample with a greater seq; devices the subscriber has
+never seen are sent from `after_ts_ms` on. `oldest` tells what the buffer could not
+cover; `run_first` is the first seq this producer run published per device, so a jump
+across a producer restart is known as "not produced" rather than "lost".
+"""
+
+from __future__ import annotations
+
+import json
+
+from common import schema
+
+REQUEST = b"replay"
+BATCH = b"batch"
+END = b"end"
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
+
+
+class ProtocolError(ValueError):
+    """A replay message that does not follow the protocol."""
+
+
+def encode_request(after: dict[str, int], after_ts_ms: int) -> list[bytes]:
+    return [REQUEST, json.dumps({"after": after, "after_ts_ms": after_ts_ms}).encode()]
+
+
+def decode_request(frames: list[bytes]) -> tuple[dict[str, int], int]:
+    if len(frames) != 2 or frames[0] != REQUEST:
+        raise ProtocolError("expected [replay, json]")
+    if len(frames[1]) > MAX_REQUEST_BYTES:
+        raise ProtocolError("request too large")
+    try:
+        body = json.loads(frames[1])
+        after = {str(k): int(v) for k, v in body["after"].items()}
+        after_ts_ms = int(body["after_ts_ms"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ProtocolError(f"malformed request: {exc}") from None
+    return after, after_ts_ms
+
+
+def encode_batch(batch: schema.Batch) -> list[bytes]:
+    return [BATCH, *schema.encode(batch)[1:]]
+
+
+def encode_end(oldest: dict[str, int], run_first: dict[str, int]) -> list[bytes]:
+    return [END, json.dumps({"oldest": oldest, "run_first": run_first}).encode()]
+
+
+def decode_reply(frames: list[bytes]) -> schema.Batch | tuple[dict[str, int], dict[str, int]]:
+    """A batch, or (oldest, run_first) for the final message."""
+    if frames and frames[0] == BATCH:
+        return schema.decode([schema.TOPIC, *frames[1:]])
+    if len(frames) == 2 and frames[0] == END:
+        try:
+            body = json.loads(frames[1])
+            oldest = {str(k): int(v) for k, v in body["oldest"].items()}
+            run_first = {str(k): int(v) for k, v in body["run_first"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProtocolError(f"malformed end of replay: {exc}") from None
+        return oldest, run_first
+    raise ProtocolError("unexpected replay message")

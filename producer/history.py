@@ -1,0 +1,99 @@
+"""What the producer published lately, kept so that subscribers can recover what they missed.
+
+Bounded by age and by bytes: the replay window is whichever is shorter. Small batches
+are joined into blocks so that answering a request walks a few large arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+
+from common import schema
+
+_BLOCK_ROWS = 10_000
+_BLOCK_SECONDS = 0.5  # a block also closes after this long, so that age limits apply promptly
+_MAX_ROWS_PER_REPLY = 100_000
+
+
+class History:
+    """Recently published samples, oldest first."""
+
+    def __init__(self, max_age_s: float, max_bytes: int) -> None:
+        self.max_age_s = max_age_s
+        self.max_bytes = max_bytes
+        self._blocks: deque[tuple[float, schema.Batch]] = deque()  # (newest publish time, rows)
+        self._open: list[schema.Batch] = []
+        self._open_rows = 0
+        self._open_since = 0.0
+        self._bytes = 0
+        self.run_first: dict[str, int] = {}  # first seq this run published, per device
+
+    def add(self, batch: schema.Batch, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if len(self.run_first) < 100_000:
+            for device, seq in zip(
+                np.char.decode(batch.rows["device"], "ascii").tolist(),
+                batch.rows["seq"].tolist(),
+                strict=True,
+            ):
+                self.run_first.setdefault(device, seq)
+        if self._open and self._open[0].precision != batch.precision:
+            self._close_block(now)
+        if not self._open:
+            self._open_since = now
+        self._open.append(batch)
+        self._open_rows += len(batch)
+        if self._open_rows >= _BLOCK_ROWS or now - self._open_since >= _BLOCK_SECONDS:
+            self._close_block(now)
+        self._evict(now)
+
+    def _close_block(self, now: float) -> None:
+        if not self._open:
+            return
+        block = schema.merge(self._open)[0]
+        self._blocks.append((now, block))
+        self._bytes += block.rows.nbytes
+        self._open, self._open_rows = [], 0
+
+    def _evict(self, now: float) -> None:
+        while self._blocks and (
+            self._bytes > self.max_bytes or now - self._blocks[0][0] > self.max_age_s
+        ):
+            _, block = self._blocks.popleft()
+            self._bytes -= block.rows.nbytes
+
+    def _all(self) -> Iterator[schema.Batch]:
+        for _, block in self._blocks:
+            yield block
+        yield from self._open
+
+    def oldest(self) -> dict[str, int]:
+        """The oldest seq still held, per device."""
+        found: dict[str, int] = {}
+        for block in self._all():
+            names, first = np.unique(block.rows["device"], return_index=True)
+            for name, index in zip(names.tolist(), first.tolist(), strict=True):
+                found.setdefault(name.decode("ascii"), int(block.rows["seq"][index]))
+        return found
+
+    def since(self, after: dict[str, int], after_ts_ms: int) -> Iterator[schema.Batch]:
+        """Samples with seq above `after[device]`, or newer than `after_ts_ms` for devices
+        not in `after`, in publication order, in batches of bounded size."""
+        thresholds = {name.encode(): seq for name, seq in after.items()}
+        for block in self._all():
+            rows = block.rows
+            names, inverse = np.unique(rows["device"], return_inverse=True)
+            limit = np.array([thresholds.get(bytes(n), -1) for n in names], dtype=np.int64)
+            known = np.array([bytes(n) in thresholds for n in names])
+            keep = np.where(
+                known[inverse],
+                rows["seq"].astype(np.int64) > limit[inverse],
+                rows["ts_ms"] > after_ts_ms,
+            )
+            picked = rows[keep]
+            for start in range(0, len(picked), _MAX_ROWS_PER_REPLY):
+                yield schema.Batch(picked[start : start + _MAX_ROWS_PER_REPLY], block.precision)

@@ -1,0 +1,201 @@
+"""Fault injection with the real processes: every sample is in the CSV once, or in a gap record."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from conftest import REPO, Pipeline, wait_until
+
+
+def verify(cwd, *files: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "logger", "verify", *files],
+        cwd=cwd,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def rows(path) -> int:
+    return max(0, len(path.read_bytes().splitlines()) - 1) if path.exists() else 0
+
+
+def gaps(pipeline: Pipeline) -> pd.DataFrame:
+    return pd.read_csv(pipeline.cwd / "data" / "stream_log.gaps.csv")
+
+
+def with_replay(pipeline: Pipeline) -> list[str]:
+    return ["--zmq-replay", f"ipc://{pipeline.cwd}/replay.sock"]
+
+
+CSV = "data/stream_log.csv"
+
+
+def test_kill_9_logger_and_restart_within_the_window(pipeline: Pipeline):
+    """No gap, no duplicate, no torn row after a hard kill at 100 Hz x 10 devices."""
+    replay = with_replay(pipeline)
+    producer = pipeline.producer("--rate", "100", "--devices", "10", *replay)
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    wait_until(lambda: rows(path) > 2000, timeout=10)
+    logger.kill()
+    time.sleep(2)
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger.wait_for(r"recovered (\d+) sample")
+    wait_until(lambda: rows(path) > 8000, timeout=10)
+    producer.stop()
+    time.sleep(0.5)
+    assert logger.stop()[0] == 0
+    result = verify(pipeline.cwd, CSV)
+    assert result.returncode == 0, result.stdout
+    assert "recorded gaps (missing samples): none" in result.stdout
+    frame = pd.read_csv(path)
+    counts = frame.groupby("device")["seq"].agg(["min", "max", "count"])
+    assert (counts["max"] - counts["min"] + 1 == counts["count"]).all()
+
+
+def test_logger_down_longer_than_the_history_records_exactly_the_lost_range(pipeline: Pipeline):
+    replay = with_replay(pipeline)
+    pipeline.producer("--rate", "20", "--devices", "2", "--history", "1", *replay)
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    wait_until(lambda: rows(path) > 40, timeout=10)
+    logger.stop()
+    held = pd.read_csv(path).groupby("device")["seq"].max()
+    time.sleep(3)
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    wait_until(
+        lambda: (pipeline.cwd / "data/stream_log.gaps.csv").exists() and len(gaps(pipeline)) >= 2,
+        timeout=10,
+    )
+    wait_until(lambda: rows(path) > 200, timeout=10)
+    logger.stop()
+    recorded = gaps(pipeline).set_index("device")
+    frame = pd.read_csv(path)
+    for device, last_held in held.items():
+        gap = recorded.loc[device]
+        assert gap["first_missing_seq"] == last_held + 1
+        after = frame[(frame["device"] == device) & (frame["seq"] > last_held)]["seq"].min()
+        assert gap["last_missing_seq"] == after - 1
+        assert gap["reason"] == "lost"
+        assert 30 <= gap["last_missing_seq"] - gap["first_missing_seq"] + 1 <= 70  # ~2-3 s at 20 Hz
+    result = verify(pipeline.cwd, CSV)
+    assert result.returncode == 0, result.stdout
+
+
+def test_producer_restart_is_recorded_as_not_produced(pipeline: Pipeline):
+    replay = with_replay(pipeline)
+    producer = pipeline.producer("--rate", "20", "--devices", "2", *replay)
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    broadcaster = pipeline.broadcaster()
+    wait_until(lambda: rows(path) > 40, timeout=10)
+    producer.kill()
+    time.sleep(1.5)
+    pipeline.producer("--rate", "20", "--devices", "2", *replay)
+    wait_until(
+        lambda: (pipeline.cwd / "data/stream_log.gaps.csv").exists() and len(gaps(pipeline)) >= 2,
+        timeout=10,
+    )
+    assert set(gaps(pipeline)["reason"]) == {"not_produced"}
+    assert logger.popen.poll() is None and broadcaster.popen.poll() is None
+    logger.stop()
+    assert verify(pipeline.cwd, CSV).returncode == 0
+
+
+def test_torn_and_nul_padded_tail_is_repaired_and_refilled(pipeline: Pipeline):
+    replay = with_replay(pipeline)
+    pipeline.producer("--rate", "50", "--devices", "3", *replay)
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    wait_until(lambda: rows(path) > 300, timeout=10)
+    logger.kill()
+    data = path.read_bytes()
+    path.write_bytes(data[:-7] + b"\0" * 512)  # torn inside the last row, then NUL padding
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger.wait_for("torn row")
+    wait_until(lambda: rows(path) > 900, timeout=10)
+    logger.stop()
+    result = verify(pipeline.cwd, CSV)
+    assert result.returncode == 0, result.stdout
+    assert "recorded gaps (missing samples): none" in result.stdout
+
+
+def test_second_logger_on_the_same_file_is_refused(pipeline: Pipeline):
+    pipeline.producer("--rate", "5")
+    pipeline.logger()
+    second = pipeline.start("logger", "--zmq-pub", pipeline.zmq)
+    assert second.popen.wait(10) == 3
+    time.sleep(0.1)
+    assert any("already being written by another logger" in line for line in second.lines)
+    other = pipeline.logger("--csv", "data/other.csv")  # another file is fine
+    assert other.popen.poll() is None
+
+
+def test_disk_full_keeps_the_file_valid_and_recovers(pipeline: Pipeline):
+    """With a file-size limit the writes fail cleanly; once lifted, nothing is missing."""
+    replay = with_replay(pipeline)
+    pipeline.producer("--rate", "50", "--devices", "4", *replay)
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    wait_until(lambda: rows(path) > 200, timeout=10)
+    pid = logger.popen.pid
+    limit = path.stat().st_size + 3000
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    logger.wait_for("cannot write", timeout=10)
+    time.sleep(1)
+    assert path.read_bytes().endswith(b"\n")
+    assert path.stat().st_size <= limit
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    size = path.stat().st_size
+    wait_until(lambda: path.stat().st_size > size + 10_000, timeout=15)
+    logger.stop()
+    result = verify(pipeline.cwd, CSV)
+    assert result.returncode == 0, result.stdout
+
+
+def test_verify_reports_problems(tmp_path):
+    """Duplicates, torn rows and unrecorded gaps make verify fail with a summary."""
+    header = "timestamp,cpu,mem,disk_io,net,device,seq,anomaly,anomaly_id\n"
+    row = "2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,host-01,{0},,\n"
+    good = header + "".join(row.format(i) for i in range(5))
+    (tmp_path / "good.csv").write_text(good)
+    assert verify(tmp_path, "good.csv").returncode == 0
+    (tmp_path / "dup.csv").write_text(good + row.format(4))
+    result = verify(tmp_path, "dup.csv")
+    assert result.returncode == 1 and "duplicates: 1" in result.stdout
+    (tmp_path / "gap.csv").write_text(header + row.format(1) + row.format(5))
+    result = verify(tmp_path, "gap.csv")
+    assert result.returncode == 1 and "host-01 seq 2..4" in result.stdout
+    (tmp_path / "gap.gaps.csv").write_text(
+        "device,first_missing_seq,last_missing_seq,after,before,reason\n"
+        "host-01,2,4,2025-08-04 00:00:01,2025-08-04 00:00:05,lost\n"
+    )
+    assert verify(tmp_path, "gap.csv").returncode == 0
+    (tmp_path / "torn.csv").write_text(good + "2025-08-04 00:0")
+    result = verify(tmp_path, "torn.csv")
+    assert result.returncode == 1 and "torn" in result.stdout
+
+
+def test_sigstop_overflow_is_refilled(pipeline: Pipeline):
+    """A logger frozen while samples pile up recovers the jump from the producer's history."""
+    replay = with_replay(pipeline)
+    pipeline.producer("--rate", "200", "--devices", "20", *replay)
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    wait_until(lambda: rows(path) > 4000, timeout=10)
+    logger.popen.send_signal(signal.SIGSTOP)
+    time.sleep(5)
+    logger.popen.send_signal(signal.SIGCONT)
+    wait_until(lambda: rows(path) > 30_000, timeout=20)
+    logger.stop()
+    result = verify(pipeline.cwd, CSV)
+    assert result.returncode == 0, result.stdout
