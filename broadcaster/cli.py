@@ -41,12 +41,81 @@ from common.signals import stop_on_signals
     type=click.IntRange(64 * 1024, 1024**3),
     help="Unsent bytes a client may hold up before it is disconnected (code 1008).",
 )
+@click.option(
+    "--max-clients",
+    envvar="STREAM_WS_MAX_CLIENTS",
+    default=10_000,
+    show_default=True,
+    show_envvar=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Connections served at once; more are answered HTTP 503.",
+)
+@click.option(
+    "--inbound-rate",
+    envvar="STREAM_WS_INBOUND_RATE",
+    default=10.0,
+    show_default=True,
+    show_envvar=True,
+    type=click.FloatRange(0.1, 10_000),
+    help="Messages per second a client may send (bursts of 20) before it is closed (1008).",
+)
+@click.option(
+    "--origins",
+    envvar="STREAM_WS_ORIGINS",
+    default="",
+    show_envvar=True,
+    help="Comma list of allowed Origin headers, e.g. https://dash.example.com. [default: any]",
+)
+@click.option(
+    "--token",
+    envvar="STREAM_WS_TOKEN",
+    default=None,
+    show_envvar=True,
+    help="Token clients must send (?token=... or Authorization: Bearer ...). [default: none]",
+)
+@click.option(
+    "--tls-cert",
+    envvar="STREAM_WS_TLS_CERT",
+    type=click.Path(exists=True, dir_okay=False),
+    show_envvar=True,
+    help="PEM certificate (chain): serve wss:// instead of ws://.",
+)
+@click.option(
+    "--tls-key",
+    envvar="STREAM_WS_TLS_KEY",
+    type=click.Path(exists=True, dir_okay=False),
+    show_envvar=True,
+    help="PEM private key for --tls-cert (if not in the same file).",
+)
 @log_level_option
-def main(zmq_pub: str, ws_host: str, ws_port: int, max_client_buffer: int, log_level: str) -> None:
+def main(
+    zmq_pub: str,
+    ws_host: str,
+    ws_port: int,
+    max_client_buffer: int,
+    max_clients: int,
+    inbound_rate: float,
+    origins: str,
+    token: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    log_level: str,
+) -> None:
     """Relay every sample as JSON to every connected WebSocket client."""
+    if tls_key and not tls_cert:
+        raise click.BadParameter("--tls-key needs --tls-cert", param_hint="'--tls-key'")
     setup_logging(log_level)
     config = BroadcasterConfig(
-        zmq_pub=zmq_pub, ws_host=ws_host, ws_port=ws_port, max_client_buffer=max_client_buffer
+        zmq_pub=zmq_pub,
+        ws_host=ws_host,
+        ws_port=ws_port,
+        max_client_buffer=max_client_buffer,
+        max_clients=max_clients,
+        inbound_rate=inbound_rate,
+        origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+        token=token or None,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     asyncio.run(_run(config))
 

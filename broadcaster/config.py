@@ -13,4 +13,10 @@ class BroadcasterConfig:
     max_client_buffer: int = 4 * 1024 * 1024  # unsent bytes before a client is dropped
     max_inbound_message: int = 64 * 1024
     close_timeout: float = 1.0  # for a client to answer our close frame
+    max_clients: int = 10_000  # beyond: HTTP 503
+    inbound_rate: float = 10.0  # messages per second a client may send (bursts of 20)
+    origins: tuple[str, ...] = ()  # allowed Origin headers; empty: any
+    token: str | None = None  # required access token (?token= or Authorization: Bearer)
+    tls_cert: str | None = None  # PEM certificate (chain) for wss://
+    tls_key: str | None = None
     stats_interval: float = 60.0

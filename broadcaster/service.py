@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import http
+import json
 import logging
+import ssl
 import time
-from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.frames import CloseCode
 
+from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
 from common import render, schema
@@ -24,11 +25,19 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.2
 
 
-def _not_found(connection: ServerConnection, request: Request) -> Response | None:
-    """Only `/` is a WebSocket endpoint; anything else is a plain 404."""
-    if urlsplit(request.path).path in ("", "/"):
+_INBOUND_BURST = 20
+_NOT_UNDERSTOOD = json.dumps({"error": "this endpoint only sends samples; message ignored"})
+
+
+def _tls(config: BroadcasterConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None:
         return None
-    return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load TLS certificate {config.tls_cert}: {exc}") from None
+    return context
 
 
 async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
@@ -52,21 +61,32 @@ async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
     async def handler(connection: ServerConnection) -> None:
         fanout.add(connection)
         log.info("client %s connected (n=%d)", peer(connection), len(fanout.clients))
+        limit = InboundLimit(config.inbound_rate, _INBOUND_BURST)
         try:
-            async for _ in connection:
-                pass  # clients have nothing to say yet; reading keeps pings answered
+            async for message in connection:
+                if not limit.allow(time.monotonic()):
+                    log.warning("client %s sends too many messages: closing", peer(connection))
+                    await connection.close(CloseCode.POLICY_VIOLATION, "too many messages")
+                    break
+                if isinstance(message, bytes):
+                    await connection.close(CloseCode.UNSUPPORTED_DATA, "text messages only")
+                    break
+                await connection.send(_NOT_UNDERSTOOD)
         except ConnectionClosed:
             pass
         finally:
             fanout.discard(connection)
             log.info("client %s disconnected (n=%d)", peer(connection), len(fanout.clients))
 
+    admission = Admission(config.max_clients, config.origins, config.token)
+
     try:
         server = await serve(
             handler,
             config.ws_host,
             config.ws_port,
-            process_request=_not_found,
+            process_request=admission.checker(lambda: len(fanout.clients)),
+            ssl=_tls(config),
             compression=None,  # costs 3.5x the CPU for small JSON frames
             max_size=config.max_inbound_message,
             close_timeout=config.close_timeout,
@@ -80,7 +100,7 @@ async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        log.info("listening on ws://%s:%d", shown, port)
+        log.info("listening on %s://%s:%d", "wss" if config.tls_cert else "ws", shown, port)
     return server
 
 

@@ -109,13 +109,17 @@ class Pipeline:
         self.procs.append(proc)
         return proc
 
+    @property
+    def replay(self) -> str:
+        return f"ipc://{self.cwd}/replay.sock"
+
     def producer(self, *args: str) -> Proc:
-        proc = self.start("producer", "--zmq-pub", self.zmq, *args)
+        proc = self.start("producer", "--zmq-pub", self.zmq, "--zmq-replay", self.replay, *args)
         proc.wait_for(r"publishing on")
         return proc
 
     def logger(self, *args: str) -> Proc:
-        proc = self.start("logger", "--zmq-pub", self.zmq, *args)
+        proc = self.start("logger", "--zmq-pub", self.zmq, "--zmq-replay", self.replay, *args)
         proc.wait_for(r"appending to")
         return proc
 

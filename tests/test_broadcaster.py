@@ -11,6 +11,7 @@ from collections import defaultdict
 from contextlib import ExitStack
 
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import Pipeline, receive, wait_until
@@ -85,8 +86,6 @@ def test_shutdown_is_quick_even_with_a_stuck_client(pipeline: Pipeline):
 
 
 def test_other_paths_are_not_found(pipeline: Pipeline):
-    from websockets.exceptions import InvalidStatus
-
     pipeline.producer()
     pipeline.broadcaster()
     with pytest.raises(InvalidStatus) as info:
@@ -108,15 +107,130 @@ def test_many_clients_each_get_every_sample(pipeline: Pipeline):
     assert all(t == tails[0] for t in tails) and len(tails[0]) == 20
 
 
-def test_client_messages_are_ignored_without_harm(pipeline: Pipeline):
+def test_unexpected_client_messages_get_an_error_reply_or_a_clean_close(pipeline: Pipeline):
     pipeline.producer("--rate", "10")
     broadcaster = pipeline.broadcaster()
     with connect(pipeline.ws_url, open_timeout=5) as ws:
         ws.send("hello")
+        replies = [json.loads(ws.recv(timeout=5)) for _ in range(5)]
+        assert any("error" in r for r in replies)
+    with connect(pipeline.ws_url, open_timeout=5) as ws:
         ws.send(b"\x00\x01")
-        ws.recv(timeout=5)
+        wait_until(lambda: ws.state.name == "CLOSED", timeout=5)
+        assert ws.close_code == 1003
     with connect(pipeline.ws_url, open_timeout=5, max_size=None) as ws:
         ws.send("x" * (1024 * 1024))  # over the inbound limit: closed with 1009
         wait_until(lambda: ws.state.name == "CLOSED", timeout=5)
+        assert ws.close_code == 1009
+    with connect(pipeline.ws_url, open_timeout=5) as ws:
+        for _ in range(100):  # a flood: closed with 1008
+            try:
+                ws.send("{}")
+            except ConnectionClosed:
+                break
+        with pytest.raises(ConnectionClosed):
+            for _ in range(1000):
+                ws.recv(timeout=5)
+        assert ws.close_code == 1008
     assert len(receive(pipeline.ws_url, 3)) == 3
     assert broadcaster.popen.poll() is None
+
+
+def refusal(url: str, **kwargs) -> int:
+    with pytest.raises(InvalidStatus) as info:
+        with connect(url, open_timeout=5, **kwargs):
+            pass
+    return info.value.response.status_code
+
+
+def test_connections_beyond_the_cap_get_503(pipeline: Pipeline):
+    pipeline.producer("--rate", "10")
+    pipeline.broadcaster("--max-clients", "3")
+    with ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(connect(pipeline.ws_url, open_timeout=5))
+        assert refusal(pipeline.ws_url) == 503
+    wait_until(lambda: _accepts(pipeline.ws_url), timeout=5)
+
+
+def _accepts(url: str) -> bool:
+    try:
+        with connect(url, open_timeout=5):
+            return True
+    except InvalidStatus:
+        return False
+
+
+def test_origin_allow_list_and_token(pipeline: Pipeline):
+    """A wrong Origin gets 403, a missing or wrong token 401; the right ones get samples."""
+    pipeline.producer("--rate", "10")
+    broadcaster = pipeline.start(
+        "broadcaster",
+        "--zmq-pub",
+        pipeline.zmq,
+        "--ws-port",
+        "0",
+        "--origins",
+        "https://dash.example.com",
+        env={"STREAM_WS_TOKEN": "s3cret-token"},
+    )
+    port = broadcaster.wait_for(r"listening on ws://127\.0\.0\.1:(\d+)").group(1)
+    url = f"ws://127.0.0.1:{port}"
+    good_origin = {"origin": "https://dash.example.com"}
+    assert refusal(url + "/?token=s3cret-token", origin="https://evil.example.com") == 403
+    assert refusal(url + "/?token=s3cret-token") == 403
+    assert refusal(url, **good_origin) == 401
+    assert refusal(url + "/?token=wrong", **good_origin) == 401
+    with connect(url + "/?token=s3cret-token", open_timeout=5, **good_origin) as ws:
+        assert "timestamp" in json.loads(ws.recv(timeout=5))
+    headers = {"Authorization": "Bearer s3cret-token"}
+    with connect(url, open_timeout=5, additional_headers=headers, **good_origin) as ws:
+        assert "timestamp" in json.loads(ws.recv(timeout=5))
+    assert not any("s3cret-token" in line for line in broadcaster.lines)
+
+
+def test_tls(pipeline: Pipeline, tmp_path):
+    """With a certificate and key the broadcaster serves wss://."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    pipeline.producer("--rate", "10")
+    broadcaster = pipeline.start(
+        "broadcaster",
+        "--zmq-pub",
+        pipeline.zmq,
+        "--ws-port",
+        "0",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    port = broadcaster.wait_for(r"listening on wss://127\.0\.0\.1:(\d+)").group(1)
+    context = ssl.create_default_context(cafile=str(cert))
+    with connect(f"wss://127.0.0.1:{port}", ssl=context, open_timeout=5) as ws:
+        assert "timestamp" in json.loads(ws.recv(timeout=5))

@@ -32,23 +32,18 @@ def gaps(pipeline: Pipeline) -> pd.DataFrame:
     return pd.read_csv(pipeline.cwd / "data" / "stream_log.gaps.csv")
 
 
-def with_replay(pipeline: Pipeline) -> list[str]:
-    return ["--zmq-replay", f"ipc://{pipeline.cwd}/replay.sock"]
-
-
 CSV = "data/stream_log.csv"
 
 
 def test_kill_9_logger_and_restart_within_the_window(pipeline: Pipeline):
     """No gap, no duplicate, no torn row after a hard kill at 100 Hz x 10 devices."""
-    replay = with_replay(pipeline)
-    producer = pipeline.producer("--rate", "100", "--devices", "10", *replay)
+    producer = pipeline.producer("--rate", "100", "--devices", "10")
     path = pipeline.cwd / CSV
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     wait_until(lambda: rows(path) > 2000, timeout=10)
     logger.kill()
     time.sleep(2)
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     logger.wait_for(r"recovered (\d+) sample")
     wait_until(lambda: rows(path) > 8000, timeout=10)
     producer.stop()
@@ -63,15 +58,14 @@ def test_kill_9_logger_and_restart_within_the_window(pipeline: Pipeline):
 
 
 def test_logger_down_longer_than_the_history_records_exactly_the_lost_range(pipeline: Pipeline):
-    replay = with_replay(pipeline)
-    pipeline.producer("--rate", "20", "--devices", "2", "--history", "1", *replay)
+    pipeline.producer("--rate", "20", "--devices", "2", "--history", "1")
     path = pipeline.cwd / CSV
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     wait_until(lambda: rows(path) > 40, timeout=10)
     logger.stop()
     held = pd.read_csv(path).groupby("device")["seq"].max()
     time.sleep(3)
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     wait_until(
         lambda: (pipeline.cwd / "data/stream_log.gaps.csv").exists() and len(gaps(pipeline)) >= 2,
         timeout=10,
@@ -92,15 +86,14 @@ def test_logger_down_longer_than_the_history_records_exactly_the_lost_range(pipe
 
 
 def test_producer_restart_is_recorded_as_not_produced(pipeline: Pipeline):
-    replay = with_replay(pipeline)
-    producer = pipeline.producer("--rate", "20", "--devices", "2", *replay)
+    producer = pipeline.producer("--rate", "20", "--devices", "2")
     path = pipeline.cwd / CSV
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     broadcaster = pipeline.broadcaster()
     wait_until(lambda: rows(path) > 40, timeout=10)
     producer.kill()
     time.sleep(1.5)
-    pipeline.producer("--rate", "20", "--devices", "2", *replay)
+    pipeline.producer("--rate", "20", "--devices", "2")
     wait_until(
         lambda: (pipeline.cwd / "data/stream_log.gaps.csv").exists() and len(gaps(pipeline)) >= 2,
         timeout=10,
@@ -112,15 +105,14 @@ def test_producer_restart_is_recorded_as_not_produced(pipeline: Pipeline):
 
 
 def test_torn_and_nul_padded_tail_is_repaired_and_refilled(pipeline: Pipeline):
-    replay = with_replay(pipeline)
-    pipeline.producer("--rate", "50", "--devices", "3", *replay)
+    pipeline.producer("--rate", "50", "--devices", "3")
     path = pipeline.cwd / CSV
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     wait_until(lambda: rows(path) > 300, timeout=10)
     logger.kill()
     data = path.read_bytes()
     path.write_bytes(data[:-7] + b"\0" * 512)  # torn inside the last row, then NUL padding
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     logger.wait_for("torn row")
     wait_until(lambda: rows(path) > 900, timeout=10)
     logger.stop()
@@ -142,10 +134,9 @@ def test_second_logger_on_the_same_file_is_refused(pipeline: Pipeline):
 
 def test_disk_full_keeps_the_file_valid_and_recovers(pipeline: Pipeline):
     """With a file-size limit the writes fail cleanly; once lifted, nothing is missing."""
-    replay = with_replay(pipeline)
-    pipeline.producer("--rate", "50", "--devices", "4", *replay)
+    pipeline.producer("--rate", "50", "--devices", "4")
     path = pipeline.cwd / CSV
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     wait_until(lambda: rows(path) > 200, timeout=10)
     pid = logger.popen.pid
     limit = path.stat().st_size + 3000
@@ -187,10 +178,9 @@ def test_verify_reports_problems(tmp_path):
 
 def test_sigstop_overflow_is_refilled(pipeline: Pipeline):
     """A logger frozen while samples pile up recovers the jump from the producer's history."""
-    replay = with_replay(pipeline)
-    pipeline.producer("--rate", "200", "--devices", "20", *replay)
+    pipeline.producer("--rate", "200", "--devices", "20")
     path = pipeline.cwd / CSV
-    logger = pipeline.logger(*replay, "--flush-interval", "0.1")
+    logger = pipeline.logger("--flush-interval", "0.1")
     wait_until(lambda: rows(path) > 4000, timeout=10)
     logger.popen.send_signal(signal.SIGSTOP)
     time.sleep(5)

@@ -28,6 +28,7 @@ def test_honcho_start_runs_everything(tmp_path: Path):
     port = free_port()
     (tmp_path / ".env").write_text(
         f"STREAM_ZMQ_PUB=ipc://{tmp_path}/samples.sock\nSTREAM_WS_PORT={port}\n"
+        f"STREAM_ZMQ_REPLAY=ipc://{tmp_path}/replay.sock\n"
     )
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}

@@ -42,7 +42,7 @@ class TestContract:
         pipeline.broadcaster()
         samples = receive(pipeline.ws_url, 30)
         for sample in samples:
-            assert list(sample)[:7] == [
+            assert list(sample) == [
                 "timestamp",
                 "cpu",
                 "mem",
@@ -50,8 +50,12 @@ class TestContract:
                 "net",
                 "device",
                 "seq",
+                "anomaly",
+                "anomaly_id",
             ]
             assert TIMESTAMP_MS.match(sample["timestamp"])
+            if sample["anomaly"] == "dropout":
+                continue
             assert 0 <= sample["cpu"] <= 100 and 0 <= sample["mem"] <= 100
             assert sample["disk_io"] >= 0 and sample["net"] >= 0
         assert {s["device"] for s in samples} == {"host-01", "host-02", "host-03"}
@@ -94,7 +98,10 @@ class TestContract:
             row = logged[(sample["device"], str(sample["seq"]))]
             assert row["timestamp"] == sample["timestamp"]
             for metric in ("cpu", "mem", "disk_io", "net"):
-                assert row[metric] == json.dumps(sample[metric])
+                value = sample[metric]
+                assert row[metric] == ("" if value is None else json.dumps(value))
+            assert row["anomaly"] == (sample["anomaly"] or "")
+            assert row["anomaly_id"] == str(sample["anomaly_id"] or "")
         assert path.read_text().splitlines()[0] == CSV_HEADER
         frame = pd.read_csv(path, parse_dates=["timestamp"])
         assert str(frame["timestamp"].dtype).startswith("datetime64")
