@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import click
 
 from broadcaster import service
 from broadcaster.config import BroadcasterConfig
-from common.cli import log_level_option, zmq_pub_option
+from common.cli import log_level_option, security_from, security_options, zmq_pub_option
 from common.logs import setup_logging
 from common.signals import stop_on_signals
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
+@security_options
 @click.option(
     "--ws-host",
     envvar="STREAM_WS_HOST",
@@ -90,6 +92,8 @@ from common.signals import stop_on_signals
 @log_level_option
 def main(
     zmq_pub: str,
+    curve_dir: Path | None,
+    allow_insecure: bool,
     ws_host: str,
     ws_port: int,
     max_client_buffer: int,
@@ -107,6 +111,7 @@ def main(
     setup_logging(log_level)
     config = BroadcasterConfig(
         zmq_pub=zmq_pub,
+        security=security_from(curve_dir, allow_insecure),
         ws_host=ws_host,
         ws_port=ws_port,
         max_client_buffer=max_client_buffer,

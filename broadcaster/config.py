@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.bus import Security
+
 
 @dataclass(frozen=True)
 class BroadcasterConfig:
     zmq_pub: str = "tcp://127.0.0.1:5556"
+    security: Security = Security()
     ws_host: str = "localhost"
     ws_port: int = 8765
     max_client_buffer: int = 4 * 1024 * 1024  # unsent bytes before a client is dropped

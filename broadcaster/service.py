@@ -45,7 +45,7 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     fanout = Fanout(config.max_client_buffer, config.close_timeout)
     server = await _listen(config, fanout)
     try:
-        subscriber = Subscriber(config.zmq_pub)
+        subscriber = Subscriber(config.zmq_pub, security=config.security)
     except BaseException:
         server.close()
         raise

@@ -11,10 +11,16 @@ import ipaddress
 import logging
 import os
 import re
+import socket
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.auth.thread import ThreadAuthenticator
 
 from common import schema
 from common.errors import StartupError
@@ -59,15 +65,111 @@ def _is_hostname(host: str) -> bool:
         return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", host))
 
 
+def is_loopback(endpoint: str) -> bool:
+    """ipc and inproc endpoints, and tcp ones on 127.0.0.0/8, ::1 or a name that resolves there."""
+    match = _TCP.match(endpoint)
+    if match is None:
+        return True
+    host = match["host"].strip("[]")
+    if host in ("*", ""):
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+@dataclass(frozen=True)
+class Security:
+    """CURVE encryption and client authentication for ZeroMQ, from a keys directory.
+
+    Layout (made by `python -m producer keys`): `public/server.key`, `public/client.key`,
+    `private/server.key_secret`, `private/client.key_secret`. A server accepts every client
+    whose public key is in `public/`.
+    """
+
+    curve_dir: Path | None = None
+    allow_insecure: bool = False
+
+    def check_bind(self, endpoint: str) -> None:
+        if self.curve_dir is None and not self.allow_insecure and not is_loopback(endpoint):
+            raise StartupError(
+                f"refusing to bind {endpoint} beyond this machine without encryption: "
+                "give --curve-dir (keys from 'python -m producer keys') or --allow-insecure"
+            )
+
+    def _keys(self, role: str) -> tuple[bytes, bytes]:
+        assert self.curve_dir is not None
+        path = self.curve_dir / "private" / f"{role}.key_secret"
+        try:
+            public, secret = zmq.auth.load_certificate(path)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot load CURVE key {path}: {exc}") from None
+        assert secret is not None
+        return public, secret
+
+    def serve(self, sock: zmq.Socket, context: zmq.Context) -> object | None:
+        """Make `sock` a CURVE server; return the authenticator to stop on close."""
+        if self.curve_dir is None:
+            return None
+        public, secret = self._keys("server")
+        if isinstance(context, zmq.asyncio.Context):
+            auth: ThreadAuthenticator | AsyncioAuthenticator = AsyncioAuthenticator(context)
+        else:
+            auth = ThreadAuthenticator(context)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(self.curve_dir / "public"))
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+        return auth
+
+    def connect(self, sock: zmq.Socket) -> None:
+        """Make `sock` a CURVE client of the server whose public key is in `public/`."""
+        if self.curve_dir is None:
+            return
+        public, secret = self._keys("client")
+        server_key = self.curve_dir / "public" / "server.key"
+        try:
+            server_public, _ = zmq.auth.load_certificate(server_key)
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"cannot load CURVE key {server_key}: {exc}") from None
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_serverkey = server_public
+
+
+PLAIN = Security()  # no encryption: loopback endpoints only, unless allowed
+
+
+def make_keys(directory: Path) -> None:
+    """Create server and client key pairs in the layout Security expects."""
+    public, private = directory / "public", directory / "private"
+    public.mkdir(parents=True, exist_ok=True)
+    private.mkdir(parents=True, exist_ok=True)
+    os.chmod(private, 0o700)
+    for role in ("server", "client"):
+        pub, secret = zmq.auth.create_certificates(str(directory), role)
+        os.replace(pub, public / f"{role}.key")
+        os.replace(secret, private / f"{role}.key_secret")
+
+
 class Publisher:
     """The producer's PUB socket. Sends never block: past the high-water mark ZeroMQ drops."""
 
-    def __init__(self, endpoint: str, hwm: int = SEND_HWM) -> None:
+    def __init__(self, endpoint: str, hwm: int = SEND_HWM, security: Security = PLAIN) -> None:
+        security.check_bind(endpoint)
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUB)
         self._socket.linger = LINGER_MS
         self._socket.sndhwm = hwm
         self._socket.ipv6 = "[" in endpoint
+        self._auth = security.serve(self._socket, self._context)
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -80,6 +182,8 @@ class Publisher:
         self._socket.send_multipart(schema.encode(batch), copy=False)
 
     def close(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
         self._socket.close()
         self._context.term()
 
@@ -90,7 +194,7 @@ class Subscriber:
     ZeroMQ reconnects to a restarted publisher by itself, so nothing here needs to.
     """
 
-    def __init__(self, endpoint: str, hwm: int = RECEIVE_HWM) -> None:
+    def __init__(self, endpoint: str, hwm: int = RECEIVE_HWM, security: Security = PLAIN) -> None:
         self._context = zmq.asyncio.Context()
         self._socket = self._context.socket(zmq.SUB)
         self._socket.linger = 0
@@ -100,6 +204,11 @@ class Subscriber:
         self._socket.reconnect_ivl_max = 1000
         self._socket.setsockopt(zmq.SUBSCRIBE, schema.TOPIC)
         self._socket.ipv6 = "[" in endpoint
+        try:
+            security.connect(self._socket)
+        except StartupError:
+            self.close()
+            raise
         try:
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from common.bus import parse_endpoint
+from common.bus import Security, parse_endpoint
 from common.errors import StartupError
 from common.logs import LEVELS
 
@@ -51,6 +52,28 @@ def zmq_replay_option(func: Callable[..., Any]) -> Callable[..., Any]:
         callback=_check_endpoint,
         help="ZeroMQ endpoint where the producer answers requests for missed samples.",
     )(func)
+
+
+def security_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--curve-dir and --allow-insecure; turn them into a Security with `security_from`."""
+    func = click.option(
+        "--allow-insecure",
+        envvar="STREAM_ZMQ_ALLOW_INSECURE",
+        is_flag=True,
+        show_envvar=True,
+        help="Allow binding ZeroMQ beyond this machine without CURVE encryption.",
+    )(func)
+    return click.option(
+        "--curve-dir",
+        envvar="STREAM_ZMQ_CURVE_DIR",
+        show_envvar=True,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help="Keys directory ('python -m producer keys'): encrypt and authenticate ZeroMQ.",
+    )(func)
+
+
+def security_from(curve_dir: Path | None, allow_insecure: bool) -> Security:
+    return Security(curve_dir=curve_dir, allow_insecure=allow_insecure)
 
 
 def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from common.cli import log_level_option, zmq_pub_option, zmq_replay_option
+from common.cli import (
+    log_level_option,
+    security_from,
+    security_options,
+    zmq_pub_option,
+    zmq_replay_option,
+)
 from common.logs import setup_logging
 from common.signals import stop_on_signals
 from logger import service
@@ -17,6 +23,7 @@ from logger.config import LoggerConfig
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
 @zmq_replay_option
+@security_options
 @click.option(
     "--csv",
     envvar="STREAM_CSV",
@@ -41,6 +48,8 @@ def main(
     ctx: click.Context,
     zmq_pub: str,
     zmq_replay: str,
+    curve_dir: Path | None,
+    allow_insecure: bool,
     csv: Path,
     flush_interval: float,
     log_level: str,
@@ -50,7 +59,11 @@ def main(
         return
     setup_logging(log_level)
     config = LoggerConfig(
-        zmq_pub=zmq_pub, zmq_replay=zmq_replay, csv=csv, flush_interval=flush_interval
+        zmq_pub=zmq_pub,
+        zmq_replay=zmq_replay,
+        security=security_from(curve_dir, allow_insecure),
+        csv=csv,
+        flush_interval=flush_interval,
     )
     asyncio.run(_run(config))
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.bus import Security
+
 
 @dataclass(frozen=True)
 class LoggerConfig:
     zmq_pub: str = "tcp://127.0.0.1:5556"
     zmq_replay: str = "tcp://127.0.0.1:5557"  # the producer's history, for missed samples
+    security: Security = Security()
     csv: Path = Path("data/stream_log.csv")
     flush_interval: float = 0.5  # seconds a received sample may wait before it is written
     batch_rows: int = 50_000  # write as soon as this many rows are pending

@@ -19,6 +19,7 @@ import zmq
 import zmq.asyncio
 
 from common import recovery, schema
+from common.bus import PLAIN, Security
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,11 @@ class SeqTracker:
 class HistoryClient:
     """Asks the producer's history for missed samples (DEALER to its ROUTER)."""
 
-    def __init__(self, endpoint: str, idle_timeout: float = 2.0) -> None:
+    def __init__(
+        self, endpoint: str, idle_timeout: float = 2.0, security: Security = PLAIN
+    ) -> None:
         self.endpoint = endpoint
+        self.security = security
         self.idle_timeout = idle_timeout
         self._context = zmq.asyncio.Context()
         self._socket: zmq.asyncio.Socket | None = None
@@ -164,6 +168,7 @@ class HistoryClient:
             self._socket.linger = 0
             self._socket.rcvhwm = 0
             self._socket.ipv6 = "[" in self.endpoint
+            self.security.connect(self._socket)
             self._socket.connect(self.endpoint)
         return self._socket
 

@@ -119,11 +119,11 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
     """Log until `stop` is set, then write what is pending. Raises StartupError on bad settings."""
     book = Log(config)
     try:
-        subscriber = Subscriber(config.zmq_pub)
+        subscriber = Subscriber(config.zmq_pub, security=config.security)
     except BaseException:
         book.outputs.close()
         raise
-    client = HistoryClient(config.zmq_replay)
+    client = HistoryClient(config.zmq_replay, security=config.security)
     log.info("appending to %s from %s", config.csv, config.zmq_pub)
     write_failed = Every(10.0)
     next_stats = time.monotonic() + config.stats_interval

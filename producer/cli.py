@@ -17,7 +17,13 @@ from typing import Any
 
 import click
 
-from common.cli import log_level_option, zmq_pub_option, zmq_replay_option
+from common.cli import (
+    log_level_option,
+    security_from,
+    security_options,
+    zmq_pub_option,
+    zmq_replay_option,
+)
 from common.logs import setup_logging
 from common.schema import METRICS
 from common.signals import stop_on_signals
@@ -117,6 +123,7 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_simulation_options
 @zmq_pub_option
 @zmq_replay_option
+@security_options
 @_option(
     "--history",
     "STREAM_HISTORY",
@@ -182,6 +189,7 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     setup_logging(log_level)
     options["start_ms"] = options.pop("start")
     options["history_bytes"] = options.pop("history_mb") * 1024 * 1024
+    options["security"] = security_from(options.pop("curve_dir"), options.pop("allow_insecure"))
     config = ProducerConfig(**options)
     asyncio.run(_run(config))
 
@@ -254,3 +262,24 @@ def generate(
         f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",
         err=True,
     )
+
+
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--dir",
+    "directory",
+    default="keys",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write public/ and private/ key files.",
+)
+def keys(directory: Path) -> None:
+    """Create CURVE key pairs for ZeroMQ across machines (then use --curve-dir DIR).
+
+    Give every process the same directory; the producer needs private/server.key_secret,
+    the others private/client.key_secret, all need public/.
+    """
+    from common.bus import make_keys
+
+    make_keys(directory)
+    click.echo(f"wrote CURVE keys to {directory}/public and {directory}/private", err=True)

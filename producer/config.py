@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.bus import Security
 from common.schema import ANOMALY_KINDS
 
 SOURCES = ("sim", "replay", "live")
@@ -20,6 +21,7 @@ class ProducerConfig:
     zmq_replay: str = "tcp://127.0.0.1:5557"  # where subscribers ask for what they missed
     history_s: float = 600.0  # replay window, seconds
     history_bytes: int = 256 * 1024 * 1024  # and its memory bound
+    security: Security = Security()
     state: Path = Path("data/producer_state.json")
     start_ms: int | None = None  # simulated time of the first sample; None: now
     speed: float = 1.0  # simulated seconds per wall second

@@ -10,7 +10,7 @@ import zmq
 import zmq.asyncio
 
 from common import recovery
-from common.bus import LINGER_MS
+from common.bus import LINGER_MS, PLAIN, Security
 from common.errors import StartupError
 from producer.history import History
 
@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 class HistoryServer:
     """Serves `History.since` to DEALER clients; a bad request gets an empty answer."""
 
-    def __init__(self, endpoint: str, history: History) -> None:
+    def __init__(self, endpoint: str, history: History, security: Security = PLAIN) -> None:
+        security.check_bind(endpoint)
         self.history = history
         self._context = zmq.asyncio.Context()
         self._socket = self._context.socket(zmq.ROUTER)
+        self._auth = security.serve(self._socket, self._context)
         self._socket.linger = LINGER_MS
         self._socket.sndhwm = 0  # never drop a reply part: the history bounds its size
         self._socket.maxmsgsize = recovery.MAX_REQUEST_BYTES
@@ -61,5 +63,7 @@ class HistoryServer:
             log.info("replayed %d sample(s) to a subscriber", sent)
 
     def close(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
         self._socket.close()
         self._context.term()

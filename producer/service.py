@@ -81,10 +81,10 @@ def _log_series(continued: bool) -> None:
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     """Publish until `stop` is set. Raises StartupError if the source or endpoint is unusable."""
     history = History(config.history_s, config.history_bytes)
-    publisher = Publisher(config.zmq_pub)
+    publisher = Publisher(config.zmq_pub, security=config.security)
     server: HistoryServer | None = None
     try:
-        server = HistoryServer(config.zmq_replay, history)
+        server = HistoryServer(config.zmq_replay, history, config.security)
         source = open_source(config, time.time() * 1000)
         source.prefetch()
     except BaseException:
