@@ -7,6 +7,7 @@ exits with status 2, a start-up failure (port in use, unwritable file) with stat
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +87,17 @@ def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Choice(LEVELS, case_sensitive=False),
         help="Logging threshold.",
     )(func)
+
+
+_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """A click callback: `90s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) as seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", str(value))
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration like 90s, 30m, 12h or 7d")
+    return float(match[1]) * _UNITS_S[match[2] or "s"]
 
 
 def fail(prog: str, message: str, status: int) -> NoReturn:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from common.cli import (
+    duration,
     log_level_option,
     security_from,
     security_options,
@@ -18,6 +19,22 @@ from common.logs import setup_logging
 from common.signals import stop_on_signals
 from logger import service
 from logger.config import LoggerConfig
+
+
+def _fsync(value: str) -> float | None:
+    """always -> 0 (every write), never -> None, else seconds between fsyncs."""
+    text = str(value).strip().lower()
+    if text == "always":
+        return 0.0
+    if text == "never":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise click.BadParameter(f"{value!r}: expected always, never or a number of seconds >= 0")
+    return seconds
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +59,33 @@ from logger.config import LoggerConfig
     type=click.FloatRange(0.01, 60),
     help="Longest time, in seconds, a received sample waits before it is written.",
 )
+@click.option(
+    "--fsync",
+    envvar="STREAM_FSYNC",
+    default="1",
+    show_default=True,
+    show_envvar=True,
+    callback=lambda ctx, param, value: _fsync(value),
+    help="When to make writes durable: always (every write), never, or every N seconds.",
+)
+@click.option(
+    "--rotate-mb",
+    envvar="STREAM_ROTATE_MB",
+    default=0.0,
+    show_default=True,
+    show_envvar=True,
+    type=click.FloatRange(0, 1_000_000),
+    help="Start a new file when the CSV would pass this size (0: never).",
+)
+@click.option(
+    "--rotate-every",
+    envvar="STREAM_ROTATE_EVERY",
+    default="0",
+    show_default=True,
+    show_envvar=True,
+    callback=duration,
+    help="Start a new file this often, e.g. 1h or 1d (0: never).",
+)
 @log_level_option
 @click.pass_context
 def main(
@@ -52,6 +96,9 @@ def main(
     allow_insecure: bool,
     csv: Path,
     flush_interval: float,
+    fsync: float | None,
+    rotate_mb: float,
+    rotate_every: float,
     log_level: str,
 ) -> None:
     """Subscribe to the samples and append every one of them to a CSV file."""
@@ -64,6 +111,9 @@ def main(
         security=security_from(curve_dir, allow_insecure),
         csv=csv,
         flush_interval=flush_interval,
+        fsync_seconds=fsync,
+        rotate_bytes=int(rotate_mb * 1024 * 1024),
+        rotate_seconds=rotate_every,
     )
     asyncio.run(_run(config))
 

@@ -17,4 +17,7 @@ class LoggerConfig:
     flush_interval: float = 0.5  # seconds a received sample may wait before it is written
     batch_rows: int = 50_000  # write as soon as this many rows are pending
     max_pending_rows: int = 5_000_000  # held in memory while the disk refuses writes
+    fsync_seconds: float | None = 1.0  # fsync at most this often; 0: every write; None: never
+    rotate_bytes: int = 0  # start a new file past this size; 0: never
+    rotate_seconds: float = 0  # start a new file this often; 0: never
     stats_interval: float = 60.0

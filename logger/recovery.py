@@ -20,6 +20,7 @@ import zmq.asyncio
 
 from common import recovery, schema
 from common.bus import PLAIN, Security
+from logger.sink import rotated_files
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,12 @@ class SeqTracker:
     def from_csv(cls, path: Path) -> SeqTracker:
         """Read the devices' last seqs from the tail of a CSV log (if there is one)."""
         tracker = cls()
+        if not _has_rows(path):
+            # Just rotated (or crashed while rotating): the newest part holds the last rows.
+            parts = rotated_files(path)
+            if not parts:
+                return tracker
+            path = parts[-1]
         try:
             size = path.stat().st_size
             with path.open("rb") as f:
@@ -147,6 +154,13 @@ class SeqTracker:
         if keep.all():
             return batch
         return schema.Batch(rows[keep], batch.precision)
+
+
+def _has_rows(path: Path) -> bool:
+    try:
+        return path.stat().st_size > len(schema.CSV_HEADER) + 1
+    except FileNotFoundError:
+        return False
 
 
 class HistoryClient:

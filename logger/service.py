@@ -14,20 +14,10 @@ from collections import deque
 from common import render, schema
 from common.bus import Subscriber
 from common.logs import Every
-from common.windows import HEADER as WINDOWS_HEADER
-from common.windows import Window, WindowTracker, windows_path
+from common.windows import Window, WindowTracker
 from logger.config import LoggerConfig
-from logger.recovery import (
-    GAPS_HEADER,
-    Gap,
-    HistoryClient,
-    SeqTracker,
-    classify,
-    describe,
-    gaps_path,
-    refill,
-)
-from logger.sink import CsvSink
+from logger.outputs import Outputs
+from logger.recovery import Gap, HistoryClient, SeqTracker, classify, describe, refill
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +59,6 @@ class Pending:
         self.since = None
         self.windows = []
         self.gaps = []
-
-
-class Outputs:
-    """The CSV and its windows file, opened and closed together."""
-
-    def __init__(self, config: LoggerConfig) -> None:
-        self.csv = CsvSink(config.csv)
-        self.windows = CsvSink(windows_path(config.csv), header=WINDOWS_HEADER)
-        self.gaps = CsvSink(gaps_path(config.csv), header=GAPS_HEADER)
-        self.csv.open()  # first: it holds the lock that keeps a second logger out
-        try:
-            self.windows.open()
-            self.gaps.open()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        self.gaps.close()
-        self.windows.close()
-        self.csv.close()
 
 
 class Log:
@@ -152,7 +121,7 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
                 log.info(
                     "wrote %d rows; received %d samples; %d gap(s) recorded; "
                     "%d replay request(s); %d malformed message(s) dropped",
-                    book.outputs.csv.rows_written,
+                    book.outputs.rows_written,
                     subscriber.received,
                     book.gaps_recorded,
                     client.requests,
@@ -164,7 +133,7 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
         book.pending.windows.extend(book.windows.close_all())
         _flush(book.outputs, book.pending, Every(0))
         book.outputs.close()
-        log.info("stopped after writing %d rows", book.outputs.csv.rows_written)
+        log.info("stopped after writing %d rows", book.outputs.rows_written)
 
 
 async def _catch_up(book: Log, client: HistoryClient) -> None:
@@ -199,19 +168,20 @@ async def _refill(book: Log, client: HistoryClient, gaps: list[Gap], batch: sche
 
 
 def _flush(outputs: Outputs, pending: Pending, report: Every) -> None:
-    """Write pending rows in one write, then the windows they close; keep both on failure."""
-    data, rows = pending.take()
+    """Write pending rows in one write, then their windows and gaps; what fails is kept."""
     try:
-        if rows:
-            outputs.csv.write(data)
-            outputs.csv.rows_written += rows
+        if pending.rows:
+            data, rows = pending.take()
+            outputs.write_rows(data, rows)
             pending.chunks.clear()
             pending.rows = 0
         if pending.windows:
-            outputs.windows.write("".join(w.row() for w in pending.windows).encode())
+            outputs.write_windows("".join(w.row() for w in pending.windows).encode())
             pending.windows = []
         if pending.gaps:
-            outputs.gaps.write("".join(pending.gaps).encode())
+            outputs.write_gaps("".join(pending.gaps).encode())
+            pending.gaps = []
+        outputs.sync_if_due()
     except OSError as exc:
         if report(time.monotonic()):
             log.error(

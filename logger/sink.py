@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 from pathlib import Path
 
 from common.errors import StartupError
@@ -29,7 +30,6 @@ class CsvSink:
         self.header = header
         self._fd: int | None = None
         self._size = 0
-        self.rows_written = 0
 
     def open(self) -> None:
         """Open for appending; raise StartupError with a one-line reason if that is impossible."""
@@ -62,6 +62,19 @@ class CsvSink:
     def write(self, data: bytes) -> None:
         """Append rows in one go; on error, cut the file back to where it was and re-raise."""
         self._append(data)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+    def sync(self) -> None:
+        """Make what was written durable (fsync)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -119,3 +132,14 @@ class CsvSink:
                 f"{self.path} has header {shown!r}, expected {self.header!r}; "
                 "move it aside or choose another --csv"
             )
+
+
+def rotated_files(live: Path) -> list[Path]:
+    """Rotated parts of a log, oldest first: `stream_log-000001.csv`, `stream_log-000002.csv`..."""
+    pattern = re.compile(re.escape(live.stem) + r"-(\d{6,})" + re.escape(live.suffix) + "$")
+    found = [
+        (int(m[1]), p)
+        for p in live.parent.glob(f"{live.stem}-*{live.suffix}")
+        if (m := pattern.match(p.name))
+    ]
+    return [p for _, p in sorted(found)]

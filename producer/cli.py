@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 import click
 
 from common.cli import (
+    duration,
     log_level_option,
     security_from,
     security_options,
@@ -29,8 +29,6 @@ from common.schema import METRICS
 from common.signals import stop_on_signals
 from producer import anomalies, service
 from producer.config import SOURCES, ProducerConfig
-
-_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -48,11 +46,11 @@ def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int
     return round(moment.timestamp() * 1000)
 
 
-def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", value)
-    if not match or float(match[1]) <= 0:
-        raise click.BadParameter(f"{value!r} is not a positive duration like 90s, 30m, 12h or 7d")
-    return float(match[1]) * _UNITS_S[match[2] or "s"]
+def _positive_duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    seconds = duration(ctx, param, value)
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r} is not a positive duration like 90s, 30m or 7d")
+    return seconds
 
 
 def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -203,7 +201,7 @@ async def _run(config: ProducerConfig) -> None:
 @click.option(
     "--duration",
     required=True,
-    callback=_duration,
+    callback=_positive_duration,
     help="Simulated time to cover: 90s, 30m, 12h, 7d, 2w.",
 )
 @click.option(
