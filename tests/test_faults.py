@@ -216,3 +216,76 @@ def test_rotation_keeps_every_sample_across_parts_and_a_crash_mid_rotation(pipel
     assert "recorded gaps (missing samples): none" in result.stdout
     for part in parts:
         assert part.read_text().startswith("timestamp,cpu,mem,disk_io,net,device,seq")
+
+
+class Crowd:
+    """Many WebSocket clients in one background thread, each reconnecting on its own."""
+
+    def __init__(self, url: str, size: int) -> None:
+        import asyncio
+        import threading
+
+        self.url = url
+        self.connects = [0] * size
+        self.received = [0] * size
+        self._stop = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(size,), daemon=True)
+        self._thread.start()
+
+    def _run(self, size: int) -> None:
+        import asyncio
+
+        async def main() -> None:
+            await asyncio.gather(*(self._client(i) for i in range(size)))
+
+        self._loop.run_until_complete(main())
+
+    async def _client(self, i: int) -> None:
+        import asyncio
+
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+        while not self._stop:
+            try:
+                async with connect(self.url, open_timeout=2) as ws:
+                    self.connects[i] += 1
+                    while not self._stop:
+                        try:
+                            await asyncio.wait_for(ws.recv(), 0.5)
+                            self.received[i] += 1
+                        except TimeoutError:
+                            continue
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
+                await asyncio.sleep(0.2)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(10)
+
+
+def test_kill_9_broadcaster_with_50_clients(pipeline: Pipeline):
+    """The logger does not notice; every client reconnects to the restarted broadcaster."""
+    pipeline.producer("--rate", "20", "--devices", "2")
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger("--flush-interval", "0.1")
+    broadcaster = pipeline.broadcaster()
+    port = pipeline.ws_url.rsplit(":", 1)[1]
+    crowd = Crowd(pipeline.ws_url, 50)
+    try:
+        wait_until(lambda: all(n > 5 for n in crowd.received), timeout=20)
+        broadcaster.kill()
+        rows_then = rows(path)
+        time.sleep(1)
+        pipeline.broadcaster("--ws-port", port)
+        wait_until(lambda: all(c >= 2 for c in crowd.connects), timeout=20)
+        seen = list(crowd.received)
+        wait_until(
+            lambda: all(r > s + 5 for r, s in zip(crowd.received, seen, strict=True)), timeout=20
+        )
+    finally:
+        crowd.close()
+    assert logger.popen.poll() is None and rows(path) > rows_then
+    logger.stop()
+    assert verify(pipeline.cwd, CSV).returncode == 0

@@ -1,0 +1,85 @@
+"""WebSocket protocol conformance: the Autobahn|Testsuite fuzzing client against our settings.
+
+Every case must end no worse than against the websockets library's own defaults in the same
+run. Cases 9.* (limits and performance; the Python 2 fuzzer is the bottleneck and times
+out) and 12.*/13.* (permessage-deflate, which the broadcaster turns off) are left out.
+
+Autobahn runs on Python 2.7 only. Point STREAM_AUTOBAHN at a directory holding
+`python` (a 2.7 interpreter) and `site/` (autobahntestsuite installed with --target);
+`.ci/run` prepares one. Without it the test is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Proc
+
+AUTOBAHN = os.environ.get("STREAM_AUTOBAHN")
+RANK = {"OK": 0, "INFORMATIONAL": 0, "UNIMPLEMENTED": 0, "NON-STRICT": 1}  # else: 2 (failed)
+
+
+@pytest.mark.skipif(not AUTOBAHN, reason="STREAM_AUTOBAHN is not set (see .ci/run)")
+def test_autobahn_fuzzing_client(tmp_path: Path):
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    server = Proc([str(REPO / "tests" / "autobahn_echo.py"), *map(str, ports)], tmp_path)
+    try:
+        server.wait_for("ready", stream="out")
+        for agent, port in zip(("ours", "baseline"), ports, strict=True):
+            _fuzz(tmp_path, agent, port)
+    finally:
+        server.kill()
+    ours, baseline = (
+        json.loads((tmp_path / agent / "index.json").read_text())[agent]
+        for agent in ("ours", "baseline")
+    )
+    assert len(ours) > 200 and set(ours) == set(baseline)
+    worse = {
+        case: (ours[case][key], baseline[case][key])
+        for case in ours
+        for key in ("behavior", "behaviorClose")
+        if RANK.get(ours[case][key], 2) > RANK.get(baseline[case][key], 2)
+    }
+    assert not worse, worse
+    failed = sorted(c for c in ours if RANK.get(ours[c]["behavior"], 2) == 2)
+    print(
+        f"autobahn: {len(ours)} cases, none worse than the library's defaults; "
+        f"failed in both: {failed}",
+        file=sys.stderr,
+    )
+
+
+def _fuzz(cwd: Path, agent: str, port: int) -> None:
+    spec = {
+        "outdir": str(cwd / agent),
+        "servers": [{"agent": agent, "url": f"ws://127.0.0.1:{port}"}],
+        "cases": ["*"],
+        "exclude-cases": ["9.*", "12.*", "13.*"],
+        "exclude-agent-cases": {},
+    }
+    (cwd / f"{agent}.json").write_text(json.dumps(spec))
+    base = Path(AUTOBAHN or "")
+    # addsitedir, not PYTHONPATH: zope.interface needs its .pth file processed.
+    launcher = (
+        "import site, sys; site.addsitedir(sys.argv[1]);"
+        f"sys.argv = ['wstest', '-m', 'fuzzingclient', '-s', '{agent}.json'];"
+        "from autobahntestsuite.wstest import run; run()"
+    )
+    subprocess.run(
+        [str(base / "python"), "-c", launcher, str(base / "site")],
+        cwd=cwd,
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
