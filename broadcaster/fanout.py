@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 
+import numpy as np
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.frames import CloseCode
+
+from broadcaster.subscription import Downsampler, Subscription
+from common import render, schema
 
 log = logging.getLogger(__name__)
 
@@ -26,41 +31,88 @@ def peer(connection: ServerConnection) -> str:
 
 
 class Fanout:
-    """The set of clients that receive samples, and the policy for slow ones."""
+    """The clients that receive samples, what each subscribed to, and the policy for slow ones.
 
-    def __init__(self, max_buffer: int, close_timeout: float) -> None:
+    Clients with the same subscription share the frames: each batch is rendered once per
+    distinct subscription, not once per client.
+    """
+
+    def __init__(self, max_buffer: int, close_timeout: float, recent_rows: int = 100_000) -> None:
         self.max_buffer = max_buffer
         self.close_timeout = close_timeout
-        self.clients: set[ServerConnection] = set()
+        self.clients: dict[ServerConnection, Subscription] = {}
         self.sent = 0  # frames written, summed over clients
         self.dropped_clients = 0
+        self._samplers: dict[Subscription, Downsampler] = {}
+        self._recent: deque[schema.Batch] = deque()
+        self._recent_rows = 0
+        self._recent_limit = recent_rows
         self._closing: set[asyncio.Task[None]] = set()
 
-    def add(self, connection: ServerConnection) -> None:
-        self.clients.add(connection)
+    def add(self, connection: ServerConnection, subscription: Subscription) -> None:
+        self.clients[connection] = subscription
 
     def discard(self, connection: ServerConnection) -> None:
-        self.clients.discard(connection)
+        subscription = self.clients.pop(connection, None)
+        if subscription is not None and subscription not in self.clients.values():
+            self._samplers.pop(subscription, None)
 
-    def send(self, frames: list[bytes]) -> None:
-        """Write every frame (UTF-8 JSON, sent as a text frame) to every client keeping up."""
-        if not frames:
-            return
-        ready = []
-        for connection in list(self.clients):
+    def send(self, batch: schema.Batch) -> None:
+        """Write the batch to every client that is keeping up, as each subscribed to it."""
+        self._remember(batch)
+        groups: dict[Subscription, list[ServerConnection]] = {}
+        for connection, subscription in list(self.clients.items()):
             transport = connection.transport
             if transport is None or transport.is_closing():
                 continue
             if transport.get_write_buffer_size() > self.max_buffer:
                 self._drop(connection)
             else:
-                ready.append(connection)
-        for frame in frames:
-            broadcast(ready, frame, text=True)
-        self.sent += len(frames) * len(ready)
+                groups.setdefault(subscription, []).append(connection)
+        for subscription, connections in groups.items():
+            frames = self._frames(subscription, batch)
+            for frame in frames:
+                broadcast(connections, frame, text=True)
+            self.sent += len(frames) * len(connections)
+
+    def history(self, connection: ServerConnection, subscription: Subscription) -> None:
+        """Send the last `subscription.history` samples per device to one client, now."""
+        if not subscription.history or not self._recent:
+            return
+        rows = np.concatenate([b.rows for b in self._recent])
+        rows = rows[subscription.wants(rows)]
+        keep = np.zeros(len(rows), bool)
+        names, inverse = np.unique(rows["device"], return_inverse=True)
+        for i in range(len(names)):
+            keep[np.flatnonzero(inverse == i)[-subscription.history :]] = True
+        recent = schema.Batch(rows[keep], self._recent[-1].precision)
+        for frame in self._render(subscription, recent):
+            broadcast([connection], frame, text=True)
+
+    def _remember(self, batch: schema.Batch) -> None:
+        self._recent.append(batch)
+        self._recent_rows += len(batch)
+        while self._recent_rows - len(self._recent[0]) >= self._recent_limit:
+            self._recent_rows -= len(self._recent.popleft())
+
+    def _frames(self, subscription: Subscription, batch: schema.Batch) -> list[bytes]:
+        rows = batch.rows
+        if subscription.devices is not None:
+            rows = rows[subscription.wants(rows)]
+        if subscription.max_rate is not None:
+            sampler = self._samplers.setdefault(subscription, Downsampler(subscription.max_rate))
+            rows = rows[sampler.keep(rows)] if len(rows) else rows
+        return self._render(subscription, schema.Batch(rows, batch.precision))
+
+    @staticmethod
+    def _render(subscription: Subscription, batch: schema.Batch) -> list[bytes]:
+        objects = render.json_objects(batch, subscription.fields)
+        if subscription.batch:
+            return [b"[" + b",".join(objects) + b"]"] if objects else []
+        return objects
 
     def _drop(self, connection: ServerConnection) -> None:
-        self.clients.discard(connection)
+        self.discard(connection)
         self.dropped_clients += 1
         log.warning(
             "client %s fell behind (%d bytes unsent > %d): closing with 1008",

@@ -8,6 +8,7 @@ import json
 import logging
 import ssl
 import time
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -16,7 +17,8 @@ from websockets.frames import CloseCode
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
-from common import render, schema
+from broadcaster.subscription import Subscription, SubscriptionError
+from common import schema
 from common.bus import Subscriber
 from common.errors import StartupError
 
@@ -26,7 +28,6 @@ _POLL_S = 0.2
 
 
 _INBOUND_BURST = 20
-_NOT_UNDERSTOOD = json.dumps({"error": "this endpoint only sends samples; message ignored"})
 
 
 def protocol_options(config: BroadcasterConfig) -> dict:
@@ -68,7 +69,14 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
 
 async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
     async def handler(connection: ServerConnection) -> None:
-        fanout.add(connection)
+        query = urlsplit(connection.request.path if connection.request else "").query
+        try:
+            subscription = Subscription.from_query(query)
+        except SubscriptionError as exc:
+            await connection.send(json.dumps({"error": str(exc)}))
+            subscription = Subscription()
+        fanout.add(connection, subscription)
+        fanout.history(connection, subscription)
         log.info("client %s connected (n=%d)", peer(connection), len(fanout.clients))
         limit = InboundLimit(config.inbound_rate, _INBOUND_BURST)
         try:
@@ -80,7 +88,14 @@ async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
                 if isinstance(message, bytes):
                     await connection.close(CloseCode.UNSUPPORTED_DATA, "text messages only")
                     break
-                await connection.send(_NOT_UNDERSTOOD)
+                try:
+                    subscription = Subscription.from_message(message)
+                except SubscriptionError as exc:
+                    await connection.send(json.dumps({"error": str(exc)}))
+                    continue
+                fanout.add(connection, subscription)
+                await connection.send(json.dumps({"subscribed": subscription.describe()}))
+                fanout.history(connection, subscription)
         except ConnectionClosed:
             pass
         finally:
@@ -118,8 +133,7 @@ async def _relay(
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
         for batch in schema.merge(await subscriber.receive(_POLL_S)):
-            if fanout.clients:  # nobody listening: skip the JSON rendering
-                fanout.send(render.json_objects(batch))
+            fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
             log.info(

@@ -7,7 +7,11 @@ It keeps trying while the server is not up yet, and reconnects when it restarts.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import click
 from websockets.asyncio.client import connect
@@ -15,20 +19,114 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
+METRICS = ("cpu", "mem", "disk_io", "net")
 
 
-async def listen(url: str, count: int | None) -> None:
-    """Print `Received: {json}` per sample until `count` samples (or forever)."""
+class Output:
+    """How samples are shown: the spec's lines, CSV, or a table redrawn in place."""
+
+    def __init__(self, form: str, stats: bool) -> None:
+        self.form = form
+        self.stats = Stats() if stats else None
+        self.header_done = False
+        self.latest: dict[str, dict] = {}
+        self.redraw = form == "table" and sys.stdout.isatty()
+
+    def connected(self) -> None:
+        if self.form == "json":
+            print("Connected to server. Listening for data...", flush=True)
+
+    def show(self, message: str) -> None:
+        if self.stats:
+            self.stats.add(message)
+        if self.form == "json":
+            print(f"Received: {message}", flush=True)
+            return
+        parsed = json.loads(message)
+        for sample in parsed if isinstance(parsed, list) else [parsed]:
+            if "timestamp" not in sample:
+                print(f"server: {json.dumps(sample)}", file=sys.stderr, flush=True)
+            elif self.form == "csv":
+                self._csv(sample)
+            else:
+                self._table(sample)
+
+    def _csv(self, sample: dict) -> None:
+        if not self.header_done:
+            print(",".join(sample), flush=True)
+            self.header_done = True
+        print(",".join("" if v is None else str(v) for v in sample.values()), flush=True)
+
+    def _table(self, sample: dict) -> None:
+        self.latest[sample["device"]] = sample
+        fields = [k for k in ("timestamp", *METRICS, "seq", "anomaly") if k in sample]
+        if not self.redraw:
+            print("  ".join(f"{sample[k]}" for k in ("device", *fields)), flush=True)
+            return
+        lines = [
+            "device    " + "  ".join(f"{k:>19}" if k == "timestamp" else f"{k:>9}" for k in fields)
+        ]
+        for device in sorted(self.latest):
+            row = self.latest[device]
+            cells = [
+                f"{str(row.get(k) or ''):>19}"
+                if k == "timestamp"
+                else f"{str(row.get(k) if row.get(k) is not None else ''):>9}"
+                for k in fields
+            ]
+            lines.append(f"{device:<10}" + "  ".join(cells))
+        sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+
+class Stats:
+    """Rate, latency (now minus sample timestamp) and gaps by seq, once a second."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.latency_ms: list[float] = []
+        self.last_seq: dict[str, int] = {}
+        self.gaps = 0
+        self.next_report = time.monotonic() + 1.0
+
+    def add(self, message: str) -> None:
+        parsed = json.loads(message)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        for sample in parsed if isinstance(parsed, list) else [parsed]:
+            if "seq" not in sample:
+                continue
+            self.count += 1
+            stamp = datetime.fromisoformat(sample["timestamp"])
+            self.latency_ms.append((now - stamp).total_seconds() * 1000)
+            previous = self.last_seq.get(sample["device"])
+            if previous is not None and sample["seq"] > previous + 1:
+                self.gaps += sample["seq"] - previous - 1
+            self.last_seq[sample["device"]] = sample["seq"]
+        if time.monotonic() >= self.next_report:
+            self.next_report += 1.0
+            ordered = sorted(self.latency_ms) or [0.0]
+            p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+            print(
+                f"stats: {self.count} samples/s, latency p50 {p50:.1f} ms p99 {p99:.1f} ms, "
+                f"{self.gaps} missing by seq",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.count, self.latency_ms = 0, []
+
+
+async def listen(url: str, count: int | None, output: Output) -> None:
+    """Show samples until `count` of them (or forever), reconnecting when needed."""
     received = 0
     delay = BACKOFF_FIRST_S
-    waiting = False  # a "waiting for the server" line was printed for this outage
+    waiting = False  # a "reconnecting" line was printed for this outage
     while True:
         try:
             async with connect(url, open_timeout=5, max_size=None, compression=None) as ws:
-                print("Connected to server. Listening for data...", flush=True)
+                output.connected()
                 waiting, delay = False, BACKOFF_FIRST_S
                 async for message in ws:
-                    print(f"Received: {message}", flush=True)
+                    output.show(message)
                     received += 1
                     if count is not None and received >= count:
                         return
@@ -46,6 +144,13 @@ async def listen(url: str, count: int | None) -> None:
         delay = min(delay * 1.5, BACKOFF_MAX_S)
 
 
+def with_query(url: str, **params: str | None) -> str:
+    parts = urlsplit(url)
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    merged = "&".join(q for q in (parts.query, query) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", merged, parts.fragment))
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
@@ -59,12 +164,37 @@ async def listen(url: str, count: int | None) -> None:
     "--count",
     type=click.IntRange(min=1),
     default=None,
-    help="Exit (status 0) after this many samples. [default: run until Ctrl-C]",
+    help="Exit (status 0) after this many frames. [default: run until Ctrl-C]",
 )
-def main(url: str, count: int | None) -> None:
+@click.option("--devices", help="Only these devices, e.g. host-01,host-02.")
+@click.option("--fields", help="Only these metrics, e.g. cpu,net.")
+@click.option(
+    "--max-rate", type=click.FloatRange(0.001, 10_000), help="Samples/s per device, at most."
+)
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["json", "table", "csv"]),
+    default="json",
+    show_default=True,
+    help="json: the spec's 'Received: {...}' lines; table: redrawn in place; csv.",
+)
+@click.option("--stats", is_flag=True, help="Print rate, latency and gaps (by seq) every second.")
+def main(
+    url: str,
+    count: int | None,
+    devices: str | None,
+    fields: str | None,
+    max_rate: float | None,
+    form: str,
+    stats: bool,
+) -> None:
     """Connect to the broadcaster and print each sample as it arrives."""
+    url = with_query(
+        url, devices=devices, fields=fields, max_rate=None if max_rate is None else f"{max_rate:g}"
+    )
     try:
-        asyncio.run(listen(url, count))
+        asyncio.run(listen(url, count, Output(form, stats)))
     except InvalidURI as exc:
         raise click.BadParameter(str(exc), param_hint="'--url'") from None
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from common.logs import LEVELS
 
 DEFAULT_ZMQ_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_ZMQ_REPLAY = "tcp://127.0.0.1:5557"
+DEFAULT_ZMQ_CONTROL = "tcp://127.0.0.1:5558"
 
 
 def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -52,6 +53,18 @@ def zmq_replay_option(func: Callable[..., Any]) -> Callable[..., Any]:
         show_envvar=True,
         callback=_check_endpoint,
         help="ZeroMQ endpoint where the producer answers requests for missed samples.",
+    )(func)
+
+
+def zmq_control_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--zmq-control",
+        envvar="STREAM_ZMQ_CONTROL",
+        default=DEFAULT_ZMQ_CONTROL,
+        show_default=True,
+        show_envvar=True,
+        callback=_check_endpoint,
+        help="ZeroMQ endpoint where the producer takes control commands (python -m producer ctl).",
     )(func)
 
 

@@ -10,7 +10,8 @@ keeps recent samples and answers on a ROUTER socket (the ZeroMQ Guide's "Clone" 
 `after` asks, per device, for every sample with a greater seq; devices the subscriber has
 never seen are sent from `after_ts_ms` on. `oldest` tells what the buffer could not
 cover; `run_first` is the first seq this producer run published per device, so a jump
-across a producer restart is known as "not produced" rather than "lost".
+across a producer restart is known as "not produced" rather than "lost"; `skipped` lists
+the seq ranges this run skipped on purpose (paused, or too far behind schedule).
 """
 
 from __future__ import annotations
@@ -52,12 +53,17 @@ def encode_batch(batch: schema.Batch) -> list[bytes]:
     return [BATCH, *schema.encode(batch)[1:]]
 
 
-def encode_end(oldest: dict[str, int], run_first: dict[str, int]) -> list[bytes]:
-    return [END, json.dumps({"oldest": oldest, "run_first": run_first}).encode()]
+def encode_end(
+    oldest: dict[str, int], run_first: dict[str, int], skipped: list[tuple[int, int]] = ()
+) -> list[bytes]:
+    body = {"oldest": oldest, "run_first": run_first, "skipped": [list(r) for r in skipped]}
+    return [END, json.dumps(body).encode()]
 
 
-def decode_reply(frames: list[bytes]) -> schema.Batch | tuple[dict[str, int], dict[str, int]]:
-    """A batch, or (oldest, run_first) for the final message."""
+def decode_reply(
+    frames: list[bytes],
+) -> schema.Batch | tuple[dict[str, int], dict[str, int], list[tuple[int, int]]]:
+    """A batch, or (oldest, run_first, skipped seq ranges) for the final message."""
     if frames and frames[0] == BATCH:
         return schema.decode([schema.TOPIC, *frames[1:]])
     if len(frames) == 2 and frames[0] == END:
@@ -65,7 +71,8 @@ def decode_reply(frames: list[bytes]) -> schema.Batch | tuple[dict[str, int], di
             body = json.loads(frames[1])
             oldest = {str(k): int(v) for k, v in body["oldest"].items()}
             run_first = {str(k): int(v) for k, v in body["run_first"].items()}
+            skipped = [(int(a), int(b)) for a, b in body.get("skipped", [])]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(f"malformed end of replay: {exc}") from None
-        return oldest, run_first
+        return oldest, run_first, skipped
     raise ProtocolError("unexpected replay message")

@@ -9,6 +9,8 @@ The CSV and the JSON of a sample show the very same text for every value.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from common import schema
@@ -166,20 +168,18 @@ def csv_rows(batch: schema.Batch) -> bytes:
     return _join(parts)
 
 
-_KEYS = [f',"{m}":'.encode() for m in schema.METRICS]
-
-
-def json_objects(batch: schema.Batch) -> list[bytes]:
-    """One compact JSON object per sample (UTF-8), the five contract keys first."""
+def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS) -> list[bytes]:
+    """One compact JSON object per sample (UTF-8): timestamp, the metrics (all by default,
+    in the contract's order), device, seq, anomaly, anomaly_id."""
     n = len(batch)
     if not n:
         return []
     if not _exact(batch):
-        return [line.encode() for line in schema.to_json(batch)]
+        return [_only(line, metrics) for line in schema.to_json(batch)]
     rows = batch.rows
     parts = [_literal(b'{"timestamp":"', n), _timestamps(batch), _literal(b'"', n)]
-    for key, metric in zip(_KEYS, schema.METRICS, strict=True):
-        parts += [_literal(key, n), _one_decimal(rows[metric], b"null")]
+    for metric in metrics:
+        parts += [_literal(f',"{metric}":'.encode(), n), _one_decimal(rows[metric], b"null")]
     kinds = [b"null", *(b'"' + k.encode() + b'"' for k in schema.ANOMALY_KINDS)]
     parts += [
         _literal(b',"device":"', n),
@@ -193,3 +193,14 @@ def json_objects(batch: schema.Batch) -> list[bytes]:
         _literal(b"}\n", n),
     ]
     return _join(parts).split(b"\n")[:-1]
+
+
+def _only(line: str, metrics: tuple[str, ...]) -> bytes:
+    """The reference rendering of a sample, without the metrics not asked for."""
+    if metrics == schema.METRICS:
+        return line.encode()
+    sample = json.loads(line)
+    for metric in schema.METRICS:
+        if metric not in metrics:
+            del sample[metric]
+    return json.dumps(sample, separators=(",", ":")).encode()

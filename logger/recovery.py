@@ -188,8 +188,8 @@ class HistoryClient:
 
     async def fetch(
         self, after: dict[str, int], after_ts_ms: int
-    ) -> tuple[list[schema.Batch], dict[str, int], dict[str, int]] | None:
-        """(batches, oldest held, run's first seq) or None if the producer did not answer."""
+    ) -> tuple[list[schema.Batch], Facts] | None:
+        """(batches, what the producer knows of its gaps) or None if it did not answer."""
         self.requests += 1
         sock = self._connect()
         await sock.send_multipart(recovery.encode_request(after, after_ts_ms))
@@ -206,7 +206,7 @@ class HistoryClient:
                 self._reset()
                 return None
             if isinstance(reply, tuple):
-                return batches, reply[0], reply[1]
+                return batches, Facts(run_first=reply[1], skipped=reply[2])
             batches.append(reply)
 
     def _reset(self) -> None:
@@ -219,9 +219,24 @@ class HistoryClient:
         self._context.term()
 
 
-def classify(gap: Gap, run_first: dict[str, int]) -> str:
-    """'not_produced' when the gap ends right where the producer's current run began."""
-    return "not_produced" if run_first.get(gap.device) == gap.last + 1 else "lost"
+@dataclass(frozen=True)
+class Facts:
+    """What the producer says about seqs it never published."""
+
+    run_first: dict[str, int]  # first seq of its current run, per device
+    skipped: list[tuple[int, int]]  # seq ranges it skipped (paused, or far behind)
+
+
+def classify(gap: Gap, facts: Facts | None) -> str:
+    """'not_produced' when the gap ends where the producer's current run began, or lies in
+    a range it skipped; otherwise 'lost'."""
+    if facts is None:
+        return "lost"
+    if facts.run_first.get(gap.device) == gap.last + 1:
+        return "not_produced"
+    if any(first <= gap.first and gap.last <= last for first, last in facts.skipped):
+        return "not_produced"
+    return "lost"
 
 
 async def refill(
@@ -230,16 +245,16 @@ async def refill(
     after: dict[str, int],
     after_ts_ms: int,
     only: list[str] | None = None,
-) -> tuple[list[schema.Batch], list[tuple[Gap, str]], dict[str, int] | None]:
+) -> tuple[list[schema.Batch], list[tuple[Gap, str]], Facts | None]:
     """Fetch what came after `after` and admit it in order.
 
     Returns the rows to write, the gaps the producer could not fill (with their reason),
-    and the first seq of the producer's current run per device (None without an answer).
+    and what the producer knows of the seqs it never published (None without an answer).
     """
     answer = await client.fetch(after, after_ts_ms)
     if answer is None:
         return [], [], None
-    batches, _, run_first = answer
+    batches, facts = answer
     fresh: list[schema.Batch] = []
     left: list[tuple[Gap, str]] = []
     for batch in schema.merge(batches):
@@ -249,9 +264,9 @@ async def refill(
                 batch.rows[np.isin(batch.rows["device"], [d.encode() for d in only])],
                 batch.precision,
             )
-        left += [(g, classify(g, run_first)) for g in tracker.gaps(part)]
+        left += [(g, classify(g, facts)) for g in tracker.gaps(part)]
         fresh.append(tracker.admit(part))
-    return fresh, left, run_first
+    return fresh, left, facts
 
 
 def describe(gap: Gap, reason: str) -> str:

@@ -141,8 +141,8 @@ async def _catch_up(book: Log, client: HistoryClient) -> None:
     after, newest = book.seqs.after()
     if not after:
         return
-    fresh, left, run_first = await refill(book.seqs, client, after, newest)
-    if run_first is None:
+    fresh, left, facts = await refill(book.seqs, client, after, newest)
+    if facts is None:
         log.info("no answer from the replay endpoint: continuing with live samples")
         return
     for batch in fresh:
@@ -154,16 +154,12 @@ async def _catch_up(book: Log, client: HistoryClient) -> None:
 async def _refill(book: Log, client: HistoryClient, gaps: list[Gap], batch: schema.Batch) -> None:
     """A seq jump: fetch the missing samples, write them before `batch`, record the rest."""
     after = {g.device: g.first - 1 for g in gaps}
-    fresh, left, run_first = await refill(
+    fresh, left, facts = await refill(
         book.seqs, client, after, max(g.after_ms for g in gaps), only=list(after)
     )
     for part in fresh:
         book.add(part)
-    still = book.seqs.gaps(batch)
-    if run_first is None:
-        left += [(g, "lost") for g in still]
-    else:
-        left += [(g, classify(g, run_first)) for g in still]
+    left += [(g, classify(g, facts)) for g in book.seqs.gaps(batch)]
     book.record_gaps(left, batch.precision)
 
 

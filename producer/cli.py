@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sys
 import time
@@ -21,6 +22,7 @@ from common.cli import (
     log_level_option,
     security_from,
     security_options,
+    zmq_control_option,
     zmq_pub_option,
     zmq_replay_option,
 )
@@ -121,6 +123,7 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_simulation_options
 @zmq_pub_option
 @zmq_replay_option
+@zmq_control_option
 @security_options
 @_option(
     "--history",
@@ -281,3 +284,82 @@ def keys(directory: Path) -> None:
 
     make_keys(directory)
     click.echo(f"wrote CURVE keys to {directory}/public and {directory}/private", err=True)
+
+
+@main.group(context_settings={"help_option_names": ["-h", "--help"]})
+@zmq_control_option
+@security_options
+@click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
+@click.pass_context
+def ctl(
+    ctx: click.Context,
+    zmq_control: str,
+    curve_dir: Path | None,
+    allow_insecure: bool,
+    timeout: float,
+) -> None:
+    """Steer a running producer: status, inject, rate, pause, resume."""
+    ctx.obj = (zmq_control, security_from(curve_dir, allow_insecure), timeout)
+
+
+def _send(ctx: click.Context, request: dict[str, Any]) -> None:
+    from producer.control_client import ask
+
+    endpoint, security, timeout = ctx.obj
+    reply = ask(endpoint, request, timeout, security)
+    if not reply.get("ok"):
+        raise click.ClickException(str(reply.get("error", "the producer refused")))
+    reply.pop("ok")
+    click.echo(json.dumps(reply, indent=2))
+
+
+@ctl.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Print the producer's state."""
+    _send(ctx, {"cmd": "status"})
+
+
+@ctl.command()
+@click.pass_context
+def pause(ctx: click.Context) -> None:
+    """Stop publishing; the ticks skipped are recorded as not produced."""
+    _send(ctx, {"cmd": "pause"})
+
+
+@ctl.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Publish again, from the current tick (no catch-up burst)."""
+    _send(ctx, {"cmd": "resume"})
+
+
+@ctl.command()
+@click.argument("rate", type=click.FloatRange(0, 1000, min_open=True))
+@click.pass_context
+def rate(ctx: click.Context, rate: float) -> None:
+    """Change the rate (samples per second per device); the schedule is re-anchored."""
+    _send(ctx, {"cmd": "rate", "rate": rate})
+
+
+@ctl.command()
+@click.argument("kind", type=click.Choice(list(anomalies.CATALOGUE)))
+@click.option("--device", default="host-01", show_default=True)
+@click.option("--metric", type=click.Choice(METRICS), help="For one-metric kinds.")
+@click.option("--duration", default="30s", show_default=True, callback=_positive_duration)
+@click.option("--size", default=0.8, show_default=True, type=click.FloatRange(0, 1))
+@click.pass_context
+def inject(
+    ctx: click.Context, kind: str, device: str, metric: str | None, duration: float, size: float
+) -> None:
+    """Start an anomaly now, labelled like the random ones."""
+    request = {
+        "cmd": "inject",
+        "kind": kind,
+        "device": device,
+        "duration_s": duration,
+        "size": size,
+    }
+    if metric:
+        request["metric"] = metric
+    _send(ctx, request)

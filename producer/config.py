@@ -19,6 +19,7 @@ class ProducerConfig:
     seed: int | None = None  # None: random, remembered in the state file
     zmq_pub: str = "tcp://127.0.0.1:5556"
     zmq_replay: str = "tcp://127.0.0.1:5557"  # where subscribers ask for what they missed
+    zmq_control: str = "tcp://127.0.0.1:5558"  # where `python -m producer ctl` talks to us
     history_s: float = 600.0  # replay window, seconds
     history_bytes: int = 256 * 1024 * 1024  # and its memory bound
     security: Security = Security()

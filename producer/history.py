@@ -31,6 +31,7 @@ class History:
         self._open_since = 0.0
         self._bytes = 0
         self.run_first: dict[str, int] = {}  # first seq this run published, per device
+        self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)  # seq ranges never produced
 
     def add(self, batch: schema.Batch, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -50,6 +51,10 @@ class History:
         if self._open_rows >= _BLOCK_ROWS or now - self._open_since >= _BLOCK_SECONDS:
             self._close_block(now)
         self._evict(now)
+
+    def not_produced(self, first: int, last: int) -> None:
+        """Seqs this run skipped (paused, or too far behind): no subscriber can get them."""
+        self.skipped.append((first, last))
 
     def _close_block(self, now: float) -> None:
         if not self._open:

@@ -58,7 +58,12 @@ class HistoryServer:
                 await self._socket.send_multipart([identity, *recovery.encode_batch(batch)])
                 sent += len(batch)
             await self._socket.send_multipart(
-                [identity, *recovery.encode_end(self.history.oldest(), self.history.run_first)]
+                [
+                    identity,
+                    *recovery.encode_end(
+                        self.history.oldest(), self.history.run_first, list(self.history.skipped)
+                    ),
+                ]
             )
             log.info("replayed %d sample(s) to a subscriber", sent)
 

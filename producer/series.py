@@ -133,3 +133,25 @@ def resume_or_start(
         wanted = Series(**{**asdict(wanted), "seq_base": seq_base})
     save(path, wanted)
     return wanted, False
+
+
+def rerate(path: Path, old: Series, next_tick: int, rate: float) -> Series:
+    """A new series at another rate that starts where `old` would have published next.
+
+    Its tick 0 is old's next tick (same simulated and wall time), so the schedule is
+    re-anchored without a burst of catch-up samples and seq simply goes on. Saved, so a
+    restart continues it.
+    """
+    series = Series(
+        seed=old.seed,
+        devices=old.devices,
+        rate=rate,
+        origin_ms=int(old.time_ms(np.int64(next_tick))),
+        wall_origin_ms=round(old.due_ms(next_tick)),
+        seq_base=old.seq_base + next_tick,
+        speed=old.speed,
+        start_ms=int(old.time_ms(np.int64(next_tick))),
+        source=old.source,
+    )
+    save(path, series)
+    return series

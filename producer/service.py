@@ -12,6 +12,8 @@ from common.signals import wait_or_stop
 from producer import replay
 from producer import series as series_store
 from producer.config import ProducerConfig
+from producer.control_server import ControlServer
+from producer.controller import Controller
 from producer.history import History
 from producer.history_server import HistoryServer
 from producer.source import Source
@@ -79,33 +81,41 @@ def _log_series(continued: bool) -> None:
 
 
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
-    """Publish until `stop` is set. Raises StartupError if the source or endpoint is unusable."""
+    """Publish until `stop` is set. Raises StartupError if the source or an endpoint is unusable."""
     history = History(config.history_s, config.history_bytes)
     publisher = Publisher(config.zmq_pub, security=config.security)
-    server: HistoryServer | None = None
+    servers: list[HistoryServer | ControlServer] = []
     try:
-        server = HistoryServer(config.zmq_replay, history, config.security)
+        servers.append(HistoryServer(config.zmq_replay, history, config.security))
         source = open_source(config, time.time() * 1000)
         source.prefetch()
+        controller = Controller(config, source)
+        servers.append(ControlServer(config.zmq_control, controller, config.security))
     except BaseException:
-        if server is not None:
+        for server in servers:
             server.close()
         publisher.close()
         raise
-    serving = asyncio.create_task(server.serve(stop))
+    tasks = [asyncio.create_task(server.serve(stop)) for server in servers]
     try:
         log.info(
-            "%s; publishing on %s, replay on %s",
+            "%s; publishing on %s, replay on %s, control on %s",
             source.describe(),
             publisher.endpoint,
-            server.endpoint,
+            servers[0].endpoint,
+            servers[1].endpoint,
         )
-        published, last_seq = await _publish(config, source, publisher, history, stop)
-        log.info("stopped after publishing %d samples; last seq %d", published, last_seq)
+        await _publish(config, source, publisher, history, controller, stop)
+        log.info(
+            "stopped after publishing %d samples; last seq %d",
+            controller.published,
+            controller.last_seq,
+        )
     finally:
         stop.set()
-        await serving
-        server.close()
+        await asyncio.gather(*tasks)
+        for server in servers:
+            server.close()
         publisher.close()
 
 
@@ -114,23 +124,28 @@ async def _publish(
     source: Source,
     publisher: Publisher,
     history: History,
+    controller: Controller,
     stop: asyncio.Event,
-) -> tuple[int, int]:
-    """Publish on schedule until stopped; return (samples published, last seq)."""
-    published, last_seq = 0, -1
+) -> None:
+    """Publish on schedule until stopped; skipped ticks are recorded as not produced."""
     next_stats = time.monotonic() + config.stats_interval
     while True:
         delay = source.next_due_ms() / 1000.0 - time.time()
-        if delay == float("inf"):
-            delay = 3600.0
+        if delay == float("inf") or controller.paused:
+            delay = min(delay, 0.1) if controller.paused else 3600.0
         if await wait_or_stop(stop, max(delay, _MIN_SLEEP_S) if delay > 0 else 0):
-            return published, last_seq
+            return
+        if controller.paused:
+            continue
         for batch in source.take(time.time() * 1000):
+            first = int(batch.rows["seq"][0])
+            if 0 <= controller.last_seq < first - 1 and config.source != "replay":
+                history.not_produced(controller.last_seq + 1, first - 1)
             publisher.publish(batch)
             history.add(batch)
-            published += len(batch)
-            last_seq = int(batch.rows["seq"][-1])
+            controller.published += len(batch)
+            controller.last_seq = int(batch.rows["seq"][-1])
         source.prefetch()
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
-            log.info("published %d samples; last seq %d", published, last_seq)
+            log.info("published %d samples; last seq %d", controller.published, controller.last_seq)

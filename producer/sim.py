@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from common import schema
-from producer.anomalies import AnomalyPlan, apply
+from producer.anomalies import EVENT, AnomalyPlan, apply
 from producer.config import device_name
 from producer.model import Model, finish
 from producer.series import Series
@@ -31,14 +31,20 @@ class SimSource:
         first_tick: int = 0,
         max_lag_s: float = 5.0,
     ) -> None:
-        self.series = series
         self.model = Model(series.seed, series.devices)
         self.anomalies = AnomalyPlan(series.seed, series.devices, anomaly_rate, anomaly_kinds)
-        self.precision = schema.precision_for_rate(series.rate)
         names = [device_name(i) for i in range(series.devices)]
+        self.device_names = names
         self._devices = np.array(names, dtype=f"S{schema.DEVICE_MAX_BYTES}")
-        self.next_tick = first_tick
         self.max_lag_s = max_lag_s
+        self.injected = np.zeros(0, EVENT)  # anomalies asked for at run time
+        self._follow(series, first_tick)
+
+    def _follow(self, series: Series, first_tick: int) -> None:
+        """Publish `series` from `first_tick` on (at start, and when the rate changes)."""
+        self.series = series
+        self.next_tick = first_tick
+        self.precision = schema.precision_for_rate(series.rate)
         self.ticks_per_message = max(1, MAX_ROWS_PER_MESSAGE // series.devices)
         ticks_per_s = series.rate * series.speed
         self.prefetch_ticks = max(
@@ -46,6 +52,14 @@ class SimSource:
         )
         self._ready: schema.Batch | None = None  # generated ahead: ticks _ready_first..
         self._ready_first = 0
+
+    def follow(self, series: Series, first_tick: int) -> None:
+        self._follow(series, first_tick)
+
+    def inject(self, event: np.ndarray) -> None:
+        """Add anomalies (EVENT records) from now on; labelled like the random ones."""
+        self.injected = np.concatenate([self.injected, event])
+        self._ready = None  # what was generated ahead did not have it
 
     def describe(self) -> str:
         s = self.series
@@ -106,6 +120,12 @@ class SimSource:
         ts_ms = self.series.time_ms(ticks)
         raw = self.model.values(ts_ms)
         events = self.anomalies.events(int(ts_ms[0]), int(ts_ms[-1]))
+        if len(self.injected):
+            live = self.injected[
+                (self.injected["end"] > ts_ms[0]) & (self.injected["start"] <= ts_ms[-1])
+            ]
+            events = np.concatenate([events, live])
+            events = events[np.lexsort((events["start"], events["device"]))]
         raw, kind, mask, ids = apply(raw, ts_ms, events, self.series.seed, self.model.values)
         values = finish(raw)
         n, d = len(ticks), self.series.devices

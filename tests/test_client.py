@@ -32,3 +32,48 @@ def test_count_exits_zero_after_n_samples(pipeline: Pipeline):
     for line in received:
         sample = json.loads(line.removeprefix("Received: "))
         assert list(sample)[:5] == ["timestamp", "cpu", "mem", "disk_io", "net"]
+
+
+def test_filters_csv_format_and_stats(pipeline: Pipeline):
+    """--devices, --fields and --format csv shape the output; --stats reports on stderr."""
+    pipeline.producer("--rate", "10", "--devices", "3")
+    pipeline.broadcaster()
+    client = pipeline.start_script(
+        "clients/test_client.py",
+        "--url",
+        pipeline.ws_url,
+        "--devices",
+        "host-02",
+        "--fields",
+        "cpu,net",
+        "--format",
+        "csv",
+        "--stats",
+        "--count",
+        "15",
+    )
+    assert client.popen.wait(20) == 0
+    time.sleep(0.1)
+    assert client.out[0] == "timestamp,cpu,net,device,seq,anomaly,anomaly_id"
+    rows = [line.split(",") for line in client.out[1:]]
+    assert len(rows) == 15 and {r[3] for r in rows} == {"host-02"}
+    client.wait_for(r"stats: \d+ samples/s, latency p50 [\d.]+ ms p99 [\d.]+ ms, 0 missing")
+
+
+def test_table_format_without_a_terminal_prints_lines(pipeline: Pipeline):
+    pipeline.producer("--rate", "10", "--devices", "2")
+    pipeline.broadcaster()
+    client = pipeline.start_script(
+        "clients/test_client.py",
+        "--url",
+        pipeline.ws_url,
+        "--format",
+        "table",
+        "--count",
+        "4",
+        "--max-rate",
+        "2",
+    )
+    assert client.popen.wait(20) == 0
+    time.sleep(0.1)
+    assert len(client.out) == 4 and all(line.startswith("host-0") for line in client.out)

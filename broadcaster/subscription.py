@@ -1,0 +1,151 @@
+"""What a WebSocket client asked to receive: devices, fields, a maximum rate, batching,
+and how much recent history to get on connect.
+
+A client subscribes with the query string (`/?devices=host-01,host-02&fields=cpu,net&
+max_rate=5&batch=1&history=100`) and/or a message `{"subscribe": {...}}` with the same
+keys. The default is the spec's behaviour: everything, one sample per frame.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import numpy as np
+
+from common import schema
+
+MAX_HISTORY = 1000
+_KEYS = ("devices", "fields", "max_rate", "batch", "history")
+
+
+class SubscriptionError(ValueError):
+    """The client asked for something that cannot be given; the message says what."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    devices: frozenset[str] | None = None  # None: every device
+    fields: tuple[str, ...] = schema.METRICS
+    max_rate: float | None = None  # samples per second per device, at most
+    batch: bool = False  # a JSON array per frame instead of one object
+    history: int = 0  # the last N samples per device, sent on subscribing
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> Subscription:
+        unknown = sorted(set(params) - set(_KEYS))
+        if unknown:
+            raise SubscriptionError(f"unknown key {unknown[0]!r}; allowed: {', '.join(_KEYS)}")
+        devices = _names(params.get("devices"))
+        for device in devices or ():
+            if not device.isascii() or len(device.encode()) > schema.DEVICE_MAX_BYTES:
+                raise SubscriptionError(f"bad device id {device!r}")
+        fields = _names(params.get("fields"))
+        if fields is not None:
+            bad = [f for f in fields if f not in schema.METRICS]
+            if bad or not fields:
+                raise SubscriptionError(
+                    f"unknown field {bad[0] if bad else ''!r}; allowed: {', '.join(schema.METRICS)}"
+                )
+        max_rate = _number(params.get("max_rate"), "max_rate", float, 0.001, 10_000.0)
+        history = _number(params.get("history"), "history", int, 0, MAX_HISTORY)
+        return cls(
+            devices=frozenset(devices) if devices is not None else None,
+            fields=tuple(m for m in schema.METRICS if m in fields) if fields else schema.METRICS,
+            max_rate=max_rate,
+            batch=_flag(params.get("batch")),
+            history=int(history or 0),
+        )
+
+    @classmethod
+    def from_query(cls, query: str) -> Subscription:
+        """From the URL's query string (the access token, also sent there, is not ours)."""
+        return cls.parse({k: v[-1] for k, v in parse_qs(query).items() if k != "token"})
+
+    @classmethod
+    def from_message(cls, text: str) -> Subscription:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise SubscriptionError('messages must be JSON, like {"subscribe": {...}}') from None
+        if not isinstance(message, dict) or set(message) != {"subscribe"}:
+            raise SubscriptionError('expected {"subscribe": {...}}')
+        body = message["subscribe"]
+        if not isinstance(body, dict):
+            raise SubscriptionError('"subscribe" must be an object')
+        return cls.parse(body)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "devices": sorted(self.devices) if self.devices is not None else "all",
+            "fields": list(self.fields),
+            "max_rate": self.max_rate,
+            "batch": self.batch,
+            "history": self.history,
+        }
+
+    def wants(self, rows: np.ndarray) -> np.ndarray:
+        """Mask of the rows whose device this subscription covers."""
+        if self.devices is None:
+            return np.ones(len(rows), bool)
+        return np.isin(rows["device"], [d.encode() for d in self.devices])
+
+
+class Downsampler:
+    """Passes a device's sample only if it is at least 1/max_rate (sample time) after the
+    last one passed, so no client ever gets a device faster than it asked."""
+
+    def __init__(self, max_rate: float) -> None:
+        self.period_ms = 1000.0 / max_rate
+        self.last: dict[bytes, float] = {}
+
+    def keep(self, rows: np.ndarray) -> np.ndarray:
+        keep = np.zeros(len(rows), bool)
+        names, inverse = np.unique(rows["device"], return_inverse=True)
+        stamps = rows["ts_ms"]
+        for i, name in enumerate(names.tolist()):
+            last = self.last.get(name, -np.inf)
+            for row in np.flatnonzero(inverse == i).tolist():
+                if stamps[row] - last >= self.period_ms:
+                    keep[row] = True
+                    last = float(stamps[row])
+            self.last[name] = last
+        return keep
+
+
+def _names(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise SubscriptionError(f"expected a comma list or a list of strings, got {value!r}")
+
+
+def _number(value: Any, name: str, kind: type, low: float, high: float) -> Any:
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise SubscriptionError(f"{name} must be a number, got {value!r}") from None
+    if not low <= number <= high:
+        raise SubscriptionError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return number
+
+
+def _flag(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no", ""):
+        return False
+    raise SubscriptionError(f"batch must be 1 or 0, got {value!r}")

@@ -1,0 +1,52 @@
+"""The producer's control protocol: one JSON request, one JSON reply, over ZeroMQ.
+
+    {"cmd": "status"}
+    {"cmd": "inject", "kind": "spike", "device": "host-01", "metric": "cpu",
+     "duration_s": 30, "size": 0.8}
+    {"cmd": "rate", "rate": 50}
+    {"cmd": "pause"} / {"cmd": "resume"}
+
+Replies are {"ok": true, ...} or {"ok": false, "error": "..."}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5558"
+COMMANDS = ("status", "inject", "rate", "pause", "resume")
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class ControlError(ValueError):
+    """A control request that cannot be carried out; the message says why."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode()
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ControlError("request too large")
+    try:
+        message = json.loads(data)
+    except ValueError:
+        raise ControlError("request is not JSON") from None
+    if not isinstance(message, dict):
+        raise ControlError("request must be a JSON object")
+    command = message.get("cmd")
+    if command not in COMMANDS:
+        raise ControlError(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)}")
+    return message
+
+
+def decode_reply(data: bytes) -> dict[str, Any]:
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise ControlError("reply is not JSON") from None
+    if not isinstance(reply, dict) or "ok" not in reply:
+        raise ControlError("reply has no 'ok'")
+    return reply

@@ -1,0 +1,130 @@
+"""Runtime control of a running producer: what each control command does."""
+
+from __future__ import annotations
+
+import time
+from itertools import count
+from typing import Any
+
+import numpy as np
+
+from common.control import ControlError
+from common.schema import ANOMALY_KINDS, METRICS
+from producer import anomalies
+from producer import series as series_store
+from producer.config import ProducerConfig
+from producer.source import Source
+
+_INJECTED_ID_BASE = 1 << 52  # above every random id, below 2**53 (exact in JavaScript)
+
+
+class Controller:
+    """Carries out control requests on the running source; reports status."""
+
+    def __init__(self, config: ProducerConfig, source: Source) -> None:
+        self.config = config
+        self.source = source
+        self.paused = False
+        self.published = 0
+        self.last_seq = -1
+        self._ids = count(1)
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request["cmd"]
+        if command == "status":
+            return self.status()
+        if command == "pause":
+            self.paused = True
+            return {"paused": True}
+        if command == "resume":
+            if self.paused:
+                self.paused = False
+                self.source.take(time.time() * 1000)  # skip the ticks due while paused
+            return {"paused": False}
+        sim = self._sim()
+        if command == "inject":
+            return self._inject(sim, request)
+        return self._rate(sim, request)
+
+    def status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "source": self.config.source,
+            "paused": self.paused,
+            "published": self.published,
+            "last_seq": self.last_seq,
+        }
+        series = getattr(self.source, "series", None)
+        if series is not None:
+            status.update(rate=series.rate, devices=series.devices, seed=series.seed)
+        return status
+
+    def _sim(self):
+        from producer.sim import SimSource
+
+        if not isinstance(self.source, SimSource):
+            raise ControlError(f"only the sim source takes this command, not {self.config.source}")
+        return self.source
+
+    def _inject(self, sim, request: dict[str, Any]) -> dict[str, Any]:
+        kind = request.get("kind")
+        if kind not in anomalies.CATALOGUE:
+            raise ControlError(f"unknown kind {kind!r}; allowed: {', '.join(ANOMALY_KINDS)}")
+        spec = anomalies.CATALOGUE[kind]
+        device = request.get("device", sim.device_names[0])
+        if device not in sim.device_names:
+            raise ControlError(
+                f"unknown device {device!r}; devices are host-01..{sim.device_names[-1]}"
+            )
+        metric = request.get("metric")
+        allowed = [METRICS[m] for m in spec.metrics]
+        if spec.together:
+            metrics = spec.metrics
+            if metric not in (None, *allowed):
+                raise ControlError(f"{kind} alters all of {', '.join(allowed)}")
+        else:
+            metric = metric or allowed[0]
+            if metric not in allowed:
+                raise ControlError(f"{kind} alters one of {', '.join(allowed)}, not {metric!r}")
+            metrics = (METRICS.index(metric),)
+        duration = _number(request.get("duration_s", spec.max_s), "duration_s", 0.001, 86_400)
+        size = _number(request.get("size", 0.8), "size", 0.0, 1.0)
+        series = sim.series
+        start = int(series.time_ms(np.int64(sim.next_tick)))
+        event = np.zeros(1, anomalies.EVENT)
+        event["device"] = sim.device_names.index(device)
+        event["start"] = start
+        event["length"] = round(duration * 1000)
+        event["end"] = start + event["length"]
+        event["kind"] = ANOMALY_KINDS.index(kind) + 1
+        event["metrics"] = sum(1 << m for m in metrics)
+        event["id"] = _INJECTED_ID_BASE + next(self._ids)
+        event["size"] = size
+        event["sign"] = 1.0
+        sim.inject(event)
+        return {
+            "anomaly_id": int(event["id"][0]),
+            "kind": kind,
+            "device": device,
+            "metrics": [METRICS[m] for m in metrics],
+            "start_ms": start,
+            "end_ms": int(event["end"][0]),
+        }
+
+    def _rate(self, sim, request: dict[str, Any]) -> dict[str, Any]:
+        rate = _number(request.get("rate"), "rate", 0.0, 1000.0)
+        if rate <= 0:
+            raise ControlError(f"rate must be > 0 and <= 1000, got {request.get('rate')!r}")
+        old = sim.series
+        series = series_store.rerate(self.config.state, old, sim.next_tick, rate)
+        sim.follow(series, 0)
+        return {"rate": rate, "from_seq": series.seq_base}
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ControlError(f"{name} must be a number, got {value!r}") from None
+    if not low <= number <= high:
+        raise ControlError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return number

@@ -1,0 +1,136 @@
+"""Subscriptions: devices, fields, max_rate, batched frames and history, by query or message."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from broadcaster.subscription import Downsampler, Subscription, SubscriptionError
+from common import schema
+from conftest import Pipeline
+
+BASE_KEYS = ["timestamp", "device", "seq", "anomaly", "anomaly_id"]
+
+
+class TestParsing:
+    def test_defaults_keep_the_spec_behaviour(self):
+        sub = Subscription.from_query("")
+        assert sub == Subscription() and sub.fields == schema.METRICS and not sub.batch
+
+    def test_query_and_message_mean_the_same(self):
+        query = Subscription.from_query("devices=host-01,host-02&fields=net,cpu&max_rate=5&batch=1")
+        message = Subscription.from_message(
+            json.dumps(
+                {
+                    "subscribe": {
+                        "devices": ["host-01", "host-02"],
+                        "fields": "net,cpu",
+                        "max_rate": 5,
+                        "batch": True,
+                    }
+                }
+            )
+        )
+        assert query == message
+        assert query.fields == ("cpu", "net")  # contract order, whatever the asked order
+
+    @pytest.mark.parametrize(
+        "query, words",
+        [
+            ("fields=cpu,temp", "unknown field 'temp'"),
+            ("max_rate=0", "max_rate must be between"),
+            ("max_rate=fast", "max_rate must be a number"),
+            ("history=5000", "history must be between"),
+            ("batch=maybe", "batch must be 1 or 0"),
+            ("colour=red", "unknown key 'colour'"),
+        ],
+    )
+    def test_bad_values_are_named(self, query, words):
+        with pytest.raises(SubscriptionError, match=words):
+            Subscription.from_query(query)
+
+    def test_bad_messages(self):
+        for text in ["hello", "[]", '{"subscribe": 3}', '{"unsubscribe": {}}']:
+            with pytest.raises(SubscriptionError):
+                Subscription.from_message(text)
+
+
+def test_downsampler_keeps_one_sample_per_interval_per_device():
+    rows = schema.empty_rows(40)
+    rows["ts_ms"] = np.repeat(np.arange(20) * 50, 2)  # 20 Hz, two devices
+    rows["device"] = [b"a", b"b"] * 20
+    sampler = Downsampler(max_rate=5)
+    kept = rows[sampler.keep(rows)]
+    assert len(kept) == 10  # one per 200 ms per device
+    assert not sampler.keep(rows[-2:]).any()  # same interval as already sent
+
+
+def frames(url: str, count: int) -> list:
+    with connect(url, open_timeout=10, max_size=None) as ws:
+        return [json.loads(ws.recv(timeout=10)) for _ in range(count)]
+
+
+def test_device_and_field_filter(pipeline: Pipeline):
+    pipeline.producer("--rate", "10", "--devices", "4")
+    pipeline.broadcaster()
+    got = frames(pipeline.ws_url + "/?devices=host-02,host-04&fields=net,cpu", 20)
+    assert {s["device"] for s in got} == {"host-02", "host-04"}
+    for sample in got:
+        assert list(sample) == ["timestamp", "cpu", "net", *BASE_KEYS[1:]]
+
+
+def test_max_rate_downsamples_each_device(pipeline: Pipeline):
+    pipeline.producer("--rate", "20", "--devices", "2")
+    pipeline.broadcaster()
+    got = frames(pipeline.ws_url + "/?max_rate=5", 20)
+    by_device = defaultdict(list)
+    for sample in got:
+        by_device[sample["device"]].append(sample["seq"])
+    for seqs in by_device.values():
+        assert all(b - a == 4 for a, b in zip(seqs, seqs[1:], strict=False)), seqs  # 20 Hz / 5
+
+
+def test_batched_frames_carry_a_tick_each(pipeline: Pipeline):
+    pipeline.producer("--rate", "10", "--devices", "3")
+    pipeline.broadcaster()
+    for frame in frames(pipeline.ws_url + "/?batch=1", 5):
+        assert isinstance(frame, list) and len(frame) == 3
+        assert len({s["timestamp"] for s in frame}) == 1
+
+
+def test_history_fills_a_chart_at_once(pipeline: Pipeline):
+    import time
+
+    pipeline.producer("--rate", "20", "--devices", "2")
+    pipeline.broadcaster()
+    frames(pipeline.ws_url, 10)  # let some history build up
+    time.sleep(1)
+    got = frames(pipeline.ws_url + "/?history=15", 40)
+    by_device = defaultdict(list)
+    for sample in got:
+        by_device[sample["device"]].append(sample["seq"])
+    for seqs in by_device.values():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # history, then live: no gap
+        assert len(seqs) >= 15
+
+
+def test_subscribe_message_and_errors_keep_the_connection(pipeline: Pipeline):
+    pipeline.producer("--rate", "10", "--devices", "3")
+    pipeline.broadcaster()
+    with connect(pipeline.ws_url + "/?fields=temp", open_timeout=10) as ws:
+        assert "unknown field 'temp'" in json.loads(ws.recv(timeout=10))["error"]
+        assert "timestamp" in json.loads(ws.recv(timeout=10))  # defaults meanwhile
+        ws.send(json.dumps({"subscribe": {"devices": ["host-03"], "fields": ["mem"]}}))
+        replies = [json.loads(ws.recv(timeout=10)) for _ in range(30)]
+        confirmed = next(i for i, r in enumerate(replies) if "subscribed" in r)
+        assert replies[confirmed]["subscribed"]["devices"] == ["host-03"]
+        after = replies[confirmed + 1 :]
+        assert after and all(s["device"] == "host-03" and "cpu" not in s for s in after)
+        ws.send('{"subscribe": {"max_rate": -1}}')
+        replies = [json.loads(ws.recv(timeout=10)) for _ in range(10)]
+        assert any("max_rate must be between" in r.get("error", "") for r in replies)
+        assert all(r.get("device", "host-03") == "host-03" for r in replies)  # unchanged
