@@ -89,6 +89,15 @@ from common.signals import stop_on_signals
     show_envvar=True,
     help="PEM private key for --tls-cert (if not in the same file).",
 )
+@click.option(
+    "--stale-after",
+    envvar="STREAM_HEALTH_STALE",
+    default=5.0,
+    show_default=True,
+    show_envvar=True,
+    type=click.FloatRange(0.1, 86_400),
+    help="Seconds without a sample before GET /healthz answers 503.",
+)
 @log_level_option
 def main(
     zmq_pub: str,
@@ -103,6 +112,7 @@ def main(
     token: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    stale_after: float,
     log_level: str,
 ) -> None:
     """Relay every sample as JSON to every connected WebSocket client."""
@@ -121,6 +131,7 @@ def main(
         token=token or None,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        stale_after=stale_after,
     )
     asyncio.run(_run(config))
 

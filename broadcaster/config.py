@@ -22,4 +22,5 @@ class BroadcasterConfig:
     token: str | None = None  # required access token (?token= or Authorization: Bearer)
     tls_cert: str | None = None  # PEM certificate (chain) for wss://
     tls_key: str | None = None
+    stale_after: float = 5.0  # /healthz says 503 after this long without a sample
     stats_interval: float = 60.0

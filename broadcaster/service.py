@@ -13,14 +13,17 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
 
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
+from broadcaster.pages import Health, page
 from broadcaster.subscription import Subscription, SubscriptionError
-from common import schema
+from common import metrics, schema
 from common.bus import Subscriber
 from common.errors import StartupError
+from common.metrics import Figure
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +53,71 @@ def _tls(config: BroadcasterConfig) -> ssl.SSLContext | None:
     return context
 
 
+class State:
+    """What the relay, the pages and the metrics share."""
+
+    def __init__(self, config: BroadcasterConfig) -> None:
+        self.fanout = Fanout(config.max_client_buffer, config.close_timeout)
+        self.health = Health(config.stale_after)
+        self.subscriber: Subscriber | None = None
+        self.disconnects = 0
+        self.registry = metrics.registry(self.figures)
+
+    def figures(self) -> list[Figure]:
+        sub, fanout = self.subscriber, self.fanout
+        lag = (
+            time.time() - self.health.last_timestamp_ms / 1000
+            if self.health.last_timestamp_ms is not None
+            else 0.0
+        )
+        return [
+            Figure(
+                "samples_received", "Samples received from ZeroMQ", sub.received if sub else 0, True
+            ),
+            Figure(
+                "malformed_messages",
+                "Malformed ZeroMQ messages dropped",
+                sub.rejected if sub else 0,
+                True,
+            ),
+            Figure(
+                "frames_sent", "WebSocket frames written, summed over clients", fanout.sent, True
+            ),
+            Figure("clients", "WebSocket clients connected", len(fanout.clients)),
+            Figure(
+                "client_drops",
+                "Clients disconnected for falling behind (1008)",
+                fanout.dropped_clients,
+                True,
+            ),
+            Figure(
+                "client_disconnects", "Client disconnections of any kind", self.disconnects, True
+            ),
+            Figure("lag_seconds", "Wall time minus the newest sample's timestamp", lag),
+        ]
+
+
 async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     """Serve until `stop` is set. Raises StartupError if the port or endpoint is unusable."""
-    fanout = Fanout(config.max_client_buffer, config.close_timeout)
-    server = await _listen(config, fanout)
+    state = State(config)
+    server = await _listen(config, state)
     try:
-        subscriber = Subscriber(config.zmq_pub, security=config.security)
+        state.subscriber = Subscriber(config.zmq_pub, security=config.security)
     except BaseException:
         server.close()
         raise
+    subscriber = state.subscriber
     try:
-        await _relay(config, subscriber, fanout, stop)
+        await _relay(config, subscriber, state, stop)
     finally:
         subscriber.close()
         await _shutdown(server, config.close_timeout)
         log.info("stopped")
 
 
-async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
+async def _listen(config: BroadcasterConfig, state: State) -> Server:
+    fanout = state.fanout
+
     async def handler(connection: ServerConnection) -> None:
         query = urlsplit(connection.request.path if connection.request else "").query
         try:
@@ -100,6 +150,7 @@ async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
             pass
         finally:
             fanout.discard(connection)
+            state.disconnects += 1
             log.info("client %s disconnected (n=%d)", peer(connection), len(fanout.clients))
 
     admission = Admission(config.max_clients, config.origins, config.token)
@@ -109,7 +160,7 @@ async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
             handler,
             config.ws_host,
             config.ws_port,
-            process_request=admission.checker(lambda: len(fanout.clients)),
+            process_request=_requests(admission.checker(lambda: len(fanout.clients)), state),
             ssl=_tls(config),
             max_size=config.max_inbound_message,
             **protocol_options(config),
@@ -126,13 +177,28 @@ async def _listen(config: BroadcasterConfig, fanout: Fanout) -> Server:
     return server
 
 
+def _requests(admit, state: State):
+    """WebSocket upgrades go through admission; plain GETs get the pages."""
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return page(
+                connection, request, state.health, len(state.fanout.clients), state.registry
+            )
+        return admit(connection, request)
+
+    return process_request
+
+
 async def _relay(
-    config: BroadcasterConfig, subscriber: Subscriber, fanout: Fanout, stop: asyncio.Event
+    config: BroadcasterConfig, subscriber: Subscriber, state: State, stop: asyncio.Event
 ) -> None:
+    fanout = state.fanout
     log.info("relaying samples from %s", subscriber.endpoint)
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
         for batch in schema.merge(await subscriber.receive(_POLL_S)):
+            state.health.saw(int(batch.rows["ts_ms"][-1]))
             fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval

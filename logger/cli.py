@@ -86,6 +86,15 @@ def _fsync(value: str) -> float | None:
     callback=duration,
     help="Start a new file this often, e.g. 1h or 1d (0: never).",
 )
+@click.option(
+    "--metrics-port",
+    envvar="STREAM_LOGGER_METRICS_PORT",
+    default=0,
+    show_default=True,
+    show_envvar=True,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off).",
+)
 @log_level_option
 @click.pass_context
 def main(
@@ -99,6 +108,7 @@ def main(
     fsync: float | None,
     rotate_mb: float,
     rotate_every: float,
+    metrics_port: int,
     log_level: str,
 ) -> None:
     """Subscribe to the samples and append every one of them to a CSV file."""
@@ -114,6 +124,7 @@ def main(
         fsync_seconds=fsync,
         rotate_bytes=int(rotate_mb * 1024 * 1024),
         rotate_seconds=rotate_every,
+        metrics_port=metrics_port,
     )
     asyncio.run(_run(config))
 

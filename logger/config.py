@@ -21,3 +21,4 @@ class LoggerConfig:
     rotate_bytes: int = 0  # start a new file past this size; 0: never
     rotate_seconds: float = 0  # start a new file this often; 0: never
     stats_interval: float = 60.0
+    metrics_port: int = 0  # serve Prometheus /metrics on 127.0.0.1:PORT; 0: off

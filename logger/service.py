@@ -11,9 +11,10 @@ import logging
 import time
 from collections import deque
 
-from common import render, schema
+from common import metrics, render, schema
 from common.bus import Subscriber
 from common.logs import Every
+from common.metrics import Figure
 from common.windows import Window, WindowTracker
 from logger.config import LoggerConfig
 from logger.outputs import Outputs
@@ -93,6 +94,15 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
         book.outputs.close()
         raise
     client = HistoryClient(config.zmq_replay, security=config.security)
+    try:
+        metrics.serve(
+            config.metrics_port, metrics.registry(lambda: _figures(book, subscriber, client))
+        )
+    except BaseException:
+        subscriber.close()
+        client.close()
+        book.outputs.close()
+        raise
     log.info("appending to %s from %s", config.csv, config.zmq_pub)
     write_failed = Every(10.0)
     next_stats = time.monotonic() + config.stats_interval
@@ -134,6 +144,19 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
         _flush(book.outputs, book.pending, Every(0))
         book.outputs.close()
         log.info("stopped after writing %d rows", book.outputs.rows_written)
+
+
+def _figures(book: Log, subscriber: Subscriber, client: HistoryClient) -> list[Figure]:
+    return [
+        Figure("samples_received", "Samples received from ZeroMQ", subscriber.received, True),
+        Figure("rows_written", "CSV rows written", book.outputs.rows_written, True),
+        Figure("rows_pending", "Rows waiting to be written", book.pending.rows),
+        Figure("gaps", "Gaps recorded (lost or not produced)", book.gaps_recorded, True),
+        Figure("replay_requests", "Requests for missed samples", client.requests, True),
+        Figure(
+            "malformed_messages", "Malformed ZeroMQ messages dropped", subscriber.rejected, True
+        ),
+    ]
 
 
 async def _catch_up(book: Log, client: HistoryClient) -> None:

@@ -181,6 +181,13 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.Choice(METRICS),
     help="Metric that the value column of a timestamp,value file becomes.",
 )
+@_option(
+    "--metrics-port",
+    "STREAM_PRODUCER_METRICS_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off).",
+)
 @log_level_option
 @click.pass_context
 def main(ctx: click.Context, log_level: str, **options: Any) -> None:

@@ -33,6 +33,7 @@ class ProducerConfig:
     replay_metric: str = "cpu"  # where the value of a `timestamp,value` file goes
     max_lag: float = 5.0  # seconds behind schedule before ticks are skipped, not caught up
     stats_interval: float = 60.0  # seconds between status lines
+    metrics_port: int = 0  # serve Prometheus /metrics on 127.0.0.1:PORT; 0: off
 
 
 def device_name(index: int) -> str:

@@ -32,6 +32,7 @@ class History:
         self._bytes = 0
         self.run_first: dict[str, int] = {}  # first seq this run published, per device
         self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)  # seq ranges never produced
+        self.requests = 0
 
     def add(self, batch: schema.Batch, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -51,6 +52,10 @@ class History:
         if self._open_rows >= _BLOCK_ROWS or now - self._open_since >= _BLOCK_SECONDS:
             self._close_block(now)
         self._evict(now)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(b) for _, b in self._blocks) + self._open_rows
 
     def not_produced(self, first: int, last: int) -> None:
         """Seqs this run skipped (paused, or too far behind): no subscriber can get them."""

@@ -46,6 +46,7 @@ class HistoryServer:
                 continue
             identity, *frames = await self._socket.recv_multipart()
             self.requests += 1
+            self.history.requests += 1
             try:
                 after, after_ts_ms = recovery.decode_request(frames)
             except recovery.ProtocolError as exc:

@@ -6,8 +6,10 @@ import asyncio
 import logging
 import time
 
+from common import metrics
 from common.bus import Publisher
 from common.errors import StartupError
+from common.metrics import Figure
 from common.signals import wait_or_stop
 from producer import replay
 from producer import series as series_store
@@ -96,6 +98,13 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
             server.close()
         publisher.close()
         raise
+    try:
+        metrics.serve(config.metrics_port, metrics.registry(lambda: _figures(controller, history)))
+    except BaseException:
+        for server in servers:
+            server.close()
+        publisher.close()
+        raise
     tasks = [asyncio.create_task(server.serve(stop)) for server in servers]
     try:
         log.info(
@@ -117,6 +126,16 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         for server in servers:
             server.close()
         publisher.close()
+
+
+def _figures(controller: Controller, history: History) -> list[Figure]:
+    return [
+        Figure("samples_published", "Samples published", controller.published, True),
+        Figure("last_seq", "Seq of the last sample published", controller.last_seq),
+        Figure("paused", "1 while paused by ctl", int(controller.paused)),
+        Figure("history_rows", "Samples kept for replay", history.rows),
+        Figure("replay_requests", "Replay requests answered", history.requests, True),
+    ]
 
 
 async def _publish(

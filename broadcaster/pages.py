@@ -1,0 +1,75 @@
+"""Plain HTTP on the WebSocket port: the dashboard, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import http
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from common import metrics
+
+STATIC = Path(__file__).resolve().parent / "static"
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+
+
+@dataclass
+class Health:
+    """When the last sample arrived, to tell a live stream from a stale one."""
+
+    stale_after: float
+    last_received: float | None = None  # monotonic
+    last_timestamp_ms: int | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def saw(self, timestamp_ms: int) -> None:
+        self.last_received = time.monotonic()
+        self.last_timestamp_ms = timestamp_ms
+
+    def report(self, clients: int) -> tuple[bool, dict]:
+        age = None if self.last_received is None else time.monotonic() - self.last_received
+        fresh = age is not None and age <= self.stale_after
+        return fresh, {
+            "status": "ok" if fresh else "stale",
+            "last_sample_age_s": None if age is None else round(age, 3),
+            "stale_after_s": self.stale_after,
+            "clients": clients,
+        }
+
+
+def respond(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def page(
+    connection: ServerConnection, request: Request, health: Health, clients: int, registry
+) -> Response:
+    """Answer a plain HTTP GET (anything that is not a WebSocket upgrade)."""
+    path = request.path.split("?", 1)[0]
+    if path == "/healthz":
+        fresh, body = health.report(clients)
+        status = http.HTTPStatus.OK if fresh else http.HTTPStatus.SERVICE_UNAVAILABLE
+        return respond(status, json.dumps(body).encode() + b"\n", "application/json")
+    if path == "/metrics":
+        return respond(http.HTTPStatus.OK, metrics.exposition(registry), metrics.CONTENT_TYPE)
+    name = "index.html" if path in ("", "/") else path.lstrip("/")
+    file = (STATIC / name).resolve()
+    if file.parent != STATIC or not file.is_file() or file.suffix not in _TYPES:
+        return respond(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+    return respond(http.HTTPStatus.OK, file.read_bytes(), _TYPES[file.suffix])

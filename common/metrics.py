@@ -1,0 +1,58 @@
+"""Prometheus metrics, read from the processes' own counters when scraped.
+
+Each process hands over a function returning its figures; nothing is counted twice and
+the hot paths stay free of metric calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from common.errors import StartupError
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # without the stream_ prefix; counters without _total
+    help: str
+    value: float
+    counter: bool = False
+
+
+class _Reader(Collector):
+    def __init__(self, read: Callable[[], list[Figure]]) -> None:
+        self.read = read
+
+    def collect(self):
+        for figure in self.read():
+            family = CounterMetricFamily if figure.counter else GaugeMetricFamily
+            yield family(f"stream_{figure.name}", figure.help, value=figure.value)
+
+
+def registry(read: Callable[[], list[Figure]]) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_Reader(read))
+    return reg
+
+
+def exposition(reg: CollectorRegistry) -> bytes:
+    return generate_latest(reg)
+
+
+def serve(port: int, reg: CollectorRegistry, host: str = "127.0.0.1") -> None:
+    """Serve /metrics on its own port (producer and logger); 0 means off."""
+    if not port:
+        return
+    try:
+        start_http_server(port, addr=host, registry=reg)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+        ) from None
