@@ -1,0 +1,106 @@
+"""Idle cost and start-up: the whole pipeline at 1 Hz x 1 device.
+
+    python bench/idle.py [--duration 60] [--quick]
+
+Measures the CPU each process uses while idling (target: under 1 % of a core for all
+three together, i.e. no busy waiting) and the time from `honcho start` to the first
+sample at the test client. Baseline: an idle `python -c "import time; time.sleep(...)"`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._util import REPO, Usage, free_port, table, write  # noqa: E402
+
+
+@click.command()
+@click.option("--duration", default=60.0, show_default=True)
+@click.option("--quick", is_flag=True, help="10 s.")
+def main(duration: float, quick: bool) -> None:
+    duration = 10.0 if quick else duration
+    work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    shutil.copy(REPO / "Procfile", work / "Procfile")
+    port = free_port()
+    (work / ".env").write_text(
+        f"STREAM_ZMQ_PUB=ipc://{work}/pub.sock\nSTREAM_ZMQ_REPLAY=ipc://{work}/replay.sock\n"
+        f"STREAM_ZMQ_CONTROL=ipc://{work}/control.sock\nSTREAM_WS_PORT={port}\n"
+    )
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    began = time.monotonic()
+    honcho = subprocess.Popen(
+        [os.path.join(bin_dir, "honcho"), "start"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "clients/test_client.py"),
+            "--url",
+            f"ws://localhost:{port}",
+            "--count",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    client.wait(30)
+    first_sample_s = time.monotonic() - began
+    time.sleep(2)
+    children = psutil.Process(honcho.pid).children(recursive=True)
+    pythons = [p for p in children if "python" in p.name().lower()]
+    usage = {" ".join(p.cmdline()[2:3]) or str(p.pid): Usage(p.pid) for p in pythons}
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    baseline = Usage(sleeper.pid)
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        time.sleep(1)
+        for u in [*usage.values(), baseline]:
+            u.sample()
+    reports = {name: u.report() for name, u in usage.items()}
+    base = baseline.report()
+    sleeper.kill()
+    os.killpg(honcho.pid, signal.SIGTERM)
+    honcho.wait(10)
+    total = sum(r["cpu_percent"] for r in reports.values())
+    rows = [["process", "CPU % of a core", "peak RSS MB"]]
+    rows += [[n, f"{r['cpu_percent']:.2f}", f"{r['peak_rss_mb']:.0f}"] for n, r in reports.items()]
+    rows += [
+        ["all together", f"{total:.2f}", ""],
+        ["idle sleep (baseline)", f"{base['cpu_percent']:.2f}", f"{base['peak_rss_mb']:.0f}"],
+    ]
+    print(table(rows))
+    print(f"honcho start -> first sample at the test client: {first_sample_s:.2f} s")
+    path = write(
+        "idle",
+        {
+            "duration_s": duration,
+            "processes": reports,
+            "total_cpu_percent": total,
+            "baseline_cpu_percent": base["cpu_percent"],
+            "first_sample_s": first_sample_s,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The benchmark scripts run (--quick) and write their JSON; timings are not checked here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize(
+    "script, result",
+    [
+        ("backfill.py", "backfill.json"),
+        ("pipeline.py", "pipeline.json"),
+        ("timing.py", "timing.json"),
+        ("fanout.py", "fanout-20x1x10.json"),
+        ("idle.py", "idle.json"),
+    ],
+)
+def test_benchmark_runs(tmp_path, script, result):
+    bin_dir = os.path.dirname(sys.executable)
+    env = {
+        **os.environ,
+        "STREAM_BENCH_RESULTS": str(tmp_path),
+        "PATH": bin_dir + os.pathsep + os.environ["PATH"],
+    }
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads((tmp_path / result).read_text())
+    assert data["benchmark"] and data["machine"]["cores"] >= 1
