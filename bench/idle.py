@@ -26,6 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._util import REPO, Usage, free_port, table, write  # noqa: E402
 
 
+def _module(process: psutil.Process) -> str:
+    command = process.cmdline()
+    return command[command.index("-m") + 1] if "-m" in command else str(process.pid)
+
+
 @click.command()
 @click.option("--duration", default=60.0, show_default=True)
 @click.option("--quick", is_flag=True, help="10 s.")
@@ -67,7 +72,7 @@ def main(duration: float, quick: bool) -> None:
     time.sleep(2)
     children = psutil.Process(honcho.pid).children(recursive=True)
     pythons = [p for p in children if "python" in p.name().lower()]
-    usage = {" ".join(p.cmdline()[2:3]) or str(p.pid): Usage(p.pid) for p in pythons}
+    usage = {_module(p): Usage(p.pid) for p in pythons}
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     baseline = Usage(sleeper.pid)
     end = time.monotonic() + duration

@@ -17,8 +17,9 @@ import click
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-BACKOFF_FIRST_S = 0.1
+BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
+PATIENT_S = 3.0  # retry at the first delay this long, so a starting pipeline is met at once
 METRICS = ("cpu", "mem", "disk_io", "net")
 
 
@@ -120,11 +121,13 @@ async def listen(url: str, count: int | None, output: Output) -> None:
     received = 0
     delay = BACKOFF_FIRST_S
     waiting = False  # a "reconnecting" line was printed for this outage
+    outage_began = time.monotonic()
     while True:
         try:
             async with connect(url, open_timeout=5, max_size=None, compression=None) as ws:
                 output.connected()
                 waiting, delay = False, BACKOFF_FIRST_S
+                outage_began = None
                 async for message in ws:
                     output.show(message)
                     received += 1
@@ -140,8 +143,11 @@ async def listen(url: str, count: int | None, output: Output) -> None:
         if not waiting:
             print(f"{reason}; reconnecting to {url} ...", file=sys.stderr, flush=True)
             waiting = True
+        if outage_began is None:
+            outage_began = time.monotonic()
         await asyncio.sleep(delay)
-        delay = min(delay * 1.5, BACKOFF_MAX_S)
+        if time.monotonic() - outage_began > PATIENT_S:
+            delay = min(delay * 1.5, BACKOFF_MAX_S)
 
 
 def with_query(url: str, **params: str | None) -> str:

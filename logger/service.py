@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from contextlib import ExitStack
 
 from common import metrics, render, schema
 from common.bus import Subscriber
@@ -87,63 +88,67 @@ class Log:
 
 async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
     """Log until `stop` is set, then write what is pending. Raises StartupError on bad settings."""
-    book = Log(config)
-    try:
+    with ExitStack() as cleanup:  # runs in reverse order: sockets, final flush, files
+        book = Log(config)
+        cleanup.callback(book.outputs.close)
+        cleanup.callback(_finish, book)
         subscriber = Subscriber(config.zmq_pub, security=config.security)
-    except BaseException:
-        book.outputs.close()
-        raise
-    client = HistoryClient(config.zmq_replay, security=config.security)
-    try:
+        cleanup.callback(subscriber.close)
+        client = HistoryClient(config.zmq_replay, security=config.security)
+        cleanup.callback(client.close)
         metrics.serve(
             config.metrics_port, metrics.registry(lambda: _figures(book, subscriber, client))
         )
-    except BaseException:
-        subscriber.close()
-        client.close()
-        book.outputs.close()
-        raise
-    log.info("appending to %s from %s", config.csv, config.zmq_pub)
+        log.info("appending to %s from %s", config.csv, config.zmq_pub)
+        await _catch_up(book, client)
+        await _log(config, book, subscriber, client, stop)
+
+
+async def _log(
+    config: LoggerConfig,
+    book: Log,
+    subscriber: Subscriber,
+    client: HistoryClient,
+    stop: asyncio.Event,
+) -> None:
     write_failed = Every(10.0)
     next_stats = time.monotonic() + config.stats_interval
-    try:
-        await _catch_up(book, client)
-        while not stop.is_set():
-            pending = book.pending
-            now = time.monotonic()
-            wait = _POLL_S
-            if pending.since is not None:
-                wait = min(wait, max(0.0, pending.since + config.flush_interval - now))
-            for batch in schema.merge(await subscriber.receive(wait)):
-                gaps = book.seqs.gaps(batch)
-                if gaps:
-                    await _refill(book, client, gaps, batch)
-                book.add(book.seqs.admit(batch))
-            now = time.monotonic()
-            if (
-                pending.rows >= config.batch_rows
-                or (pending.since is not None and now - pending.since >= config.flush_interval)
-                or (pending.gaps and not pending.rows)
-            ):
-                _flush(book.outputs, pending, write_failed)
-            if now >= next_stats:
-                next_stats = now + config.stats_interval
-                log.info(
-                    "wrote %d rows; received %d samples; %d gap(s) recorded; "
-                    "%d replay request(s); %d malformed message(s) dropped",
-                    book.outputs.rows_written,
-                    subscriber.received,
-                    book.gaps_recorded,
-                    client.requests,
-                    subscriber.rejected,
-                )
-    finally:
-        subscriber.close()
-        client.close()
-        book.pending.windows.extend(book.windows.close_all())
-        _flush(book.outputs, book.pending, Every(0))
-        book.outputs.close()
-        log.info("stopped after writing %d rows", book.outputs.rows_written)
+    while not stop.is_set():
+        pending = book.pending
+        now = time.monotonic()
+        wait = _POLL_S
+        if pending.since is not None:
+            wait = min(wait, max(0.0, pending.since + config.flush_interval - now))
+        for batch in schema.merge(await subscriber.receive(wait)):
+            gaps = book.seqs.gaps(batch)
+            if gaps:
+                await _refill(book, client, gaps, batch)
+            book.add(book.seqs.admit(batch))
+        now = time.monotonic()
+        if (
+            pending.rows >= config.batch_rows
+            or (pending.since is not None and now - pending.since >= config.flush_interval)
+            or (pending.gaps and not pending.rows)
+        ):
+            _flush(book.outputs, pending, write_failed)
+        if now >= next_stats:
+            next_stats = now + config.stats_interval
+            log.info(
+                "wrote %d rows; received %d samples; %d gap(s) recorded; "
+                "%d replay request(s); %d malformed message(s) dropped",
+                book.outputs.rows_written,
+                subscriber.received,
+                book.gaps_recorded,
+                client.requests,
+                subscriber.rejected,
+            )
+
+
+def _finish(book: Log) -> None:
+    """On the way out: close open anomaly windows and write everything still pending."""
+    book.pending.windows.extend(book.windows.close_all())
+    _flush(book.outputs, book.pending, Every(0))
+    log.info("stopped after writing %d rows", book.outputs.rows_written)
 
 
 def _figures(book: Log, subscriber: Subscriber, client: HistoryClient) -> list[Figure]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import ExitStack
 
 from common import metrics
 from common.bus import Publisher
@@ -84,48 +85,36 @@ def _log_series(continued: bool) -> None:
 
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     """Publish until `stop` is set. Raises StartupError if the source or an endpoint is unusable."""
-    history = History(config.history_s, config.history_bytes)
-    publisher = Publisher(config.zmq_pub, security=config.security)
-    servers: list[HistoryServer | ControlServer] = []
-    try:
-        servers.append(HistoryServer(config.zmq_replay, history, config.security))
+    with ExitStack() as cleanup:  # closes, in reverse order, whatever was opened
+        history = History(config.history_s, config.history_bytes)
+        publisher = Publisher(config.zmq_pub, security=config.security)
+        cleanup.callback(publisher.close)
+        history_server = HistoryServer(config.zmq_replay, history, config.security)
+        cleanup.callback(history_server.close)
         source = open_source(config, time.time() * 1000)
         source.prefetch()
         controller = Controller(config, source)
-        servers.append(ControlServer(config.zmq_control, controller, config.security))
-    except BaseException:
-        for server in servers:
-            server.close()
-        publisher.close()
-        raise
-    try:
+        control_server = ControlServer(config.zmq_control, controller, config.security)
+        cleanup.callback(control_server.close)
         metrics.serve(config.metrics_port, metrics.registry(lambda: _figures(controller, history)))
-    except BaseException:
-        for server in servers:
-            server.close()
-        publisher.close()
-        raise
-    tasks = [asyncio.create_task(server.serve(stop)) for server in servers]
-    try:
         log.info(
             "%s; publishing on %s, replay on %s, control on %s",
             source.describe(),
             publisher.endpoint,
-            servers[0].endpoint,
-            servers[1].endpoint,
+            history_server.endpoint,
+            control_server.endpoint,
         )
-        await _publish(config, source, publisher, history, controller, stop)
+        servers = [asyncio.create_task(s.serve(stop)) for s in (history_server, control_server)]
+        try:
+            await _publish(config, source, publisher, history, controller, stop)
+        finally:
+            stop.set()
+            await asyncio.gather(*servers)
         log.info(
             "stopped after publishing %d samples; last seq %d",
             controller.published,
             controller.last_seq,
         )
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
-        for server in servers:
-            server.close()
-        publisher.close()
 
 
 def _figures(controller: Controller, history: History) -> list[Figure]:
