@@ -243,3 +243,46 @@ class Subscriber:
     def close(self) -> None:
         self._socket.close()
         self._context.term()
+
+
+class Router:
+    """A bound ROUTER socket for the producer's request/reply services (replay, control).
+
+    Replies are never dropped (no send high-water mark): what a service sends is bounded
+    by what it holds.
+    """
+
+    def __init__(
+        self, endpoint: str, what: str, security: Security = PLAIN, max_request: int = 1 << 20
+    ) -> None:
+        security.check_bind(endpoint)
+        self._context = zmq.asyncio.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.linger = LINGER_MS
+        self._socket.sndhwm = 0
+        self._socket.maxmsgsize = max_request
+        self._socket.ipv6 = "[" in endpoint
+        self._auth = security.serve(self._socket, self._context)
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise StartupError(f"cannot bind {what} endpoint {endpoint}: {reason}") from None
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    async def receive(self, timeout: float) -> tuple[bytes, list[bytes]] | None:
+        """(client identity, request frames), or None after `timeout` seconds."""
+        if not await self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            return None
+        identity, *frames = await self._socket.recv_multipart()
+        return identity, frames
+
+    async def send(self, identity: bytes, frames: list[bytes]) -> None:
+        await self._socket.send_multipart([identity, *frames])
+
+    def close(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+        self._socket.close()
+        self._context.term()
