@@ -72,7 +72,7 @@ class SeqTracker:
             return tracker
         if size > _TAIL_BYTES:
             tail = tail[tail.find(b"\n") + 1 :]
-        lines = [line for line in tail.decode("ascii", "replace").splitlines()[0:] if line]
+        lines = [line for line in tail.decode("ascii", "replace").splitlines() if line]
         if lines and lines[0] == schema.CSV_HEADER:
             lines = lines[1:]
         if not lines:

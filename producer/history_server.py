@@ -19,8 +19,6 @@ class HistoryServer:
         self.history = history
         self._router = Router(endpoint, "replay", security, recovery.MAX_REQUEST_BYTES)
         self.endpoint = self._router.endpoint
-        self.requests = 0
-        self.rejected = 0
 
     async def serve(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -28,12 +26,10 @@ class HistoryServer:
             if request is None:
                 continue
             identity, frames = request
-            self.requests += 1
             self.history.requests += 1
             try:
                 after, after_ts_ms = recovery.decode_request(frames)
             except recovery.ProtocolError as exc:
-                self.rejected += 1
                 log.warning("bad replay request: %s", exc)
                 await self._router.send(identity, recovery.encode_end({}, {}))
                 continue

@@ -38,9 +38,9 @@ class SimSource:
         self._devices = np.array(names, dtype=f"S{schema.DEVICE_MAX_BYTES}")
         self.max_lag_s = max_lag_s
         self.injected = np.zeros(0, EVENT)  # anomalies asked for at run time
-        self._follow(series, first_tick)
+        self.follow(series, first_tick)
 
-    def _follow(self, series: Series, first_tick: int) -> None:
+    def follow(self, series: Series, first_tick: int) -> None:
         """Publish `series` from `first_tick` on (at start, and when the rate changes)."""
         self.series = series
         self.next_tick = first_tick
@@ -52,9 +52,6 @@ class SimSource:
         )
         self._ready: schema.Batch | None = None  # generated ahead: ticks _ready_first..
         self._ready_first = 0
-
-    def follow(self, series: Series, first_tick: int) -> None:
-        self._follow(series, first_tick)
 
     def inject(self, event: np.ndarray) -> None:
         """Add anomalies (EVENT records) from now on; labelled like the random ones."""
