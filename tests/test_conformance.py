@@ -23,7 +23,10 @@ import pytest
 from conftest import REPO, Proc
 
 AUTOBAHN = os.environ.get("STREAM_AUTOBAHN")
-RANK = {"OK": 0, "INFORMATIONAL": 0, "UNIMPLEMENTED": 0, "NON-STRICT": 1}  # else: 2 (failed)
+# Passes rank 0, whatever their flavour: whether a case ends OK or NON-STRICT depends on
+# timing (how soon a protocol error is noticed after echoing the frame before it), so the
+# two flip between runs of one server. Anything else (FAILED, WRONG CODE, ...) ranks 2.
+RANK = {"OK": 0, "NON-STRICT": 0, "INFORMATIONAL": 0, "UNIMPLEMENTED": 0}
 
 
 @pytest.mark.skipif(not AUTOBAHN, reason="STREAM_AUTOBAHN is not set (see .ci/run)")
