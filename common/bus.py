@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,21 @@ class Security:
 PLAIN = Security()  # no encryption: loopback endpoints only, unless allowed
 
 
+def _attach(
+    sock: zmq.Socket, how: str, endpoint: str, what: str, cleanup: Callable[[], None]
+) -> str:
+    """Bind or connect; on failure clean up and raise a one-line StartupError.
+
+    Returns the endpoint actually used (a bound wildcard port is resolved)."""
+    try:
+        getattr(sock, how)(endpoint)
+    except zmq.ZMQError as exc:
+        cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise StartupError(f"cannot {how} {what} endpoint {endpoint}: {reason}") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT) if how == "bind" else endpoint
+
+
 def make_keys(directory: Path) -> None:
     """Create server and client key pairs in the layout Security expects."""
     public, private = directory / "public", directory / "private"
@@ -170,13 +186,7 @@ class Publisher:
         self._socket.sndhwm = hwm
         self._socket.ipv6 = "[" in endpoint
         self._auth = security.serve(self._socket, self._context)
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.close()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise StartupError(f"cannot bind ZeroMQ endpoint {endpoint}: {reason}") from None
-        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = _attach(self._socket, "bind", endpoint, "ZeroMQ", self.close)
 
     def publish(self, batch: schema.Batch) -> None:
         self._socket.send_multipart(schema.encode(batch), copy=False)
@@ -209,12 +219,7 @@ class Subscriber:
         except StartupError:
             self.close()
             raise
-        try:
-            self._socket.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self.close()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise StartupError(f"cannot connect to ZeroMQ endpoint {endpoint}: {reason}") from None
+        _attach(self._socket, "connect", endpoint, "ZeroMQ", self.close)
         self.endpoint = endpoint
         self.received = 0  # valid samples
         self.rejected = 0  # messages dropped as malformed
@@ -263,13 +268,7 @@ class Router:
         self._socket.maxmsgsize = max_request
         self._socket.ipv6 = "[" in endpoint
         self._auth = security.serve(self._socket, self._context)
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.close()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise StartupError(f"cannot bind {what} endpoint {endpoint}: {reason}") from None
-        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = _attach(self._socket, "bind", endpoint, what, self.close)
 
     async def receive(self, timeout: float) -> tuple[bytes, list[bytes]] | None:
         """(client identity, request frames), or None after `timeout` seconds."""

@@ -31,18 +31,14 @@ class History:
         self._open_since = 0.0
         self._bytes = 0
         self.run_first: dict[str, int] = {}  # first seq this run published, per device
+        self._seen = np.array([], dtype=f"S{schema.DEVICE_MAX_BYTES}")
+        self._last_devices = self._seen
         self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)  # seq ranges never produced
         self.requests = 0
 
     def add(self, batch: schema.Batch, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        if len(self.run_first) < 100_000:
-            for device, seq in zip(
-                np.char.decode(batch.rows["device"], "ascii").tolist(),
-                batch.rows["seq"].tolist(),
-                strict=True,
-            ):
-                self.run_first.setdefault(device, seq)
+        self._note_first_seqs(batch.rows)
         if self._open and self._open[0].precision != batch.precision:
             self._close_block(now)
         if not self._open:
@@ -52,6 +48,19 @@ class History:
         if self._open_rows >= _BLOCK_ROWS or now - self._open_since >= _BLOCK_SECONDS:
             self._close_block(now)
         self._evict(now)
+
+    def _note_first_seqs(self, rows: np.ndarray) -> None:
+        """Remember the first seq of devices not seen before (vectorized: no per-sample work)."""
+        devices = rows["device"]
+        if np.array_equal(devices, self._last_devices):
+            return  # the usual case: the same devices as the tick before
+        self._last_devices = devices.copy()
+        names, first = np.unique(devices, return_index=True)
+        new = ~np.isin(names, self._seen)
+        if new.any():
+            for name, index in zip(names[new].tolist(), first[new].tolist(), strict=True):
+                self.run_first[name.decode("ascii")] = int(rows["seq"][index])
+            self._seen = np.union1d(self._seen, names[new])
 
     @property
     def rows(self) -> int:
