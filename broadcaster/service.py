@@ -27,8 +27,6 @@ from common.metrics import Figure
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.2
-
 
 _INBOUND_BURST = 20
 
@@ -197,7 +195,8 @@ async def _relay(
     log.info("relaying samples from %s", subscriber.endpoint)
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
-        for batch in schema.merge(await subscriber.receive(_POLL_S)):
+        wait = max(0.0, next_stats - time.monotonic())
+        for batch in schema.merge(await subscriber.receive(wait, stop)):
             state.health.saw(int(batch.rows["ts_ms"][-1]))
             fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:

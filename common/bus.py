@@ -7,6 +7,7 @@ so no process hangs on exit with unsent messages.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -26,6 +27,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from common import schema
 from common.errors import StartupError
 from common.logs import Every
+from common.signals import readable_or_stopped
 
 log = logging.getLogger(__name__)
 
@@ -225,10 +227,15 @@ class Subscriber:
         self.rejected = 0  # messages dropped as malformed
         self._warn = Every(10.0)
 
-    async def receive(self, timeout: float, max_messages: int = 1000) -> list[schema.Batch]:
-        """Wait up to `timeout` s for messages, then take all that are ready (up to a cap)."""
-        if not await self._socket.poll(int(timeout * 1000), zmq.POLLIN):
-            return []
+    async def receive(
+        self, timeout: float, stop: asyncio.Event | None = None, max_messages: int = 1000
+    ) -> list[schema.Batch]:
+        """Wait up to `timeout` s (less once `stop` is set) for messages, then take all that
+        are ready (up to a cap)."""
+        if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # busy: no waiting at all
+            poll = self._socket.poll(int(timeout * 1000), zmq.POLLIN)
+            if not await readable_or_stopped(poll, stop):
+                return []
         batches: list[schema.Batch] = []
         for _ in range(max_messages):
             if not self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
@@ -270,9 +277,9 @@ class Router:
         self._auth = security.serve(self._socket, self._context)
         self.endpoint = _attach(self._socket, "bind", endpoint, what, self.close)
 
-    async def receive(self, timeout: float) -> tuple[bytes, list[bytes]] | None:
-        """(client identity, request frames), or None after `timeout` seconds."""
-        if not await self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+    async def receive(self, stop: asyncio.Event) -> tuple[bytes, list[bytes]] | None:
+        """(client identity, request frames), or None once `stop` is set."""
+        if not await readable_or_stopped(self._socket.poll(None, zmq.POLLIN), stop):
             return None
         identity, *frames = await self._socket.recv_multipart()
         return identity, frames

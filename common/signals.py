@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -13,6 +14,24 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+async def readable_or_stopped(poll: Awaitable[int], stop: asyncio.Event | None) -> bool:
+    """Await a ZeroMQ socket's poll(); give up as soon as `stop` is set. True if readable.
+
+    Idle loops can then wait for minutes instead of waking every few hundred
+    milliseconds to look at the stop event.
+    """
+    polled = asyncio.ensure_future(poll)
+    if stop is None:
+        return bool(await polled)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((polled, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in (polled, stopped):
+            future.cancel()
+    return polled.done() and not polled.cancelled() and bool(polled.result())
 
 
 async def wait_or_stop(stop: asyncio.Event, timeout: float) -> bool:

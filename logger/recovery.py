@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import zmq
 import zmq.asyncio
 
@@ -77,20 +76,16 @@ class SeqTracker:
             lines = lines[1:]
         if not lines:
             return tracker
-        fields = [line.split(",") for line in lines]
-        frame = pd.DataFrame(
-            {
-                "timestamp": [f[0] for f in fields],
-                "device": [f[5] for f in fields],
-                "seq": [int(f[6]) for f in fields],
-            }
-        )
-        newest = frame.sort_values("seq").groupby("device").tail(1)
-        stamps = pd.to_datetime(newest["timestamp"]).to_numpy().astype("datetime64[ms]")
-        for device, seq, ts in zip(
-            newest["device"], newest["seq"], stamps.astype(np.int64), strict=True
-        ):
-            tracker.last[device.encode()] = (int(seq), int(ts))
+        newest: dict[str, tuple[int, str]] = {}  # device -> (seq, timestamp) of its last row
+        for line in lines:
+            fields = line.split(",")
+            seq = int(fields[6])
+            known = newest.get(fields[5])
+            if known is None or seq >= known[0]:
+                newest[fields[5]] = (seq, fields[0])
+        stamps = np.array([ts for _, ts in newest.values()], dtype="datetime64[ms]")
+        for (device, (seq, _)), ts in zip(newest.items(), stamps.astype(np.int64), strict=True):
+            tracker.last[device.encode()] = (seq, int(ts))
         return tracker
 
     def after(self) -> tuple[dict[str, int], int]:

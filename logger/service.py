@@ -23,8 +23,6 @@ from logger.recovery import Gap, HistoryClient, SeqTracker, classify, describe, 
 
 log = logging.getLogger(__name__)
 
-_POLL_S = 0.2  # longest wait for data before checking the stop event
-
 
 class Pending:
     """Rendered rows waiting to be written, oldest first, bounded in number of rows."""
@@ -116,10 +114,10 @@ async def _log(
     while not stop.is_set():
         pending = book.pending
         now = time.monotonic()
-        wait = _POLL_S
+        wait = max(0.0, next_stats - now)  # the stop event ends any wait at once
         if pending.since is not None:
             wait = min(wait, max(0.0, pending.since + config.flush_interval - now))
-        for batch in schema.merge(await subscriber.receive(wait)):
+        for batch in schema.merge(await subscriber.receive(wait, stop)):
             gaps = book.seqs.gaps(batch)
             if gaps:
                 await _refill(book, client, gaps, batch)

@@ -28,7 +28,7 @@ class ControlServer:
 
     async def serve(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            request = await self._router.receive(0.2)
+            request = await self._router.receive(stop)
             if request is None:
                 continue
             identity, frames = request

@@ -22,7 +22,7 @@ class HistoryServer:
 
     async def serve(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            request = await self._router.receive(0.2)
+            request = await self._router.receive(stop)
             if request is None:
                 continue
             identity, frames = request

@@ -12,7 +12,6 @@ from common.bus import Publisher
 from common.errors import StartupError
 from common.metrics import Figure
 from common.signals import wait_or_stop
-from producer import replay
 from producer import series as series_store
 from producer.config import ProducerConfig
 from producer.control_server import ControlServer
@@ -24,6 +23,9 @@ from producer.source import Source
 log = logging.getLogger(__name__)
 
 _MIN_SLEEP_S = 0.001  # at very high tick rates, publish several ticks per wake-up
+# The event loop wakes timers up to ~1.5 ms late (epoll counts whole milliseconds), so the
+# last stretch before a deadline is slept with time.sleep, which is accurate to ~0.1 ms.
+_PRECISE_S = 0.002
 
 
 def open_source(config: ProducerConfig, now_ms: float) -> Source:
@@ -60,6 +62,8 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
         )
         _log_series(continued)
         return LiveSource(series, first_tick=series.tick_due_at_or_after(now_ms))
+    from producer import replay  # pandas, only needed here
+
     if config.replay_file is None:
         raise StartupError("the replay source needs --replay-file (STREAM_REPLAY_FILE)")
     recording = replay.load(config.replay_file, config.replay_metric)
@@ -117,6 +121,22 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         )
 
 
+async def _sleep_until(due: float, stop: asyncio.Event) -> bool:
+    """Sleep until `due` (epoch s), or less if stopped; True if stopped.
+
+    Always yields to the event loop once, so the replay and control servers are served
+    even when every tick is already due.
+    """
+    delay = due - time.time()
+    coarse = delay - _PRECISE_S
+    if await wait_or_stop(stop, max(coarse, _MIN_SLEEP_S) if coarse > 0 else 0):
+        return True
+    left = due - time.time()
+    if 0 < left <= _PRECISE_S:
+        time.sleep(left)  # blocks the loop for at most _PRECISE_S: the deadline comes first
+    return stop.is_set()
+
+
 def _figures(controller: Controller, history: History) -> list[Figure]:
     return [
         Figure("samples_published", "Samples published", controller.published, True),
@@ -138,10 +158,10 @@ async def _publish(
     """Publish on schedule until stopped; skipped ticks are recorded as not produced."""
     next_stats = time.monotonic() + config.stats_interval
     while True:
-        delay = source.next_due_ms() / 1000.0 - time.time()
-        if delay == float("inf") or controller.paused:
-            delay = min(delay, 0.1) if controller.paused else 3600.0
-        if await wait_or_stop(stop, max(delay, _MIN_SLEEP_S) if delay > 0 else 0):
+        due = source.next_due_ms() / 1000.0
+        if due == float("inf") or controller.paused:
+            due = time.time() + (0.1 if controller.paused else 3600.0)
+        if await _sleep_until(due, stop):
             return
         if controller.paused:
             continue

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 MAX_ROWS_PER_MESSAGE = 100_000
 PREFETCH_S = 0.1  # generate this much wall time of ticks at once, ahead of their deadlines
+PREFETCH_MIN_TICKS = 32  # at low rates: generating one tick costs about as much as 32
 PREFETCH_ROWS = 20_000
 
 
@@ -47,9 +48,8 @@ class SimSource:
         self.precision = schema.precision_for_rate(series.rate)
         self.ticks_per_message = max(1, MAX_ROWS_PER_MESSAGE // series.devices)
         ticks_per_s = series.rate * series.speed
-        self.prefetch_ticks = max(
-            1, min(round(ticks_per_s * PREFETCH_S), PREFETCH_ROWS // series.devices)
-        )
+        wanted = max(round(ticks_per_s * PREFETCH_S), PREFETCH_MIN_TICKS)
+        self.prefetch_ticks = max(1, min(wanted, PREFETCH_ROWS // series.devices))
         self._ready: schema.Batch | None = None  # generated ahead: ticks _ready_first..
         self._ready_first = 0
 
