@@ -3,12 +3,16 @@
     python bench/timing.py [--duration 600] [--quick]
 
 A SUB socket records when each sample arrives; jitter is arrival minus the sample's
-deadline (its timestamp). Baseline, same run: a loop that sleeps one period after each
-send, the design the spec's simulator used.
+deadline (its timestamp). Baselines, same run: a loop that sleeps one period after each
+send (the design the spec's simulator used), and the floor of this machine: a bare pyzmq
+PUB that sleeps to each deadline with time.sleep and sends one sample, nothing else.
+On a virtual machine whose cores are shared the floor's p99 is set by the hypervisor,
+not by Python.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import threading
@@ -20,8 +24,61 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import percentiles, start, stop, table, write  # noqa: E402
+from bench._util import REPO, percentiles, start, stop, table, write  # noqa: E402
 from common import schema  # noqa: E402
+
+FLOOR_CODE = r"""
+import sys, time
+import numpy as np, zmq
+sys.path.insert(0, sys.argv[4])
+from common import schema
+endpoint, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+pub = zmq.Context().socket(zmq.PUB)
+pub.bind(endpoint)
+rows = np.zeros(1, schema.RECORD)
+tick = int(time.time() * rate) + 1
+end = time.time() + seconds
+while time.time() < end:
+    due = tick / rate
+    if (delay := due - time.time()) > 0:
+        time.sleep(delay)
+    rows["ts_ms"], rows["seq"] = due * 1000, tick
+    pub.send_multipart(schema.encode(schema.Batch(rows=rows, precision=3)))
+    tick += 1
+"""
+
+
+def listen(endpoint: str, seconds: float) -> dict:
+    """Count samples and their lateness for `seconds` after the first one arrives."""
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, schema.TOPIC)
+    sub.connect(endpoint)
+    try:
+        assert sub.poll(10_000), "no sample within 10 s"
+        sub.recv_multipart()
+        lateness, count = [], 0
+        end = time.time() + seconds
+        while (left := end - time.time()) > 0:
+            if sub.poll(int(left * 1000) + 1):
+                arrived = time.time() * 1000
+                batch = schema.decode(sub.recv_multipart())
+                lateness.extend(arrived - batch.rows["ts_ms"])
+                count += len(batch)
+    finally:
+        sub.close(0)
+        context.term()
+    return {"count": count, "jitter_ms": percentiles(lateness)}
+
+
+def measure_floor(rate: float, seconds: float, work: Path) -> dict:
+    endpoint = f"ipc://{work}/floor{rate:g}.sock"
+    args = [endpoint, str(rate), str(seconds + 12), str(REPO)]
+    floor = subprocess.Popen([sys.executable, "-c", FLOOR_CODE, *args])
+    try:
+        return {**listen(endpoint, seconds), "expected": seconds * rate}
+    finally:
+        stop(floor)
 
 
 def measure_producer(rate: float, seconds: float, work: Path) -> dict:
@@ -40,26 +97,10 @@ def measure_producer(rate: float, seconds: float, work: Path) -> dict:
         str(work / f"s{rate:g}.json"),
         cwd=work,
     )
-    context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, schema.TOPIC)
-    sub.connect(endpoint)
     try:
-        assert sub.poll(10_000), "producer did not start"
-        sub.recv_multipart()
-        lateness, count = [], 0
-        end = time.time() + seconds
-        while (left := end - time.time()) > 0:
-            if sub.poll(int(left * 1000) + 1):
-                arrived = time.time() * 1000
-                batch = schema.decode(sub.recv_multipart())
-                lateness.extend(arrived - batch.rows["ts_ms"])
-                count += len(batch)
+        return {**listen(endpoint, seconds), "expected": seconds * rate}
     finally:
-        sub.close(0)
-        context.term()
         stop(producer)
-    return {"count": count, "expected": seconds * rate, "jitter_ms": percentiles(lateness)}
 
 
 def measure_naive(rate: float, seconds: float) -> dict:
@@ -90,8 +131,9 @@ def main(duration: float, rates: str, quick: bool) -> None:
         thread.start()  # the baseline runs in the same window, on the same machine
         ours = measure_producer(rate, duration, work)
         thread.join()
-        results[f"{rate:g}"] = {"ours": ours, "naive": naive}
-        for name, r in (("ours", ours), ("sleep(period)", naive)):
+        floor = measure_floor(rate, duration, work)
+        results[f"{rate:g}"] = {"ours": ours, "naive": naive, "floor": floor}
+        for name, r in (("ours", ours), ("sleep(period)", naive), ("floor: bare PUB", floor)):
             j = r["jitter_ms"]
             rows.append(
                 [
