@@ -93,6 +93,7 @@ class Usage:
         cpu = getattr(self, "_cpu", self.cpu_start) - self.cpu_start
         return {
             "cpu_percent": 100 * cpu / wall if wall else 0.0,
+            "wall_s": wall,
             "peak_rss_mb": self.peak_rss / 2**20,
         }
 

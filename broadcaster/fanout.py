@@ -1,20 +1,27 @@
 """Fan-out to WebSocket clients with a bound on what any one of them may hold up.
 
-`websockets.broadcast()` writes without backpressure, so a client that stops reading
-would grow its server-side buffer forever. Before each batch, a connection whose unsent
-bytes exceed the bound is closed with 1008 and aborted if it does not answer in time;
-the others never wait for it.
+Writes never wait for a client, so one that stops reading would grow its server-side
+buffer forever. Before each batch, a connection whose unsent bytes exceed the bound is
+closed with 1008 and aborted if it does not answer in time; the others never wait for it.
+
+Each batch's frames are framed once per subscription (a server's frames are not masked,
+and compression is off) and written to each connection in one `transport.write`, instead
+of one `websockets.broadcast()` call per frame, which frames every message again for
+every connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
+from websockets.protocol import State
 
 from broadcaster.subscription import Downsampler, Subscription
 from common import render, schema
@@ -28,6 +35,39 @@ def peer(connection: ServerConnection) -> str:
         host = address[0]
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
     return str(address)
+
+
+def text_frames(messages: Iterable[bytes]) -> bytes:
+    """Messages as final, unmasked TEXT frames (RFC 6455 5.2), back to back."""
+    parts = []
+    for message in messages:
+        n = len(message)
+        if n < 126:
+            parts.append(bytes((0x81, n)))
+        elif n < 65536:
+            parts.append(struct.pack("!BBH", 0x81, 126, n))
+        else:
+            parts.append(struct.pack("!BBQ", 0x81, 127, n))
+        parts.append(message)
+    return b"".join(parts)
+
+
+def write(connections: Iterable[ServerConnection], messages: list[bytes]) -> int:
+    """Write the messages to every open connection; returns how many connections got them.
+
+    Safe beside websockets' own writes: everything runs on the event loop thread and
+    websockets hands each of its frames to the transport at once, so frames never
+    interleave; a connection that is closing is skipped, as `broadcast()` does.
+    """
+    if not messages:
+        return 0
+    wire = text_frames(messages)
+    written = 0
+    for connection in connections:
+        if connection.protocol.state is State.OPEN and not connection.transport.is_closing():
+            connection.transport.write(wire)
+            written += 1
+    return written
 
 
 class Fanout:
@@ -71,9 +111,7 @@ class Fanout:
                 groups.setdefault(subscription, []).append(connection)
         for subscription, connections in groups.items():
             frames = self._frames(subscription, batch)
-            for frame in frames:
-                broadcast(connections, frame, text=True)
-            self.sent += len(frames) * len(connections)
+            self.sent += len(frames) * write(connections, frames)
 
     def history(self, connection: ServerConnection, subscription: Subscription) -> None:
         """Send the last `subscription.history` samples per device to one client, now."""
@@ -86,8 +124,7 @@ class Fanout:
         for i in range(len(names)):
             keep[np.flatnonzero(inverse == i)[-subscription.history :]] = True
         recent = schema.Batch(rows[keep], self._recent[-1].precision)
-        for frame in self._render(subscription, recent):
-            broadcast([connection], frame, text=True)
+        write([connection], self._render(subscription, recent))
 
     def _remember(self, batch: schema.Batch) -> None:
         self._recent.append(batch)

@@ -53,3 +53,33 @@ def test_huge_values_fall_back_to_the_reference():
 def test_empty_batch():
     batch = random_batch(0, schema.SECONDS, seed=0)
     assert render.csv_rows(batch) == b"" and render.json_objects(batch) == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_text_frames_match_the_websockets_library(size: int) -> None:
+    """The fan-out frames messages itself; a client must see what websockets would send."""
+    from websockets.frames import Frame, Opcode
+
+    from broadcaster.fanout import text_frames
+
+    message = bytes(range(48, 58)) * (size // 10) + b"x" * (size % 10)
+    expected = Frame(Opcode.TEXT, message).serialize(mask=False, extensions=[])
+    assert text_frames([message]) == expected
+    assert text_frames([message, b"{}"]) == expected + Frame(Opcode.TEXT, b"{}").serialize(
+        mask=False, extensions=[]
+    )
+
+
+@pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
+def test_small_batches_render_like_large_ones(precision: int) -> None:
+    """Small batches take a per-row path; it must give the matrix path's text, also for
+    values that were not rounded to one decimal and for halves."""
+    for seed in range(40):
+        batch = random_batch(1 + seed % render.SMALL_BATCH, precision, seed=seed)
+        rng = np.random.default_rng(seed)
+        unrounded = rng.random(len(batch)) < 0.3
+        batch.rows["mem"][unrounded] = rng.normal(0, 50, unrounded.sum())
+        batch.rows["disk_io"][:2] = [0.25, -0.05][: len(batch)]
+        assert render._small_csv(batch) == render._matrix_csv(batch)
+        for metrics in (schema.METRICS, ("cpu", "net"), ("disk_io",)):
+            assert render._small_json(batch, metrics) == render._matrix_json(batch, metrics)
