@@ -80,6 +80,12 @@ class Usage:
         self.cpu_start = sum(self.process.cpu_times()[:2])
         self.wall_start = time.monotonic()
 
+    def restart(self) -> None:
+        """Count CPU from now on (peak RSS is kept)."""
+        self.sample()
+        self.cpu_start = getattr(self, "_cpu", self.cpu_start)
+        self.wall_start = time.monotonic()
+
     def sample(self) -> None:
         try:
             self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
