@@ -92,16 +92,50 @@ class WindowTracker:
                 window.end_ms = int(last["ts_ms"])
                 window.samples += int(end - start + 1)
         # A window stays open only while its device's latest sample still carries its id.
-        for device, window in list(self.open.items()):
-            mine = np.flatnonzero(rows["device"] == device)
-            if len(mine) and ids[mine[-1]] != window.anomaly_id:
-                closed.append(self.open.pop(device))
+        if self.open:
+            latest = _latest_rows(rows, list(self.open))
+            for device, row in latest.items():
+                if ids[row] != self.open[device].anomaly_id:
+                    closed.append(self.open.pop(device))
         return closed
 
     def close_all(self) -> list[Window]:
         closed = list(self.open.values())
         self.open.clear()
         return closed
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _latest_rows(rows: np.ndarray, devices: list[bytes]) -> dict[bytes, int]:
+    """Index of each device's last row in the batch (devices without rows left out).
+
+    One sort of a 64-bit hash of the device ids, instead of a string comparison over the
+    whole batch per device; every hit is checked against the id itself.
+    """
+    n = len(rows)
+    if not n:
+        return {}
+    width = f"S{schema.DEVICE_MAX_BYTES}"
+    keys = np.ascontiguousarray(rows["device"]).view(np.uint64).reshape(n, -1)
+    hashes = keys[:, 0] ^ (keys[:, 1] * _MIX)
+    unique, first_reversed = np.unique(hashes[::-1], return_index=True)
+    wanted = np.array(devices, width).view(np.uint64).reshape(len(devices), -1)
+    wanted_hashes = wanted[:, 0] ^ (wanted[:, 1] * _MIX)
+    at = np.minimum(np.searchsorted(unique, wanted_hashes), len(unique) - 1)
+    latest = {}
+    for device, i, found in zip(devices, at.tolist(), unique[at] == wanted_hashes, strict=True):
+        if not found:
+            continue
+        row = n - 1 - int(first_reversed[i])
+        if rows["device"][row] != device:  # two ids with one hash: look the slow way
+            mine = np.flatnonzero(rows["device"] == device)
+            if not len(mine):
+                continue
+            row = int(mine[-1])
+        latest[device] = row
+    return latest
 
 
 def merge(path: Path) -> pd.DataFrame:

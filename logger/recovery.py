@@ -47,10 +47,22 @@ class Gap:
 
 
 class SeqTracker:
-    """The newest (seq, timestamp) written per device."""
+    """The newest (seq, timestamp) written per device.
+
+    Kept in arrays indexed by a slot per device, so a batch costs a few numpy passes
+    whatever its number of devices. The producer's batches are tick-major (every device
+    once per tick, in the same order, seq +1 per tick); such a batch is checked and
+    admitted without sorting. Anything else (a refill, a replayed file, a restarted
+    producer with other devices) takes the general path, which sorts by device and seq.
+    """
 
     def __init__(self) -> None:
-        self.last: dict[bytes, tuple[int, int]] = {}
+        self._slot: dict[bytes, int] = {}
+        self._seq = np.full(64, -1, np.int64)  # by slot; -1: nothing written yet
+        self._ts = np.zeros(64, np.int64)
+        self._names = np.zeros(0, f"S{schema.DEVICE_MAX_BYTES}")  # the last tick layout seen
+        self._names_slots = np.zeros(0, np.int64)
+        self._plan: tuple[np.ndarray, object] | None = None  # (rows, plan) of the last batch
 
     @classmethod
     def from_csv(cls, path: Path) -> SeqTracker:
@@ -85,49 +97,62 @@ class SeqTracker:
                 newest[fields[5]] = (seq, fields[0])
         stamps = np.array([ts for _, ts in newest.values()], dtype="datetime64[ms]")
         for (device, (seq, _)), ts in zip(newest.items(), stamps.astype(np.int64), strict=True):
-            tracker.last[device.encode()] = (seq, int(ts))
+            tracker.remember(device.encode(), seq, int(ts))
         return tracker
+
+    @property
+    def last(self) -> dict[bytes, tuple[int, int]]:
+        """Device -> (seq, timestamp ms) of its newest written sample."""
+        return {d: (int(self._seq[i]), int(self._ts[i])) for d, i in self._slot.items()}
+
+    def remember(self, device: bytes, seq: int, ts_ms: int) -> None:
+        slot = self._slots(np.array([device], f"S{schema.DEVICE_MAX_BYTES}"))[0]
+        self._seq[slot], self._ts[slot] = seq, ts_ms
+        self._plan = None
 
     def after(self) -> tuple[dict[str, int], int]:
         """What to ask the producer for: seqs after these, and devices newer than that time."""
-        after = {device.decode(): seq for device, (seq, _) in self.last.items()}
-        newest = max((ts for _, ts in self.last.values()), default=0)
+        last = self.last
+        after = {device.decode(): seq for device, (seq, _) in last.items()}
+        newest = max((ts for _, ts in last.values()), default=0)
         return after, newest
-
-    def _sorted(self, rows: np.ndarray):
-        names, inverse = np.unique(rows["device"], return_inverse=True)
-        known = [self.last.get(bytes(n)) for n in names]
-        prev = np.array([k[0] if k else -1 for k in known], dtype=np.int64)
-        prev_ts = np.array([k[1] if k else 0 for k in known], dtype=np.int64)
-        seq = rows["seq"].astype(np.int64)
-        order = np.lexsort((seq, inverse))
-        s_inv, s_seq = inverse[order], seq[order]
-        first_of_device = np.r_[True, s_inv[1:] != s_inv[:-1]]
-        previous = np.where(first_of_device, -1, np.r_[-1, s_seq[:-1]])
-        before = np.maximum(prev[s_inv], previous)
-        return names, order, s_inv, s_seq, first_of_device, before, prev, prev_ts
 
     def gaps(self, batch: schema.Batch) -> list[Gap]:
         """Seq jumps in this batch relative to what was written, without writing anything."""
         rows = batch.rows
-        if not len(rows) or not self.last:
+        if not len(rows) or not self._slot:
             return []
-        names, order, s_inv, s_seq, first, before, prev, prev_ts = self._sorted(rows)
+        plan = self._planned(rows)
+        if isinstance(plan, _Ticks):
+            prev = self._seq[plan.slots]
+            first = plan.seq[0]
+            found = []
+            for j in np.flatnonzero((prev >= 0) & (first > prev + 1)).tolist():
+                slot = plan.slots[j]
+                found.append(
+                    Gap(
+                        plan.names[j].decode(),
+                        int(prev[j]) + 1,
+                        int(first[j]) - 1,
+                        int(self._ts[slot]),
+                        int(plan.ts[0, j]),
+                    )
+                )
+            return found
+        names, slots, order, s_inv, s_seq, first_of_device, before = plan
+        prev = self._seq[slots]
         ts = rows["ts_ms"][order]
         jumps = np.flatnonzero((before >= 0) & (s_seq > before + 1))
         found = []
-        for i in jumps:
-            after_ms = (
-                int(prev_ts[s_inv[i]])
-                if first[i] or before[i] == prev[s_inv[i]]
-                else int(ts[i - 1])
-            )
+        for i in jumps.tolist():
+            device = s_inv[i]
+            from_written = first_of_device[i] or before[i] == prev[device]
             found.append(
                 Gap(
-                    names[s_inv[i]].decode(),
+                    names[device].decode(),
                     int(before[i]) + 1,
                     int(s_seq[i]) - 1,
-                    after_ms,
+                    int(self._ts[slots[device]]) if from_written else int(ts[i - 1]),
                     int(ts[i]),
                 )
             )
@@ -138,17 +163,93 @@ class SeqTracker:
         rows = batch.rows
         if not len(rows):
             return batch
-        names, order, s_inv, s_seq, first, before, prev, prev_ts = self._sorted(rows)
-        keep_sorted = s_seq > before
-        keep = np.empty(len(rows), bool)
-        keep[order] = keep_sorted
-        last_of_device = np.r_[s_inv[1:] != s_inv[:-1], True]
-        ts = rows["ts_ms"][order]
-        for i in np.flatnonzero(last_of_device & keep_sorted):
-            self.last[bytes(names[s_inv[i]])] = (int(s_seq[i]), int(ts[i]))
+        plan = self._planned(rows)
+        self._plan = None  # what is written changes below
+        if isinstance(plan, _Ticks):
+            prev = self._seq[plan.slots]
+            keep = (plan.seq > prev).ravel()
+            newer = plan.seq[-1] > prev
+            self._seq[plan.slots[newer]] = plan.seq[-1][newer]
+            self._ts[plan.slots[newer]] = plan.ts[-1][newer]
+        else:
+            names, slots, order, s_inv, s_seq, first_of_device, before = plan
+            keep_sorted = s_seq > before
+            keep = np.empty(len(rows), bool)
+            keep[order] = keep_sorted
+            last_of_device = np.r_[s_inv[1:] != s_inv[:-1], True]
+            ts = rows["ts_ms"][order]
+            newest = np.flatnonzero(last_of_device & keep_sorted)
+            self._seq[slots[s_inv[newest]]] = s_seq[newest]
+            self._ts[slots[s_inv[newest]]] = ts[newest]
         if keep.all():
             return batch
         return schema.Batch(rows[keep], batch.precision)
+
+    def _planned(self, rows: np.ndarray):
+        """How to look at these rows: as ticks, or sorted by device (computed once per batch,
+        for gaps() then admit())."""
+        if self._plan is not None and self._plan[0] is rows:
+            return self._plan[1]
+        plan = self._ticks(rows) or self._sorted(rows)
+        self._plan = (rows, plan)
+        return plan
+
+    def _ticks(self, rows: np.ndarray) -> _Ticks | None:
+        """The batch as a (ticks, devices) grid, if it is one: same device order every
+        tick, no device twice in a tick, each device's seq +1 per tick."""
+        n = len(rows)
+        keys = np.ascontiguousarray(rows["device"]).view(np.uint64).reshape(n, -1)
+        repeats = np.flatnonzero((keys == keys[0]).all(axis=1))
+        d = int(repeats[1]) if len(repeats) > 1 else n
+        if n % d:
+            return None
+        grid = keys.reshape(n // d, d, -1)
+        if not (grid == grid[0]).all():
+            return None
+        seq = rows["seq"].astype(np.int64).reshape(n // d, d)
+        if n > d and not (np.diff(seq, axis=0) == 1).all():
+            return None
+        names = rows["device"][:d]
+        if len(self._names) == d and (names == self._names).all():
+            slots = self._names_slots
+        else:
+            if len(set(names.tolist())) != d:
+                return None
+            slots = self._slots(names)
+            self._names, self._names_slots = names.copy(), slots
+        return _Ticks(names, slots, seq, rows["ts_ms"].reshape(n // d, d))
+
+    def _sorted(self, rows: np.ndarray):
+        names, inverse = np.unique(rows["device"], return_inverse=True)
+        slots = self._slots(names)
+        prev = self._seq[slots]
+        seq = rows["seq"].astype(np.int64)
+        order = np.lexsort((seq, inverse))
+        s_inv, s_seq = inverse[order], seq[order]
+        first_of_device = np.r_[True, s_inv[1:] != s_inv[:-1]]
+        previous = np.where(first_of_device, -1, np.r_[-1, s_seq[:-1]])
+        before = np.maximum(prev[s_inv], previous)
+        return names, slots, order, s_inv, s_seq, first_of_device, before
+
+    def _slots(self, names: np.ndarray) -> np.ndarray:
+        """Each device's slot, new ones added."""
+        slot = self._slot
+        out = np.empty(len(names), np.int64)
+        for i, name in enumerate(names.tolist()):
+            out[i] = slot.setdefault(name, len(slot))
+        if len(slot) > len(self._seq):
+            grow = max(len(slot), 2 * len(self._seq)) - len(self._seq)
+            self._seq = np.r_[self._seq, np.full(grow, -1, np.int64)]
+            self._ts = np.r_[self._ts, np.zeros(grow, np.int64)]
+        return out
+
+
+@dataclass(frozen=True)
+class _Ticks:
+    names: np.ndarray  # the devices of a tick, in order
+    slots: np.ndarray  # their slots
+    seq: np.ndarray  # (ticks, devices)
+    ts: np.ndarray  # (ticks, devices)
 
 
 def _has_rows(path: Path) -> bool:

@@ -1,0 +1,67 @@
+"""The logger's seq tracker: its fast path for tick-major batches agrees with the general one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common import schema
+from logger.recovery import SeqTracker
+
+
+class SortingTracker(SeqTracker):
+    """Always the general path."""
+
+    def _ticks(self, rows):
+        return None
+
+
+def ticks(devices: list[str], first_seq: int, n: int, t0: int = 1_800_000_000_000):
+    rows = schema.empty_rows(n * len(devices))
+    rows["device"] = np.tile(np.array([d.encode() for d in devices]), n)
+    rows["seq"] = np.repeat(np.arange(first_seq, first_seq + n), len(devices))
+    rows["ts_ms"] = t0 + rows["seq"].astype(np.int64) * 10
+    return schema.Batch(rows, schema.MILLISECONDS)
+
+
+def feed(tracker: SeqTracker, batches: list[schema.Batch]):
+    out = []
+    for batch in batches:
+        gaps = sorted(tracker.gaps(batch), key=lambda g: (g.device, g.first))  # order is free
+        admitted = tracker.admit(batch)
+        out.append((gaps, admitted.rows.tobytes()))
+    return out, tracker.last
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_fast_path_agrees_with_sorting(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    fleet = [f"host-{i:02d}" for i in range(int(rng.integers(1, 12)))]
+    batches, seq = [], 0
+    for _ in range(25):
+        kind = rng.integers(0, 5)
+        devices = list(fleet)
+        if kind == 1:  # a jump: samples lost in between
+            seq += int(rng.integers(2, 50))
+        elif kind == 2:  # a repeat: duplicates of what was admitted
+            seq = max(0, seq - int(rng.integers(1, 5)))
+        elif kind == 3:  # another order, or only some devices
+            devices = list(rng.permutation(fleet)[: int(rng.integers(1, len(fleet) + 1))])
+        n = int(rng.integers(1, 6))
+        batch = ticks(devices, seq, n)
+        if kind == 4 and len(batch) > 2:  # not a grid at all
+            batch = schema.Batch(batch.rows[rng.permutation(len(batch))], batch.precision)
+        batches.append(batch)
+        seq += n
+    assert feed(SeqTracker(), batches) == feed(SortingTracker(), batches)
+
+
+def test_a_grid_is_checked_and_admitted_without_sorting() -> None:
+    tracker = SeqTracker()
+    tracker.admit(ticks(["a", "b"], 0, 3))
+    later = ticks(["a", "b"], 7, 2)
+    assert [(g.device, g.first, g.last) for g in tracker.gaps(later)] == [("a", 3, 6), ("b", 3, 6)]
+    assert len(tracker.admit(later)) == 4
+    assert tracker.last == {b"a": (8, later.rows["ts_ms"][-1]), b"b": (8, later.rows["ts_ms"][-1])}
+    again = tracker.admit(ticks(["a", "b"], 8, 2))  # one tick already written
+    assert again.rows["seq"].tolist() == [9, 9]
