@@ -235,11 +235,11 @@ class Subscriber:
         self._warn = Every(10.0)
 
     async def receive(
-        self, timeout: float, stop: asyncio.Event | None = None, max_messages: int = 1000
+        self, timeout: float, stop: asyncio.Event | None = None, max_rows: int = 100_000
     ) -> list[schema.Batch]:
-        """What is queued (up to a cap); if nothing is, wait up to `timeout` s for it (less
-        once `stop` is set)."""
-        batches = self._take(max_messages)
+        """What is queued, up to about `max_rows` samples (a catch-up must not turn into one
+        huge batch); if nothing is, wait up to `timeout` s for it (less once `stop` is set)."""
+        batches = self._take(max_rows)
         if batches or timeout <= 0 or (stop is not None and stop.is_set()):
             await asyncio.sleep(0)  # never hog the loop, however fast messages come
             return batches
@@ -252,7 +252,7 @@ class Subscriber:
         finally:
             timer.cancel()
             self._wake = None
-        return self._take(max_messages)
+        return self._take(max_rows)
 
     def _watch(self, stop: asyncio.Event | None) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -275,9 +275,10 @@ class Subscriber:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    def _take(self, max_messages: int) -> list[schema.Batch]:
+    def _take(self, max_rows: int) -> list[schema.Batch]:
         batches: list[schema.Batch] = []
-        for _ in range(max_messages):
+        rows = 0
+        while rows < max_rows:
             try:
                 frames = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -290,6 +291,7 @@ class Subscriber:
                     log.warning("dropped a malformed message (%s); %d so far", exc, self.rejected)
                 continue
             self.received += len(batch)
+            rows += len(batch) or 1
             batches.append(batch)
         return batches
 
