@@ -113,3 +113,37 @@ def test_failed_write_is_undone(tmp_path):
     sink.write(rows(2, 1))  # and it recovers once there is room
     sink.close()
     assert pd.read_csv(path)["seq"].tolist() == [0, 1, 2]
+
+
+def test_pending_rows_render_once_in_order_at_their_precision() -> None:
+    """The logger keeps records and renders them when it writes: same text, same order,
+    and a failed write does not render them twice."""
+    import numpy as np
+
+    from common import render, schema
+    from logger.service import Pending
+
+    def batch(first: int, n: int, precision: int) -> schema.Batch:
+        rows = schema.empty_rows(n)
+        rows["ts_ms"] = 1_800_000_000_123 + np.arange(first, first + n) * 1000
+        rows["seq"] = np.arange(first, first + n)
+        rows["device"] = b"host-01"
+        rows["cpu"] = 12.5
+        return schema.Batch(rows, precision)
+
+    parts = [
+        batch(0, 3, schema.SECONDS),
+        batch(3, 100, schema.SECONDS),
+        batch(103, 2, schema.MILLISECONDS),
+        batch(105, 1, schema.SECONDS),
+    ]
+    pending = Pending(max_rows=10_000)
+    for part in parts[:2]:
+        pending.add(part, len(part), [], 0.0)
+    first, _ = pending.take()  # as if this write failed: the rows stay pending, rendered
+    for part in parts[2:]:
+        pending.add(part, len(part), [], 0.0)
+    data, count = pending.take()
+    assert count == 106
+    assert data == b"".join(render.csv_rows(p) for p in parts)
+    assert data.startswith(first) and b".123," in data and data.count(b"\n") == 106
