@@ -71,8 +71,11 @@ def zmq_ceiling(seconds: float, rows_per_message: int = 1000) -> float:
 @click.option("--devices", default=1000, show_default=True)
 @click.option("--rate", default=1000.0, show_default=True, help="Hz per device.")
 @click.option("--duration", default=60.0, show_default=True, help="Seconds measured.")
+@click.option(
+    "--verify/--no-verify", default=True, show_default=True, help="Audit the CSV afterwards."
+)
 @click.option("--quick", is_flag=True, help="100 devices x 100 Hz for 5 s.")
-def main(devices: int, rate: float, duration: float, quick: bool) -> None:
+def main(devices: int, rate: float, duration: float, verify: bool, quick: bool) -> None:
     if quick:
         devices, rate, duration = 100, 100.0, 5.0
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
@@ -115,6 +118,7 @@ def main(devices: int, rate: float, duration: float, quick: bool) -> None:
     done = threading.Event()
 
     def client() -> None:
+        from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
         time.sleep(1.5)
@@ -125,6 +129,8 @@ def main(devices: int, rate: float, duration: float, quick: bool) -> None:
                     frames[0] += 1
                 except TimeoutError:
                     pass
+                except ConnectionClosed:  # the broadcaster stopped first
+                    return
 
     reader = threading.Thread(target=client, daemon=True)
     reader.start()
@@ -150,6 +156,15 @@ def main(devices: int, rate: float, duration: float, quick: bool) -> None:
     stop(producer, broadcaster)
     time.sleep(1)
     stop(logger)
+    audit = None
+    if verify:  # the figure counts only if the log is complete (gaps recorded are explained)
+        from logger.sink import rotated_files
+        from logger.verify import verify as check
+
+        csv = work / "data" / "stream_log.csv"
+        report = check([*rotated_files(csv), csv])
+        audit = {"ok": report.ok, "rows": report.rows, "recorded_gaps": report.recorded}
+        print("\n".join(f"verify: {line}" for line in report.lines()))
     naive_rate = naive(work / "naive.csv", 2.0)
     ceiling = zmq_ceiling(3.0)
     ours = rows / elapsed
@@ -198,6 +213,7 @@ def main(devices: int, rate: float, duration: float, quick: bool) -> None:
             "ratio_to_naive": ours / naive_rate,
             "processes": usages,
             "client_frames": frames[0],
+            "verify": audit,
             "workdir": str(work),
         },
     )
