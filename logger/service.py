@@ -36,47 +36,41 @@ class Pending:
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
-        self.chunks: deque[tuple[schema.Batch | bytes, int]] = deque()
+        self.batches: deque[schema.Batch] = deque()
         self.rows = 0
         self.since: float | None = None  # monotonic time the oldest pending row arrived
         self.windows: list[Window] = []  # ended with the rows pending now
         self.gaps: list[str] = []  # gap records found with the rows pending now
         self.discarded = 0
 
-    def add(self, data: schema.Batch, rows: int, windows: list[Window], now: float) -> None:
+    def add(self, batch: schema.Batch, windows: list[Window], now: float) -> None:
         self.windows.extend(windows)
-        if not rows:
+        if not len(batch):
             return
-        self.chunks.append((data, rows))
-        self.rows += rows
+        self.batches.append(batch)
+        self.rows += len(batch)
         if self.since is None:
             self.since = now
         while self.rows > self.max_rows:
-            _, dropped = self.chunks.popleft()
+            dropped = len(self.batches.popleft())
             self.rows -= dropped
             self.discarded += dropped
             log.error("pending rows over %d: discarded %d oldest row(s)", self.max_rows, dropped)
 
     def take(self) -> tuple[bytes, int]:
-        """All pending rows as CSV text (kept rendered, should the write fail)."""
+        """All pending rows as CSV text, in order (they stay pending until `clear`)."""
         text: list[bytes] = []
         run: list[schema.Batch] = []  # consecutive batches shown at one precision
-        for chunk, _ in self.chunks:
-            if isinstance(chunk, bytes):  # rendered by an earlier take()
-                text += [_render(run), chunk]
-                run = []
-            elif run and run[0].precision != chunk.precision:
+        for batch in self.batches:
+            if run and run[0].precision != batch.precision:
                 text.append(_render(run))
-                run = [chunk]
-            else:
-                run.append(chunk)
+                run = []
+            run.append(batch)
         text.append(_render(run))
-        data = b"".join(text)
-        self.chunks = deque([(data, self.rows)]) if self.rows else deque()
-        return data, self.rows
+        return b"".join(text), self.rows
 
     def clear(self) -> None:
-        self.chunks.clear()
+        self.batches.clear()
         self.rows = 0
         self.since = None
         self.windows = []
@@ -104,7 +98,7 @@ class Log:
     def add(self, batch: schema.Batch) -> None:
         """Queue rows that are new (duplicates were dropped by the seq tracker)."""
         ended = self.windows.update(batch)
-        self.pending.add(batch, len(batch), ended, time.monotonic())
+        self.pending.add(batch, ended, time.monotonic())
 
     def record_gaps(self, gaps: list[tuple[Gap, str]], precision: int) -> None:
         for gap, reason in gaps:
@@ -224,7 +218,7 @@ def _flush(outputs: Outputs, pending: Pending, report: Every) -> None:
         if pending.rows:
             data, rows = pending.take()
             outputs.write_rows(data, rows)
-            pending.chunks.clear()
+            pending.batches.clear()
             pending.rows = 0
         if pending.windows:
             outputs.write_windows("".join(w.row() for w in pending.windows).encode())

@@ -117,7 +117,7 @@ def test_failed_write_is_undone(tmp_path):
 
 def test_pending_rows_render_once_in_order_at_their_precision() -> None:
     """The logger keeps records and renders them when it writes: same text, same order,
-    and a failed write does not render them twice."""
+    each run of batches at one timestamp precision rendered as one."""
     import numpy as np
 
     from common import render, schema
@@ -139,10 +139,10 @@ def test_pending_rows_render_once_in_order_at_their_precision() -> None:
     ]
     pending = Pending(max_rows=10_000)
     for part in parts[:2]:
-        pending.add(part, len(part), [], 0.0)
-    first, _ = pending.take()  # as if this write failed: the rows stay pending, rendered
+        pending.add(part, [], 0.0)
+    first, _ = pending.take()  # as if this write failed: the rows stay pending
     for part in parts[2:]:
-        pending.add(part, len(part), [], 0.0)
+        pending.add(part, [], 0.0)
     data, count = pending.take()
     assert count == 106
     assert data == b"".join(render.csv_rows(p) for p in parts)
