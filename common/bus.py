@@ -14,7 +14,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -335,6 +335,11 @@ class Router:
             return None
         identity, *frames = await self._socket.recv_multipart()
         return identity, frames
+
+    async def requests(self, stop: asyncio.Event) -> AsyncIterator[tuple[bytes, list[bytes]]]:
+        """(client identity, request frames) as they come, until `stop` is set."""
+        while (request := await self.receive(stop)) is not None:
+            yield request
 
     async def send(self, identity: bytes, frames: list[bytes]) -> None:
         await self._socket.send_multipart([identity, *frames])

@@ -27,11 +27,7 @@ class ControlServer:
         self.endpoint = self._router.endpoint
 
     async def serve(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            request = await self._router.receive(stop)
-            if request is None:
-                continue
-            identity, frames = request
+        async for identity, frames in self._router.requests(stop):
             try:
                 if len(frames) != 1:
                     raise control.ControlError("expected one frame")

@@ -21,11 +21,7 @@ class HistoryServer:
         self.endpoint = self._router.endpoint
 
     async def serve(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            request = await self._router.receive(stop)
-            if request is None:
-                continue
-            identity, frames = request
+        async for identity, frames in self._router.requests(stop):
             self.history.requests += 1
             try:
                 after, after_ts_ms = recovery.decode_request(frames)
