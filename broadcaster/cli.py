@@ -9,7 +9,14 @@ import click
 
 from broadcaster import service
 from broadcaster.config import BroadcasterConfig
-from common.cli import log_level_option, security_from, security_options, zmq_pub_option
+from common.cli import (
+    log_level_option,
+    option,
+    ready_file_option,
+    security_from,
+    security_options,
+    zmq_pub_option,
+)
 from common.logs import setup_logging
 from common.signals import stop_on_signals
 
@@ -17,87 +24,72 @@ from common.signals import stop_on_signals
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
 @security_options
-@click.option(
+@option(
     "--ws-host",
-    envvar="STREAM_WS_HOST",
+    "STREAM_WS_HOST",
     default="localhost",
-    show_default=True,
-    show_envvar=True,
     help="Interface to listen on (localhost: this machine only).",
 )
-@click.option(
+@option(
     "--ws-port",
-    envvar="STREAM_WS_PORT",
+    "STREAM_WS_PORT",
     default=8765,
-    show_default=True,
-    show_envvar=True,
     type=click.IntRange(0, 65535),
     help="WebSocket port (0 picks a free one and logs it).",
 )
-@click.option(
+@option(
     "--max-client-buffer",
-    envvar="STREAM_WS_MAX_BUFFER",
+    "STREAM_WS_MAX_BUFFER",
     default=4 * 1024 * 1024,
-    show_default=True,
-    show_envvar=True,
     type=click.IntRange(64 * 1024, 1024**3),
     help="Unsent bytes a client may hold up before it is disconnected (code 1008).",
 )
-@click.option(
+@option(
     "--max-clients",
-    envvar="STREAM_WS_MAX_CLIENTS",
+    "STREAM_WS_MAX_CLIENTS",
     default=10_000,
-    show_default=True,
-    show_envvar=True,
     type=click.IntRange(1, 1_000_000),
     help="Connections served at once; more are answered HTTP 503.",
 )
-@click.option(
+@option(
     "--inbound-rate",
-    envvar="STREAM_WS_INBOUND_RATE",
+    "STREAM_WS_INBOUND_RATE",
     default=10.0,
-    show_default=True,
-    show_envvar=True,
     type=click.FloatRange(0.1, 10_000),
     help="Messages per second a client may send (bursts of 20) before it is closed (1008).",
 )
-@click.option(
+@option(
     "--origins",
-    envvar="STREAM_WS_ORIGINS",
+    "STREAM_WS_ORIGINS",
     default="",
-    show_envvar=True,
     help="Comma list of allowed Origin headers, e.g. https://dash.example.com. [default: any]",
 )
-@click.option(
+@option(
     "--token",
-    envvar="STREAM_WS_TOKEN",
+    "STREAM_WS_TOKEN",
     default=None,
-    show_envvar=True,
     help="Token clients must send (?token=... or Authorization: Bearer ...). [default: none]",
 )
-@click.option(
+@option(
     "--tls-cert",
-    envvar="STREAM_WS_TLS_CERT",
+    "STREAM_WS_TLS_CERT",
     type=click.Path(exists=True, dir_okay=False),
-    show_envvar=True,
     help="PEM certificate (chain): serve wss:// instead of ws://.",
 )
-@click.option(
+@option(
     "--tls-key",
-    envvar="STREAM_WS_TLS_KEY",
+    "STREAM_WS_TLS_KEY",
     type=click.Path(exists=True, dir_okay=False),
-    show_envvar=True,
     help="PEM private key for --tls-cert (if not in the same file).",
 )
-@click.option(
+@option(
     "--stale-after",
-    envvar="STREAM_HEALTH_STALE",
+    "STREAM_HEALTH_STALE",
     default=5.0,
-    show_default=True,
-    show_envvar=True,
     type=click.FloatRange(0.1, 86_400),
     help="Seconds without a sample before GET /healthz answers 503.",
 )
+@ready_file_option
 @log_level_option
 def main(
     zmq_pub: str,
@@ -113,6 +105,7 @@ def main(
     tls_cert: str | None,
     tls_key: str | None,
     stale_after: float,
+    ready_file: str | None,
     log_level: str,
 ) -> None:
     """Relay every sample as JSON to every connected WebSocket client."""
@@ -132,6 +125,7 @@ def main(
         tls_cert=tls_cert,
         tls_key=tls_key,
         stale_after=stale_after,
+        ready_file=ready_file,
     )
     asyncio.run(_run(config))
 

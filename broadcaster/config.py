@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.bus import Security
+from common.bus import DEFAULT_PUB, Security
 
 
 @dataclass(frozen=True)
 class BroadcasterConfig:
-    zmq_pub: str = "tcp://127.0.0.1:5556"
+    zmq_pub: str = DEFAULT_PUB
     security: Security = Security()
     ws_host: str = "localhost"
     ws_port: int = 8765
@@ -24,3 +24,4 @@ class BroadcasterConfig:
     tls_key: str | None = None
     stale_after: float = 5.0  # /healthz says 503 after this long without a sample
     stats_interval: float = 60.0
+    ready_file: str | None = None  # written once serving (common.ready)

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 import logging
+import socket
 import ssl
 import time
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from common import metrics, schema
 from common.bus import Subscriber
 from common.errors import StartupError
 from common.metrics import Figure
+from common.ready import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,14 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
         server.close()
         raise
     subscriber = state.subscriber
+    ready = Readiness(config.ready_file, "broadcaster")
     try:
+        host, port = _address(server)
+        scheme = "wss" if config.tls_cert else "ws"
+        ready.announce(ws_port=port, url=f"{scheme}://{host}:{port}/")
         await _relay(config, subscriber, state, stop)
     finally:
+        ready.withdraw()
         subscriber.close()
         await _shutdown(server, config.close_timeout)
         log.info("stopped")
@@ -173,6 +180,15 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
         shown = f"[{host}]" if ":" in host else host
         log.info("listening on %s://%s:%d", "wss" if config.tls_cert else "ws", shown, port)
     return server
+
+
+def _address(server: Server) -> tuple[str, int]:
+    """(host, port) a client on this machine can use; IPv4 first (with port 0 each address
+    family gets its own port)."""
+    sockets = sorted(server.sockets, key=lambda s: s.family != socket.AF_INET)
+    host, port = sockets[0].getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return (f"[{host}]" if ":" in host else host), port
 
 
 def _requests(admit, state: State):

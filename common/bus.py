@@ -1,8 +1,10 @@
-"""ZeroMQ socket hygiene in one place: endpoint checks, the publisher, the subscriber.
+"""Every ZeroMQ socket of the project, in one place: endpoints, security, and the sockets.
 
-The producer binds a PUB socket; loggers and broadcasters connect SUB sockets and
-reconnect on their own when the producer restarts. Every socket has a bounded linger
-so no process hangs on exit with unsent messages.
+The producer binds a PUB socket (samples) and two ROUTER sockets (catch-up, control);
+loggers and broadcasters connect SUB sockets, loggers a DEALER for catch-up, `ctl` a
+DEALER for control. All reconnect on their own when the producer restarts. One ZeroMQ
+context serves the whole process, and every socket has a bounded linger so no process
+hangs on exit with unsent messages.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 import zmq.auth
-from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.auth.thread import ThreadAuthenticator
 
 from common import schema
@@ -30,6 +31,11 @@ from common.logs import Every
 from common.signals import readable_or_stopped
 
 log = logging.getLogger(__name__)
+
+# Where the producer binds and everyone else connects, unless told otherwise.
+DEFAULT_PUB = "tcp://127.0.0.1:5556"  # samples
+DEFAULT_CATCHUP = "tcp://127.0.0.1:5557"  # requests for missed samples
+DEFAULT_CONTROL = "tcp://127.0.0.1:5558"  # python -m producer ctl
 
 # High-water marks in messages. One message is one tick (all devices), so 100k messages
 # is 100 s of buffering at 1 kHz; ZeroMQ's default of 1,000 drops data under bursts.
@@ -116,21 +122,16 @@ class Security:
         assert secret is not None
         return public, secret
 
-    def serve(self, sock: zmq.Socket, context: zmq.Context) -> object | None:
-        """Make `sock` a CURVE server; return the authenticator to stop on close."""
+    def serve(self, sock: zmq.Socket) -> Callable[[], None] | None:
+        """Make `sock` a CURVE server; return what to call when it closes."""
         if self.curve_dir is None:
             return None
         public, secret = self._keys("server")
-        if isinstance(context, zmq.asyncio.Context):
-            auth: ThreadAuthenticator | AsyncioAuthenticator = AsyncioAuthenticator(context)
-        else:
-            auth = ThreadAuthenticator(context)
-        auth.start()
-        auth.configure_curve(domain="*", location=str(self.curve_dir / "public"))
+        _authenticator_start(self.curve_dir / "public")
         sock.curve_secretkey = secret
         sock.curve_publickey = public
         sock.curve_server = True
-        return auth
+        return _authenticator_stop
 
     def connect(self, sock: zmq.Socket) -> None:
         """Make `sock` a CURVE client of the server whose public key is in `public/`."""
@@ -148,6 +149,44 @@ class Security:
 
 
 PLAIN = Security()  # no encryption: loopback endpoints only, unless allowed
+
+# ZeroMQ allows one authentication handler per context: the CURVE servers of a process
+# share it, and it stops with the last of them.
+_auth: ThreadAuthenticator | None = None
+_auth_users = 0
+
+
+def _authenticator_start(public_keys: Path) -> None:
+    global _auth, _auth_users
+    if _auth is None:
+        _auth = ThreadAuthenticator(context())
+        _auth.start()
+    _auth.configure_curve(domain="*", location=str(public_keys))
+    _auth_users += 1
+
+
+def _authenticator_stop() -> None:
+    global _auth, _auth_users
+    _auth_users -= 1
+    if _auth_users == 0 and _auth is not None:
+        _auth.stop()
+        _auth = None
+
+
+def context() -> zmq.Context:
+    """The process's one ZeroMQ context (its I/O thread serves every socket)."""
+    return zmq.Context.instance()
+
+
+def async_context() -> zmq.asyncio.Context:
+    """The same context, for sockets awaited in asyncio."""
+    global _async
+    if _async is None or _async.closed:
+        _async = zmq.asyncio.Context.shadow(context())
+    return _async
+
+
+_async: zmq.asyncio.Context | None = None
 
 
 def _attach(
@@ -182,12 +221,11 @@ class Publisher:
 
     def __init__(self, endpoint: str, hwm: int = SEND_HWM, security: Security = PLAIN) -> None:
         security.check_bind(endpoint)
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.PUB)
+        self._socket = context().socket(zmq.PUB)
         self._socket.linger = LINGER_MS
         self._socket.sndhwm = hwm
         self._socket.ipv6 = "[" in endpoint
-        self._auth = security.serve(self._socket, self._context)
+        self._auth = security.serve(self._socket)
         self.endpoint = _attach(self._socket, "bind", endpoint, "ZeroMQ", self.close)
 
     def publish(self, batch: schema.Batch) -> None:
@@ -195,9 +233,9 @@ class Publisher:
 
     def close(self) -> None:
         if self._auth is not None:
-            self._auth.stop()
+            self._auth()
+            self._auth = None
         self._socket.close()
-        self._context.term()
 
 
 _MAX_MESSAGES_PER_TAKE = 10_000
@@ -217,8 +255,7 @@ class Subscriber:
         self._loop: asyncio.AbstractEventLoop | None = None  # where the descriptor is watched
         self._wake: asyncio.Future[None] | None = None  # what the current wait awaits
         self._stopped: asyncio.Task[bool] | None = None
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.SUB)
+        self._socket = context().socket(zmq.SUB)
         self._socket.linger = 0
         self._socket.rcvhwm = hwm
         self._socket.maxmsgsize = MAX_MESSAGE_BYTES
@@ -306,11 +343,10 @@ class Subscriber:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._socket.FD)
         self._socket.close()
-        self._context.term()
 
 
 class Router:
-    """A bound ROUTER socket for the producer's request/reply services (replay, control).
+    """A bound ROUTER socket for the producer's request/reply services (catch-up, control).
 
     Replies are never dropped (no send high-water mark): what a service sends is bounded
     by what it holds.
@@ -320,13 +356,12 @@ class Router:
         self, endpoint: str, what: str, security: Security = PLAIN, max_request: int = 1 << 20
     ) -> None:
         security.check_bind(endpoint)
-        self._context = zmq.asyncio.Context()
-        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket = async_context().socket(zmq.ROUTER)
         self._socket.linger = LINGER_MS
         self._socket.sndhwm = 0
         self._socket.maxmsgsize = max_request
         self._socket.ipv6 = "[" in endpoint
-        self._auth = security.serve(self._socket, self._context)
+        self._auth = security.serve(self._socket)
         self.endpoint = _attach(self._socket, "bind", endpoint, what, self.close)
 
     async def receive(self, stop: asyncio.Event) -> tuple[bytes, list[bytes]] | None:
@@ -346,6 +381,66 @@ class Router:
 
     def close(self) -> None:
         if self._auth is not None:
-            self._auth.stop()
+            self._auth()
+            self._auth = None
         self._socket.close()
-        self._context.term()
+
+
+class Dealer:
+    """A DEALER socket that asks a Router and reads its answers (the logger's catch-up client).
+
+    A request whose answer does not come in time is abandoned with its socket, so a late
+    answer is never taken for the next request's.
+    """
+
+    def __init__(self, endpoint: str, security: Security = PLAIN) -> None:
+        self.endpoint = endpoint
+        self.security = security
+        self._socket: zmq.asyncio.Socket | None = None
+
+    async def send(self, frames: list[bytes]) -> None:
+        if self._socket is None:
+            sock = async_context().socket(zmq.DEALER)
+            sock.linger = 0
+            sock.rcvhwm = 0
+            sock.ipv6 = "[" in self.endpoint
+            try:
+                self.security.connect(sock)
+            except StartupError:
+                sock.close()
+                raise
+            _attach(sock, "connect", self.endpoint, "ZeroMQ", sock.close)
+            self._socket = sock
+        await self._socket.send_multipart(frames)
+
+    async def receive(self, timeout: float) -> list[bytes] | None:
+        """The next answer, or None (and the socket abandoned) after `timeout` s of silence."""
+        assert self._socket is not None, "receive before send"
+        if not await self._socket.poll(int(timeout * 1000), zmq.POLLIN):
+            self.reset()
+            return None
+        return await self._socket.recv_multipart()
+
+    def reset(self) -> None:
+        if self._socket is not None:
+            self._socket.close(0)
+            self._socket = None
+
+    def close(self) -> None:
+        self.reset()
+
+
+def ask(endpoint: str, request: bytes, timeout: float, security: Security = PLAIN) -> bytes:
+    """Send one request to a Router and wait for its one-frame answer (blocking; for `ctl`)."""
+    sock = context().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.ipv6 = "[" in endpoint
+    try:
+        security.connect(sock)
+        _attach(sock, "connect", endpoint, "control", lambda: None)
+        sock.send(request)
+        if not sock.poll(int(timeout * 1000)):
+            raise StartupError(f"no answer from {endpoint} within {timeout:g} s")
+        return sock.recv()
+    finally:
+        sock.close()

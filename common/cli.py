@@ -7,6 +7,7 @@ exits with status 2, a start-up failure (port in use, unwritable file) with stat
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -15,16 +16,24 @@ from typing import Any, NoReturn
 
 import click
 
-from common.bus import Security, parse_endpoint
+from common.bus import DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security, parse_endpoint
 from common.errors import StartupError
 from common.logs import LEVELS
+from common.metrics import ANY_PORT
 
-DEFAULT_ZMQ_PUB = "tcp://127.0.0.1:5556"
-DEFAULT_ZMQ_REPLAY = "tcp://127.0.0.1:5557"
-DEFAULT_ZMQ_CONTROL = "tcp://127.0.0.1:5558"
+# Old environment variables that still work, with a warning, until they are removed.
+DEPRECATED_ENV = {"STREAM_ZMQ_REPLAY": "STREAM_ZMQ_CATCHUP"}
 
 
-def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def option(name: str, envvar: str | None, *decls: str, **kwargs: Any) -> Callable[..., Any]:
+    """A click option with its environment variable and default shown in --help."""
+    kwargs.setdefault("show_default", kwargs.get("default") is not None)
+    return click.option(name, *decls, envvar=envvar, show_envvar=envvar is not None, **kwargs)
+
+
+def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
     try:
         parse_endpoint(value)
     except ValueError as exc:
@@ -33,54 +42,98 @@ def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str) -> s
 
 
 def zmq_pub_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
+    return option(
         "--zmq-pub",
-        envvar="STREAM_ZMQ_PUB",
-        default=DEFAULT_ZMQ_PUB,
-        show_default=True,
-        show_envvar=True,
+        "STREAM_ZMQ_PUB",
+        default=DEFAULT_PUB,
         callback=_check_endpoint,
         help="ZeroMQ endpoint the producer binds and the logger and broadcaster connect to.",
     )(func)
 
 
-def zmq_replay_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--zmq-replay",
-        envvar="STREAM_ZMQ_REPLAY",
-        default=DEFAULT_ZMQ_REPLAY,
-        show_default=True,
-        show_envvar=True,
+def _replay_alias(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        click.echo(f"{ctx.info_name}: warning: --zmq-replay is deprecated; use --zmq-catchup", err=True)
+        ctx.meta["zmq_replay"] = _check_endpoint(ctx, param, value)
+
+
+def zmq_catchup_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--zmq-catchup, and the old --zmq-replay (hidden; it warns); read with `catchup_from`."""
+    func = click.option(
+        "--zmq-replay", hidden=True, expose_value=False, is_eager=True, callback=_replay_alias
+    )(func)
+    return option(
+        "--zmq-catchup",
+        "STREAM_ZMQ_CATCHUP",
+        default=DEFAULT_CATCHUP,
         callback=_check_endpoint,
         help="ZeroMQ endpoint where the producer answers requests for missed samples.",
     )(func)
 
 
+def catchup_from(ctx: click.Context, value: str) -> str:
+    """The catch-up endpoint given, the deprecated --zmq-replay winning if it was used."""
+    return ctx.meta.get("zmq_replay") or value
+
+
 def zmq_control_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
+    return option(
         "--zmq-control",
-        envvar="STREAM_ZMQ_CONTROL",
-        default=DEFAULT_ZMQ_CONTROL,
-        show_default=True,
-        show_envvar=True,
+        "STREAM_ZMQ_CONTROL",
+        default=DEFAULT_CONTROL,
         callback=_check_endpoint,
         help="ZeroMQ endpoint where the producer takes control commands (python -m producer ctl).",
     )(func)
 
 
+def ready_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return option(
+        "--ready-file",
+        "STREAM_READY_FILE",
+        help="Write this JSON file (endpoints, ports, pid) once serving; {instance} in the path "
+        "becomes the instance name (honcho's producer.2, or the process name).",
+    )(func)
+
+
+class _MetricsPort(click.ParamType):
+    name = "port|any"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "any":
+            return ANY_PORT
+        try:
+            port = int(value)
+        except ValueError:
+            port = -1
+        if not 0 <= port <= 65535:
+            self.fail(f"{value!r}: expected a port 0-65535 (0: off) or 'any'", param, ctx)
+        return port
+
+
+def metrics_port_option(envvar: str) -> Callable[..., Any]:
+    return option(
+        "--metrics-port",
+        envvar,
+        default=0,
+        type=_MetricsPort(),
+        help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off; any: a free port, "
+        "written to the ready file).",
+    )
+
+
 def security_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--curve-dir and --allow-insecure; turn them into a Security with `security_from`."""
-    func = click.option(
+    func = option(
         "--allow-insecure",
-        envvar="STREAM_ZMQ_ALLOW_INSECURE",
+        "STREAM_ZMQ_ALLOW_INSECURE",
         is_flag=True,
-        show_envvar=True,
         help="Allow binding ZeroMQ beyond this machine without CURVE encryption.",
     )(func)
-    return click.option(
+    return option(
         "--curve-dir",
-        envvar="STREAM_ZMQ_CURVE_DIR",
-        show_envvar=True,
+        "STREAM_ZMQ_CURVE_DIR",
         type=click.Path(exists=True, file_okay=False, path_type=Path),
         help="Keys directory ('python -m producer keys'): encrypt and authenticate ZeroMQ.",
     )(func)
@@ -91,12 +144,10 @@ def security_from(curve_dir: Path | None, allow_insecure: bool) -> Security:
 
 
 def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
+    return option(
         "--log-level",
-        envvar="STREAM_LOG_LEVEL",
+        "STREAM_LOG_LEVEL",
         default="INFO",
-        show_default=True,
-        show_envvar=True,
         type=click.Choice(LEVELS, case_sensitive=False),
         help="Logging threshold.",
     )(func)
@@ -118,8 +169,17 @@ def fail(prog: str, message: str, status: int) -> NoReturn:
     sys.exit(status)
 
 
+def _deprecated_env(prog: str) -> None:
+    """Honour old variable names (with a warning) where the new one is not set."""
+    for old, new in DEPRECATED_ENV.items():
+        if old in os.environ:
+            print(f"{prog}: warning: {old} is deprecated; use {new}", file=sys.stderr)
+            os.environ.setdefault(new, os.environ[old])
+
+
 def main(command: click.Command, prog: str) -> NoReturn:
     """Run a click command the way every process's `__main__` does."""
+    _deprecated_env(prog)
     try:
         # Without standalone mode, click returns (not raises) the status of Exit(n).
         status = command.main(prog_name=prog, standalone_mode=False)

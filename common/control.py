@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5558"
 COMMANDS = ("status", "inject", "rate", "pause", "resume")
 MAX_REQUEST_BYTES = 64 * 1024
 

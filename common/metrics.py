@@ -46,13 +46,28 @@ def exposition(reg: CollectorRegistry) -> bytes:
     return generate_latest(reg)
 
 
-def serve(port: int, reg: CollectorRegistry, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on its own port (producer and logger); 0 means off."""
-    if not port:
-        return
-    try:
-        start_http_server(port, addr=host, registry=reg)
-    except OSError as exc:
-        raise StartupError(
-            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
-        ) from None
+ANY_PORT = -1  # `--metrics-port any`: a free port, reported in the ready file
+
+
+class MetricsServer:
+    """/metrics on a port of its own (producer and logger), in a thread; `port` is the bound one."""
+
+    def __init__(self, port: int, reg: CollectorRegistry, host: str = "127.0.0.1") -> None:
+        try:
+            self._server, self._thread = start_http_server(
+                max(port, 0), addr=host, registry=reg
+            )
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        self.port: int = self._server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve(port: int, reg: CollectorRegistry) -> MetricsServer | None:
+    """Serve /metrics on `port` (ANY_PORT: a free one); 0 means off."""
+    return MetricsServer(port, reg) if port else None

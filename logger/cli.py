@@ -8,12 +8,16 @@ from pathlib import Path
 import click
 
 from common.cli import (
+    catchup_from,
     duration,
     log_level_option,
+    metrics_port_option,
+    option,
+    ready_file_option,
     security_from,
     security_options,
+    zmq_catchup_option,
     zmq_pub_option,
-    zmq_replay_option,
 )
 from common.logs import setup_logging
 from common.signals import stop_on_signals
@@ -39,68 +43,51 @@ def _fsync(value: str) -> float | None:
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
-@zmq_replay_option
+@zmq_catchup_option
 @security_options
-@click.option(
+@option(
     "--csv",
-    envvar="STREAM_CSV",
+    "STREAM_CSV",
     default="data/stream_log.csv",
-    show_default=True,
-    show_envvar=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="CSV file to append to (created with its header if missing).",
 )
-@click.option(
+@option(
     "--flush-interval",
-    envvar="STREAM_FLUSH_INTERVAL",
+    "STREAM_FLUSH_INTERVAL",
     default=0.5,
-    show_default=True,
-    show_envvar=True,
     type=click.FloatRange(0.01, 60),
     help="Longest time, in seconds, a received sample waits before it is written.",
 )
-@click.option(
+@option(
     "--fsync",
-    envvar="STREAM_FSYNC",
+    "STREAM_FSYNC",
     default="1",
-    show_default=True,
-    show_envvar=True,
     callback=lambda ctx, param, value: _fsync(value),
     help="When to make writes durable: always (every write), never, or every N seconds.",
 )
-@click.option(
+@option(
     "--rotate-mb",
-    envvar="STREAM_ROTATE_MB",
+    "STREAM_ROTATE_MB",
     default=0.0,
-    show_default=True,
-    show_envvar=True,
     type=click.FloatRange(0, 1_000_000),
     help="Start a new file when the CSV would pass this size (0: never).",
 )
-@click.option(
+@option(
     "--rotate-every",
-    envvar="STREAM_ROTATE_EVERY",
+    "STREAM_ROTATE_EVERY",
     default="0",
-    show_default=True,
-    show_envvar=True,
     callback=duration,
     help="Start a new file this often, e.g. 1h or 1d (0: never).",
 )
-@click.option(
-    "--metrics-port",
-    envvar="STREAM_LOGGER_METRICS_PORT",
-    default=0,
-    show_default=True,
-    show_envvar=True,
-    type=click.IntRange(0, 65535),
-    help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off).",
-)
+@metrics_port_option("STREAM_LOGGER_METRICS_PORT")
+@ready_file_option
 @log_level_option
 @click.pass_context
 def main(
     ctx: click.Context,
     zmq_pub: str,
-    zmq_replay: str,
+    zmq_catchup: str,
     curve_dir: Path | None,
     allow_insecure: bool,
     csv: Path,
@@ -109,6 +96,7 @@ def main(
     rotate_mb: float,
     rotate_every: float,
     metrics_port: int,
+    ready_file: str | None,
     log_level: str,
 ) -> None:
     """Subscribe to the samples and append every one of them to a CSV file."""
@@ -117,7 +105,7 @@ def main(
     setup_logging(log_level)
     config = LoggerConfig(
         zmq_pub=zmq_pub,
-        zmq_replay=zmq_replay,
+        zmq_catchup=catchup_from(ctx, zmq_catchup),
         security=security_from(curve_dir, allow_insecure),
         csv=csv,
         flush_interval=flush_interval,
@@ -125,6 +113,7 @@ def main(
         rotate_bytes=int(rotate_mb * 1024 * 1024),
         rotate_seconds=rotate_every,
         metrics_port=metrics_port,
+        ready_file=ready_file,
     )
     asyncio.run(_run(config))
 

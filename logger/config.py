@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.bus import Security
+from common.bus import DEFAULT_CATCHUP, DEFAULT_PUB, Security
 
 
 @dataclass(frozen=True)
 class LoggerConfig:
-    zmq_pub: str = "tcp://127.0.0.1:5556"
-    zmq_replay: str = "tcp://127.0.0.1:5557"  # the producer's history, for missed samples
+    zmq_pub: str = DEFAULT_PUB
+    zmq_catchup: str = DEFAULT_CATCHUP  # the producer's history, for missed samples
     security: Security = Security()
     csv: Path = Path("data/stream_log.csv")
     flush_interval: float = 0.5  # seconds a received sample may wait before it is written
@@ -21,4 +21,5 @@ class LoggerConfig:
     rotate_bytes: int = 0  # start a new file past this size; 0: never
     rotate_seconds: float = 0  # start a new file this often; 0: never
     stats_interval: float = 60.0
-    metrics_port: int = 0  # serve Prometheus /metrics on 127.0.0.1:PORT; 0: off
+    metrics_port: int = 0  # serve Prometheus /metrics on 127.0.0.1:PORT; 0: off; -1: any
+    ready_file: str | None = None  # written once serving (common.ready)

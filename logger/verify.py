@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from common.schema import COLUMNS, CSV_HEADER
-from logger.recovery import gaps_path
+from logger.files import gaps_path
 
 
 @dataclass

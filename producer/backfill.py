@@ -22,7 +22,7 @@ from common.errors import StartupError
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import WindowTracker, windows_path
 from producer.series import Series
-from producer.sim import SimSource
+from producer.sources.sim import SimSource
 
 ROWS_PER_CHUNK = 200_000
 

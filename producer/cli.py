@@ -18,18 +18,23 @@ from typing import Any
 import click
 
 from common.cli import (
+    catchup_from,
     duration,
     log_level_option,
+    metrics_port_option,
+    option,
+    ready_file_option,
     security_from,
     security_options,
+    zmq_catchup_option,
     zmq_control_option,
     zmq_pub_option,
-    zmq_replay_option,
 )
 from common.logs import setup_logging
 from common.schema import METRICS
 from common.signals import stop_on_signals
-from producer import anomalies, service
+from producer import service
+from producer.model import anomalies
 from producer.config import SOURCES, ProducerConfig
 
 
@@ -62,44 +67,39 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
         raise click.BadParameter(str(exc)) from None
 
 
-def _option(name: str, envvar: str, *decls: str, **kwargs: Any) -> Callable[..., Any]:
-    return click.option(name, *decls, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
-
-
 def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options that shape the simulated data, shared by live publishing and backfill."""
     for decorator in reversed(
         [
-            _option(
+            option(
                 "--rate",
                 "STREAM_RATE",
                 default=1.0,
                 type=click.FloatRange(0, 1000, min_open=True),
                 help="Samples per second, per device (per simulated second with --speed).",
             ),
-            _option(
+            option(
                 "--devices",
                 "STREAM_DEVICES",
                 default=1,
                 type=click.IntRange(1, 100_000),
                 help="Number of simulated devices (host-01, host-02, ...).",
             ),
-            click.option(
+            option(
                 "--seed",
-                envvar="STREAM_SEED",
-                show_envvar=True,
+                "STREAM_SEED",
                 default=None,
                 type=click.IntRange(0, 2**63 - 1),
                 help="Random seed; the same seed gives the same data. [default: random]",
             ),
-            _option(
+            option(
                 "--anomaly-rate",
                 "STREAM_ANOMALY_RATE",
                 default=4.0,
                 type=click.FloatRange(0, anomalies.MAX_RATE_PER_HOUR),
                 help="Anomalies per device per hour (0 turns them off).",
             ),
-            _option(
+            option(
                 "--anomaly-kinds",
                 "STREAM_ANOMALY_KINDS",
                 default="all",
@@ -113,7 +113,7 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@_option(
+@option(
     "--source",
     "STREAM_SOURCE",
     default="sim",
@@ -122,10 +122,10 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
 )
 @_simulation_options
 @zmq_pub_option
-@zmq_replay_option
+@zmq_catchup_option
 @zmq_control_option
 @security_options
-@_option(
+@option(
     "--history",
     "STREAM_HISTORY",
     "history_s",
@@ -133,61 +133,54 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     type=click.FloatRange(0, 86_400),
     help="Seconds of published samples kept for subscribers that missed them.",
 )
-@_option(
+@option(
     "--history-mb",
     "STREAM_HISTORY_MB",
     default=256,
     type=click.IntRange(1, 65_536),
     help="Memory bound of that history, in MiB.",
 )
-@_option(
+@option(
     "--state",
     "STREAM_STATE",
     default="data/producer_state.json",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where the series (seed, tick grid, seq numbers) is kept across restarts.",
 )
-@click.option(
+@option(
     "--start",
-    envvar="STREAM_START",
-    show_envvar=True,
+    "STREAM_START",
     callback=_start,
     help="Simulated time of the first sample, e.g. 2025-08-03T14:00:00 (UTC). [default: now]",
 )
-@_option(
+@option(
     "--speed",
     "STREAM_SPEED",
     default=1.0,
     type=click.FloatRange(0, 1_000_000, min_open=True),
     help="Simulated seconds per wall second (3600: an hour per second); replay pace too.",
 )
-@click.option(
+@option(
     "--replay-file",
-    envvar="STREAM_REPLAY_FILE",
-    show_envvar=True,
+    "STREAM_REPLAY_FILE",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CSV to replay: our own log, or timestamp,value (NAB).",
 )
-@_option(
+@option(
     "--replay-loop/--no-replay-loop",
     "STREAM_REPLAY_LOOP",
     default=False,
     help="Start the replay over when it ends.",
 )
-@_option(
+@option(
     "--replay-metric",
     "STREAM_REPLAY_METRIC",
     default="cpu",
     type=click.Choice(METRICS),
     help="Metric that the value column of a timestamp,value file becomes.",
 )
-@_option(
-    "--metrics-port",
-    "STREAM_PRODUCER_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    help="Serve Prometheus /metrics on 127.0.0.1:PORT (0: off).",
-)
+@metrics_port_option("STREAM_PRODUCER_METRICS_PORT")
+@ready_file_option
 @log_level_option
 @click.pass_context
 def main(ctx: click.Context, log_level: str, **options: Any) -> None:
@@ -198,6 +191,7 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     options["start_ms"] = options.pop("start")
     options["history_bytes"] = options.pop("history_mb") * 1024 * 1024
     options["security"] = security_from(options.pop("curve_dir"), options.pop("allow_insecure"))
+    options["zmq_catchup"] = catchup_from(ctx, options["zmq_catchup"])
     config = ProducerConfig(**options)
     asyncio.run(_run(config))
 
@@ -310,7 +304,7 @@ def ctl(
 
 
 def _send(ctx: click.Context, request: dict[str, Any]) -> None:
-    from producer.control_client import ask
+    from producer.control.client import ask
 
     endpoint, security, timeout = ctx.obj
     reply = ask(endpoint, request, timeout, security)

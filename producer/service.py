@@ -9,16 +9,15 @@ from contextlib import ExitStack
 
 from common import metrics
 from common.bus import Publisher
-from common.errors import StartupError
 from common.metrics import Figure
+from common.ready import Readiness
 from common.signals import wait_or_stop
-from producer import series as series_store
 from producer.config import ProducerConfig
-from producer.control_server import ControlServer
-from producer.controller import Controller
-from producer.history import History
-from producer.history_server import HistoryServer
-from producer.source import Source
+from producer.control.server import ControlServer
+from producer.control.controller import Controller
+from producer.catchup.history import History
+from producer.catchup.server import CatchupServer
+from producer.sources import Source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -28,87 +27,40 @@ _MIN_SLEEP_S = 0.001  # at very high tick rates, publish several ticks per wake-
 _PRECISE_S = 0.002
 
 
-def open_source(config: ProducerConfig, now_ms: float) -> Source:
-    """The configured source, positioned at the first tick due from now."""
-    if config.source == "sim":
-        from producer.sim import SimSource
-
-        series, continued = series_store.resume_or_start(
-            config.state,
-            config.seed,
-            config.devices,
-            config.rate,
-            now_ms,
-            speed=config.speed,
-            start_ms=config.start_ms,
-        )
-        _log_series(continued)
-        return SimSource(
-            series,
-            config.anomaly_rate,
-            config.anomaly_kinds,
-            first_tick=series.tick_due_at_or_after(now_ms),
-            max_lag_s=config.max_lag,
-        )
-    if config.source == "live":
-        from producer.live import LiveSource
-
-        if config.devices != 1:
-            raise StartupError(
-                f"the live source has one device (this machine), got --devices {config.devices}"
-            )
-        series, continued = series_store.resume_or_start(
-            config.state, 0, 1, config.rate, now_ms, source="live"
-        )
-        _log_series(continued)
-        return LiveSource(series, first_tick=series.tick_due_at_or_after(now_ms))
-    from producer import replay  # pandas, only needed here
-
-    if config.replay_file is None:
-        raise StartupError("the replay source needs --replay-file (STREAM_REPLAY_FILE)")
-    recording = replay.load(config.replay_file, config.replay_metric)
-    series, _ = series_store.resume_or_start(
-        config.state,
-        0,
-        recording.distinct_devices,
-        recording.max_rate(config.speed) / config.speed,
-        now_ms + replay.GRACE_MS,
-        speed=config.speed,
-        source="replay",
-        fresh=True,
-    )
-    return replay.ReplaySource(recording, series, config.replay_loop, config.replay_file)
-
-
-def _log_series(continued: bool) -> None:
-    if continued:
-        log.info("continuing series saved in the state file")
-    else:
-        log.info("starting a new series")
-
-
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     """Publish until `stop` is set. Raises StartupError if the source or an endpoint is unusable."""
     with ExitStack() as cleanup:  # closes, in reverse order, whatever was opened
         history = History(config.history_s, config.history_bytes)
         publisher = Publisher(config.zmq_pub, security=config.security)
         cleanup.callback(publisher.close)
-        history_server = HistoryServer(config.zmq_replay, history, config.security)
-        cleanup.callback(history_server.close)
+        catchup_server = CatchupServer(config.zmq_catchup, history, config.security)
+        cleanup.callback(catchup_server.close)
         source = open_source(config, time.time() * 1000)
         source.prefetch()
         controller = Controller(config, source)
         control_server = ControlServer(config.zmq_control, controller, config.security)
         cleanup.callback(control_server.close)
-        metrics.serve(config.metrics_port, metrics.registry(lambda: _figures(controller, history)))
+        scrape = metrics.serve(
+            config.metrics_port, metrics.registry(lambda: _figures(controller, history))
+        )
+        if scrape is not None:
+            cleanup.callback(scrape.close)
         log.info(
-            "%s; publishing on %s, replay on %s, control on %s",
+            "%s; publishing on %s, catch-up on %s, control on %s",
             source.describe(),
             publisher.endpoint,
-            history_server.endpoint,
+            catchup_server.endpoint,
             control_server.endpoint,
         )
-        servers = [asyncio.create_task(s.serve(stop)) for s in (history_server, control_server)]
+        ready = Readiness(config.ready_file, "producer")
+        ready.announce(
+            pub=publisher.endpoint,
+            catchup=catchup_server.endpoint,
+            control=control_server.endpoint,
+            metrics_port=scrape.port if scrape else 0,
+        )
+        cleanup.callback(ready.withdraw)
+        servers = [asyncio.create_task(s.serve(stop)) for s in (catchup_server, control_server)]
         try:
             await _publish(config, source, publisher, history, controller, stop)
         finally:
@@ -124,7 +76,7 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
 async def _sleep_until(due: float, stop: asyncio.Event) -> bool:
     """Sleep until `due` (epoch s), or less if stopped; True if stopped.
 
-    Always yields to the event loop once, so the replay and control servers are served
+    Always yields to the event loop once, so the catch-up and control servers are served
     even when every tick is already due.
     """
     delay = due - time.time()
@@ -142,8 +94,8 @@ def _figures(controller: Controller, history: History) -> list[Figure]:
         Figure("samples_published", "Samples published", controller.published, True),
         Figure("last_seq", "Seq of the last sample published", controller.last_seq),
         Figure("paused", "1 while paused by ctl", int(controller.paused)),
-        Figure("history_rows", "Samples kept for replay", history.rows),
-        Figure("replay_requests", "Replay requests answered", history.requests, True),
+        Figure("history_rows", "Samples kept for catch-up", history.rows),
+        Figure("catchup_requests", "Catch-up requests answered", history.requests, True),
     ]
 
 

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -23,10 +23,19 @@ REPO = Path(__file__).resolve().parent.parent
 class Proc:
     """A running `python -m <module>`, its stderr collected line by line in a thread."""
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        ready_file: Path | None = None,
+    ) -> None:
         full_env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+        full_env.pop("HONCHO_PROCESS_NAME", None)
         full_env.update(env or {})
         self.args = args
+        self.ready_file = ready_file
+        self.info: dict = {}
         self.popen = subprocess.Popen(
             [sys.executable, *args],
             cwd=cwd,
@@ -69,6 +78,25 @@ class Proc:
                     )
                 self._changed.wait(min(remaining, 0.2))
 
+    def ready(self, timeout: float = 20.0) -> dict:
+        """What the process wrote to its ready file (endpoints, ports), once it is serving."""
+        assert self.ready_file is not None, f"{self.args} was started without a ready file"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = json.loads(self.ready_file.read_text())
+                if info.get("pid") == self.popen.pid:
+                    self.info = info
+                    return info
+            except (OSError, ValueError):
+                pass  # not there yet (it is replaced atomically, never half-written)
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{self.args}: not ready within {timeout}s; exit={self.popen.poll()}; "
+                    "stderr:\n" + "\n".join(self.lines[-30:])
+                )
+            time.sleep(0.02)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
         """Send `sig`, wait for exit; return (exit code, seconds taken). Kills on timeout."""
         start = time.monotonic()
@@ -92,15 +120,23 @@ class Proc:
 
 @dataclass
 class Pipeline:
-    """Endpoints of a running pipeline and a way to start more processes against it."""
+    """A pipeline in a temp dir: every endpoint an ipc socket there, every port chosen by the
+    kernel and read back from the processes' ready files, so nothing on the machine (a
+    running `honcho start`, another test run) can collide with it."""
 
     cwd: Path
-    zmq: str
-    procs: list[Proc]
+    procs: list[Proc] = field(default_factory=list)
     ws_url: str = ""
 
+    def __post_init__(self) -> None:
+        self.zmq = f"ipc://{self.cwd}/samples.sock"
+        self.catchup = f"ipc://{self.cwd}/catchup.sock"
+        self.control = f"ipc://{self.cwd}/control.sock"
+
     def start(self, module: str, *args: str, env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(["-m", module, *args], self.cwd, env)
+        """`python -m module args` with a ready file of its own (not waited for)."""
+        ready = self.cwd / "ready" / f"{module}-{len(self.procs)}.json"
+        proc = Proc(["-m", module, "--ready-file", str(ready), *args], self.cwd, env, ready)
         self.procs.append(proc)
         return proc
 
@@ -109,31 +145,48 @@ class Pipeline:
         self.procs.append(proc)
         return proc
 
-    @property
-    def replay(self) -> str:
-        return f"ipc://{self.cwd}/replay.sock"
-
-    def producer(self, *args: str) -> Proc:
-        proc = self.start("producer", "--zmq-pub", self.zmq, "--zmq-replay", self.replay, *args)
-        proc.wait_for(r"publishing on")
+    def producer(self, *args: str, env: dict[str, str] | None = None) -> Proc:
+        """A producer on this pipeline's endpoints (later `args` win), once it is publishing."""
+        proc = self.start(
+            "producer",
+            *("--zmq-pub", self.zmq, "--zmq-catchup", self.catchup),
+            *("--zmq-control", self.control),
+            *args,
+            env=env,
+        )
+        proc.ready()
         return proc
 
-    def logger(self, *args: str) -> Proc:
-        proc = self.start("logger", "--zmq-pub", self.zmq, "--zmq-replay", self.replay, *args)
-        proc.wait_for(r"appending to")
+    def logger(self, *args: str, env: dict[str, str] | None = None) -> Proc:
+        """A logger on this pipeline's endpoints, once it is logging."""
+        proc = self.start(
+            "logger", "--zmq-pub", self.zmq, "--zmq-catchup", self.catchup, *args, env=env
+        )
+        proc.ready()
         return proc
 
-    def broadcaster(self, *args: str) -> Proc:
-        proc = self.start("broadcaster", "--zmq-pub", self.zmq, "--ws-port", "0", *args)
-        port = proc.wait_for(r"listening on ws://127\.0\.0\.1:(\d+)").group(1)
-        self.ws_url = f"ws://127.0.0.1:{port}"
+    def broadcaster(self, *args: str, env: dict[str, str] | None = None) -> Proc:
+        """A broadcaster on a free port, once it is listening; sets `ws_url`."""
+        proc = self.start("broadcaster", "--zmq-pub", self.zmq, "--ws-port", "0", *args, env=env)
+        self.ws_url = proc.ready()["url"].rstrip("/")
         return proc
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        """`python -m producer ctl ARGS` against this pipeline's producer."""
+        return subprocess.run(
+            [sys.executable, "-m", "producer", "ctl", "--zmq-control", self.control, *args],
+            cwd=self.cwd,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
 
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
-    """An empty pipeline in a temp dir, bound to an ipc endpoint there; all stopped at the end."""
-    pipe = Pipeline(cwd=tmp_path, zmq=f"ipc://{tmp_path}/samples.sock", procs=[])
+    """An empty pipeline in a temp dir; every process it started is killed at the end."""
+    pipe = Pipeline(cwd=tmp_path)
     yield pipe
     for proc in pipe.procs:
         proc.kill()

@@ -8,7 +8,7 @@ import pytest
 
 from common.schema import ANOMALY_KINDS, METRICS
 from producer.series import Series
-from producer.sim import SimSource
+from producer.sources.sim import SimSource
 
 START_MS = 1_754_179_200_000  # 2025-08-03 00:00:00 UTC
 

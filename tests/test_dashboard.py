@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -10,18 +9,23 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from contextlib import ExitStack
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
 from websockets.sync.client import connect
 
 from conftest import REPO, Pipeline, wait_until
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = "/usr/bin/chromium"  # Debian package chromium
+CHROMEDRIVER = "/usr/bin/chromedriver"  # Debian package chromium-driver, same source package
 SCREENSHOTS = Path(os.environ.get("STREAM_SCREENSHOTS", tempfile.gettempdir()))
 
 
@@ -44,6 +48,7 @@ def free_port() -> int:
 
 
 def test_healthz_follows_the_freshness_of_samples(pipeline: Pipeline):
+    """/healthz answers 200 "ok" while samples flow and 503 "stale" once the producer stops."""
     producer = pipeline.producer("--rate", "10")
     pipeline.broadcaster("--stale-after", "1")
     wait_until(lambda: get(http(pipeline) + "/healthz")[0] == 200, timeout=10)
@@ -55,6 +60,7 @@ def test_healthz_follows_the_freshness_of_samples(pipeline: Pipeline):
 
 
 def test_metrics_of_all_three_processes(pipeline: Pipeline):
+    """Producer, logger and broadcaster each serve their Prometheus metrics over HTTP."""
     producer_port, logger_port = free_port(), free_port()
     pipeline.producer("--rate", "10", "--metrics-port", str(producer_port))
     pipeline.logger("--metrics-port", str(logger_port), "--flush-interval", "0.1")
@@ -75,7 +81,7 @@ def test_metrics_of_all_three_processes(pipeline: Pipeline):
         assert name in text, name
     produced = get(f"http://127.0.0.1:{producer_port}/metrics")[1].decode()
     assert (
-        "stream_samples_published_total" in produced and "stream_replay_requests_total" in produced
+        "stream_samples_published_total" in produced and "stream_catchup_requests_total" in produced
     )
     wait_until(
         lambda: (
@@ -89,6 +95,7 @@ def test_metrics_of_all_three_processes(pipeline: Pipeline):
 
 
 def test_dashboard_page_is_served_and_self_contained(pipeline: Pipeline):
+    """The dashboard page is served as HTML with no external URLs, and other paths are 404."""
     pipeline.producer("--rate", "5")
     pipeline.broadcaster()
     status, body, kind = get(http(pipeline) + "/")
@@ -100,106 +107,93 @@ def test_dashboard_page_is_served_and_self_contained(pipeline: Pipeline):
     assert get(http(pipeline) + "/nope.html")[0] == 404
 
 
-class Browser:
-    """Headless Chromium driven over the DevTools protocol (with the websockets library)."""
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
+    """Headless Debian chromium under Selenium, with a fresh profile; always quit at the end.
 
-    def __init__(self, url: str, profile: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                f"--remote-debugging-port={self.port}",
-                "--window-size=1200,900",
-                url,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self._ready, timeout=30)
-        pages = json.loads(get(f"http://127.0.0.1:{self.port}/json")[1])
-        target = next(p for p in pages if p["type"] == "page")
-        self._stack = ExitStack()
-        self.ws = self._stack.enter_context(
-            connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
-        )
-        self.next_id = 0
-
-    def _ready(self) -> bool:
-        try:
-            return get(f"http://127.0.0.1:{self.port}/json/version")[0] == 200
-        except OSError:
-            return False
-
-    def call(self, method: str, **params) -> dict:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            reply = json.loads(self.ws.recv(timeout=30))
-            if reply.get("id") == self.next_id:
-                return reply.get("result", {})
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result.get("result", {}).get("value")
-
-    def close(self) -> None:
-        self._stack.close()
-        self.proc.kill()
-        self.proc.wait(10)
+    Selenium drives Debian's chromium through Debian's chromedriver: both come from the same
+    Debian source package, so their protocol versions always match, and selenium itself is
+    pure Python from PyPI. Both paths are explicit, so Selenium Manager never downloads.
+    """
+    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: no Selenium Manager downloads
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        # Without these, the closed network refuses many connections.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,900",
+    ):
+        options.add_argument(flag)
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        driver.set_page_load_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
 
 
-@pytest.mark.skipif(not CHROMIUM, reason="needs Chromium (Debian package chromium)")
-def test_dashboard_in_a_real_browser(pipeline: Pipeline, tmp_path: Path):
+def js(driver: WebDriver, expression: str):
+    """The value of a JavaScript expression in the page."""
+    return driver.execute_script(f"return {expression};")
+
+
+@pytest.mark.skipif(
+    not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium and chromium-driver)",
+)
+def test_dashboard_in_a_real_browser(pipeline: Pipeline, browser: WebDriver):
     """Charts fill and update; an injected anomaly shows up shaded; a screenshot is saved."""
     control = f"ipc://{pipeline.cwd}/control.sock"
     pipeline.producer(
         "--rate", "10", "--devices", "2", "--anomaly-rate", "0", "--zmq-control", control
     )
     pipeline.broadcaster()
-    browser = Browser(http(pipeline) + "/", tmp_path / "profile")
-    try:
-        wait_until(lambda: (browser.evaluate("window.dashboard.samples") or 0) > 20, timeout=20)
-        first = browser.evaluate("window.dashboard.samples")
-        time.sleep(1.5)
-        assert browser.evaluate("window.dashboard.samples") > first  # live updates
-        assert browser.evaluate("window.dashboard.connected") is True
-        assert browser.evaluate("document.getElementById('device').options.length") == 2
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "producer",
-                "ctl",
-                "--zmq-control",
-                control,
-                "inject",
-                "incident",
-                "--device",
-                "host-01",
-                "--duration",
-                "20s",
-            ],
-            env={"PYTHONPATH": str(REPO)},
-            check=True,
-            capture_output=True,
-            timeout=20,
-        )
-        wait_until(
-            lambda: "incident" in (browser.evaluate("window.dashboard.shaded") or []), timeout=15
-        )
-        time.sleep(2)
-        shot = browser.call("Page.captureScreenshot", format="png")["data"]
-        path = SCREENSHOTS / "dashboard.png"
-        path.write_bytes(base64.b64decode(shot))
-        print(f"dashboard screenshot: {path}", file=sys.stderr)
-    finally:
-        browser.close()
+    browser.get(http(pipeline) + "/")
+    wait = WebDriverWait(browser, timeout=20, poll_frequency=0.1)
+    wait.until(lambda d: (js(d, "window.dashboard.samples") or 0) > 20, "charts did not fill")
+    first = js(browser, "window.dashboard.samples")
+    wait.until(lambda d: js(d, "window.dashboard.samples") > first, "no live updates")
+    assert js(browser, "window.dashboard.samples") > first  # live updates
+    assert js(browser, "window.dashboard.connected") is True
+    assert js(browser, "document.getElementById('device').options.length") == 2
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "ctl",
+            "--zmq-control",
+            control,
+            "inject",
+            "incident",
+            "--device",
+            "host-01",
+            "--duration",
+            "20s",
+        ],
+        env={"PYTHONPATH": str(REPO)},
+        check=True,
+        capture_output=True,
+        timeout=20,
+    )
+    WebDriverWait(browser, timeout=15, poll_frequency=0.1).until(
+        lambda d: "incident" in (js(d, "window.dashboard.shaded") or []),
+        "the injected incident was not shaded",
+    )
+    # Let the shaded band grow to ~2 s (20 samples of each of the 2 devices at 10/s) so it
+    # is plainly visible in the screenshot.
+    shaded_at = js(browser, "window.dashboard.samples")
+    wait.until(lambda d: js(d, "window.dashboard.samples") >= shaded_at + 40, "updates stopped")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / "dashboard.png"
+    assert browser.save_screenshot(str(path)), path
+    print(f"dashboard screenshot: {path}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from producer.model import Model, finish
+from producer.model.workload import Model, finish
 
 START_MS = 1_754_179_200_000  # 2025-08-03 00:00:00 UTC
 CPU, MEM, DISK, NET = range(4)

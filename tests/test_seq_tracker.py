@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common import schema
-from logger.recovery import SeqTracker
+from logger.seqs import SeqTracker
 
 
 class SortingTracker(SeqTracker):

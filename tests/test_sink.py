@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import StartupError
 from common.schema import CSV_HEADER
-from logger.sink import CsvSink
+from logger.files import CsvFile
 
 ROW = "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,{},,\n"
 
@@ -20,7 +20,7 @@ def rows(first: int, count: int) -> bytes:
 
 
 def write(path, text: bytes) -> None:
-    sink = CsvSink(path)
+    sink = CsvFile(path)
     sink.open()
     try:
         sink.write(text)
@@ -70,17 +70,17 @@ def test_foreign_header_is_refused(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("a,b,c\n1,2,3\n")
     with pytest.raises(StartupError, match="expected 'timestamp,cpu,mem"):
-        CsvSink(path).open()
+        CsvFile(path).open()
     assert path.read_text() == "a,b,c\n1,2,3\n"
 
 
 def test_second_writer_is_refused(tmp_path):
     path = tmp_path / "log.csv"
-    first = CsvSink(path)
+    first = CsvFile(path)
     first.open()
     try:
         with pytest.raises(StartupError, match="already being written"):
-            CsvSink(path).open()
+            CsvFile(path).open()
     finally:
         first.close()
     write(path, rows(0, 1))  # free again once the first one closed
@@ -90,13 +90,13 @@ def test_unwritable_location_is_a_startup_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(StartupError, match="cannot open CSV"):
-        CsvSink(blocker / "log.csv").open()
+        CsvFile(blocker / "log.csv").open()
 
 
 def test_failed_write_is_undone(tmp_path):
     """When the disk refuses part of a batch, the file still ends on a whole row."""
     path = tmp_path / "log.csv"
-    sink = CsvSink(path)
+    sink = CsvFile(path)
     sink.open()
     sink.write(rows(0, 2))
     good_size = path.stat().st_size
@@ -115,13 +115,15 @@ def test_failed_write_is_undone(tmp_path):
     assert pd.read_csv(path)["seq"].tolist() == [0, 1, 2]
 
 
-def test_pending_rows_render_once_in_order_at_their_precision() -> None:
-    """The logger keeps records and renders them when it writes: same text, same order,
-    each run of batches at one timestamp precision rendered as one."""
+def test_log_sink_writes_rows_in_order_at_their_precision_across_a_failed_write(tmp_path):
+    """LogSink renders pending records when it writes: the same text in the same order, each
+    batch at its own timestamp precision, and a write the disk refuses keeps every row for
+    the next flush."""
     import numpy as np
 
     from common import render, schema
-    from logger.service import Pending
+    from logger.config import LoggerConfig
+    from logger.sink import LogSink
 
     def batch(first: int, n: int, precision: int) -> schema.Batch:
         rows = schema.empty_rows(n)
@@ -137,13 +139,23 @@ def test_pending_rows_render_once_in_order_at_their_precision() -> None:
         batch(103, 2, schema.MILLISECONDS),
         batch(105, 1, schema.SECONDS),
     ]
-    pending = Pending(max_rows=10_000)
+    path = tmp_path / "log.csv"
+    sink = LogSink(LoggerConfig(csv=path, fsync_seconds=None))
     for part in parts[:2]:
-        pending.add(part, [], 0.0)
-    first, _ = pending.take()  # as if this write failed: the rows stay pending
+        sink.write_batch(part)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 10, old_limit[1]))
+        assert sink.flush() is False  # the disk is full: nothing written, all kept
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert path.read_text() == CSV_HEADER + "\n" and sink.rows_pending == 103
     for part in parts[2:]:
-        pending.add(part, [], 0.0)
-    data, count = pending.take()
-    assert count == 106
+        sink.write_batch(part)
+    assert sink.flush() is True
+    sink.close()
+    data = path.read_bytes()[len(CSV_HEADER) + 1 :]
     assert data == b"".join(render.csv_rows(p) for p in parts)
-    assert data.startswith(first) and b".123," in data and data.count(b"\n") == 106
+    assert sink.rows_written == 106 and b".123," in data and data.count(b"\n") == 106

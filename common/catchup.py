@@ -1,9 +1,9 @@
-"""The replay protocol: how a subscriber asks the producer for samples it missed.
+"""The catch-up protocol: how a subscriber asks the producer for samples it missed.
 
 ZeroMQ PUB/SUB drops what a subscriber misses while it is down or slow. The producer
 keeps recent samples and answers on a ROUTER socket (the ZeroMQ Guide's "Clone" pattern):
 
-    request  [b"replay", JSON {"after": {device: last seq held}, "after_ts_ms": int}]
+    request  [b"catchup", JSON {"after": {device: last seq held}, "after_ts_ms": int}]
     reply    [b"batch", header, records] ...   (schema frames without the topic)
              [b"end", JSON {"oldest": {device: oldest seq kept}, "run_first": {...}}]
 
@@ -20,15 +20,14 @@ import json
 
 from common import schema
 
-REQUEST = b"replay"
+REQUEST = b"catchup"
 BATCH = b"batch"
 END = b"end"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"
 
 
 class ProtocolError(ValueError):
-    """A replay message that does not follow the protocol."""
+    """A catch-up message that does not follow the protocol."""
 
 
 def encode_request(after: dict[str, int], after_ts_ms: int) -> list[bytes]:
@@ -37,7 +36,7 @@ def encode_request(after: dict[str, int], after_ts_ms: int) -> list[bytes]:
 
 def decode_request(frames: list[bytes]) -> tuple[dict[str, int], int]:
     if len(frames) != 2 or frames[0] != REQUEST:
-        raise ProtocolError("expected [replay, json]")
+        raise ProtocolError("expected [catchup, json]")
     if len(frames[1]) > MAX_REQUEST_BYTES:
         raise ProtocolError("request too large")
     try:
@@ -73,6 +72,6 @@ def decode_reply(
             run_first = {str(k): int(v) for k, v in body["run_first"].items()}
             skipped = [(int(a), int(b)) for a, b in body.get("skipped", [])]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ProtocolError(f"malformed end of replay: {exc}") from None
+            raise ProtocolError(f"malformed end of catch-up: {exc}") from None
         return oldest, run_first, skipped
-    raise ProtocolError("unexpected replay message")
+    raise ProtocolError("unexpected catch-up message")

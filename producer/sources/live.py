@@ -11,7 +11,7 @@ import psutil
 
 from common import schema
 from producer.series import Series
-from producer.source import build_rows
+from producer.sources import build_rows
 
 
 def host_device_name() -> str:

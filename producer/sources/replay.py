@@ -16,7 +16,7 @@ import pandas as pd
 from common import schema
 from common.errors import StartupError
 from producer.series import Series
-from producer.source import build_rows
+from producer.sources import build_rows
 
 log = logging.getLogger(__name__)
 

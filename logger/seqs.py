@@ -1,34 +1,16 @@
-"""Completeness: the last seq written per device, duplicates dropped, gaps found and refilled.
+"""Which samples are new: the last seq written per device, duplicates dropped, jumps found.
 
-On start the logger reads the last seq of every device from its CSV's tail and asks the
-producer for what came after; while running, a jump in a device's seq makes it ask for the
-missing samples before writing the later ones. What the producer no longer holds becomes
-an explicit gap record: "lost" (older than the producer's history, or no answer), or
-"not_produced" (the producer was down: the gap ends where its current run began).
+A jump in a device's seq is a gap: the logger asks the producer to fill it (logger.catchup)
+before writing the later rows, and records what cannot be filled.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import zmq
-import zmq.asyncio
 
-from common import recovery, schema
-from common.bus import PLAIN, Security
-from logger.sink import rotated_files
-
-log = logging.getLogger(__name__)
-
-GAPS_HEADER = "device,first_missing_seq,last_missing_seq,after,before,reason"
-_TAIL_BYTES = 16 * 1024 * 1024
-
-
-def gaps_path(csv_path: Path) -> Path:
-    return csv_path.with_name(csv_path.stem + ".gaps.csv")
+from common import schema
 
 
 @dataclass(frozen=True)
@@ -65,39 +47,11 @@ class SeqTracker:
         self._plan: tuple[np.ndarray, object] | None = None  # (rows, plan) of the last batch
 
     @classmethod
-    def from_csv(cls, path: Path) -> SeqTracker:
-        """Read the devices' last seqs from the tail of a CSV log (if there is one)."""
+    def resuming(cls, last: dict[str, tuple[int, int]]) -> SeqTracker:
+        """A tracker that knows what a log already holds (see logger.resume)."""
         tracker = cls()
-        if not _has_rows(path):
-            # Just rotated (or crashed while rotating): the newest part holds the last rows.
-            parts = rotated_files(path)
-            if not parts:
-                return tracker
-            path = parts[-1]
-        try:
-            size = path.stat().st_size
-            with path.open("rb") as f:
-                f.seek(max(0, size - _TAIL_BYTES))
-                tail = f.read()
-        except FileNotFoundError:
-            return tracker
-        if size > _TAIL_BYTES:
-            tail = tail[tail.find(b"\n") + 1 :]
-        lines = [line for line in tail.decode("ascii", "replace").splitlines() if line]
-        if lines and lines[0] == schema.CSV_HEADER:
-            lines = lines[1:]
-        if not lines:
-            return tracker
-        newest: dict[str, tuple[int, str]] = {}  # device -> (seq, timestamp) of its last row
-        for line in lines:
-            fields = line.split(",")
-            seq = int(fields[6])
-            known = newest.get(fields[5])
-            if known is None or seq >= known[0]:
-                newest[fields[5]] = (seq, fields[0])
-        stamps = np.array([ts for _, ts in newest.values()], dtype="datetime64[ms]")
-        for (device, (seq, _)), ts in zip(newest.items(), stamps.astype(np.int64), strict=True):
-            tracker.remember(device.encode(), seq, int(ts))
+        for device, (seq, ts_ms) in last.items():
+            tracker.remember(device.encode(), seq, ts_ms)
         return tracker
 
     @property
@@ -250,120 +204,3 @@ class _Ticks:
     slots: np.ndarray  # their slots
     seq: np.ndarray  # (ticks, devices)
     ts: np.ndarray  # (ticks, devices)
-
-
-def _has_rows(path: Path) -> bool:
-    try:
-        return path.stat().st_size > len(schema.CSV_HEADER) + 1
-    except FileNotFoundError:
-        return False
-
-
-class HistoryClient:
-    """Asks the producer's history for missed samples (DEALER to its ROUTER)."""
-
-    def __init__(
-        self, endpoint: str, idle_timeout: float = 2.0, security: Security = PLAIN
-    ) -> None:
-        self.endpoint = endpoint
-        self.security = security
-        self.idle_timeout = idle_timeout
-        self._context = zmq.asyncio.Context()
-        self._socket: zmq.asyncio.Socket | None = None
-        self.requests = 0
-
-    def _connect(self) -> zmq.asyncio.Socket:
-        if self._socket is None:
-            self._socket = self._context.socket(zmq.DEALER)
-            self._socket.linger = 0
-            self._socket.rcvhwm = 0
-            self._socket.ipv6 = "[" in self.endpoint
-            self.security.connect(self._socket)
-            self._socket.connect(self.endpoint)
-        return self._socket
-
-    async def fetch(
-        self, after: dict[str, int], after_ts_ms: int
-    ) -> tuple[list[schema.Batch], Facts] | None:
-        """(batches, what the producer knows of its gaps) or None if it did not answer."""
-        self.requests += 1
-        sock = self._connect()
-        await sock.send_multipart(recovery.encode_request(after, after_ts_ms))
-        batches: list[schema.Batch] = []
-        while True:
-            if not await sock.poll(int(self.idle_timeout * 1000), zmq.POLLIN):
-                log.warning("no answer from the replay endpoint %s", self.endpoint)
-                self._reset()  # a late answer must not be taken for the next one
-                return None
-            try:
-                reply = recovery.decode_reply(await sock.recv_multipart())
-            except (recovery.ProtocolError, schema.MessageError) as exc:
-                log.warning("bad replay message (%s); giving up this request", exc)
-                self._reset()
-                return None
-            if isinstance(reply, tuple):
-                return batches, Facts(run_first=reply[1], skipped=reply[2])
-            batches.append(reply)
-
-    def _reset(self) -> None:
-        if self._socket is not None:
-            self._socket.close(0)
-            self._socket = None
-
-    def close(self) -> None:
-        self._reset()
-        self._context.term()
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What the producer says about seqs it never published."""
-
-    run_first: dict[str, int]  # first seq of its current run, per device
-    skipped: list[tuple[int, int]]  # seq ranges it skipped (paused, or far behind)
-
-
-def classify(gap: Gap, facts: Facts | None) -> str:
-    """'not_produced' when the gap ends where the producer's current run began, or lies in
-    a range it skipped; otherwise 'lost'."""
-    if facts is None:
-        return "lost"
-    if facts.run_first.get(gap.device) == gap.last + 1:
-        return "not_produced"
-    if any(first <= gap.first and gap.last <= last for first, last in facts.skipped):
-        return "not_produced"
-    return "lost"
-
-
-async def refill(
-    tracker: SeqTracker,
-    client: HistoryClient,
-    after: dict[str, int],
-    after_ts_ms: int,
-    only: list[str] | None = None,
-) -> tuple[list[schema.Batch], list[tuple[Gap, str]], Facts | None]:
-    """Fetch what came after `after` and admit it in order.
-
-    Returns the rows to write, the gaps the producer could not fill (with their reason),
-    and what the producer knows of the seqs it never published (None without an answer).
-    """
-    answer = await client.fetch(after, after_ts_ms)
-    if answer is None:
-        return [], [], None
-    batches, facts = answer
-    fresh: list[schema.Batch] = []
-    left: list[tuple[Gap, str]] = []
-    for batch in schema.merge(batches):
-        part = batch
-        if only is not None:
-            part = schema.Batch(
-                batch.rows[np.isin(batch.rows["device"], [d.encode() for d in only])],
-                batch.precision,
-            )
-        left += [(g, classify(g, facts)) for g in tracker.gaps(part)]
-        fresh.append(tracker.admit(part))
-    return fresh, left, facts
-
-
-def describe(gap: Gap, reason: str) -> str:
-    return f"{gap.device} seq {gap.first}..{gap.last} ({gap.last - gap.first + 1} samples) {reason}"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from producer import noise
+from producer.model import noise
 
 # Streams keep the random numbers of different purposes independent.
 _PARAMS, _AR, _CPU, _MEM, _DISK, _NET, _BURST, _GC, _DISK_BURST, _NET_BURST = range(1, 11)

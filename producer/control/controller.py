@@ -10,10 +10,10 @@ import numpy as np
 
 from common.control import ControlError
 from common.schema import ANOMALY_KINDS, METRICS
-from producer import anomalies
+from producer.model import anomalies
 from producer import series as series_store
 from producer.config import ProducerConfig
-from producer.source import Source
+from producer.sources import Source
 
 _INJECTED_ID_BASE = 1 << 52  # above every random id, below 2**53 (exact in JavaScript)
 
@@ -59,7 +59,7 @@ class Controller:
         return status
 
     def _sim(self):
-        from producer.sim import SimSource
+        from producer.sources.sim import SimSource
 
         if not isinstance(self.source, SimSource):
             raise ControlError(f"only the sim source takes this command, not {self.config.source}")

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.schema import ANOMALY_KINDS, METRICS
-from producer import noise
-from producer.model import finish
+from producer.model import noise
+from producer.model.workload import finish
 
 BaseAt = Callable[[np.ndarray], np.ndarray]
 

@@ -1,6 +1,6 @@
 """What the producer published lately, kept so that subscribers can recover what they missed.
 
-Bounded by age and by bytes: the replay window is whichever is shorter. Small batches
+Bounded by age and by bytes: the catch-up window is whichever is shorter. Small batches
 are joined into blocks so that answering a request walks a few large arrays.
 """
 

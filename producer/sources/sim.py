@@ -7,11 +7,11 @@ import logging
 import numpy as np
 
 from common import schema
-from producer.anomalies import EVENT, AnomalyPlan, apply
+from producer.model.anomalies import EVENT, AnomalyPlan, apply
 from producer.config import device_name
-from producer.model import Model, finish
+from producer.model.workload import Model, finish
 from producer.series import Series
-from producer.source import build_rows
+from producer.sources import build_rows
 
 log = logging.getLogger(__name__)
 

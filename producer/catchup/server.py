@@ -1,42 +1,42 @@
-"""The ROUTER socket that answers replay requests from the producer's history."""
+"""The catch-up server: answers requests for missed samples from the producer's history."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from common import recovery
+from common import catchup
 from common.bus import PLAIN, Router, Security
-from producer.history import History
+from producer.catchup.history import History
 
 log = logging.getLogger(__name__)
 
 
-class HistoryServer:
+class CatchupServer:
     """Serves `History.since` to DEALER clients; a bad request gets an empty answer."""
 
     def __init__(self, endpoint: str, history: History, security: Security = PLAIN) -> None:
         self.history = history
-        self._router = Router(endpoint, "replay", security, recovery.MAX_REQUEST_BYTES)
+        self._router = Router(endpoint, "catch-up", security, catchup.MAX_REQUEST_BYTES)
         self.endpoint = self._router.endpoint
 
     async def serve(self, stop: asyncio.Event) -> None:
         async for identity, frames in self._router.requests(stop):
             self.history.requests += 1
             try:
-                after, after_ts_ms = recovery.decode_request(frames)
-            except recovery.ProtocolError as exc:
-                log.warning("bad replay request: %s", exc)
-                await self._router.send(identity, recovery.encode_end({}, {}))
+                after, after_ts_ms = catchup.decode_request(frames)
+            except catchup.ProtocolError as exc:
+                log.warning("bad catch-up request: %s", exc)
+                await self._router.send(identity, catchup.encode_end({}, {}))
                 continue
             sent = 0
             for batch in self.history.since(after, after_ts_ms):
-                await self._router.send(identity, recovery.encode_batch(batch))
+                await self._router.send(identity, catchup.encode_batch(batch))
                 sent += len(batch)
             history = self.history
-            end = recovery.encode_end(history.oldest(), history.run_first, list(history.skipped))
+            end = catchup.encode_end(history.oldest(), history.run_first, list(history.skipped))
             await self._router.send(identity, end)
-            log.info("replayed %d sample(s) to a subscriber", sent)
+            log.info("sent %d missed sample(s) to a subscriber", sent)
 
     def close(self) -> None:
         self._router.close()

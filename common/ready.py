@@ -1,0 +1,57 @@
+"""Readiness: a process says it is serving, and where, by writing a small JSON file.
+
+Supervisors, scripts and tests wait for the file instead of parsing log lines, and read
+the endpoints and ports actually bound (`--ws-port 0`, `tcp://127.0.0.1:*`) from it:
+
+    {"process": "producer", "instance": "producer.1", "pid": 4242,
+     "pub": "tcp://127.0.0.1:5556", "catchup": "...", "control": "...", "metrics_port": 0}
+
+`{instance}` in the path is replaced by the instance name (honcho's `HONCHO_PROCESS_NAME`,
+such as `producer.2`, or the process name), so one setting serves a scaled pipeline.
+The file is replaced atomically, and removed when the process stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def instance_name(process: str) -> str:
+    """`producer.2` under honcho, else the process name."""
+    return os.environ.get("HONCHO_PROCESS_NAME") or process
+
+
+class Readiness:
+    """The ready file of one process (nothing at all when no path is configured)."""
+
+    def __init__(self, template: str | Path | None, process: str) -> None:
+        self.process = process
+        self.instance = instance_name(process)
+        self.path = Path(str(template).replace("{instance}", self.instance)) if template else None
+
+    def announce(self, **where: Any) -> None:
+        """Write the file: the process is serving, at these endpoints and ports."""
+        if self.path is None:
+            return
+        body = {"process": self.process, "instance": self.instance, "pid": os.getpid(), **where}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(body) + "\n")
+        os.replace(partial, self.path)
+        log.debug("ready: %s", body)
+
+    def withdraw(self) -> None:
+        """Remove the file if it is still this process's."""
+        if self.path is None:
+            return
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,1 @@
+"""Runtime control of a running producer: the `ctl` client, its server, what commands do."""

@@ -1,0 +1,122 @@
+"""What the producer publishes from: the simulation, a replay file, or this machine (live).
+
+Each source yields batches due at wall-clock times; the producer's loop waits and publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from common import schema
+from common.errors import StartupError
+from producer import series as series_store
+
+if TYPE_CHECKING:
+    from producer.config import ProducerConfig
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """Samples due at wall-clock times; the producer's loop waits and publishes."""
+
+    def describe(self) -> str:
+        """One line for the start-up log."""
+        ...
+
+    def next_due_ms(self) -> float:
+        """Wall-clock time (ms) at which the next sample is due."""
+        ...
+
+    def take(self, now_ms: float) -> list[schema.Batch]:
+        """Every sample due by `now_ms`, in order, in batches of bounded size."""
+        ...
+
+    def prefetch(self) -> None:
+        """Use the time before the next deadline to prepare what it will need."""
+        ...
+
+
+def build_rows(
+    ts_ms: np.ndarray,
+    seq: np.ndarray,
+    devices: np.ndarray,
+    values: np.ndarray,
+    anomaly: np.ndarray | None = None,
+    anomaly_metrics: np.ndarray | None = None,
+    anomaly_id: np.ndarray | None = None,
+) -> np.ndarray:
+    """Records from flat, equally long columns (`values` is (n, 4) in METRICS order)."""
+    rows = schema.empty_rows(len(ts_ms))
+    rows["ts_ms"] = ts_ms
+    rows["seq"] = seq
+    rows["device"] = devices
+    for i, metric in enumerate(schema.METRICS):
+        rows[metric] = values[:, i]
+    if anomaly is not None:
+        rows["anomaly"] = anomaly
+        rows["anomaly_metrics"] = anomaly_metrics
+        rows["anomaly_id"] = anomaly_id
+    return rows
+
+
+def open_source(config: ProducerConfig, now_ms: float) -> Source:
+    """The configured source, positioned at the first tick due from now."""
+    if config.source == "sim":
+        from producer.sources.sim import SimSource
+
+        series, continued = series_store.resume_or_start(
+            config.state,
+            config.seed,
+            config.devices,
+            config.rate,
+            now_ms,
+            speed=config.speed,
+            start_ms=config.start_ms,
+        )
+        _log_series(continued)
+        return SimSource(
+            series,
+            config.anomaly_rate,
+            config.anomaly_kinds,
+            first_tick=series.tick_due_at_or_after(now_ms),
+            max_lag_s=config.max_lag,
+        )
+    if config.source == "live":
+        from producer.sources.live import LiveSource
+
+        if config.devices != 1:
+            raise StartupError(
+                f"the live source has one device (this machine), got --devices {config.devices}"
+            )
+        series, continued = series_store.resume_or_start(
+            config.state, 0, 1, config.rate, now_ms, source="live"
+        )
+        _log_series(continued)
+        return LiveSource(series, first_tick=series.tick_due_at_or_after(now_ms))
+    from producer.sources import replay  # pandas, only needed here
+
+    if config.replay_file is None:
+        raise StartupError("the replay source needs --replay-file (STREAM_REPLAY_FILE)")
+    recording = replay.load(config.replay_file, config.replay_metric)
+    series, _ = series_store.resume_or_start(
+        config.state,
+        0,
+        recording.distinct_devices,
+        recording.max_rate(config.speed) / config.speed,
+        now_ms + replay.GRACE_MS,
+        speed=config.speed,
+        source="replay",
+        fresh=True,
+    )
+    return replay.ReplaySource(recording, series, config.replay_loop, config.replay_file)
+
+
+def _log_series(continued: bool) -> None:
+    if continued:
+        log.info("continuing series saved in the state file")
+    else:
+        log.info("starting a new series")
