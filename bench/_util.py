@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,12 +20,6 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("STREAM_BENCH_RESULTS", REPO / "bench" / "results"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -105,14 +98,35 @@ class Usage:
 
 
 def start(module: str, *args: str, cwd: Path) -> subprocess.Popen:
+    """`python -m module args` in `cwd`, logging to `cwd/module.log`; see `ready`."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+    env.pop("HONCHO_PROCESS_NAME", None)
+    ready_file = cwd / f"{module}-{time.monotonic_ns()}.ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--ready-file", str(ready_file), *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(cwd / f"{module}.log", "a"),
     )
+    proc.ready_file = ready_file  # type: ignore[attr-defined]
+    return proc
+
+
+def ready(proc: subprocess.Popen, timeout: float = 30.0) -> dict:
+    """What a process started by `start` wrote to its ready file, once it is serving."""
+    deadline = time.monotonic() + timeout
+    path: Path = proc.ready_file  # type: ignore[attr-defined]
+    while True:
+        try:
+            info = json.loads(path.read_text())
+            if info.get("pid") == proc.pid:
+                return info
+        except (OSError, ValueError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{proc.args} did not get ready (exit status {proc.poll()})")
+        time.sleep(0.02)
 
 
 def stop(*procs: subprocess.Popen) -> None:

@@ -23,7 +23,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import REPO, Usage, free_port, percentiles, start, stop, table, write  # noqa: E402
+from bench._util import REPO, Usage, percentiles, ready, start, stop, table, write  # noqa: E402
 
 CLIENTS_CODE = r"""
 # Many WebSocket clients in one process, each a bare asyncio protocol (RFC 6455 framing,
@@ -123,12 +123,12 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 
 RELAY_CODE = r"""
 import asyncio, sys
-sys.path.insert(0, sys.argv[3])
+sys.path.insert(0, sys.argv[2])
 from websockets.asyncio.server import serve, broadcast
 from common import schema
 from common.bus import Subscriber
 
-async def main(zmq_pub, port):
+async def main(zmq_pub):
     clients = set()
     async def handler(ws):
         clients.add(ws)
@@ -136,15 +136,15 @@ async def main(zmq_pub, port):
             await ws.wait_closed()
         finally:
             clients.discard(ws)
-    async with serve(handler, "127.0.0.1", port, compression=None):
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
         sub = Subscriber(zmq_pub)
-        print("ready", flush=True)
+        print("ready", server.sockets[0].getsockname()[1], flush=True)
         while True:
             for batch in await sub.receive(0.2):
                 for frame in schema.to_json(batch):
                     broadcast(clients, frame)
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+asyncio.run(main(sys.argv[1]))
 """
 
 
@@ -193,7 +193,6 @@ def measure(
     expected: float,
     processes: int,
 ) -> dict:
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if kind == "ours":
         server = start(
@@ -201,20 +200,21 @@ def measure(
             "--zmq-pub",
             zmq_pub,
             "--ws-port",
-            str(port),
+            "0",
             "--max-client-buffer",
             str(64 * 2**20),
             cwd=work,
         )
+        port = ready(server)["ws_port"]
     else:
         server = subprocess.Popen(
-            [sys.executable, "-c", RELAY_CODE, zmq_pub, str(port), str(REPO)],
+            [sys.executable, "-c", RELAY_CODE, zmq_pub, str(REPO)],
             env=env,
             stdout=subprocess.PIPE,
             text=True,
         )
-        server.stdout.readline()
-    time.sleep(1.5)
+        port = int(server.stdout.readline().split()[1])  # "ready PORT"
+    time.sleep(1.5)  # both servers: let the first ticks arrive before clients count
     result = run_clients(f"ws://127.0.0.1:{port}/", clients, seconds, processes, Usage(server.pid))
     report = result["server"]
     stop(server)
@@ -251,7 +251,7 @@ def main(
         "producer",
         "--zmq-pub",
         zmq_pub,
-        "--zmq-replay",
+        "--zmq-catchup",
         f"ipc://{work}/r.sock",
         "--zmq-control",
         f"ipc://{work}/c.sock",

@@ -9,6 +9,7 @@ sample at the test client. Baseline: an idle `python -c "import time; time.sleep
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,12 +24,23 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import REPO, Usage, free_port, table, write  # noqa: E402
+from bench._util import REPO, Usage, table, write  # noqa: E402
 
 
 def _module(process: psutil.Process) -> str:
     command = process.cmdline()
     return command[command.index("-m") + 1] if "-m" in command else str(process.pid)
+
+
+def _broadcaster_port(ready: Path, honcho: subprocess.Popen, timeout: float = 30.0) -> int:
+    """The port the broadcaster listens on, from its ready file (it chose a free one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and honcho.poll() is None:
+        try:
+            return int(json.loads(ready.read_text())["ws_port"])
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.02)
+    raise RuntimeError(f"the broadcaster wrote no {ready} within {timeout} s")
 
 
 @click.command()
@@ -38,10 +50,10 @@ def main(duration: float, quick: bool) -> None:
     duration = 10.0 if quick else duration
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     shutil.copy(REPO / "Procfile", work / "Procfile")
-    port = free_port()
     (work / ".env").write_text(
-        f"STREAM_ZMQ_PUB=ipc://{work}/pub.sock\nSTREAM_ZMQ_REPLAY=ipc://{work}/replay.sock\n"
-        f"STREAM_ZMQ_CONTROL=ipc://{work}/control.sock\nSTREAM_WS_PORT={port}\n"
+        f"STREAM_ZMQ_PUB=ipc://{work}/pub.sock\nSTREAM_ZMQ_CATCHUP=ipc://{work}/catchup.sock\n"
+        f"STREAM_ZMQ_CONTROL=ipc://{work}/control.sock\nSTREAM_WS_PORT=0\n"
+        f"STREAM_READY_FILE={work}/ready/{{instance}}.json\n"
     )
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
@@ -54,6 +66,7 @@ def main(duration: float, quick: bool) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    port = _broadcaster_port(work / "ready" / "broadcaster.1.json", honcho)
     client = subprocess.Popen(
         [
             sys.executable,

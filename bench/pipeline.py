@@ -24,7 +24,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import Usage, free_port, start, stop, table, write  # noqa: E402
+from bench._util import Usage, ready, start, stop, table, write  # noqa: E402
 from bench.backfill import naive  # noqa: E402
 
 
@@ -79,14 +79,13 @@ def main(devices: int, rate: float, duration: float, verify: bool, quick: bool) 
     if quick:
         devices, rate, duration = 100, 100.0, 5.0
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    zmq_pub, replay, control = (f"ipc://{work}/{n}.sock" for n in ("pub", "replay", "control"))
-    ports = {"producer": free_port(), "logger": free_port(), "ws": free_port()}
+    zmq_pub, catchup, control = (f"ipc://{work}/{n}.sock" for n in ("pub", "catchup", "control"))
     producer = start(
         "producer",
         "--zmq-pub",
         zmq_pub,
-        "--zmq-replay",
-        replay,
+        "--zmq-catchup",
+        catchup,
         "--zmq-control",
         control,
         "--devices",
@@ -96,24 +95,27 @@ def main(devices: int, rate: float, duration: float, verify: bool, quick: bool) 
         "--anomaly-rate",
         "0",
         "--metrics-port",
-        str(ports["producer"]),
+        "any",
         cwd=work,
     )
     logger = start(
         "logger",
         "--zmq-pub",
         zmq_pub,
-        "--zmq-replay",
-        replay,
+        "--zmq-catchup",
+        catchup,
         "--metrics-port",
-        str(ports["logger"]),
+        "any",
         "--flush-interval",
         "0.5",
         cwd=work,
     )
-    broadcaster = start(
-        "broadcaster", "--zmq-pub", zmq_pub, "--ws-port", str(ports["ws"]), cwd=work
-    )
+    broadcaster = start("broadcaster", "--zmq-pub", zmq_pub, "--ws-port", "0", cwd=work)
+    ports = {
+        "producer": ready(producer)["metrics_port"],
+        "logger": ready(logger)["metrics_port"],
+        "ws": ready(broadcaster)["ws_port"],
+    }
     frames = [0]
     done = threading.Event()
 
@@ -121,7 +123,6 @@ def main(devices: int, rate: float, duration: float, verify: bool, quick: bool) 
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
-        time.sleep(1.5)
         with connect(f"ws://127.0.0.1:{ports['ws']}/?devices=host-01", open_timeout=10) as ws:
             while not done.is_set():
                 try:

@@ -42,13 +42,15 @@ class Pipeline:
     def __init__(self, workdir: Path, rate: int, devices: int) -> None:
         self.workdir = workdir
         self.env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-        zmq, replay = f"ipc://{workdir}/samples.sock", f"ipc://{workdir}/replay.sock"
+        zmq, catchup = f"ipc://{workdir}/samples.sock", f"ipc://{workdir}/catchup.sock"
         self.args = {
             "producer": [
                 "--zmq-pub",
                 zmq,
-                "--zmq-replay",
-                replay,
+                "--zmq-catchup",
+                catchup,
+                "--zmq-control",
+                f"ipc://{workdir}/control.sock",
                 "--rate",
                 str(rate),
                 "--devices",
@@ -56,8 +58,15 @@ class Pipeline:
                 "--seed",
                 "1",
             ],
-            "logger": ["--zmq-pub", zmq, "--zmq-replay", replay],
-            "broadcaster": ["--zmq-pub", zmq, "--ws-port", "0"],
+            "logger": ["--zmq-pub", zmq, "--zmq-catchup", catchup],
+            "broadcaster": [
+                "--zmq-pub",
+                zmq,
+                "--ws-port",
+                "0",
+                "--ready-file",
+                str(workdir / "broadcaster.ready.json"),
+            ],
         }
         self.procs: dict[str, subprocess.Popen] = {}
         self.port: int | None = None
@@ -65,7 +74,7 @@ class Pipeline:
     def start(self, name: str) -> None:
         args = list(self.args[name])
         if name == "broadcaster" and self.port is not None:
-            args[-1] = str(self.port)
+            args[args.index("--ws-port") + 1] = str(self.port)  # clients reconnect to it
         log = open(self.workdir / f"{name}.log", "a")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", name, *args],
@@ -75,12 +84,14 @@ class Pipeline:
             stderr=subprocess.STDOUT,
         )
         if name == "broadcaster" and self.port is None:
+            ready = self.workdir / "broadcaster.ready.json"
             deadline = time.monotonic() + 10
             while self.port is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-                for line in (self.workdir / "broadcaster.log").read_text().splitlines():
-                    if "listening on ws://127.0.0.1:" in line:
-                        self.port = int(line.rsplit(":", 1)[1])
+                time.sleep(0.05)
+                try:
+                    self.port = json.loads(ready.read_text())["ws_port"]
+                except (OSError, ValueError, KeyError):
+                    pass
 
     def stop_all(self) -> None:
         for proc in self.procs.values():

@@ -87,7 +87,7 @@ def measure_producer(rate: float, seconds: float, work: Path) -> dict:
         "producer",
         "--zmq-pub",
         endpoint,
-        "--zmq-replay",
+        "--zmq-catchup",
         f"ipc://{work}/r{rate:g}.sock",
         "--zmq-control",
         f"ipc://{work}/c{rate:g}.sock",

@@ -12,9 +12,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from common import metrics
+from common import metrics, schema
 
 STATIC = Path(__file__).resolve().parent / "static"
+# What the dashboard needs to know of the data, from the one place that defines it.
+_SCHEMA = json.dumps({"metrics": schema.METRICS, "anomaly_kinds": schema.ANOMALY_KINDS}).encode()
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -68,6 +70,8 @@ def page(
         return respond(status, json.dumps(body).encode() + b"\n", "application/json")
     if path == "/metrics":
         return respond(http.HTTPStatus.OK, metrics.exposition(registry), metrics.CONTENT_TYPE)
+    if path == "/schema.json":
+        return respond(http.HTTPStatus.OK, _SCHEMA, "application/json")
     name = "index.html" if path in ("", "/") else path.lstrip("/")
     file = (STATIC / name).resolve()
     if file.parent != STATIC or not file.is_file() or file.suffix not in _TYPES:

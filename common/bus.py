@@ -275,7 +275,10 @@ class Subscriber:
         self._warn = Every(10.0)
 
     async def receive(
-        self, timeout: float, stop: asyncio.Event | None = None, max_rows: int = 100_000
+        self,
+        timeout: float,
+        stop: asyncio.Event | None = None,
+        max_rows: int = schema.ROWS_PER_MESSAGE,
     ) -> list[schema.Batch]:
         """What is queued, up to about `max_rows` samples (a catch-up must not turn into one
         huge batch); if nothing is, wait up to `timeout` s for it (less once `stop` is set)."""

@@ -53,7 +53,9 @@ def zmq_pub_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _replay_alias(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
-        click.echo(f"{ctx.info_name}: warning: --zmq-replay is deprecated; use --zmq-catchup", err=True)
+        click.echo(
+            f"{ctx.info_name}: warning: --zmq-replay is deprecated; use --zmq-catchup", err=True
+        )
         ctx.meta["zmq_replay"] = _check_endpoint(ctx, param, value)
 
 

@@ -54,9 +54,7 @@ class MetricsServer:
 
     def __init__(self, port: int, reg: CollectorRegistry, host: str = "127.0.0.1") -> None:
         try:
-            self._server, self._thread = start_http_server(
-                max(port, 0), addr=host, registry=reg
-            )
+            self._server, self._thread = start_http_server(max(port, 0), addr=host, registry=reg)
         except OSError as exc:
             raise StartupError(
                 f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"

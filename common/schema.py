@@ -52,7 +52,10 @@ RECORD = np.dtype(
 _MAGIC = b"SSIM"
 _VERSION = 2
 _HEADER = struct.Struct("<4sBBHI")  # magic, version, precision, reserved, row count
-MAX_ROWS_PER_MESSAGE = 1_000_000
+# Senders (simulation, replay, catch-up) split what they send into messages of at most
+# ROWS_PER_MESSAGE samples; receivers refuse messages of more than MAX_ROWS_PER_MESSAGE.
+ROWS_PER_MESSAGE = 100_000
+MAX_ROWS_PER_MESSAGE = 10 * ROWS_PER_MESSAGE
 
 
 class MessageError(ValueError):

@@ -51,7 +51,8 @@ def last_written(path: Path) -> dict[str, tuple[int, int]]:
             newest[fields[_DEVICE]] = (seq, fields[_TIMESTAMP])
     stamps = np.array([ts for _, ts in newest.values()], dtype="datetime64[ms]").astype(np.int64)
     return {
-        device: (seq, int(ts)) for (device, (seq, _)), ts in zip(newest.items(), stamps, strict=True)
+        device: (seq, int(ts))
+        for (device, (seq, _)), ts in zip(newest.items(), stamps, strict=True)
     }
 
 

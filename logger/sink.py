@@ -194,4 +194,3 @@ class LogSink:
                 if self.config.fsync_seconds is not None:
                     file.sync()
                 file.close()
-

@@ -34,8 +34,8 @@ from common.logs import setup_logging
 from common.schema import METRICS
 from common.signals import stop_on_signals
 from producer import service
-from producer.model import anomalies
 from producer.config import SOURCES, ProducerConfig
+from producer.model import anomalies
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:

@@ -12,11 +12,11 @@ from common.bus import Publisher
 from common.metrics import Figure
 from common.ready import Readiness
 from common.signals import wait_or_stop
-from producer.config import ProducerConfig
-from producer.control.server import ControlServer
-from producer.control.controller import Controller
 from producer.catchup.history import History
 from producer.catchup.server import CatchupServer
+from producer.config import ProducerConfig
+from producer.control.controller import Controller
+from producer.control.server import ControlServer
 from producer.sources import Source, open_source
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, result",
     [
@@ -23,6 +24,7 @@ from conftest import REPO
     ],
 )
 def test_benchmark_runs(tmp_path, script, result):
+    """Each benchmark script runs its --quick version to the end and writes its JSON report."""
     bin_dir = os.path.dirname(sys.executable)
     env = {
         **os.environ,

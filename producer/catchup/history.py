@@ -16,7 +16,6 @@ from common import schema
 
 _BLOCK_ROWS = 10_000
 _BLOCK_SECONDS = 0.5  # a block also closes after this long, so that age limits apply promptly
-_MAX_ROWS_PER_REPLY = 100_000
 
 
 class History:
@@ -114,5 +113,5 @@ class History:
                 rows["ts_ms"] > after_ts_ms,
             )
             picked = rows[keep]
-            for start in range(0, len(picked), _MAX_ROWS_PER_REPLY):
-                yield schema.Batch(picked[start : start + _MAX_ROWS_PER_REPLY], block.precision)
+            for start in range(0, len(picked), schema.ROWS_PER_MESSAGE):
+                yield schema.Batch(picked[start : start + schema.ROWS_PER_MESSAGE], block.precision)

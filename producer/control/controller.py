@@ -10,9 +10,9 @@ import numpy as np
 
 from common.control import ControlError
 from common.schema import ANOMALY_KINDS, METRICS
-from producer.model import anomalies
 from producer import series as series_store
 from producer.config import ProducerConfig
+from producer.model import anomalies
 from producer.sources import Source
 
 _INJECTED_ID_BASE = 1 << 52  # above every random id, below 2**53 (exact in JavaScript)

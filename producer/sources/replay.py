@@ -20,7 +20,6 @@ from producer.sources import build_rows
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS_PER_MESSAGE = 100_000
 # A replay starts this long after the producer, so that subscribers started with it
 # (ZeroMQ's slow joiners) see the file from its first row.
 GRACE_MS = 1000
@@ -160,7 +159,9 @@ class ReplaySource:
                 now_ms - self.series.wall_origin_ms
             ) * self.speed - self._round * r.span_ms
             end = int(np.searchsorted(r.offset_ms, wall_offset, side="right"))
-            end = min(max(end, self._row + 1), self._row + MAX_ROWS_PER_MESSAGE, len(r.offset_ms))
+            end = min(
+                max(end, self._row + 1), self._row + schema.ROWS_PER_MESSAGE, len(r.offset_ms)
+            )
             rows = slice(self._row, end)
             index = r.device_index[rows]
             counts = np.zeros(len(index), np.int64)

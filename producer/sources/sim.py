@@ -7,15 +7,14 @@ import logging
 import numpy as np
 
 from common import schema
-from producer.model.anomalies import EVENT, AnomalyPlan, apply
 from producer.config import device_name
+from producer.model.anomalies import EVENT, AnomalyPlan, apply
 from producer.model.workload import Model, finish
 from producer.series import Series
 from producer.sources import build_rows
 
 log = logging.getLogger(__name__)
 
-MAX_ROWS_PER_MESSAGE = 100_000
 PREFETCH_S = 0.1  # generate this much wall time of ticks at once, ahead of their deadlines
 PREFETCH_MIN_TICKS = 32  # at low rates: generating one tick costs about as much as 32
 PREFETCH_ROWS = 20_000
@@ -46,7 +45,7 @@ class SimSource:
         self.series = series
         self.next_tick = first_tick
         self.precision = schema.precision_for_rate(series.rate)
-        self.ticks_per_message = max(1, MAX_ROWS_PER_MESSAGE // series.devices)
+        self.ticks_per_message = max(1, schema.ROWS_PER_MESSAGE // series.devices)
         ticks_per_s = series.rate * series.speed
         wanted = max(round(ticks_per_s * PREFETCH_S), PREFETCH_MIN_TICKS)
         self.prefetch_ticks = max(1, min(wanted, PREFETCH_ROWS // series.devices))
