@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from common import schema
+from common.bounds import number_in
 
 MAX_HISTORY = 1000
 _KEYS = ("devices", "fields", "max_rate", "batch", "history")
@@ -129,13 +130,7 @@ def _names(value: Any) -> list[str] | None:
 def _number(value: Any, name: str, kind: type, low: float, high: float) -> Any:
     if value is None:
         return None
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise SubscriptionError(f"{name} must be a number, got {value!r}") from None
-    if not low <= number <= high:
-        raise SubscriptionError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
-    return number
+    return number_in(value, name, low, high, SubscriptionError, kind)
 
 
 def _flag(value: Any) -> bool:

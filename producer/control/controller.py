@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from common.bounds import number_in
 from common.control import ControlError
 from common.schema import ANOMALY_KINDS, METRICS
 from producer import series as series_store
@@ -121,10 +122,4 @@ class Controller:
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ControlError(f"{name} must be a number, got {value!r}") from None
-    if not low <= number <= high:
-        raise ControlError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
-    return number
+    return number_in(value, name, low, high, ControlError)
