@@ -42,6 +42,8 @@ def test_each_kind_occurs_and_is_labelled_exactly(kind):
 
 
 def test_dropout_leaves_values_empty_but_keeps_the_samples():
+    """A dropout labels its samples and leaves all four metric values empty (NaN), but every sample
+    is still produced with the same seq as in the anomaly-free series."""
     on, off = simulate(("dropout",), rate=30, hours=1)
     gone = on["anomaly"] > 0
     assert all(np.isnan(on[m][gone]).all() for m in METRICS)
@@ -49,6 +51,8 @@ def test_dropout_leaves_values_empty_but_keeps_the_samples():
 
 
 def test_an_event_touches_only_its_metrics():
+    """Every value that a spike, level shift or stuck event changes belongs to a metric whose bit is
+    set in that sample's anomaly_metrics."""
     on, off = simulate(("spike", "level_shift", "stuck"), rate=30, hours=2)
     for i, metric in enumerate(METRICS):
         changed = (on[metric] != off[metric]) & ~np.isnan(off[metric])
@@ -63,11 +67,15 @@ def test_rate_is_what_was_asked():
 
 
 def test_zero_rate_means_no_anomalies():
+    """At rate 0, even with every kind enabled, no sample is labelled and the rows are
+    byte-identical to the anomaly-free series."""
     on, off = simulate(ANOMALY_KINDS, rate=0, hours=1)
     assert not on["anomaly"].any() and on.tobytes() == off.tobytes()
 
 
 def test_events_of_a_device_never_overlap():
+    """On one device, once a new event's id starts, the previous event's id never appears again:
+    events follow one another and never interleave."""
     on, _ = simulate(ANOMALY_KINDS, rate=40, hours=3, devices=1)
     ids = on["anomaly_id"][on["anomaly_id"] > 0]
     changes = ids[np.flatnonzero(np.diff(ids.astype(np.int64)) != 0) + 1]

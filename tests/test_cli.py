@@ -13,6 +13,7 @@ from conftest import REPO
 
 
 def run(args: list[str], cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """A process run to its end with only PYTHONPATH, PATH and `env` set (no STREAM_* leaks in)."""
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
@@ -47,17 +48,31 @@ def assert_one_line_error(result: subprocess.CompletedProcess, status: int, *wor
     ],
 )
 def test_bad_option_values(tmp_path, args, env, words):
+    """A bad option or environment value stops the process with status 2 and one line naming it."""
     assert_one_line_error(run(args, tmp_path, env), 2, *words)
 
 
+def ipc(tmp_path, name: str) -> str:
+    """An endpoint of this test's own, never a default one."""
+    return f"ipc://{tmp_path}/{name}.sock"
+
+
 def test_unwritable_csv(tmp_path):
+    """A CSV path the logger cannot create stops it with status 3 and one line naming the path."""
     (tmp_path / "blocker").write_text("")
-    result = run(["-m", "logger", "--csv", "blocker/log.csv"], tmp_path)
+    result = run(
+        [
+            *("-m", "logger", "--csv", "blocker/log.csv"),
+            *("--zmq-pub", ipc(tmp_path, "samples"), "--zmq-catchup", ipc(tmp_path, "catchup")),
+        ],
+        tmp_path,
+    )
     assert_one_line_error(result, 3, "blocker/log.csv")
 
 
 def test_websocket_port_in_use(tmp_path):
-    with socket.socket() as taken:
+    """A WebSocket port in use stops the broadcaster with status 3 and one line naming it."""
+    with socket.socket() as taken:  # held by the test throughout: no race
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
@@ -70,7 +85,7 @@ def test_websocket_port_in_use(tmp_path):
                 "--ws-port",
                 str(port),
                 "--zmq-pub",
-                f"ipc://{tmp_path}/x",
+                ipc(tmp_path, "samples"),
             ],
             tmp_path,
         )
@@ -78,11 +93,19 @@ def test_websocket_port_in_use(tmp_path):
 
 
 def test_zmq_endpoint_in_use(tmp_path):
+    """A ZeroMQ endpoint in use stops the producer with status 3 and one line naming it."""
     context = zmq.Context()
     sock = context.socket(zmq.PUB)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    port = sock.bind_to_random_port("tcp://127.0.0.1")  # held by the test throughout
     try:
-        result = run(["-m", "producer", "--zmq-pub", f"tcp://127.0.0.1:{port}"], tmp_path)
+        result = run(
+            [
+                *("-m", "producer", "--zmq-pub", f"tcp://127.0.0.1:{port}"),
+                *("--zmq-catchup", ipc(tmp_path, "catchup")),
+                *("--zmq-control", ipc(tmp_path, "control")),
+            ],
+            tmp_path,
+        )
     finally:
         sock.close(0)
         context.term()
@@ -90,6 +113,7 @@ def test_zmq_endpoint_in_use(tmp_path):
 
 
 def test_bad_url_in_test_client(tmp_path):
+    """A URL that is not ws:// or wss:// stops the test client with status 2 and one line."""
     result = run([str(REPO / "clients/test_client.py"), "--url", "http://x"], tmp_path)
     assert_one_line_error(result, 2, "http://x")
 
@@ -103,6 +127,7 @@ def test_bad_url_in_test_client(tmp_path):
     ],
 )
 def test_help_shows_settings_with_env_vars_and_defaults(tmp_path, module, envvars):
+    """Each process's --help lists its settings with their environment variables and defaults."""
     result = run(["-m", module, "--help"], tmp_path)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())

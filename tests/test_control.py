@@ -3,40 +3,27 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pandas as pd
+from websockets.sync.client import connect
 
-from conftest import REPO, Pipeline, receive, wait_until
-
-
-def ctl(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "producer", "ctl", "--zmq-control", control(pipeline), *args],
-        cwd=pipeline.cwd,
-        env={"PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-
-
-def control(pipeline: Pipeline) -> str:
-    return f"ipc://{pipeline.cwd}/control.sock"
+from conftest import Pipeline, receive, wait_until
 
 
 def start(pipeline: Pipeline, *args: str):
-    return pipeline.producer("--zmq-control", control(pipeline), "--anomaly-rate", "0", *args)
+    """A producer without random anomalies, steered through the pipeline's control socket."""
+    return pipeline.producer("--anomaly-rate", "0", *args)
 
 
 def test_injected_anomaly_is_labelled_and_windowed(pipeline: Pipeline):
+    """An injected spike labels only its device's samples with its id, and the logger records
+    its window."""
     start(pipeline, "--rate", "10", "--devices", "2")
     pipeline.logger("--flush-interval", "0.1")
     pipeline.broadcaster()
-    result = ctl(
-        pipeline, "inject", "spike", "--device", "host-02", "--metric", "net", "--duration", "2s"
+    result = pipeline.ctl(
+        "inject", "spike", "--device", "host-02", "--metric", "net", "--duration", "2s"
     )
     assert result.returncode == 0, result.stderr
     event = json.loads(result.stdout)
@@ -46,18 +33,26 @@ def test_injected_anomaly_is_labelled_and_windowed(pipeline: Pipeline):
     assert labelled and all(s["device"] == "host-02" and s["anomaly"] == "spike" for s in labelled)
     assert all(s["anomaly"] is None for s in samples if s["device"] == "host-01")
     windows = pipeline.cwd / "data" / "stream_log.windows.csv"
-    wait_until(lambda: str(event["anomaly_id"]) in windows.read_text(), timeout=10)
+    wait_until(
+        lambda: windows.exists() and str(event["anomaly_id"]) in windows.read_text(), timeout=10
+    )
 
 
 def test_rate_change_re_anchors_without_a_burst(pipeline: Pipeline):
+    """After `ctl rate 20` the samples come every 50 ms from the first one at the new rate,
+    with no catch-up burst and no gap in seq."""
     start(pipeline, "--rate", "5")
     pipeline.broadcaster()
-    before = receive(pipeline.ws_url, 3)
-    assert ctl(pipeline, "rate", "20").returncode == 0
-    time.sleep(0.3)
-    began = time.monotonic()
-    after = receive(pipeline.ws_url, 40)
-    took = time.monotonic() - began
+    with connect(pipeline.ws_url, open_timeout=5, max_size=None) as ws:
+        before = [json.loads(ws.recv(timeout=5)) for _ in range(3)]
+        result = pipeline.ctl("rate", "20")
+        assert result.returncode == 0, result.stderr
+        from_seq = json.loads(result.stdout)["from_seq"]
+        while (sample := json.loads(ws.recv(timeout=5)))["seq"] < from_seq:
+            pass  # published at the old rate
+        began = time.monotonic()  # the first sample at the new rate has just arrived
+        after = [sample] + [json.loads(ws.recv(timeout=5)) for _ in range(39)]
+        took = time.monotonic() - began
     assert 1.5 < took < 2.6  # 40 samples at 20 Hz, not a catch-up burst
     stamps = pd.to_datetime([s["timestamp"] for s in after])
     assert (pd.Series(stamps).diff().dropna() == pd.Timedelta(milliseconds=50)).all()
@@ -66,23 +61,33 @@ def test_rate_change_re_anchors_without_a_burst(pipeline: Pipeline):
 
 
 def test_pause_and_resume_are_recorded_as_not_produced(pipeline: Pipeline):
+    """Nothing is logged while paused, and the ticks skipped are recorded as not produced."""
     start(pipeline, "--rate", "20", "--devices", "2")
     pipeline.logger("--flush-interval", "0.1")
     path = pipeline.cwd / "data" / "stream_log.csv"
     wait_until(lambda: path.exists() and len(path.read_text().splitlines()) > 20, timeout=10)
-    assert json.loads(ctl(pipeline, "pause").stdout) == {"paused": True}
-    time.sleep(0.5)
+    assert json.loads(pipeline.ctl("pause").stdout) == {"paused": True}
+    status = json.loads(pipeline.ctl("status").stdout)
+    assert status["paused"] is True
+    last = status["last_seq"]  # the last tick published, for every device
+
+    def logged_up_to_last() -> bool:
+        seqs = pd.read_csv(path).groupby("device")["seq"].max()
+        return len(seqs) == 2 and (seqs == last).all()
+
+    wait_until(logged_up_to_last, timeout=10, message=f"the logger never wrote seq {last}")
     rows = len(path.read_text().splitlines())
-    time.sleep(1.0)
+    time.sleep(1.0)  # the scenario: a second of pause, in which nothing may be logged
     assert len(path.read_text().splitlines()) == rows  # nothing while paused
-    assert json.loads(ctl(pipeline, "status").stdout)["paused"] is True
-    ctl(pipeline, "resume")
+    assert json.loads(pipeline.ctl("status").stdout)["paused"] is True
+    assert json.loads(pipeline.ctl("resume").stdout) == {"paused": False}
     gaps = pipeline.cwd / "data" / "stream_log.gaps.csv"
-    wait_until(lambda: len(gaps.read_text().splitlines()) >= 3, timeout=10)
+    wait_until(lambda: gaps.exists() and len(gaps.read_text().splitlines()) >= 3, timeout=10)
     assert set(pd.read_csv(gaps)["reason"]) == {"not_produced"}
 
 
 def test_bad_commands_get_clear_errors(pipeline: Pipeline):
+    """Unknown devices, metrics, kinds and commands and a bad rate each fail with one line."""
     start(pipeline, "--rate", "5")
     for args, words in [
         (["inject", "spike", "--device", "host-99"], "unknown device 'host-99'"),
@@ -91,7 +96,7 @@ def test_bad_commands_get_clear_errors(pipeline: Pipeline):
         (["rate", "0"], "Invalid value for 'RATE'"),
         (["explode"], "No such command 'explode'"),
     ]:
-        result = ctl(pipeline, *args)
+        result = pipeline.ctl(*args)
         assert result.returncode != 0
         assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, (
             result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,12 +40,6 @@ def http(pipeline: Pipeline) -> str:
     return pipeline.ws_url.replace("ws://", "http://")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_healthz_follows_the_freshness_of_samples(pipeline: Pipeline):
     """/healthz answers 200 "ok" while samples flow and 503 "stale" once the producer stops."""
     producer = pipeline.producer("--rate", "10")
@@ -61,9 +54,10 @@ def test_healthz_follows_the_freshness_of_samples(pipeline: Pipeline):
 
 def test_metrics_of_all_three_processes(pipeline: Pipeline):
     """Producer, logger and broadcaster each serve their Prometheus metrics over HTTP."""
-    producer_port, logger_port = free_port(), free_port()
-    pipeline.producer("--rate", "10", "--metrics-port", str(producer_port))
-    pipeline.logger("--metrics-port", str(logger_port), "--flush-interval", "0.1")
+    producer = pipeline.producer("--rate", "10", "--metrics-port", "any")
+    logger = pipeline.logger("--metrics-port", "any", "--flush-interval", "0.1")
+    producer_port, logger_port = producer.info["metrics_port"], logger.info["metrics_port"]
+    assert producer_port > 0 and logger_port > 0 and producer_port != logger_port
     pipeline.broadcaster()
     with connect(pipeline.ws_url, open_timeout=5) as ws:
         for _ in range(5):

@@ -155,9 +155,7 @@ def test_control_reaches_an_in_process_producer(tmp_path: Path):
         await _ready(tmp_path / "producer.json", made)
         answers = []
         for command in ("status", "pause", "status", "resume", "status"):
-            answers.append(
-                await asyncio.to_thread(ask, config.zmq_control, {"cmd": command}, 5.0)
-            )
+            answers.append(await asyncio.to_thread(ask, config.zmq_control, {"cmd": command}, 5.0))
         await _stop_within([made], stop, 2.0)
         return answers
 

@@ -38,6 +38,7 @@ def test_typical_ranges(day):
 
 
 def test_values_have_one_decimal(day):
+    """Every value of every metric and device over the day equals itself rounded to one decimal."""
     assert np.allclose(day, np.round(day, 1))
 
 
@@ -64,6 +65,8 @@ def test_devices_differ(day):
 
 
 def test_same_seed_same_data_other_seed_other_data():
+    """The same seed gives identical values for the same timestamps, and another seed gives
+    different values."""
     ts = START_MS + np.arange(600) * 1000
     a = values(1, 3, ts)
     assert np.array_equal(a, values(1, 3, ts))
@@ -104,6 +107,8 @@ def test_daily_cycle_is_visible_over_two_days():
 
 
 def test_weekends_are_quieter():
+    """Over a Monday-to-Sunday week, mean cpu across 8 devices on Saturday and Sunday is more than 2
+    points below the weekday mean."""
     week = START_MS - 6 * 86_400_000 + np.arange(0, 7 * 86_400_000, 60_000)  # Mon..Sun, 1/min
     cpu = values(12, 8, week)[..., CPU]
     day_means = cpu.reshape(7, -1, 8).mean(axis=(1, 2))
@@ -121,6 +126,7 @@ def test_memory_saw_tooth_grows_and_releases():
 
 
 def test_io_has_heavy_tailed_bursts():
+    """Over a day at 1 Hz, net's 99.9th percentile is more than 2.5 times its median."""
     ts = START_MS + np.arange(86_400) * 1000
     net = values(14, 1, ts)[:, 0, NET]
     assert np.percentile(net, 99.9) > 2.5 * np.median(net)

@@ -28,12 +28,16 @@ def random_batch(n: int, precision: int, seed: int) -> schema.Batch:
 @pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
 @pytest.mark.parametrize("n", [1, 2, 17, 5000])
 def test_csv_and_json_match_the_reference(precision, n):
+    """For random batches of 1 to 5000 samples at both timestamp precisions, csv_rows and
+    json_objects give byte for byte the text of schema.to_csv and schema.to_json."""
     batch = random_batch(n, precision, seed=n)
     assert render.csv_rows(batch) == schema.to_csv(batch).encode()
     assert render.json_objects(batch) == [line.encode() for line in schema.to_json(batch)]
 
 
 def test_json_objects_parse_and_agree_with_csv():
+    """Each rendered JSON object parses, and its timestamp and metric values (re-serialised, null as
+    an empty field) equal the fields of the matching CSV row."""
     batch = random_batch(200, schema.MILLISECONDS, seed=3)
     lines = render.csv_rows(batch).decode().splitlines()
     for obj, line in zip(render.json_objects(batch), lines, strict=True):
@@ -45,12 +49,15 @@ def test_json_objects_parse_and_agree_with_csv():
 
 
 def test_huge_values_fall_back_to_the_reference():
+    """A metric too large for exact int64 tenths (1e20) makes csv_rows fall back to the reference
+    renderer and give schema.to_csv's text."""
     batch = random_batch(3, schema.SECONDS, seed=1)
     batch.rows["net"][1] = 1e20
     assert render.csv_rows(batch) == schema.to_csv(batch).encode()
 
 
 def test_empty_batch():
+    """An empty batch renders to no CSV bytes and no JSON objects."""
     batch = random_batch(0, schema.SECONDS, seed=0)
     assert render.csv_rows(batch) == b"" and render.json_objects(batch) == []
 

@@ -70,6 +70,8 @@ class TestRendering:
         assert schema.format_timestamps(batch)[0] == "2025-08-03 14:00:00"
 
     def test_precision_follows_the_rate(self):
+        """Rates up to 1 Hz (1 and 0.2) get second timestamps, and a rate above 1 Hz (1.5) gets
+        milliseconds."""
         assert schema.precision_for_rate(1) == schema.SECONDS
         assert schema.precision_for_rate(0.2) == schema.SECONDS
         assert schema.precision_for_rate(1.5) == schema.MILLISECONDS
@@ -98,11 +100,15 @@ class TestMalformed:
             schema.decode(frames)
 
     def test_body_length_must_match_count(self):
+        """A body one byte shorter than the header's sample count requires raises MessageError about
+        the body length."""
         frames = schema.encode(make_batch(2))
         with pytest.raises(schema.MessageError, match="body is"):
             schema.decode(_corrupt(frames, 2, frames[2][:-1]))
 
     def test_unknown_version_and_precision(self):
+        """A header with an unknown version byte or an unknown precision byte raises MessageError
+        naming the version or the precision respectively."""
         frames = schema.encode(make_batch(1))
         header = bytearray(frames[1])
         header[4] = 99

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -14,16 +14,21 @@ from common import schema
 from conftest import REPO, Pipeline, wait_until
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def loopback(endpoint: str) -> str:
+    """`tcp://0.0.0.0:PORT` as a subscriber on this machine connects to it."""
+    assert re.fullmatch(r"tcp://0\.0\.0\.0:[1-9]\d*", endpoint), endpoint
+    return endpoint.replace("0.0.0.0", "127.0.0.1")
 
 
 def test_non_loopback_bind_needs_curve_or_an_explicit_allowance(tmp_path):
-    endpoint = f"tcp://0.0.0.0:{free_port()}"
+    """Binding beyond loopback without --curve-dir or --allow-insecure stops with one line."""
+    endpoint = "tcp://0.0.0.0:*"
     result = subprocess.run(
-        [sys.executable, "-m", "producer", "--zmq-pub", endpoint],
+        [
+            *(sys.executable, "-m", "producer", "--zmq-pub", endpoint),
+            *("--zmq-catchup", f"ipc://{tmp_path}/catchup.sock"),
+            *("--zmq-control", f"ipc://{tmp_path}/control.sock"),
+        ],
         cwd=tmp_path,
         env={"PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -38,29 +43,43 @@ def test_non_loopback_bind_needs_curve_or_an_explicit_allowance(tmp_path):
 
 
 def test_allow_insecure_binds_anyway(pipeline: Pipeline):
-    pipeline.zmq = f"tcp://0.0.0.0:{free_port()}"
-    pipeline.producer("--allow-insecure")
+    """With --allow-insecure the producer binds all interfaces and publishes there."""
+    pipeline.zmq = "tcp://0.0.0.0:*"
+    producer = pipeline.producer("--rate", "20", "--allow-insecure")
+    local = loopback(producer.info["pub"])
+    assert received_within({"plain": (local, None)}, 10.0, until_any=True)["plain"] > 0
 
 
-def received_within(endpoint: str, seconds: float, keys=None) -> int:
+def received_within(
+    subscribers: dict[str, tuple[str, tuple | None]], seconds: float, until_any: bool = False
+) -> dict[str, int]:
+    """Samples each subscriber (name: endpoint, CURVE keys or None) receives in the same span
+    of `seconds`; with `until_any`, the span ends at the first sample."""
     context = zmq.Context()
-    sock = context.socket(zmq.SUB)
-    sock.linger = 0
-    sock.setsockopt(zmq.SUBSCRIBE, schema.TOPIC)
-    if keys is not None:
-        (public, secret), server = keys
-        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server
-    sock.connect(endpoint)
-    count = 0
-    end = time.monotonic() + seconds
+    poller = zmq.Poller()
+    sockets: dict[zmq.Socket, str] = {}
+    counts = dict.fromkeys(subscribers, 0)
     try:
-        while (left := end - time.monotonic()) > 0:
-            if sock.poll(int(left * 1000) + 1):
-                count += len(schema.decode(sock.recv_multipart()))
+        for name, (endpoint, keys) in subscribers.items():
+            sock = context.socket(zmq.SUB)
+            sock.linger = 0
+            sock.setsockopt(zmq.SUBSCRIBE, schema.TOPIC)
+            if keys is not None:
+                (public, secret), server = keys
+                sock.curve_publickey, sock.curve_secretkey = public, secret
+                sock.curve_serverkey = server
+            sock.connect(endpoint)
+            poller.register(sock, zmq.POLLIN)
+            sockets[sock] = name
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not (until_any and any(counts.values())):
+            for sock, _ in poller.poll(int(left * 1000) + 1):
+                counts[sockets[sock]] += len(schema.decode(sock.recv_multipart()))
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         context.term()
-    return count
+    return counts
 
 
 def test_curve_encrypts_and_authenticates(pipeline: Pipeline, tmp_path):
@@ -73,16 +92,27 @@ def test_curve_encrypts_and_authenticates(pipeline: Pipeline, tmp_path):
         capture_output=True,
         timeout=20,
     )
-    pipeline.zmq = f"tcp://0.0.0.0:{free_port()}"
+    pipeline.zmq = "tcp://0.0.0.0:*"
     curve = ["--curve-dir", str(keys)]
-    pipeline.producer("--rate", "20", *curve)
+    producer = pipeline.producer("--rate", "20", *curve)
+    local = loopback(producer.info["pub"])
+    pipeline.zmq = local  # where the logger connects
     pipeline.logger("--flush-interval", "0.1", *curve)
     path = pipeline.cwd / "data" / "stream_log.csv"
     wait_until(lambda: path.exists() and len(path.read_text().splitlines()) > 10, timeout=10)
-    local = pipeline.zmq.replace("0.0.0.0", "127.0.0.1")
-    assert received_within(local, 2.0) == 0  # no keys: nothing
     stranger = zmq.curve_keypair()
     server_public, _ = zmq.auth.load_certificate(keys / "public" / "server.key")
-    assert received_within(local, 2.0, (stranger, server_public)) == 0  # unknown key: nothing
     client = zmq.auth.load_certificate(keys / "private" / "client.key_secret")
-    assert received_within(local, 2.0, (client, server_public)) > 0
+    # The scenario: three subscribers listen over the same 2 s while samples flow (the one
+    # with the keys proves they do); only it may receive anything.
+    counts = received_within(
+        {
+            "no keys": (local, None),
+            "unknown key": (local, (stranger, server_public)),
+            "client key": (local, (client, server_public)),
+        },
+        2.0,
+    )
+    assert counts["no keys"] == 0, counts
+    assert counts["unknown key"] == 0, counts
+    assert counts["client key"] > 0, counts

@@ -18,6 +18,8 @@ def test_ticks_are_exactly_one_period_apart_on_an_absolute_grid():
 
 
 def test_tick_lookup():
+    """At 3 Hz, where tick 1 is due at 333.3 ms, tick_due_at_or_after gives the first tick due at or
+    after a time and last_tick_due_by the last tick due by it."""
     s = Series(seed=1, devices=1, rate=3.0, origin_ms=0, wall_origin_ms=0, seq_base=0)
     assert s.tick_due_at_or_after(0) == 0
     assert s.tick_due_at_or_after(1) == 1
@@ -36,6 +38,8 @@ def test_speed_runs_simulated_time_faster_with_exact_spacing():
 
 
 def test_restart_with_same_settings_continues_the_series(tmp_path):
+    """A new series starts on the next whole wall second with seq_base 0 and is saved, and a later
+    restart with the same settings returns it unchanged, random seed included."""
     path = tmp_path / "state.json"
     first, continued = store.resume_or_start(path, None, 2, 1.0, 1_000_000.5)
     assert not continued and first.origin_ms == 1_001_000 and first.seq_base == 0
@@ -56,6 +60,8 @@ def test_new_settings_start_a_new_series_after_every_used_seq(tmp_path):
 
 
 def test_unreadable_state_is_ignored(tmp_path):
+    """A state file that is not valid JSON is ignored: a new series starts with the given seed
+    instead of an error."""
     path = tmp_path / "state.json"
     path.write_text("{not json")
     s, continued = store.resume_or_start(path, 3, 1, 1.0, 0)

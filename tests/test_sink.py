@@ -59,6 +59,8 @@ def test_torn_tail_is_cut_at_open(tmp_path, tail):
 
 
 def test_torn_header_is_rewritten(tmp_path):
+    """A header torn before its newline is cut off at open, and the file gets a whole header
+    followed by the new rows."""
     path = tmp_path / "log.csv"
     path.write_text("timestamp,cp")
     write(path, rows(0, 1))
@@ -75,6 +77,8 @@ def test_foreign_header_is_refused(tmp_path):
 
 
 def test_second_writer_is_refused(tmp_path):
+    """While one CsvFile has a path open, opening it again raises StartupError, and the path can be
+    written once the first one closes."""
     path = tmp_path / "log.csv"
     first = CsvFile(path)
     first.open()
@@ -87,6 +91,8 @@ def test_second_writer_is_refused(tmp_path):
 
 
 def test_unwritable_location_is_a_startup_error(tmp_path):
+    """A CSV path under a regular file, whose directory cannot be made, raises StartupError
+    "cannot open CSV" instead of an OSError."""
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(StartupError, match="cannot open CSV"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 from collections import defaultdict
 
 import numpy as np
@@ -11,17 +13,19 @@ from websockets.sync.client import connect
 
 from broadcaster.subscription import Downsampler, Subscription, SubscriptionError
 from common import schema
-from conftest import Pipeline
+from conftest import Pipeline, wait_until
 
 BASE_KEYS = ["timestamp", "device", "seq", "anomaly", "anomaly_id"]
 
 
 class TestParsing:
     def test_defaults_keep_the_spec_behaviour(self):
+        """No query means every device and field, one sample per frame: the spec's stream."""
         sub = Subscription.from_query("")
         assert sub == Subscription() and sub.fields == schema.METRICS and not sub.batch
 
     def test_query_and_message_mean_the_same(self):
+        """A query string and a subscribe message with the same keys give the same subscription."""
         query = Subscription.from_query("devices=host-01,host-02&fields=net,cpu&max_rate=5&batch=1")
         message = Subscription.from_message(
             json.dumps(
@@ -50,16 +54,19 @@ class TestParsing:
         ],
     )
     def test_bad_values_are_named(self, query, words):
+        """Each bad key or value is refused with a message naming it and what is allowed."""
         with pytest.raises(SubscriptionError, match=words):
             Subscription.from_query(query)
 
     def test_bad_messages(self):
+        """Messages that are not a subscribe object are refused."""
         for text in ["hello", "[]", '{"subscribe": 3}', '{"unsubscribe": {}}']:
             with pytest.raises(SubscriptionError):
                 Subscription.from_message(text)
 
 
 def test_downsampler_keeps_one_sample_per_interval_per_device():
+    """max_rate=5 keeps one sample per 200 ms interval of each device, across batches too."""
     rows = schema.empty_rows(40)
     rows["ts_ms"] = np.repeat(np.arange(20) * 50, 2)  # 20 Hz, two devices
     rows["device"] = [b"a", b"b"] * 20
@@ -70,11 +77,13 @@ def test_downsampler_keeps_one_sample_per_interval_per_device():
 
 
 def frames(url: str, count: int) -> list:
+    """The first `count` frames of a new connection, parsed."""
     with connect(url, open_timeout=10, max_size=None) as ws:
         return [json.loads(ws.recv(timeout=10)) for _ in range(count)]
 
 
 def test_device_and_field_filter(pipeline: Pipeline):
+    """devices= and fields= in the query give only those devices, with only those metrics."""
     pipeline.producer("--rate", "10", "--devices", "4")
     pipeline.broadcaster()
     got = frames(pipeline.ws_url + "/?devices=host-02,host-04&fields=net,cpu", 20)
@@ -84,6 +93,7 @@ def test_device_and_field_filter(pipeline: Pipeline):
 
 
 def test_max_rate_downsamples_each_device(pipeline: Pipeline):
+    """max_rate=5 on a 20 Hz stream gives every fourth sample of each device."""
     pipeline.producer("--rate", "20", "--devices", "2")
     pipeline.broadcaster()
     got = frames(pipeline.ws_url + "/?max_rate=5", 20)
@@ -95,6 +105,7 @@ def test_max_rate_downsamples_each_device(pipeline: Pipeline):
 
 
 def test_batched_frames_carry_a_tick_each(pipeline: Pipeline):
+    """batch=1 sends one JSON array per tick, holding that tick's sample of every device."""
     pipeline.producer("--rate", "10", "--devices", "3")
     pipeline.broadcaster()
     for frame in frames(pipeline.ws_url + "/?batch=1", 5):
@@ -102,13 +113,23 @@ def test_batched_frames_carry_a_tick_each(pipeline: Pipeline):
         assert len({s["timestamp"] for s in frame}) == 1
 
 
-def test_history_fills_a_chart_at_once(pipeline: Pipeline):
-    import time
+def received(ws_url: str) -> float:
+    """Samples the broadcaster has received so far (its stream_samples_received_total)."""
+    url = ws_url.replace("ws://", "http://", 1) + "/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(r"^stream_samples_received_total (\S+)$", text, re.MULTILINE)
+    assert match, text
+    return float(match[1])
 
+
+def test_history_fills_a_chart_at_once(pipeline: Pipeline):
+    """history=15 sends the last 15 samples of each device at once, then the live ones with no
+    gap in between."""
     pipeline.producer("--rate", "20", "--devices", "2")
     pipeline.broadcaster()
-    frames(pipeline.ws_url, 10)  # let some history build up
-    time.sleep(1)
+    # Let the broadcaster keep more than 15 samples per device before asking for them.
+    wait_until(lambda: received(pipeline.ws_url) >= 2 * 30, timeout=10)
     got = frames(pipeline.ws_url + "/?history=15", 40)
     by_device = defaultdict(list)
     for sample in got:
@@ -119,6 +140,8 @@ def test_history_fills_a_chart_at_once(pipeline: Pipeline):
 
 
 def test_subscribe_message_and_errors_keep_the_connection(pipeline: Pipeline):
+    """A bad query or message gets an error reply and keeps the connection on its previous
+    subscription; a good message changes it, confirmed by a reply."""
     pipeline.producer("--rate", "10", "--devices", "3")
     pipeline.broadcaster()
     with connect(pipeline.ws_url + "/?fields=temp", open_timeout=10) as ws:

@@ -53,6 +53,9 @@ def reference_windows(rows: np.ndarray) -> list[tuple[int, str, int, int, int]]:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_windows_match_the_definition_however_batches_are_cut(seed: int) -> None:
+    """However the rows are cut into batches, the tracker's windows (closed during updates or by
+    close_all) are exactly the runs of one nonzero anomaly_id per device, with their first and last
+    timestamps and sample counts."""
     rows = labelled_ticks(devices=1 + seed * 3, ticks=60, seed=seed)
     tracker, found = WindowTracker(), []
     cuts = np.sort(np.random.default_rng(seed).integers(0, len(rows), 12))
@@ -64,6 +67,8 @@ def test_windows_match_the_definition_however_batches_are_cut(seed: int) -> None
 
 
 def test_latest_rows_finds_each_devices_last_row() -> None:
+    """_latest_rows gives the index of each requested device's last row, whether in the partial last
+    tick or the tick before, and leaves out a device with no rows."""
     rows = labelled_ticks(devices=7, ticks=5, seed=1)[:-3]  # the last tick is partial
     wanted = [b"dev-0", b"dev-6", b"dev-9"]
     assert _latest_rows(rows, wanted) == {b"dev-0": 28, b"dev-6": 27}
