@@ -260,7 +260,7 @@ class Subscriber:
         self._socket.rcvhwm = hwm
         self._socket.maxmsgsize = MAX_MESSAGE_BYTES
         self._socket.reconnect_ivl = 100
-        self._socket.reconnect_ivl_max = 1000
+        self._socket.reconnect_ivl_max = 500  # a restarted producer is found within 0.5 s
         self._socket.setsockopt(zmq.SUBSCRIBE, schema.TOPIC)
         self._socket.ipv6 = "[" in endpoint
         try:
