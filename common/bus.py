@@ -28,6 +28,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from common import schema
 from common.errors import StartupError
 from common.logs import Every
+from common.shards import GroupIndex
 from common.signals import readable_or_stopped
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,10 @@ def make_keys(directory: Path) -> None:
 
 
 class Publisher:
-    """The producer's PUB socket. Sends never block: past the high-water mark ZeroMQ drops."""
+    """The producer's PUB socket. Sends never block: past the high-water mark ZeroMQ drops.
+
+    A batch goes out as one message per device group, under the group's topic, so that a
+    subscriber can take the devices it wants and no others (see common.shards)."""
 
     def __init__(self, endpoint: str, hwm: int = SEND_HWM, security: Security = PLAIN) -> None:
         security.check_bind(endpoint)
@@ -227,9 +231,11 @@ class Publisher:
         self._socket.ipv6 = "[" in endpoint
         self._auth = security.serve(self._socket)
         self.endpoint = _attach(self._socket, "bind", endpoint, "ZeroMQ", self.close)
+        self._groups = GroupIndex()
 
     def publish(self, batch: schema.Batch) -> None:
-        self._socket.send_multipart(schema.encode(batch), copy=False)
+        for group, part in self._groups.split(batch):
+            self._socket.send_multipart(schema.encode(part, group), copy=False)
 
     def close(self) -> None:
         if self._auth is not None:
@@ -251,7 +257,15 @@ class Subscriber:
     second the broadcaster's CPU went from 8.2 % to 5.6 % of a core.
     """
 
-    def __init__(self, endpoint: str, hwm: int = RECEIVE_HWM, security: Security = PLAIN) -> None:
+    def __init__(
+        self,
+        endpoints: str | list[str],
+        hwm: int = RECEIVE_HWM,
+        security: Security = PLAIN,
+        groups: list[int] | None = None,
+    ) -> None:
+        """Connect to every producer in `endpoints`, for the device `groups` given (all if None)."""
+        endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self._loop: asyncio.AbstractEventLoop | None = None  # where the descriptor is watched
         self._wake: asyncio.Future[None] | None = None  # what the current wait awaits
         self._stopped: asyncio.Task[bool] | None = None
@@ -261,15 +275,18 @@ class Subscriber:
         self._socket.maxmsgsize = MAX_MESSAGE_BYTES
         self._socket.reconnect_ivl = 100
         self._socket.reconnect_ivl_max = 500  # a restarted producer is found within 0.5 s
-        self._socket.setsockopt(zmq.SUBSCRIBE, schema.TOPIC)
-        self._socket.ipv6 = "[" in endpoint
+        self._topics: set[bytes] = set()
+        self.subscribe(groups)
+        self._socket.ipv6 = any("[" in e for e in endpoints)
         try:
             security.connect(self._socket)
         except StartupError:
             self.close()
             raise
-        _attach(self._socket, "connect", endpoint, "ZeroMQ", self.close)
-        self.endpoint = endpoint
+        for endpoint in endpoints:
+            _attach(self._socket, "connect", endpoint, "ZeroMQ", self.close)
+        self.endpoints = endpoints
+        self.endpoint = ",".join(endpoints)
         self.received = 0  # valid samples
         self.rejected = 0  # messages dropped as malformed
         self._warn = Every(10.0)
@@ -296,6 +313,15 @@ class Subscriber:
             timer.cancel()
             self._wake = None
         return self._take(max_rows)
+
+    def subscribe(self, groups: list[int] | None) -> None:
+        """Receive these device groups from now on (None: all of them)."""
+        wanted = {schema.TOPIC} if groups is None else {schema.topic(g) for g in groups}
+        for topic in self._topics - wanted:
+            self._socket.setsockopt(zmq.UNSUBSCRIBE, topic)
+        for topic in wanted - self._topics:
+            self._socket.setsockopt(zmq.SUBSCRIBE, topic)
+        self._topics = wanted
 
     def _watch(self, stop: asyncio.Event | None) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

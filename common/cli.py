@@ -16,10 +16,12 @@ from typing import Any, NoReturn
 
 import click
 
+from common import shards
 from common.bus import DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security, parse_endpoint
 from common.errors import StartupError
 from common.logs import LEVELS
 from common.metrics import ANY_PORT
+from common.shards import Shard
 
 # Old environment variables that still work, with a warning, until they are removed.
 DEPRECATED_ENV = {"STREAM_ZMQ_REPLAY": "STREAM_ZMQ_CATCHUP"}
@@ -32,10 +34,12 @@ def option(name: str, envvar: str | None, *decls: str, **kwargs: Any) -> Callabl
 
 
 def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """One endpoint, or a comma list of them (one per producer instance)."""
     if value is None:
         return None
     try:
-        parse_endpoint(value)
+        for endpoint in value.split(","):
+            parse_endpoint(endpoint.strip())
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
@@ -95,6 +99,53 @@ def ready_file_option(func: Callable[..., Any]) -> Callable[..., Any]:
         help="Write this JSON file (endpoints, ports, pid) once serving; {instance} in the path "
         "becomes the instance name (honcho's producer.2, or the process name).",
     )(func)
+
+
+def shard_option(process: str, envvar: str) -> Callable[..., Any]:
+    """--shard I/N or auto: which instance of several this is (see common.shards)."""
+
+    def resolve(ctx: click.Context, param: click.Parameter, value: str) -> Shard:
+        try:
+            return shards.resolve(value, process)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return option(
+        "--shard",
+        envvar,
+        default="auto",
+        callback=resolve,
+        help=f"This {process}'s share of the devices, as I/N (instance I of N), or auto: "
+        f"from honcho ({process}.I of -c {process}=N), else 1/1.",
+    )
+
+
+def producers_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--producers: how many producers to connect to; read with `producer_endpoints`."""
+    return option(
+        "--producers",
+        "STREAM_PRODUCERS",
+        default="auto",
+        help="How many producers there are (their endpoints follow the first one's; see "
+        "Scaling out), or auto: from honcho's -c producer=N, else as many as endpoints given.",
+    )(func)
+
+
+def producer_endpoints(setting: str, producers: str) -> list[str]:
+    """Every producer's endpoint, from an endpoint setting and the --producers setting."""
+    given = [e for e in setting.split(",") if e.strip()]
+    if producers.strip().lower() == "auto":
+        count = shards.honcho_concurrency("producer") or len(given)
+    else:
+        try:
+            count = int(producers)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= shards.GROUPS:
+            raise click.BadParameter(
+                f"{producers!r}: expected 1..{shards.GROUPS} or auto", param_hint="'--producers'"
+            )
+    return shards.endpoints(setting, max(count, len(given)))
 
 
 class _MetricsPort(click.ParamType):

@@ -7,11 +7,14 @@ array, so encoding and decoding cost no per-sample Python work.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
+# Every message of samples has a topic starting with TOPIC: `samples.<group>` (two hex
+# digits; see common.shards) when it holds one group's devices, as the producer sends them.
 TOPIC = b"samples"
 METRICS: tuple[str, ...] = ("cpu", "mem", "disk_io", "net")
 COLUMNS: tuple[str, ...] = ("timestamp", *METRICS, "device", "seq", "anomaly", "anomaly_id")
@@ -49,6 +52,7 @@ RECORD = np.dtype(
     ]
 )
 
+_GROUP_TOPIC = re.compile(re.escape(TOPIC) + rb"\.[0-9a-f]{2}")
 _MAGIC = b"SSIM"
 _VERSION = 2
 _HEADER = struct.Struct("<4sBBHI")  # magic, version, precision, reserved, row count
@@ -102,20 +106,25 @@ def empty_rows(count: int) -> np.ndarray:
     return np.zeros(count, dtype=RECORD)
 
 
-def encode(batch: Batch) -> list[bytes]:
+def topic(group: int) -> bytes:
+    """The topic of a message holding the samples of one device group."""
+    return b"%s.%02x" % (TOPIC, group)
+
+
+def encode(batch: Batch, group: int | None = None) -> list[bytes]:
     """Frames of one ZeroMQ multipart message: topic, header, packed records."""
     rows = np.ascontiguousarray(batch.rows, dtype=RECORD)
     header = _HEADER.pack(_MAGIC, _VERSION, batch.precision, 0, len(rows))
-    return [TOPIC, header, rows.tobytes()]
+    return [TOPIC if group is None else topic(group), header, rows.tobytes()]
 
 
 def decode(frames: list[bytes]) -> Batch:
     """Parse a multipart message; raise MessageError, never anything else, on bad input."""
     if len(frames) != 3:
         raise MessageError(f"expected 3 frames, got {len(frames)}")
-    topic, header, body = frames
-    if topic != TOPIC:
-        raise MessageError(f"unexpected topic {bytes(topic[:32])!r}")
+    subject, header, body = frames
+    if subject != TOPIC and not _GROUP_TOPIC.fullmatch(bytes(subject[:32])):
+        raise MessageError(f"unexpected topic {bytes(subject[:32])!r}")
     if len(header) != _HEADER.size:
         raise MessageError(f"header must be {_HEADER.size} bytes, got {len(header)}")
     magic, version, precision, _, count = _HEADER.unpack(header)

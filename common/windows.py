@@ -138,11 +138,14 @@ def _latest_rows(rows: np.ndarray, devices: list[bytes]) -> dict[bytes, int]:
     return latest
 
 
-def merge(path: Path) -> pd.DataFrame:
-    """One row per event from a windows file (parts joined by anomaly_id)."""
+def merge(paths: Path | list[Path]) -> pd.DataFrame:
+    """One row per event from windows files (parts joined by anomaly_id)."""
     import pandas as pd  # only here: importing it costs the services 0.3 s at start-up
 
-    frame = pd.read_csv(path, parse_dates=["start", "end"])
+    paths = [paths] if isinstance(paths, Path) else paths
+    frame = pd.concat(
+        [pd.read_csv(p, parse_dates=["start", "end"]) for p in paths], ignore_index=True
+    )
     return (
         frame.groupby("anomaly_id", sort=False)
         .agg(
@@ -158,11 +161,12 @@ def merge(path: Path) -> pd.DataFrame:
     )
 
 
-def to_nab(path: Path, csv_name: str) -> str:
-    """NAB's combined_windows.json shape: {data file: [[start, end], ...]}, one file per device."""
+def to_nab(paths: Path | list[Path], log_name: str) -> str:
+    """NAB's combined_windows.json shape: {data file: [[start, end], ...]}, one file per
+    device, named `<log_name>/<device>.csv`."""
     windows: dict[str, list[list[str]]] = {}
-    for row in merge(path).itertuples():
-        key = f"{Path(csv_name).stem}/{row.device}.csv"
+    for row in merge(paths).itertuples():
+        key = f"{log_name}/{row.device}.csv"
         windows.setdefault(key, []).append(
             [row.start.strftime("%Y-%m-%d %H:%M:%S.%f"), row.end.strftime("%Y-%m-%d %H:%M:%S.%f")]
         )

@@ -8,7 +8,9 @@ longer holds becomes a gap record: "lost" (older than its history, or no answer)
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,57 +24,82 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Facts:
-    """What the producer says about seqs it never published."""
+    """What the producers that answered say about seqs they never published, per device."""
 
-    run_first: dict[str, int]  # first seq of its current run, per device
-    skipped: list[tuple[int, int]]  # seq ranges it skipped (paused, or far behind)
+    run_first: dict[str, int]  # first seq of the owning producer's current run
+    skipped: dict[str, list[tuple[int, int]]]  # seq ranges its producer skipped (paused, behind)
 
 
 class CatchupClient:
-    """Asks the producer's catch-up endpoint for missed samples."""
+    """Asks every producer's catch-up endpoint for missed samples, all at once."""
 
     def __init__(
-        self, endpoint: str, idle_timeout: float = 2.0, security: Security = PLAIN
+        self, endpoints: str | list[str], idle_timeout: float = 2.0, security: Security = PLAIN
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoints = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
         self.idle_timeout = idle_timeout
-        self._dealer = Dealer(endpoint, security)
+        self._dealers = [Dealer(e, security) for e in self.endpoints]
         self.requests = 0
 
     async def fetch(
         self, after: dict[str, int], after_ts_ms: int
     ) -> tuple[list[schema.Batch], Facts] | None:
-        """(batches, what the producer knows of its gaps) or None if it did not answer."""
+        """(batches, what the producers know of their gaps), or None if none answered.
+
+        A producer that does not answer leaves its devices out of the facts: their gaps
+        are then "lost"."""
         self.requests += 1
-        await self._dealer.send(catchup.encode_request(after, after_ts_ms))
+        request = catchup.encode_request(after, after_ts_ms)
+        answers = await asyncio.gather(*(self._ask(d, request) for d in self._dealers))
+        batches: list[schema.Batch] = []
+        run_first: dict[str, int] = {}
+        skipped: dict[str, list[tuple[int, int]]] = {}
+        answered = False
+        for answer in answers:
+            if answer is None:
+                continue
+            answered = True
+            got, (oldest, first, ranges) = answer
+            batches += got
+            run_first.update(first)
+            for device in {*first, *oldest}:
+                skipped[device] = ranges
+        if not answered:
+            return None
+        return batches, Facts(run_first, skipped)
+
+    async def _ask(self, dealer: Dealer, request: list[bytes]):
+        await dealer.send(request)
         batches: list[schema.Batch] = []
         while True:
-            frames = await self._dealer.receive(self.idle_timeout)
+            frames = await dealer.receive(self.idle_timeout)
             if frames is None:
-                log.warning("no answer from the catch-up endpoint %s", self.endpoint)
+                log.warning("no answer from the catch-up endpoint %s", dealer.endpoint)
                 return None
             try:
                 reply = catchup.decode_reply(frames)
             except (catchup.ProtocolError, schema.MessageError) as exc:
-                log.warning("bad catch-up message (%s); giving up this request", exc)
-                self._dealer.reset()  # a late remainder must not be taken for the next answer
+                log.warning("bad catch-up message from %s (%s)", dealer.endpoint, exc)
+                dealer.reset()  # a late remainder must not be taken for the next answer
                 return None
             if isinstance(reply, tuple):
-                return batches, Facts(run_first=reply[1], skipped=reply[2])
+                return batches, reply
             batches.append(reply)
 
     def close(self) -> None:
-        self._dealer.close()
+        for dealer in self._dealers:
+            dealer.close()
 
 
 def classify(gap: Gap, facts: Facts | None) -> str:
-    """'not_produced' when the gap ends where the producer's current run began, or lies in
+    """'not_produced' when the gap ends where its producer's current run began, or lies in
     a range it skipped; otherwise 'lost'."""
     if facts is None:
         return "lost"
     if facts.run_first.get(gap.device) == gap.last + 1:
         return "not_produced"
-    if any(first <= gap.first and gap.last <= last for first, last in facts.skipped):
+    ranges = facts.skipped.get(gap.device, [])
+    if any(first <= gap.first and gap.last <= last for first, last in ranges):
         return "not_produced"
     return "lost"
 
@@ -82,12 +109,13 @@ async def refill(
     client: CatchupClient,
     after: dict[str, int],
     after_ts_ms: int,
-    only: list[str] | None = None,
+    keep: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[schema.Batch], list[tuple[Gap, str]], Facts | None]:
-    """Fetch what came after `after` and admit it in order.
+    """Fetch what came after `after` and admit, in order, the rows `keep` accepts (a mask
+    from an array of device ids; None: all).
 
-    Returns the rows to write, the gaps the producer could not fill (with their reason),
-    and what the producer knows of the seqs it never published (None without an answer).
+    Returns the rows to write, the gaps the producers could not fill (with their reason),
+    and what they know of the seqs they never published (None without any answer).
     """
     answer = await client.fetch(after, after_ts_ms)
     if answer is None:
@@ -95,11 +123,10 @@ async def refill(
     batches, facts = answer
     fresh: list[schema.Batch] = []
     left: list[tuple[Gap, str]] = []
-    wanted = None if only is None else [d.encode() for d in only]
     for batch in schema.merge(batches):
         part = batch
-        if wanted is not None:
-            part = schema.Batch(batch.rows[np.isin(batch.rows["device"], wanted)], batch.precision)
+        if keep is not None:
+            part = schema.Batch(batch.rows[keep(batch.rows["device"])], batch.precision)
         left += [(g, classify(g, facts)) for g in tracker.gaps(part)]
         fresh.append(tracker.admit(part))
     return fresh, left, facts

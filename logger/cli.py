@@ -13,13 +13,17 @@ from common.cli import (
     log_level_option,
     metrics_port_option,
     option,
+    producer_endpoints,
+    producers_option,
     ready_file_option,
     security_from,
     security_options,
+    shard_option,
     zmq_catchup_option,
     zmq_pub_option,
 )
 from common.logs import setup_logging
+from common.shards import Shard
 from common.signals import stop_on_signals
 from logger import service
 from logger.config import LoggerConfig
@@ -44,13 +48,16 @@ def _fsync(value: str) -> float | None:
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
 @zmq_catchup_option
+@producers_option
+@shard_option("logger", "STREAM_LOGGER_SHARD")
 @security_options
 @option(
     "--csv",
     "STREAM_CSV",
     default="data/stream_log.csv",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV file to append to (created with its header if missing).",
+    help="CSV file to append to (created with its header if missing); logger I of N>1 "
+    "writes NAME.I-of-N.csv beside it.",
 )
 @option(
     "--flush-interval",
@@ -88,6 +95,8 @@ def main(
     ctx: click.Context,
     zmq_pub: str,
     zmq_catchup: str,
+    producers: str,
+    shard: Shard,
     curve_dir: Path | None,
     allow_insecure: bool,
     csv: Path,
@@ -104,8 +113,9 @@ def main(
         return
     setup_logging(log_level)
     config = LoggerConfig(
-        zmq_pub=zmq_pub,
-        zmq_catchup=catchup_from(ctx, zmq_catchup),
+        zmq_pub=",".join(producer_endpoints(zmq_pub, producers)),
+        zmq_catchup=",".join(producer_endpoints(catchup_from(ctx, zmq_catchup), producers)),
+        shard=shard,
         security=security_from(curve_dir, allow_insecure),
         csv=csv,
         flush_interval=flush_interval,
@@ -123,15 +133,28 @@ async def _run(config: LoggerConfig) -> None:
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("csv", type=click.Path(dir_okay=False, path_type=Path))
-def windows(csv: Path) -> None:
-    """Print the anomaly windows of CSV in NAB's combined_windows.json format."""
-    from common.windows import to_nab, windows_path
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def windows(files: tuple[Path, ...]) -> None:
+    """Print the anomaly windows of the logs in NAB's combined_windows.json format.
 
-    path = windows_path(csv)
-    if not path.exists():
-        raise click.BadParameter(f"no windows file {path} beside {csv}", param_hint="CSV")
-    click.echo(to_nab(path, csv.name))
+    Give one CSV, or every part of a log written by several loggers (stream_log*.csv):
+    their windows are joined, keyed by the log's name without the shards."""
+    from common.windows import to_nab, windows_path
+    from logger.files import base_name, families
+
+    logs = list(families(list(files)))
+    paths = [windows_path(live) for live in logs]
+    missing = [str(p) for p in paths if not p.exists()]
+    if not logs or missing:
+        shown = ", ".join(missing) or "any"
+        raise click.BadParameter(f"no windows file {shown} beside the CSV", param_hint="FILES")
+    names = {base_name(live) for live in logs}
+    if len(names) > 1:
+        raise click.BadParameter(
+            f"these are several logs ({', '.join(sorted(names))}), not parts of one",
+            param_hint="FILES",
+        )
+    click.echo(to_nab(paths, names.pop()))
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -152,3 +152,33 @@ def rotated_files(live: Path) -> list[Path]:
         if (m := pattern.match(p.name))
     ]
     return [p for _, p in sorted(found)]
+
+
+_PART = re.compile(r"^(?P<stem>.+)-(?P<number>\d{6,})$")
+_SHARD = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)-of-(?P<count>\d+)$")
+_SIDE_FILES = (".windows", ".gaps")
+
+
+def families(paths: list[Path]) -> dict[Path, list[Path]]:
+    """The given CSVs grouped by the log they belong to, each oldest part first.
+
+    A rotated part `stream_log-000002.csv` belongs to `stream_log.csv`, after part 1 and
+    before the live file; windows and gaps files are left out, so `data/stream_log*.csv`
+    names every part of every logger's log."""
+    found: dict[Path, list[tuple[int, Path]]] = {}
+    for path in paths:
+        if path.stem.endswith(_SIDE_FILES):
+            continue
+        match = _PART.match(path.stem)
+        if match:
+            live, order = path.with_name(match["stem"] + path.suffix), int(match["number"])
+        else:
+            live, order = path, 1 << 62  # the live file comes after its parts
+        found.setdefault(live, []).append((order, path))
+    return {live: [p for _, p in sorted(parts)] for live, parts in sorted(found.items())}
+
+
+def base_name(live: Path) -> str:
+    """The log's name without a logger's shard: `stream_log` for `stream_log.2-of-3.csv`."""
+    match = _SHARD.match(live.stem)
+    return match["base"] if match else live.stem

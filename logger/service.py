@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+
+import numpy as np
 
 from common import metrics, schema
 from common.bus import Subscriber
 from common.metrics import Figure
 from common.ready import Readiness
+from common.shards import GroupIndex, Shard
 from logger.catchup import CatchupClient, classify, describe, refill
 from logger.config import LoggerConfig
 from logger.resume import last_written
@@ -25,8 +29,13 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
     with ExitStack() as cleanup:  # runs in reverse order: sockets, then the final flush
         sink = LogSink(config)
         cleanup.callback(_finish, sink)
-        seqs = SeqTracker.resuming(last_written(config.csv))
-        subscriber = Subscriber(config.zmq_pub, security=config.security)
+        seqs = SeqTracker.resuming(last_written(config.log_path))
+        shard = config.shard
+        subscriber = Subscriber(
+            config.zmq_pub.split(","),
+            security=config.security,
+            groups=shard.groups if shard.count > 1 else None,
+        )
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
@@ -35,12 +44,18 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
         )
         if scrape is not None:
             cleanup.callback(scrape.close)
-        log.info("appending to %s from %s", config.csv, config.zmq_pub)
-        caught_up = await _catch_up(sink, seqs, client)
+        log.info(
+            "appending to %s from %s%s",
+            config.log_path,
+            config.zmq_pub,
+            f" (logger {shard}: device groups {shard.groups})" if shard.count > 1 else "",
+        )
+        mine = _shard_mask(shard)
+        caught_up = await _catch_up(sink, seqs, client, mine)
         ready = Readiness(config.ready_file, "logger")
         ready.announce(
             caught_up=caught_up,
-            csv=str(config.csv),
+            csv=str(config.log_path),
             pub=config.zmq_pub,
             catchup=config.zmq_catchup,
             metrics_port=scrape.port if scrape else 0,
@@ -109,14 +124,27 @@ def _record(sink: LogSink, gaps: list[tuple[Gap, str]], precision: int) -> None:
     sink.write_gaps(gaps, precision)
 
 
-async def _catch_up(sink: LogSink, seqs: SeqTracker, client: CatchupClient) -> int | None:
+def _shard_mask(shard: Shard) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Which of some device ids this logger logs (None: all of them)."""
+    if shard.count == 1:
+        return None
+    index = GroupIndex()
+    return lambda devices: index.groups(devices) % shard.count == shard.index - 1
+
+
+async def _catch_up(
+    sink: LogSink,
+    seqs: SeqTracker,
+    client: CatchupClient,
+    mine: Callable[[np.ndarray], np.ndarray] | None,
+) -> int | None:
     """On start: ask the producer for everything after what the CSV already holds.
 
     Returns how many samples came back (None: there was nothing to ask, or no answer)."""
     after, newest = seqs.after()
     if not after:
         return None
-    fresh, left, facts = await refill(seqs, client, after, newest)
+    fresh, left, facts = await refill(seqs, client, after, newest, keep=mine)
     if facts is None:
         log.info("no answer from the catch-up endpoint: continuing with live samples")
         return None
@@ -137,8 +165,13 @@ async def _fill(
 ) -> None:
     """A seq jump: fetch the missing samples, write them before `batch`, record the rest."""
     after = {g.device: g.first - 1 for g in gaps}
+    wanted = np.array([d.encode() for d in after], f"S{schema.DEVICE_MAX_BYTES}")
     fresh, left, facts = await refill(
-        seqs, client, after, max(g.after_ms for g in gaps), only=list(after)
+        seqs,
+        client,
+        after,
+        max(g.after_ms for g in gaps),
+        keep=lambda devices: np.isin(devices, wanted),
     )
     for part in fresh:
         sink.write_batch(part)

@@ -37,10 +37,10 @@ class LogSink:
 
     def __init__(self, config: LoggerConfig) -> None:
         self.config = config
-        self.csv = CsvFile(config.csv)
+        self.csv = CsvFile(config.log_path)
         self.csv.open()  # first: it holds the lock that keeps a second logger out
-        self._windows_file = CsvFile(windows_path(config.csv), header=WINDOWS_HEADER)
-        self._gaps_file = CsvFile(gaps_path(config.csv), header=GAPS_HEADER)
+        self._windows_file = CsvFile(windows_path(config.log_path), header=WINDOWS_HEADER)
+        self._gaps_file = CsvFile(gaps_path(config.log_path), header=GAPS_HEADER)
         try:
             self._windows_file.open()
             self._gaps_file.open()
@@ -165,7 +165,7 @@ class LogSink:
         A crash between the two steps leaves no live file; the next start creates it and
         reads the last seqs from the newest part.
         """
-        live = self.config.csv
+        live = self.config.log_path
         parts = rotated_files(live)
         number = int(re.findall(r"-(\d+)", parts[-1].stem)[-1]) + 1 if parts else 1
         target = live.with_name(f"{live.stem}-{number:06d}{live.suffix}")

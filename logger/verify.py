@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from common.schema import COLUMNS, CSV_HEADER
-from logger.files import gaps_path
+from logger.files import families, gaps_path
 
 
 @dataclass
@@ -47,15 +47,27 @@ class Report:
 
 
 def verify(paths: list[Path]) -> Report:
-    """Check the files as one log, in the order given (oldest first)."""
-    report = Report(files=len(paths))
+    """Check the files as one log: each logger's parts in order, and their union.
+
+    Files may come in any order and from several loggers (`stream_log.1-of-2.csv`, ...):
+    parts are put in order per log, and a device found in two logs is a problem, since a
+    device belongs to one logger."""
+    logs = families(paths)
+    report = Report(files=sum(len(parts) for parts in logs.values()))
     frames = []
     recorded: list[pd.DataFrame] = []
-    for path in paths:
-        frame = _read(path, report)
-        if frame is not None:
+    home: dict[str, Path] = {}  # device -> the log it was found in
+    for live, parts in logs.items():
+        for path in parts:
+            frame = _read(path, report)
+            if frame is None:
+                continue
             frames.append(frame)
-        gaps = gaps_path(path)
+            for device in frame["device"].unique():
+                other = home.setdefault(device, live)
+                if other != live:
+                    report.problems.append(f"device {device} is in both {other} and {live}")
+        gaps = gaps_path(live)
         if gaps.exists():
             recorded.append(pd.read_csv(gaps, dtype={"device": str}))
     if not frames:

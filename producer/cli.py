@@ -23,9 +23,12 @@ from common.cli import (
     log_level_option,
     metrics_port_option,
     option,
+    producer_endpoints,
+    producers_option,
     ready_file_option,
     security_from,
     security_options,
+    shard_option,
     zmq_catchup_option,
     zmq_control_option,
     zmq_pub_option,
@@ -121,6 +124,7 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     help="sim: the simulation; replay: a CSV file; live: this machine's real metrics.",
 )
 @_simulation_options
+@shard_option("producer", "STREAM_PRODUCER_SHARD")
 @zmq_pub_option
 @zmq_catchup_option
 @zmq_control_option
@@ -289,29 +293,52 @@ def keys(directory: Path) -> None:
 
 @main.group(context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_control_option
+@producers_option
 @security_options
 @click.option("--timeout", default=3.0, show_default=True, help="Seconds to wait for an answer.")
 @click.pass_context
 def ctl(
     ctx: click.Context,
     zmq_control: str,
+    producers: str,
     curve_dir: Path | None,
     allow_insecure: bool,
     timeout: float,
 ) -> None:
-    """Steer a running producer: status, inject, rate, pause, resume."""
-    ctx.obj = (zmq_control, security_from(curve_dir, allow_insecure), timeout)
+    """Steer running producers: status, inject, rate, pause, resume.
+
+    With several producers, inject goes to the one that owns the device, the others to
+    all of them, and the answer is a list with one entry per producer."""
+    endpoints = producer_endpoints(zmq_control, producers)
+    ctx.obj = (endpoints, security_from(curve_dir, allow_insecure), timeout)
 
 
-def _send(ctx: click.Context, request: dict[str, Any]) -> None:
-    from producer.control.client import ask
+def _send(ctx: click.Context, request: dict[str, Any], device: str | None = None) -> None:
+    """Ask every producer (or the owner of `device`); print the answers; fail if one did."""
+    from common.shards import Shard
+    from producer.control.client import ask_all
 
-    endpoint, security, timeout = ctx.obj
-    reply = ask(endpoint, request, timeout, security)
-    if not reply.get("ok"):
-        raise click.ClickException(str(reply.get("error", "the producer refused")))
-    reply.pop("ok")
-    click.echo(json.dumps(reply, indent=2))
+    endpoints, security, timeout = ctx.obj
+    targets = list(enumerate(endpoints, 1))
+    if device is not None and len(endpoints) > 1:
+        targets = [(i, e) for i, e in targets if Shard(i, len(endpoints)).owns(device)]
+    replies = ask_all([e for _, e in targets], request, timeout, security)
+    failed = [(i, r) for (i, _), r in zip(targets, replies, strict=True) if not r.get("ok")]
+    for reply in replies:
+        reply.pop("ok", None)
+    if len(endpoints) == 1:
+        if failed:
+            raise click.ClickException(str(failed[0][1].get("error", "the producer refused")))
+        click.echo(json.dumps(replies[0], indent=2))
+        return
+    answers = [
+        {"producer": i, "endpoint": e, **r} for (i, e), r in zip(targets, replies, strict=True)
+    ]
+    click.echo(json.dumps(answers, indent=2))
+    if failed:
+        raise click.ClickException(
+            "; ".join(f"producer {i}: {r.get('error', 'refused')}" for i, r in failed)
+        )
 
 
 @ctl.command()
@@ -363,4 +390,4 @@ def inject(
     }
     if metric:
         request["metric"] = metric
-    _send(ctx, request)
+    _send(ctx, request, device=device)

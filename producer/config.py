@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.bus import DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security
+from common.errors import StartupError
 from common.schema import ANOMALY_KINDS
+from common.shards import ALL, Shard, instance_path, own_endpoint
 
 SOURCES = ("sim", "replay", "live")
 
@@ -14,6 +16,7 @@ SOURCES = ("sim", "replay", "live")
 @dataclass(frozen=True)
 class ProducerConfig:
     source: str = "sim"  # sim | replay | live
+    shard: Shard = ALL  # which of several producers this is; it simulates its devices only
     rate: float = 1.0  # samples per (simulated) second, per device
     devices: int = 1
     seed: int | None = None  # None: random, remembered in the state file
@@ -35,6 +38,24 @@ class ProducerConfig:
     stats_interval: float = 60.0  # seconds between status lines
     metrics_port: int = 0  # serve Prometheus /metrics on 127.0.0.1:PORT; 0: off; -1: any
     ready_file: str | None = None  # written once serving (common.ready)
+
+
+def for_instance(config: ProducerConfig) -> ProducerConfig:
+    """The settings of this instance of several: its own endpoints and state file.
+
+    Endpoints given as comma lists name one per instance; a single one is the first
+    instance's, and the others' follow it (common.shards.instance_endpoint)."""
+    shard = config.shard
+    try:
+        return replace(
+            config,
+            zmq_pub=own_endpoint(config.zmq_pub, shard),
+            zmq_catchup=own_endpoint(config.zmq_catchup, shard),
+            zmq_control=own_endpoint(config.zmq_control, shard),
+            state=instance_path(config.state, shard.index),
+        )
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def device_name(index: int) -> str:

@@ -14,7 +14,7 @@ from common.ready import Readiness
 from common.signals import wait_or_stop
 from producer.catchup.history import History
 from producer.catchup.server import CatchupServer
-from producer.config import ProducerConfig
+from producer.config import ProducerConfig, for_instance
 from producer.control.controller import Controller
 from producer.control.server import ControlServer
 from producer.sources import Source, open_source
@@ -29,6 +29,7 @@ _PRECISE_S = 0.002
 
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     """Publish until `stop` is set. Raises StartupError if the source or an endpoint is unusable."""
+    config = for_instance(config)
     with ExitStack() as cleanup:  # closes, in reverse order, whatever was opened
         history = History(config.history_s, config.history_bytes)
         publisher = Publisher(config.zmq_pub, security=config.security)

@@ -17,6 +17,7 @@ from producer.model import anomalies
 from producer.sources import Source
 
 _INJECTED_ID_BASE = 1 << 52  # above every random id, below 2**53 (exact in JavaScript)
+_INJECTED_IDS_PER_SHARD = 1 << 44  # each producer of several counts in a range of its own
 
 
 class Controller:
@@ -28,7 +29,9 @@ class Controller:
         self.paused = False
         self.published = 0
         self.last_seq = -1
-        self._ids = count(1)
+        self._ids = count(
+            _INJECTED_ID_BASE + (config.shard.index - 1) * _INJECTED_IDS_PER_SHARD + 1
+        )
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         command = request["cmd"]
@@ -53,7 +56,11 @@ class Controller:
             "paused": self.paused,
             "published": self.published,
             "last_seq": self.last_seq,
+            "shard": str(self.config.shard),
         }
+        names = getattr(self.source, "device_names", None)
+        if names is not None:
+            status["owned_devices"] = list(names)
         series = getattr(self.source, "series", None)
         if series is not None:
             status.update(rate=series.rate, devices=series.devices, seed=series.seed)
@@ -73,8 +80,10 @@ class Controller:
         spec = anomalies.CATALOGUE[kind]
         device = request.get("device", sim.device_names[0])
         if device not in sim.device_names:
+            shard = self.config.shard
             raise ControlError(
-                f"unknown device {device!r}; devices are host-01..{sim.device_names[-1]}"
+                f"unknown device {device!r}; this producer ({shard}) simulates "
+                f"{_listed(sim.device_names)}"
             )
         metric = request.get("metric")
         allowed = [METRICS[m] for m in spec.metrics]
@@ -92,13 +101,13 @@ class Controller:
         series = sim.series
         start = int(series.time_ms(np.int64(sim.next_tick)))
         event = np.zeros(1, anomalies.EVENT)
-        event["device"] = sim.device_names.index(device)
+        event["device"] = sim.device_indices[sim.device_names.index(device)]  # global index
         event["start"] = start
         event["length"] = round(duration * 1000)
         event["end"] = start + event["length"]
         event["kind"] = ANOMALY_KINDS.index(kind) + 1
         event["metrics"] = sum(1 << m for m in metrics)
-        event["id"] = _INJECTED_ID_BASE + next(self._ids)
+        event["id"] = next(self._ids)
         event["size"] = size
         event["sign"] = 1.0
         sim.inject(event)
@@ -123,3 +132,7 @@ class Controller:
 
 def _number(value: Any, name: str, low: float, high: float) -> float:
     return number_in(value, name, low, high, ControlError)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 6 else f"{', '.join(names[:5])}, ... {names[-1]}"

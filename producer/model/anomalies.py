@@ -18,7 +18,7 @@ import numpy as np
 
 from common.schema import ANOMALY_KINDS, METRICS
 from producer.model import noise
-from producer.model.workload import finish
+from producer.model.workload import device_indices, finish
 
 BaseAt = Callable[[np.ndarray], np.ndarray]
 
@@ -60,7 +60,7 @@ MAX_RATE_PER_HOUR = 60.0
 
 EVENT = np.dtype(
     [
-        ("device", "<i8"),
+        ("device", "<i8"),  # global device index (not a column position): same in any subset
         ("start", "<i8"),  # ms, first instant it applies
         ("end", "<i8"),  # ms, first instant it no longer applies
         ("length", "<i8"),  # ms, its kind's duration before any truncation (sets its shape)
@@ -103,21 +103,29 @@ for _code, _kind in enumerate(CATALOGUE.values(), start=1):
 
 
 class AnomalyPlan:
-    """Where and what the anomalies of a seeded fleet of devices are."""
+    """Where and what the anomalies of a seeded fleet of devices, or of a subset, are.
+
+    `devices` is a count (devices 0..n-1) or an array of global indices; a device's events
+    depend on nothing but (seed, its index, time), so a subset has the fleet's events.
+    """
 
     def __init__(
-        self, seed: int, devices: int, rate_per_hour: float, kinds: tuple[str, ...] = ANOMALY_KINDS
+        self,
+        seed: int,
+        devices: int | np.ndarray,
+        rate_per_hour: float,
+        kinds: tuple[str, ...] = ANOMALY_KINDS,
     ) -> None:
         self.seed = seed
-        self.devices = devices
+        self.indices = device_indices(devices)
+        self.devices = len(self.indices)
         self.chance = min(1.0, rate_per_hour * SLOT_MS / 3_600_000)
         self.kind_codes = np.array([ANOMALY_KINDS.index(k) + 1 for k in kinds], np.int64)
-        self._device = np.arange(devices)
         self._windows: dict[int, np.ndarray] = {}
 
     def events(self, first_ms: int, last_ms: int) -> np.ndarray:
         """EVENT records of every anomaly active at some instant in [first_ms, last_ms],
-        sorted by device, then start."""
+        sorted by (global) device, then start."""
         if self.chance <= 0 or not len(self.kind_codes):
             return np.zeros(0, EVENT)
         lo = (first_ms - MAX_DURATION_MS) // SLOT_MS // _WINDOW_SLOTS
@@ -137,7 +145,7 @@ class AnomalyPlan:
 
     def _compute_window(self, window: int) -> np.ndarray:
         """Events starting in this window's slots, each ended by the device's next candidate."""
-        seed, device = self.seed, self._device
+        seed, device = self.seed, self.indices
         first_slot = window * _WINDOW_SLOTS
         slots = np.arange(first_slot, first_slot + _WINDOW_SLOTS + _LOOKAHEAD_SLOTS)
         s = slots[:, None]
@@ -152,22 +160,22 @@ class AnomalyPlan:
         # The next candidate's start, per device: a reversed running minimum over slots.
         starts_if_any = np.where(has, start, np.iinfo(np.int64).max)
         later = np.minimum.accumulate(starts_if_any[::-1], axis=0)[::-1]
-        next_start = np.vstack([later[1:], np.full((1, self.devices), np.iinfo(np.int64).max)])
+        next_start = np.vstack([later[1:], np.full((1, len(device)), np.iinfo(np.int64).max)])
         end = np.minimum(start + length, next_start)
 
-        slot_i, dev_i = np.nonzero(has[:_WINDOW_SLOTS])
-        slot_no = slots[slot_i]
+        slot_i, col_i = np.nonzero(has[:_WINDOW_SLOTS])
+        slot_no, dev = slots[slot_i], device[col_i]
         out = np.zeros(len(slot_i), EVENT)
-        out["device"] = dev_i
-        out["start"] = start[slot_i, dev_i]
-        out["end"] = end[slot_i, dev_i]
-        out["length"] = length[slot_i, dev_i]
-        kind = code[slot_i, dev_i]
+        out["device"] = dev
+        out["start"] = start[slot_i, col_i]
+        out["end"] = end[slot_i, col_i]
+        out["length"] = length[slot_i, col_i]
+        kind = code[slot_i, col_i]
         out["kind"] = kind
-        out["id"] = slot_no.astype(np.uint64) * ID_DEVICES + dev_i.astype(np.uint64) + 1
-        out["size"] = noise.uniform(seed, _SIZE, dev_i, slot_no)
-        out["sign"] = np.where(noise.uniform(seed, _SIGN, dev_i, slot_no) < 0.5, -1.0, 1.0)
-        option = (noise.uniform(seed, _METRIC, dev_i, slot_no) * _KIND_OPTION_COUNT[kind]).astype(
+        out["id"] = slot_no.astype(np.uint64) * ID_DEVICES + dev.astype(np.uint64) + 1
+        out["size"] = noise.uniform(seed, _SIZE, dev, slot_no)
+        out["sign"] = np.where(noise.uniform(seed, _SIGN, dev, slot_no) < 0.5, -1.0, 1.0)
+        option = (noise.uniform(seed, _METRIC, dev, slot_no) * _KIND_OPTION_COUNT[kind]).astype(
             np.int64
         )
         single = (1 << _KIND_OPTIONS[kind, option]).astype(np.uint8)
@@ -181,7 +189,8 @@ class Affected:
 
     values: np.ndarray  # (n, 4), altered in place
     ts: np.ndarray  # (n,)
-    device: np.ndarray  # (n,)
+    device: np.ndarray  # (n,) global device index: the key of any random number
+    column: np.ndarray  # (n,) its column in the values array
     position: np.ndarray  # 0..1 through the event's full length
     size: np.ndarray
     sign: np.ndarray
@@ -195,16 +204,21 @@ def apply(
     events: np.ndarray,
     seed: int,
     base_at: BaseAt,
+    devices: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Alter `values` (ticks, devices, 4; raw) by `events`; return them with the labels.
+    """Alter `values` (ticks, columns, 4; raw) by `events`; return them with the labels.
 
-    Returns (values, kind, metrics mask, id), the last three shaped (ticks, devices).
-    `base_at(ts)` gives the model's raw values at other instants (for stuck sensors).
+    Returns (values, kind, metrics mask, id), the last three shaped (ticks, columns).
+    `devices` is the global index of each column (None: 0..columns-1), which `events`
+    (sorted by device, then start) name; events of other devices are ignored.
+    `base_at(ts)` gives the model's raw values of the same columns at other instants
+    (for stuck sensors).
     """
-    ticks, devices = values.shape[:2]
-    kind = np.zeros((ticks, devices), np.uint8)
-    mask = np.zeros((ticks, devices), np.uint8)
-    ids = np.zeros((ticks, devices), np.uint64)
+    ticks, columns = values.shape[:2]
+    device = np.arange(columns) if devices is None else np.asarray(devices, np.int64)
+    kind = np.zeros((ticks, columns), np.uint8)
+    mask = np.zeros((ticks, columns), np.uint8)
+    ids = np.zeros((ticks, columns), np.uint64)
     if not len(events):
         return values, kind, mask, ids
     out = values.copy()
@@ -212,14 +226,12 @@ def apply(
     base = min(int(ts_ms.min()), int(events["start"].min()))
     span = max(int(ts_ms.max()), int(events["start"].max())) - base + 1
     event_key = events["device"] * span + (events["start"] - base)
-    sample_key = np.arange(devices)[None, :] * span + (ts_ms[:, None] - base)
+    sample_key = device[None, :] * span + (ts_ms[:, None] - base)
     found = np.searchsorted(event_key, sample_key, side="right") - 1
     found_ok = found >= 0
     candidate = events[np.where(found_ok, found, 0)]
     active = (
-        found_ok
-        & (candidate["device"] == np.arange(devices)[None, :])
-        & (ts_ms[:, None] < candidate["end"])
+        found_ok & (candidate["device"] == device[None, :]) & (ts_ms[:, None] < candidate["end"])
     )
     if not active.any():
         return values, kind, mask, ids
@@ -234,7 +246,8 @@ def apply(
         affected = Affected(
             values=out[t_i, d_i],
             ts=ts_ms[t_i],
-            device=d_i,
+            device=ev["device"],
+            column=d_i,
             position=position,
             size=ev["size"],
             sign=ev["sign"],
@@ -297,9 +310,8 @@ def _drift(a: Affected, *_) -> None:
 def _stuck(a: Affected, events: np.ndarray, seed: int, base_at: BaseAt) -> None:
     """Frozen at what the sensor read one second before the fault."""
     unique_events, inverse = np.unique(a.event, return_inverse=True)
-    before = base_at(events["start"][unique_events] - 1000)  # (events, devices, 4)
-    frozen = before[np.arange(len(unique_events)), events["device"][unique_events]]
-    _set(a, frozen[inverse, a.metric])
+    before = base_at(events["start"][unique_events] - 1000)  # (events, columns, 4)
+    _set(a, before[inverse, a.column, a.metric])
 
 
 def _dropout(a: Affected, *_) -> None:

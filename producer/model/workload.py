@@ -25,6 +25,22 @@ WEEK_MS = 7 * DAY_MS
 _MONDAY_MS = 4 * DAY_MS  # 1970-01-05, the first Monday after the epoch
 
 
+def device_indices(devices: int | np.ndarray) -> np.ndarray:
+    """Global device indices (int64): 0..n-1 for a count n, else the given 1-D integer array.
+
+    Every random draw is keyed by these, never by a column position, so that any subset
+    of a fleet is simulated exactly as in the whole fleet.
+    """
+    if isinstance(devices, int | np.integer):
+        return np.arange(int(devices), dtype=np.int64)
+    indices = np.asarray(devices)
+    if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+        raise ValueError(f"devices must be a count or a 1-D integer array, got {devices!r}")
+    if indices.size and indices.min() < 0:
+        raise ValueError(f"device indices must be >= 0, got {int(indices.min())}")
+    return indices.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class DeviceParams:
     """Per-device constants drawn from the seed, so devices differ but stay stable."""
@@ -47,8 +63,9 @@ class DeviceParams:
     gc_growth: np.ndarray  # mean percentage points mem grows between two collections
 
     @classmethod
-    def draw(cls, seed: int, devices: int) -> DeviceParams:
-        device = np.arange(devices)
+    def draw(cls, seed: int, devices: int | np.ndarray) -> DeviceParams:
+        """A count means devices 0..n-1; an array, those global indices (in its order)."""
+        device = device_indices(devices)
 
         def between(index: int, low: float, high: float) -> np.ndarray:
             return low + (high - low) * noise.uniform(seed, _PARAMS, index, device)
@@ -112,19 +129,23 @@ _IO_BURSTS = SlotEvents(slot_ms=60_000, min_ms=2_000, max_ms=30_000)
 
 
 class Model:
-    """Generates the values of every device at given timestamps."""
+    """Generates the values of every device, or of a subset of them, at given timestamps.
 
-    def __init__(self, seed: int, devices: int) -> None:
+    `devices` is a count (devices 0..n-1) or an array of global indices: a subset costs
+    in proportion to its size and gives exactly the full fleet's columns for it.
+    """
+
+    def __init__(self, seed: int, devices: int | np.ndarray) -> None:
         self.seed = seed
-        self.devices = devices
-        self.params = DeviceParams.draw(seed, devices)
-        self._device = np.arange(devices)
+        self.indices = device_indices(devices)  # the global index of each column
+        self.devices = len(self.indices)
+        self.params = DeviceParams.draw(seed, self.indices)
         self._ar_cache: dict[int, np.ndarray] = {}
 
     def values(self, ts_ms: np.ndarray) -> np.ndarray:
         """Array (len(ts_ms), devices, 4) of cpu, mem, disk_io, net, before rounding."""
         p = self.params
-        seed, device = self.seed, self._device
+        seed, device = self.seed, self.indices
         ts_ms = np.asarray(ts_ms, dtype=np.int64)
         seconds = (ts_ms / 1000.0)[:, None]
         key = ts_ms[:, None]
@@ -163,14 +184,14 @@ class Model:
     def _bursts(self, ts_ms: np.ndarray) -> np.ndarray:
         """Workload bursts: a smooth bump of 0.08-0.25 lasting 1-7 minutes."""
         active, position, size = _WORKLOAD_BURSTS.at(
-            self.seed, _BURST, self.params.burst_chance, self._device, ts_ms
+            self.seed, _BURST, self.params.burst_chance, self.indices, ts_ms
         )
         shape = np.sin(np.pi * np.clip(position, 0.0, 1.0)) ** 0.5
         return np.where(active, (0.08 + 0.17 * size) * shape, 0.0)
 
     def _io_bursts(self, stream: int, ts_ms: np.ndarray) -> np.ndarray:
         """Heavy-tailed multipliers (Pareto, alpha 1.5, capped at 8x) for seconds at a time."""
-        active, _, size = _IO_BURSTS.at(self.seed, stream, 0.15, self._device, ts_ms)
+        active, _, size = _IO_BURSTS.at(self.seed, stream, 0.15, self.indices, ts_ms)
         return np.where(active, np.minimum(size ** (-1 / 1.5), 8.0), 1.0)
 
     def _garbage(self, ts_ms: np.ndarray) -> np.ndarray:
@@ -179,7 +200,7 @@ class Model:
         since = ts_ms[:, None] + p.gc_period * p.mem_phase
         cycle = since // p.gc_period
         progress = (since - cycle * p.gc_period) / p.gc_period
-        growth = p.gc_growth * (0.5 + noise.uniform(self.seed, _GC, self._device, cycle))
+        growth = p.gc_growth * (0.5 + noise.uniform(self.seed, _GC, self.indices, cycle))
         return growth * (progress - 0.5)
 
     def _ar(self, ts_ms: np.ndarray) -> np.ndarray:
@@ -218,7 +239,7 @@ class Model:
         seconds = (blocks[None, :] - 1) * AR_BLOCK_S + np.arange(window)[:, None]
         phi = np.exp(-1.0 / p.ar_tau)
         scale = p.ar_sigma * np.sqrt(1.0 - phi**2)
-        y = scale * noise.normal(self.seed, _AR, self._device, seconds[:, :, None])
+        y = scale * noise.normal(self.seed, _AR, self.indices, seconds[:, :, None])
         step, factor = 1, phi
         while step < window:
             y[step:] = y[step:] + factor * y[:-step]

@@ -78,12 +78,18 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
             start_ms=config.start_ms,
         )
         _log_series(continued)
+        from producer.config import device_name
+
+        owned = [i for i in range(config.devices) if config.shard.owns(device_name(i))]
+        if not owned:
+            raise _owns_nothing(config, f"{config.devices} device(s)")
         return SimSource(
             series,
             config.anomaly_rate,
             config.anomaly_kinds,
             first_tick=series.tick_due_at_or_after(now_ms),
             max_lag_s=config.max_lag,
+            devices=None if len(owned) == config.devices else np.array(owned),
         )
     if config.source == "live":
         from producer.sources.live import LiveSource
@@ -92,6 +98,10 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
             raise StartupError(
                 f"the live source has one device (this machine), got --devices {config.devices}"
             )
+        from producer.sources.live import host_device_name
+
+        if not config.shard.owns(host_device_name()):
+            raise _owns_nothing(config, "one device (this machine)")
         series, continued = series_store.resume_or_start(
             config.state, 0, 1, config.rate, now_ms, source="live"
         )
@@ -102,6 +112,10 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
     if config.replay_file is None:
         raise StartupError("the replay source needs --replay-file (STREAM_REPLAY_FILE)")
     recording = replay.load(config.replay_file, config.replay_metric)
+    if config.shard.count > 1:
+        recording = recording.only(config.shard.owns)
+        if recording is None:
+            raise _owns_nothing(config, f"the devices of {config.replay_file}")
     series, _ = series_store.resume_or_start(
         config.state,
         0,
@@ -113,6 +127,12 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
         fresh=True,
     )
     return replay.ReplaySource(recording, series, config.replay_loop, config.replay_file)
+
+
+def _owns_nothing(config: ProducerConfig, what: str) -> StartupError:
+    return StartupError(
+        f"producer {config.shard} owns none of {what}: run fewer producers than devices"
+    )
 
 
 def _log_series(continued: bool) -> None:

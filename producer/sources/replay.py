@@ -7,6 +7,7 @@ public anomaly benchmarks such as NAB, whose value is mapped to one chosen metri
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,24 @@ class Recording:
     @property
     def span_ms(self) -> float:
         return float(self.offset_ms[-1]) + self.period_ms
+
+    def only(self, keep: Callable[[bytes], bool]) -> Recording | None:
+        """The rows of the devices `keep` accepts (None if it accepts none of them)."""
+        kept = np.array([keep(bytes(d)) for d in self.devices], bool)
+        if not kept.any():
+            return None
+        renumber = np.cumsum(kept) - 1
+        rows = kept[self.device_index]
+        return Recording(
+            offset_ms=self.offset_ms[rows],  # on the file's time axis, like the other shards
+            period_ms=self.period_ms,
+            devices=self.devices[kept],
+            device_index=renumber[self.device_index[rows]],
+            distinct_devices=int(kept.sum()),
+            values=self.values[rows],
+            anomaly=self.anomaly[rows],
+            anomaly_id=self.anomaly_id[rows],
+        )
 
     def max_rate(self, speed: float) -> float:
         """Most samples one device gets per wall second (bounds how many seqs a run uses)."""

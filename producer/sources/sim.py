@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,7 +22,11 @@ PREFETCH_ROWS = 20_000
 
 
 class SimSource:
-    """Ticks of a series turned into samples, all devices per tick, anomalies labelled."""
+    """Ticks of a series turned into samples, anomalies labelled: every owned device per tick.
+
+    `devices` are the global indices this source owns (None: all of the series'); it
+    publishes exactly the full fleet's rows for them, at a cost in proportion to them.
+    """
 
     def __init__(
         self,
@@ -30,10 +35,12 @@ class SimSource:
         anomaly_kinds: tuple[str, ...],
         first_tick: int = 0,
         max_lag_s: float = 5.0,
+        devices: np.ndarray | Sequence[int] | None = None,
     ) -> None:
-        self.model = Model(series.seed, series.devices)
-        self.anomalies = AnomalyPlan(series.seed, series.devices, anomaly_rate, anomaly_kinds)
-        names = [device_name(i) for i in range(series.devices)]
+        self.device_indices = _owned(series.devices, devices)  # increasing global indices
+        self.model = Model(series.seed, self.device_indices)
+        self.anomalies = AnomalyPlan(series.seed, self.device_indices, anomaly_rate, anomaly_kinds)
+        names = [device_name(int(i)) for i in self.device_indices]
         self.device_names = names
         self._devices = np.array(names, dtype=f"S{schema.DEVICE_MAX_BYTES}")
         self.max_lag_s = max_lag_s
@@ -45,23 +52,26 @@ class SimSource:
         self.series = series
         self.next_tick = first_tick
         self.precision = schema.precision_for_rate(series.rate)
-        self.ticks_per_message = max(1, schema.ROWS_PER_MESSAGE // series.devices)
+        owned = len(self.device_indices)
+        self.ticks_per_message = max(1, schema.ROWS_PER_MESSAGE // owned)
         ticks_per_s = series.rate * series.speed
         wanted = max(round(ticks_per_s * PREFETCH_S), PREFETCH_MIN_TICKS)
-        self.prefetch_ticks = max(1, min(wanted, PREFETCH_ROWS // series.devices))
+        self.prefetch_ticks = max(1, min(wanted, PREFETCH_ROWS // owned))
         self._ready: schema.Batch | None = None  # generated ahead: ticks _ready_first..
         self._ready_first = 0
 
     def inject(self, event: np.ndarray) -> None:
-        """Add anomalies (EVENT records) from now on; labelled like the random ones."""
+        """Add anomalies (EVENT records naming global device indices) from now on."""
         self.injected = np.concatenate([self.injected, event])
         self._ready = None  # what was generated ahead did not have it
 
     def describe(self) -> str:
         s = self.series
         speed = f", speed x{s.speed:g}" if s.speed != 1 else ""
+        owned = len(self.device_indices)
+        count = f"{owned} of {s.devices}" if owned < s.devices else f"{s.devices}"
         return (
-            f"simulating {s.devices} device(s) at {s.rate:g} Hz{speed}, seed {s.seed}, "
+            f"simulating {count} device(s) at {s.rate:g} Hz{speed}, seed {s.seed}, "
             f"from seq {s.seq_base + self.next_tick}"
         )
 
@@ -97,7 +107,7 @@ class SimSource:
         ready = self._ready
         if ready is None:
             return False
-        ticks = len(ready) // self.series.devices
+        ticks = len(ready) // len(self.device_indices)
         return self._ready_first <= first and last < self._ready_first + ticks
 
     def _ticks(self, first: int, last: int) -> schema.Batch:
@@ -105,13 +115,13 @@ class SimSource:
         if not self._holds(first, last):
             return self.batch(first, last)
         assert self._ready is not None
-        d = self.series.devices
+        d = len(self.device_indices)
         start = (first - self._ready_first) * d
         rows = self._ready.rows[start : start + (last - first + 1) * d]
         return schema.Batch(rows=rows, precision=self.precision)
 
     def batch(self, first: int, last: int) -> schema.Batch:
-        """Ticks first..last inclusive, tick-major, devices in order within a tick."""
+        """Ticks first..last inclusive, tick-major, owned devices in index order within a tick."""
         ticks = np.arange(first, last + 1)
         ts_ms = self.series.time_ms(ticks)
         raw = self.model.values(ts_ms)
@@ -122,9 +132,11 @@ class SimSource:
             ]
             events = np.concatenate([events, live])
             events = events[np.lexsort((events["start"], events["device"]))]
-        raw, kind, mask, ids = apply(raw, ts_ms, events, self.series.seed, self.model.values)
+        raw, kind, mask, ids = apply(
+            raw, ts_ms, events, self.series.seed, self.model.values, self.device_indices
+        )
         values = finish(raw)
-        n, d = len(ticks), self.series.devices
+        n, d = len(ticks), len(self.device_indices)
         rows = build_rows(
             ts_ms=np.repeat(ts_ms, d),
             seq=np.repeat(self.series.seq_base + ticks, d),
@@ -135,3 +147,16 @@ class SimSource:
             anomaly_id=ids.ravel(),
         )
         return schema.Batch(rows=rows, precision=self.precision)
+
+
+def _owned(fleet: int, devices: np.ndarray | Sequence[int] | None) -> np.ndarray:
+    """The owned global indices, sorted and unique; ValueError unless some, all in the fleet."""
+    if devices is None:
+        return np.arange(fleet, dtype=np.int64)
+    indices = np.asarray(devices)
+    if indices.ndim != 1 or not len(indices) or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"devices must be a non-empty 1-D array of indices, got {devices!r}")
+    indices = np.unique(indices).astype(np.int64)
+    if indices[0] < 0 or indices[-1] >= fleet:
+        raise ValueError(f"device indices must be within 0..{fleet - 1}, got {indices.tolist()}")
+    return indices
