@@ -3,6 +3,10 @@
 
     python bench/fanout.py [--clients 1000 --devices 1 --rate 10 --duration 30] [--quick]
     python bench/fanout.py --clients 10 --rate 100          # the latency case
+    python bench/fanout.py --broadcasters 2                 # two of ours sharing a port
+
+With --broadcasters K, K of our broadcasters listen on one port (SO_REUSEPORT), the kernel
+spreads the clients over them, and their CPU is summed; the relay stays a single process.
 
 Clients run in a separate process (asyncio) and record, per frame, now minus the
 sample's timestamp (its deadline at the producer). Delivered % counts frames against
@@ -17,6 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -148,9 +155,53 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def run_clients(url: str, n: int, seconds: float, processes: int, server: Usage) -> dict:
+class Usages:
+    """Usage summed over several server processes: CPU seconds and peak RSS added up."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.parts = [Usage(pid) for pid in pids]
+
+    def restart(self) -> None:
+        for part in self.parts:
+            part.restart()
+
+    def report(self) -> dict[str, float]:
+        reports = [part.report() for part in self.parts]
+        return {
+            "cpu_percent": sum(r["cpu_percent"] for r in reports),  # of one core
+            "wall_s": max(r["wall_s"] for r in reports),
+            "peak_rss_mb": sum(r["peak_rss_mb"] for r in reports),
+        }
+
+
+def spread(port: int, pids: list[int], clients: int, timeout: float = 20.0) -> dict[int, int]:
+    """Clients per broadcaster, from /healthz (which names the pid that answered): each GET is
+    a new connection, which the kernel gives to any of the broadcasters on the port."""
+    latest: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while set(latest) != set(pids) or sum(latest.values()) != clients:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"/healthz kept saying {latest}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                body = json.loads(r.read())
+        except urllib.error.HTTPError as exc:  # 503 while stale: the same body
+            body = json.loads(exc.read())
+        latest[body["pid"]] = body["clients"]
+    return {pid: latest[pid] for pid in pids}
+
+
+def run_clients(
+    url: str,
+    n: int,
+    seconds: float,
+    processes: int,
+    server: Usage | Usages,
+    connected: Callable[[], None] = lambda: None,
+) -> dict:
     """n clients spread over `processes` processes, all counting in the same window; the
-    server's CPU is measured over that window only (not the handshakes)."""
+    server's CPU is measured over that window only (not the handshakes). `connected` runs
+    once every client is connected, before the window."""
     shares = [n // processes + (i < n % processes) for i in range(processes)]
     procs = [
         subprocess.Popen(
@@ -165,6 +216,7 @@ def run_clients(url: str, n: int, seconds: float, processes: int, server: Usage)
     try:
         for proc in procs:
             assert proc.stdout.readline().strip() == "connected", "clients did not connect"
+        connected()
         begin = time.time() + 1.0
         for proc in procs:
             proc.stdin.write(f"{begin} {begin + seconds}\n")
@@ -192,20 +244,26 @@ def measure(
     seconds: float,
     expected: float,
     processes: int,
+    broadcasters: int = 1,
 ) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    per_server: dict[int, int] = {}
     if kind == "ours":
-        server = start(
-            "broadcaster",
-            "--zmq-pub",
-            zmq_pub,
-            "--ws-port",
-            "0",
-            "--max-client-buffer",
-            str(64 * 2**20),
-            cwd=work,
-        )
-        port = ready(server)["ws_port"]
+        # The first picks a free port; the others share it (SO_REUSEPORT, on by default).
+        port = 0
+        servers = []
+        try:
+            for _ in range(broadcasters):
+                server = start(
+                    *("broadcaster", "--zmq-pub", zmq_pub, "--ws-host", "127.0.0.1"),
+                    *("--ws-port", str(port), "--max-client-buffer", str(64 * 2**20)),
+                    cwd=work,
+                )
+                servers.append(server)
+                port = ready(server)["ws_port"]
+        except BaseException:
+            stop(*servers)
+            raise
     else:
         server = subprocess.Popen(
             [sys.executable, "-c", RELAY_CODE, zmq_pub, str(REPO)],
@@ -213,11 +271,22 @@ def measure(
             stdout=subprocess.PIPE,
             text=True,
         )
+        servers = [server]
         port = int(server.stdout.readline().split()[1])  # "ready PORT"
     time.sleep(1.5)  # both servers: let the first ticks arrive before clients count
-    result = run_clients(f"ws://127.0.0.1:{port}/", clients, seconds, processes, Usage(server.pid))
+    pids = [server.pid for server in servers]
+
+    def connected() -> None:
+        if len(servers) > 1:
+            per_server.update(spread(port, pids, clients))
+
+    try:
+        result = run_clients(
+            f"ws://127.0.0.1:{port}/", clients, seconds, processes, Usages(pids), connected
+        )
+    finally:
+        stop(*servers)
     report = result["server"]
-    stop(server)
     delivered = result["frames"] / (expected * clients) if expected else 0.0
     cpu_s = report["cpu_percent"] / 100 * report["wall_s"]
     return {
@@ -227,6 +296,8 @@ def measure(
         "frames_per_cpu_s": result["frames"] / cpu_s if cpu_s else 0.0,
         "delivered": delivered,
         "latency_ms": percentiles(result["lat"]),
+        "processes": len(servers),
+        "clients_per_process": list(per_server.values()) or [clients],
         **report,
     }
 
@@ -239,9 +310,22 @@ def measure(
 @click.option(
     "--client-processes", default=2, show_default=True, help="Processes the clients run in."
 )
+@click.option(
+    "--broadcasters",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Our broadcasters sharing one port (SO_REUSEPORT); their CPU is summed.",
+)
 @click.option("--quick", is_flag=True, help="20 clients, 10 Hz, 3 s.")
 def main(
-    clients: int, devices: int, rate: float, duration: float, client_processes: int, quick: bool
+    clients: int,
+    devices: int,
+    rate: float,
+    duration: float,
+    client_processes: int,
+    broadcasters: int,
+    quick: bool,
 ) -> None:
     if quick:
         clients, devices, rate, duration = 20, 1, 10.0, 3.0
@@ -266,7 +350,9 @@ def main(
     expected = devices * rate * duration
     try:
         results = {
-            kind: measure(kind, zmq_pub, work, clients, duration, expected, client_processes)
+            kind: measure(
+                kind, zmq_pub, work, clients, duration, expected, client_processes, broadcasters
+            )
             for kind in ("ours", "broadcast() relay")
         }
     finally:
@@ -282,13 +368,15 @@ def main(
             "p99.9",
             "CPU %",
             "RSS MB",
+            "clients/process",
         ]
     ]
+    ours_name = "ours" if broadcasters == 1 else f"ours x{broadcasters}"
     for kind, r in results.items():
         lat = r["latency_ms"]
         rows.append(
             [
-                kind,
+                ours_name if kind == "ours" else kind,
                 f"{r['frames_per_s']:,.0f}",
                 f"{r['frames_per_cpu_s']:,.0f}",
                 f"{100 * r['delivered']:.1f} %",
@@ -297,17 +385,23 @@ def main(
                 f"{lat['p99.9']:.1f} ms",
                 f"{r['cpu_percent']:.0f}",
                 f"{r['peak_rss_mb']:.0f}",
+                "/".join(map(str, r["clients_per_process"])),
             ]
         )
-    print(f"{clients} clients x {devices} device(s) x {rate:g} Hz for {duration:g} s")
+    print(
+        f"{clients} clients x {devices} device(s) x {rate:g} Hz for {duration:g} s; "
+        f"{broadcasters} broadcaster(s) of ours on one port (CPU % and RSS summed over them)"
+    )
     print(table(rows))
     ours, relay = results["ours"], results["broadcast() relay"]
     ratio = ours["frames_per_cpu_s"] / max(relay["frames_per_cpu_s"], 1)
     print(f"frames per server CPU-second, ours / plain broadcast(): {ratio:.2f}")
+    suffix = "" if broadcasters == 1 else f"-k{broadcasters}"
     path = write(
-        f"fanout-{clients}x{devices}x{rate:g}",
+        f"fanout-{clients}x{devices}x{rate:g}{suffix}",
         {
             "clients": clients,
+            "broadcasters": broadcasters,
             "devices": devices,
             "rate": rate,
             "duration_s": duration,

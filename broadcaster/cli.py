@@ -12,6 +12,8 @@ from broadcaster.config import BroadcasterConfig
 from common.cli import (
     log_level_option,
     option,
+    producer_endpoints,
+    producers_option,
     ready_file_option,
     security_from,
     security_options,
@@ -23,6 +25,7 @@ from common.signals import stop_on_signals
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
+@producers_option
 @security_options
 @option(
     "--ws-host",
@@ -36,6 +39,14 @@ from common.signals import stop_on_signals
     default=8765,
     type=click.IntRange(0, 65535),
     help="WebSocket port (0 picks a free one and logs it).",
+)
+@option(
+    "--reuse-port/--no-reuse-port",
+    "STREAM_WS_REUSE_PORT",
+    default=True,
+    help="Share --ws-port with other broadcasters (SO_REUSEPORT): the kernel spreads new "
+    "connections over all of them, e.g. `honcho start -c broadcaster=2`. Sharing needs "
+    "an explicit port: with 0 each process gets a port of its own.",
 )
 @option(
     "--max-client-buffer",
@@ -93,10 +104,12 @@ from common.signals import stop_on_signals
 @log_level_option
 def main(
     zmq_pub: str,
+    producers: str,
     curve_dir: Path | None,
     allow_insecure: bool,
     ws_host: str,
     ws_port: int,
+    reuse_port: bool,
     max_client_buffer: int,
     max_clients: int,
     inbound_rate: float,
@@ -113,10 +126,11 @@ def main(
         raise click.BadParameter("--tls-key needs --tls-cert", param_hint="'--tls-key'")
     setup_logging(log_level)
     config = BroadcasterConfig(
-        zmq_pub=zmq_pub,
+        zmq_pub=",".join(producer_endpoints(zmq_pub, producers)),
         security=security_from(curve_dir, allow_insecure),
         ws_host=ws_host,
         ws_port=ws_port,
+        reuse_port=reuse_port,
         max_client_buffer=max_client_buffer,
         max_clients=max_clients,
         inbound_rate=inbound_rate,

@@ -9,10 +9,11 @@ from common.bus import DEFAULT_PUB, Security
 
 @dataclass(frozen=True)
 class BroadcasterConfig:
-    zmq_pub: str = DEFAULT_PUB
+    zmq_pub: str = DEFAULT_PUB  # a comma list: one endpoint per producer
     security: Security = Security()
     ws_host: str = "localhost"
     ws_port: int = 8765
+    reuse_port: bool = True  # SO_REUSEPORT: several broadcasters share ws_port (Linux)
     max_client_buffer: int = 4 * 1024 * 1024  # unsent bytes before a client is dropped
     max_inbound_message: int = 64 * 1024
     close_timeout: float = 1.0  # for a client to answer our close frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class Health:
             "last_sample_age_s": None if age is None else round(age, 3),
             "stale_after_s": self.stale_after,
             "clients": clients,
+            # which process answered: broadcasters sharing a port (SO_REUSEPORT) differ by it
+            "pid": os.getpid(),
         }
 
 

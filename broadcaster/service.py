@@ -26,6 +26,7 @@ from common.bus import Subscriber
 from common.errors import StartupError
 from common.metrics import Figure
 from common.ready import Readiness
+from common.shards import device_group
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,20 @@ class State:
         self.subscriber: Subscriber | None = None
         self.disconnects = 0
         self.registry = metrics.registry(self.figures)
+        self.groups: list[int] | None = None  # device groups taken from the bus; None: all
+
+    def follow_clients(self) -> None:
+        """Take from the bus only the device groups that the clients' subscriptions need
+        (all of them while any client, or none, wants every device). While the set changes,
+        a tick may reach a client twice or not at all (seq shows it)."""
+        subscriptions = set(self.fanout.clients.values())
+        if not subscriptions or any(s.devices is None or s.batch for s in subscriptions):
+            groups = None  # a batched frame holds a whole tick, so it needs whole batches
+        else:
+            groups = sorted({device_group(d) for s in subscriptions for d in s.devices or ()})
+        if groups != self.groups and self.subscriber is not None:
+            self.subscriber.subscribe(groups)
+            self.groups = groups
 
     def figures(self) -> list[Figure]:
         sub, fanout = self.subscriber, self.fanout
@@ -102,7 +117,7 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     state = State(config)
     server = await _listen(config, state)
     try:
-        state.subscriber = Subscriber(config.zmq_pub, security=config.security)
+        state.subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
     except BaseException:
         server.close()
         raise
@@ -131,6 +146,7 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             await connection.send(json.dumps({"error": str(exc)}))
             subscription = Subscription()
         fanout.add(connection, subscription)
+        state.follow_clients()
         fanout.history(connection, subscription)
         log.info("client %s connected (n=%d)", peer(connection), len(fanout.clients))
         limit = InboundLimit(config.inbound_rate, _INBOUND_BURST)
@@ -149,18 +165,23 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
                     await connection.send(json.dumps({"error": str(exc)}))
                     continue
                 fanout.add(connection, subscription)
+                state.follow_clients()
                 await connection.send(json.dumps({"subscribed": subscription.describe()}))
                 fanout.history(connection, subscription)
         except ConnectionClosed:
             pass
         finally:
             fanout.discard(connection)
+            state.follow_clients()
             state.disconnects += 1
             log.info("client %s disconnected (n=%d)", peer(connection), len(fanout.clients))
 
     admission = Admission(config.max_clients, config.origins, config.token)
-
+    reuse_port = _reuse_port(config)
+    where = f"{config.ws_host}:{config.ws_port}"
     try:
+        # With reuse_port, every socket serve() makes (one per address the host resolves
+        # to, e.g. 127.0.0.1 and ::1 for localhost) is shared the same way.
         server = await serve(
             handler,
             config.ws_host,
@@ -168,18 +189,39 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             process_request=_requests(admission.checker(lambda: len(fanout.clients)), state),
             ssl=_tls(config),
             max_size=config.max_inbound_message,
+            reuse_port=reuse_port,
             **protocol_options(config),
         )
     except OSError as exc:
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StartupError(
-            f"cannot listen on {config.ws_host}:{config.ws_port}: {reason or exc}"
-        ) from None
+        if exc.errno == errno.EADDRINUSE:
+            # A shared port is refused only by a listener that does not share it.
+            reason = "address already in use" + (
+                " by a listener that does not share it (SO_REUSEPORT)" if reuse_port else ""
+            )
+        else:
+            reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {where}: {reason}") from None
+    except ValueError as exc:  # asyncio: SO_REUSEPORT defined but not implemented
+        raise StartupError(f"cannot listen on {where}: {exc}; use --no-reuse-port") from None
+    shared = " (SO_REUSEPORT: other broadcasters may share it)" if reuse_port else ""
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        log.info("listening on %s://%s:%d", "wss" if config.tls_cert else "ws", shown, port)
+        log.info(
+            "listening on %s://%s:%d%s", "wss" if config.tls_cert else "ws", shown, port, shared
+        )
     return server
+
+
+def _reuse_port(config: BroadcasterConfig) -> bool:
+    """Whether to set SO_REUSEPORT: asked for, and the platform has it (Linux spreads the
+    connections over the listeners; on a port of 0 each process gets a port of its own)."""
+    if not config.reuse_port:
+        return False
+    if not hasattr(socket, "SO_REUSEPORT"):
+        log.warning("SO_REUSEPORT is not available here: the port cannot be shared")
+        return False
+    return True
 
 
 def _address(server: Server) -> tuple[str, int]:

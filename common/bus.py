@@ -28,7 +28,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from common import schema
 from common.errors import StartupError
 from common.logs import Every
-from common.shards import GroupIndex
+from common.shards import GROUPS, GroupIndex
 from common.signals import readable_or_stopped
 
 log = logging.getLogger(__name__)
@@ -218,24 +218,52 @@ def make_keys(directory: Path) -> None:
 
 
 class Publisher:
-    """The producer's PUB socket. Sends never block: past the high-water mark ZeroMQ drops.
+    """The producer's publishing socket. Sends never block: past the high-water mark ZeroMQ
+    drops.
 
-    A batch goes out as one message per device group, under the group's topic, so that a
-    subscriber can take the devices it wants and no others (see common.shards)."""
+    A batch goes out whole (topic `samples`) to the subscribers that want every device, and
+    split by device group (topics `group.<g>`) to those that want some groups only, so that
+    they receive and decode nothing else (see common.shards). It is an XPUB socket, which
+    tells which topics have subscribers: nobody pays for a split nobody asked for.
+    """
 
     def __init__(self, endpoint: str, hwm: int = SEND_HWM, security: Security = PLAIN) -> None:
         security.check_bind(endpoint)
-        self._socket = context().socket(zmq.PUB)
+        self._socket = context().socket(zmq.XPUB)
         self._socket.linger = LINGER_MS
         self._socket.sndhwm = hwm
         self._socket.ipv6 = "[" in endpoint
         self._auth = security.serve(self._socket)
         self.endpoint = _attach(self._socket, "bind", endpoint, "ZeroMQ", self.close)
         self._groups = GroupIndex()
+        self._topics: set[bytes] = set()  # topics someone subscribes to
+        self._wanted_groups: set[int] = set()
 
     def publish(self, batch: schema.Batch) -> None:
-        for group, part in self._groups.split(batch):
-            self._socket.send_multipart(schema.encode(part, group), copy=False)
+        self._read_subscriptions()
+        if schema.TOPIC in self._topics:
+            self._socket.send_multipart(schema.encode(batch), copy=False)
+        if self._wanted_groups:
+            for group, part in self._groups.split(batch):
+                if group in self._wanted_groups:
+                    self._socket.send_multipart(schema.encode(part, group), copy=False)
+
+    def _read_subscriptions(self) -> None:
+        """Take in (un)subscriptions: ZeroMQ reports a topic's first subscriber and its last
+        one leaving (or disconnecting)."""
+        changed = False
+        while True:
+            try:
+                message = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if message[:1] == b"\x01":
+                self._topics.add(message[1:])
+            elif message[:1] == b"\x00":
+                self._topics.discard(message[1:])
+            changed = True
+        if changed:
+            self._wanted_groups = {g for g in range(GROUPS) if schema.topic(g) in self._topics}
 
     def close(self) -> None:
         if self._auth is not None:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Every message of samples has a topic starting with TOPIC: `samples.<group>` (two hex
-# digits; see common.shards) when it holds one group's devices, as the producer sends them.
+# The topic of a message of samples: TOPIC for whole batches, `group.<g>` (two hex digits;
+# see common.shards) for the samples of one device group only.
 TOPIC = b"samples"
 METRICS: tuple[str, ...] = ("cpu", "mem", "disk_io", "net")
 COLUMNS: tuple[str, ...] = ("timestamp", *METRICS, "device", "seq", "anomaly", "anomaly_id")
@@ -52,7 +52,7 @@ RECORD = np.dtype(
     ]
 )
 
-_GROUP_TOPIC = re.compile(re.escape(TOPIC) + rb"\.[0-9a-f]{2}")
+_GROUP_TOPIC = re.compile(rb"group\.[0-9a-f]{2}")
 _MAGIC = b"SSIM"
 _VERSION = 2
 _HEADER = struct.Struct("<4sBBHI")  # magic, version, precision, reserved, row count
@@ -108,7 +108,7 @@ def empty_rows(count: int) -> np.ndarray:
 
 def topic(group: int) -> bytes:
     """The topic of a message holding the samples of one device group."""
-    return b"%s.%02x" % (TOPIC, group)
+    return b"group.%02x" % group
 
 
 def encode(batch: Batch, group: int | None = None) -> list[bytes]:

@@ -1,8 +1,7 @@
 """Scaling out: which instance of a scaled process handles which devices, and where it listens.
 
-Devices fall into GROUPS groups; a message on the bus carries one group's samples under the
-topic `samples.<group>`, so a subscriber that wants some devices subscribes to their groups
-alone. Shard I of N (1-based) of producers or loggers handles the groups g with
+Devices fall into GROUPS groups; a subscriber that wants some devices only subscribes to
+their groups (topic `group.<g>`) and receives nothing else. Shard I of N (1-based) of producers or loggers handles the groups g with
 g % N == I - 1: every device belongs to exactly one shard, the same one on every host.
 
 Simulated devices (`host-01`, `host-02`, ...) are dealt out round-robin, so a fleet splits
@@ -154,26 +153,28 @@ def instance_index(process: str) -> int:
 def honcho_concurrency(process: str) -> int | None:
     """How many `process` instances the honcho that started us runs (`-c producer=2`).
 
-    Read from the parent's command line with honcho's own parser; None when the parent is
-    not honcho."""
+    Read from the parent's command line (`honcho start -c producer=2,logger=3`); None when
+    the parent is not honcho. Types not named there run once."""
     if "HONCHO_PROCESS_NAME" not in os.environ:
         return None
     try:
         with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
-            argv = [a.decode() for a in f.read().split(b"\0") if a]
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return None
-    start = next((i for i, a in enumerate(argv) if a == "start"), None)
-    if start is None:
+    if "start" not in argv:
         return None
-    from honcho.command import _parse_concurrency, parser  # only under honcho
-
+    spec = ""
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--concurrency") and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif arg.startswith("--concurrency="):
+            spec = arg.split("=", 1)[1]
+        elif arg.startswith("-c") and len(arg) > 2:
+            spec = arg[2:]
+    counts = dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
     try:
-        args, _ = parser.parse_known_args(argv[start:])
-    except SystemExit:
-        return None
-    try:
-        return int(_parse_concurrency(getattr(args, "concurrency", None))[process])
+        return int(counts.get(process, 1))
     except ValueError:
         return None
 

@@ -1,12 +1,16 @@
-"""Several producers and loggers: devices shared out, every sample logged once, the union checked."""
+"""Several producers and loggers: devices shared out, each sample logged once, the union checked."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pandas as pd
+from websockets.sync.client import connect
 
 from common.shards import Shard
 from conftest import REPO, Pipeline, wait_until
@@ -147,3 +151,30 @@ def test_ctl_reaches_every_producer_and_inject_the_owner(pipeline: Pipeline):
         True,
         True,
     ]
+
+
+def test_a_broadcaster_takes_only_the_groups_its_clients_want(pipeline: Pipeline):
+    """With every client asking for host-01 alone, the broadcaster subscribes to host-01's
+    device group only and receives a fraction of the stream; a client wanting everything
+    brings the whole stream back."""
+    pipeline.producer("--rate", "50", "--devices", "8", "--anomaly-rate", "0")
+    pipeline.broadcaster()
+
+    def received() -> float:
+        url = pipeline.ws_url.replace("ws://", "http://") + "/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        return float(re.search(r"^stream_samples_received_total (\S+)$", text, re.M)[1])
+
+    def rate_over(seconds: float) -> float:
+        before, began = received(), time.monotonic()
+        time.sleep(seconds)  # the measurement window itself
+        return (received() - before) / (time.monotonic() - began)
+
+    with connect(pipeline.ws_url + "/?devices=host-01", open_timeout=5, max_queue=None) as one:
+        assert json.loads(one.recv(timeout=5))["device"] == "host-01"
+        narrow = rate_over(2.0)
+        with connect(pipeline.ws_url + "/", open_timeout=5, max_queue=None) as every:
+            every.recv(timeout=5)
+            wide = rate_over(2.0)
+    assert narrow < 0.3 * wide, (narrow, wide)
+    assert wide > 300  # 8 devices x 50 Hz
