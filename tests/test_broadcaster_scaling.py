@@ -227,9 +227,11 @@ def ready_info(path: Path) -> dict | None:
         return None
 
 
-def test_honcho_scales_the_broadcaster_on_one_port(tmp_path: Path):
-    """`honcho start -c broadcaster=2` with the shipped Procfile runs two broadcasters on the
-    same port, both answering, a client gets samples, and SIGTERM stops everything cleanly."""
+def test_honcho_scales_every_part(tmp_path: Path):
+    """`honcho start -c producer=2,logger=2,broadcaster=2` with the shipped Procfile runs:
+    the producers share out the devices, two broadcasters answer on the same port, the two
+    loggers' files hold every sample once (verify checks their union), and SIGTERM stops
+    everything cleanly."""
     shutil.copy(REPO / "Procfile", tmp_path / "Procfile")
     ready = tmp_path / "ready"
     port = unused_port()
@@ -238,7 +240,7 @@ def test_honcho_scales_the_broadcaster_on_one_port(tmp_path: Path):
         f"STREAM_ZMQ_CATCHUP=ipc://{tmp_path}/catchup.sock\n"
         f"STREAM_ZMQ_CONTROL=ipc://{tmp_path}/control.sock\n"
         f"STREAM_WS_PORT={port}\n"
-        "STREAM_RATE=10\n"
+        "STREAM_RATE=10\nSTREAM_DEVICES=6\nSTREAM_FLUSH_INTERVAL=0.1\n"
         f"STREAM_READY_FILE={ready}/{{instance}}.json\n"
     )
     bin_dir = str(Path(sys.executable).parent)
@@ -248,14 +250,14 @@ def test_honcho_scales_the_broadcaster_on_one_port(tmp_path: Path):
     log_path = tmp_path / "honcho.log"
     with open(log_path, "w") as log:
         honcho = subprocess.Popen(
-            [os.path.join(bin_dir, "honcho"), "start", "-c", "broadcaster=2"],
+            [os.path.join(bin_dir, "honcho"), "start", "-c", "producer=2,logger=2,broadcaster=2"],
             cwd=tmp_path,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    names = ["producer.1", "logger.1", "broadcaster.1", "broadcaster.2"]
+    names = [f"{kind}.{i}" for kind in ("producer", "logger", "broadcaster") for i in (1, 2)]
     client = None
     try:
         wait_until(
@@ -278,6 +280,13 @@ def test_honcho_scales_the_broadcaster_on_one_port(tmp_path: Path):
         )
         assert client.popen.wait(15) == 0, client.lines
         assert sum(line.startswith("Received: ") for line in client.out) == 3
+        producers = [ready_info(ready / f"producer.{i}.json") for i in (1, 2)]
+        assert producers[0]["pub"] != producers[1]["pub"]
+        logs = [tmp_path / "data" / f"stream_log.{i}-of-2.csv" for i in (1, 2)]
+        wait_until(
+            lambda: all(p.exists() and len(p.read_text().splitlines()) > 20 for p in logs),
+            timeout=15,
+        )
     finally:
         if client is not None:
             client.kill()
@@ -294,3 +303,13 @@ def test_honcho_scales_the_broadcaster_on_one_port(tmp_path: Path):
     assert honcho.returncode == 143, output  # honcho's own status after a SIGTERM: 128 + 15
     assert not list(ready.glob("*.json")), "a process left its ready file"
     assert "Traceback" not in output
+    devices = [{line.split(",")[5] for line in p.read_text().splitlines()[1:]} for p in logs]
+    assert not devices[0] & devices[1] and len(devices[0] | devices[1]) == 6
+    audit = subprocess.run(
+        [sys.executable, "-m", "logger", "verify", *map(str, logs)],
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert audit.returncode == 0, audit.stdout

@@ -45,6 +45,10 @@ class Controller:
                 self.paused = False
                 self.source.take(time.time() * 1000)  # skip the ticks due while paused
             return {"paused": False}
+        from producer.sources import IdleSource
+
+        if isinstance(self.source, IdleSource) and command == "rate":
+            return {"rate": _number(request.get("rate"), "rate", 0.0, 1000.0), "idle": True}
         sim = self._sim()
         if command == "inject":
             return self._inject(sim, request)

@@ -12,6 +12,7 @@ import numpy as np
 
 from common import schema
 from common.errors import StartupError
+from common.shards import Shard
 from producer import series as series_store
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
 
         owned = [i for i in range(config.devices) if config.shard.owns(device_name(i))]
         if not owned:
-            raise _owns_nothing(config, f"{config.devices} device(s)")
+            return _idle(config, f"{config.devices} device(s)")
         return SimSource(
             series,
             config.anomaly_rate,
@@ -101,7 +102,7 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
         from producer.sources.live import host_device_name
 
         if not config.shard.owns(host_device_name()):
-            raise _owns_nothing(config, "one device (this machine)")
+            return _idle(config, "one device (this machine)")
         series, continued = series_store.resume_or_start(
             config.state, 0, 1, config.rate, now_ms, source="live"
         )
@@ -115,7 +116,7 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
     if config.shard.count > 1:
         recording = recording.only(config.shard.owns)
         if recording is None:
-            raise _owns_nothing(config, f"the devices of {config.replay_file}")
+            return _idle(config, f"the devices of {config.replay_file}")
     series, _ = series_store.resume_or_start(
         config.state,
         0,
@@ -129,10 +130,32 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
     return replay.ReplaySource(recording, series, config.replay_loop, config.replay_file)
 
 
-def _owns_nothing(config: ProducerConfig, what: str) -> StartupError:
-    return StartupError(
-        f"producer {config.shard} owns none of {what}: run fewer producers than devices"
-    )
+class IdleSource:
+    """A producer of several that owns none of the devices: it publishes nothing, but runs
+    (and answers ctl), so that a scaled pipeline keeps running with more producers than
+    devices."""
+
+    device_names: list[str] = []
+
+    def __init__(self, shard: Shard, what: str) -> None:
+        self.shard, self.what = shard, what
+
+    def describe(self) -> str:
+        return f"idle: producer {self.shard} owns none of {self.what}"
+
+    def next_due_ms(self) -> float:
+        return float("inf")
+
+    def take(self, now_ms: float) -> list[schema.Batch]:
+        return []
+
+    def prefetch(self) -> None:
+        pass
+
+
+def _idle(config: ProducerConfig, what: str) -> IdleSource:
+    log.warning("producer %s owns none of %s: idle (run fewer producers)", config.shard, what)
+    return IdleSource(config.shard, what)
 
 
 def _log_series(continued: bool) -> None:
