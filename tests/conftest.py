@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,21 +81,10 @@ class Proc:
     def ready(self, timeout: float = 20.0) -> dict:
         """What the process wrote to its ready file (endpoints, ports), once it is serving."""
         assert self.ready_file is not None, f"{self.args} was started without a ready file"
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                info = json.loads(self.ready_file.read_text())
-                if info.get("pid") == self.popen.pid:
-                    self.info = info
-                    return info
-            except (OSError, ValueError):
-                pass  # not there yet (it is replaced atomically, never half-written)
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{self.args}: not ready within {timeout}s; exit={self.popen.poll()}; "
-                    "stderr:\n" + "\n".join(self.lines[-30:])
-                )
-            time.sleep(0.02)
+        self.info = wait_ready(
+            self.ready_file, self.popen, timeout, lambda: "\n".join(self.lines[-30:])
+        )
+        return self.info
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
         """Send `sig`, wait for exit; return (exit code, seconds taken). Kills on timeout."""
@@ -116,6 +105,32 @@ class Proc:
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait(5)
+
+
+def ready_info(path: Path) -> dict | None:
+    """The JSON in a ready file, or None while there is none (it is replaced atomically)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_ready(
+    path: Path, popen: subprocess.Popen, timeout: float, stderr: Callable[[], str]
+) -> dict:
+    """The ready file of the process `popen` started, once written; fail with the process's
+    last lines of stderr if it exits first or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = ready_info(path)
+        if info is not None and info.get("pid") == popen.pid:
+            return info
+        if popen.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(
+                f"{popen.args}: not ready within {timeout}s; exit={popen.poll()}; "
+                f"stderr:\n{stderr()}"
+            )
+        time.sleep(0.02)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
-from conftest import REPO, Pipeline, Proc, wait_until
+from conftest import REPO, Pipeline, Proc, ready_info, wait_until
 
 
 def health(http_url: str) -> tuple[int, dict]:
@@ -217,14 +217,6 @@ def unused_port() -> int:
             continue
         return port
     raise AssertionError("no free port found")
-
-
-def ready_info(path: Path) -> dict | None:
-    """The JSON in a ready file, or None while there is none (it is replaced atomically)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def test_honcho_scales_every_part(tmp_path: Path):

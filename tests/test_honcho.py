@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -13,15 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import REPO, Proc, wait_until
-
-
-def ready_info(path: Path) -> dict | None:
-    """The JSON in a ready file, or None while there is none (it is replaced atomically)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+from conftest import REPO, Proc, ready_info, wait_until
 
 
 def test_honcho_start_runs_everything(tmp_path: Path):

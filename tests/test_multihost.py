@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, wait_until
+from conftest import REPO, wait_ready, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -85,21 +85,8 @@ class HostProc:
     def ready(self, timeout: float = 20.0) -> dict:
         """The ready file's contents once the process serves (`ip netns exec` execs, so the
         pid in the file is the one we started)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                info = json.loads(self.ready_file.read_text())
-                if info.get("pid") == self.popen.pid:
-                    self.info = info
-                    return info
-            except (OSError, ValueError):
-                pass  # not written yet (it is replaced atomically)
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{self.name} on {self.host.name}: not ready within {timeout}s; "
-                    f"exit={self.popen.poll()}; stderr:\n{self.stderr()}"
-                )
-            time.sleep(0.05)
+        self.info = wait_ready(self.ready_file, self.popen, timeout, self.stderr)
+        return self.info
 
     def stderr(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
