@@ -132,5 +132,24 @@ async def refill(
     return fresh, left, facts
 
 
+async def fill(
+    tracker: SeqTracker, client: CatchupClient, gaps: list[Gap], batch: schema.Batch
+) -> tuple[list[schema.Batch], list[tuple[Gap, str]]]:
+    """Seq jumps found before `batch`: fetch the missing samples of those devices.
+
+    Returns the rows to write before `batch` (admitted), and the gaps left (with reasons)."""
+    after = {g.device: g.first - 1 for g in gaps}
+    wanted = np.array([d.encode() for d in after], f"S{schema.DEVICE_MAX_BYTES}")
+    fresh, left, facts = await refill(
+        tracker,
+        client,
+        after,
+        max(g.after_ms for g in gaps),
+        keep=lambda devices: np.isin(devices, wanted),
+    )
+    left += [(g, classify(g, facts)) for g in tracker.gaps(batch)]
+    return fresh, left
+
+
 def describe(gap: Gap, reason: str) -> str:
     return f"{gap.device} seq {gap.first}..{gap.last} ({gap.last - gap.first + 1} samples) {reason}"

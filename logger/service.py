@@ -15,7 +15,7 @@ from common.bus import Subscriber
 from common.metrics import Figure
 from common.ready import Readiness
 from common.shards import GroupIndex, Shard
-from logger.catchup import CatchupClient, classify, describe, refill
+from logger.catchup import CatchupClient, describe, fill, refill
 from logger.config import LoggerConfig
 from logger.resume import last_written
 from logger.seqs import Gap, SeqTracker
@@ -164,16 +164,7 @@ async def _fill(
     batch: schema.Batch,
 ) -> None:
     """A seq jump: fetch the missing samples, write them before `batch`, record the rest."""
-    after = {g.device: g.first - 1 for g in gaps}
-    wanted = np.array([d.encode() for d in after], f"S{schema.DEVICE_MAX_BYTES}")
-    fresh, left, facts = await refill(
-        seqs,
-        client,
-        after,
-        max(g.after_ms for g in gaps),
-        keep=lambda devices: np.isin(devices, wanted),
-    )
+    fresh, left = await fill(seqs, client, gaps, batch)
     for part in fresh:
         sink.write_batch(part)
-    left += [(g, classify(g, facts)) for g in seqs.gaps(batch)]
     _record(sink, left, batch.precision)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -238,3 +240,27 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = 
         if time.monotonic() > deadline:
             raise AssertionError(message or f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def unused_port() -> int:
+    """A port that nothing uses on any address of localhost, below the kernel's ephemeral range.
+
+    `honcho start -c broadcaster=2` starts both broadcasters at once, so they need a fixed
+    port to share (with 0 each would get its own). Holding it with a SO_REUSEPORT socket of
+    ours would make the kernel give that socket some of the connections; so the port is
+    checked free and released, and the broadcasters bind it a moment later. Below the
+    ephemeral range the kernel never hands it out (to outgoing connections or to a bind of
+    port 0), so only a program choosing this very port in between could take it, and then
+    the broadcasters would stop with their "address already in use" line: a clear failure.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    addresses = {(i[0], i[4][0]) for i in socket.getaddrinfo("localhost", None, proto=6)}
+    for port in random.sample(range(max(1024, low - 10_000), low), 100):
+        try:
+            for family, host in addresses:
+                with socket.socket(family) as probe:
+                    probe.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port found")

@@ -1,0 +1,4 @@
+from bridge.cli import main as command
+from common.cli import main
+
+main(command, "bridge")

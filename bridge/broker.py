@@ -1,0 +1,64 @@
+"""What every broker sink offers the bridge, and how a sink is chosen from the URL.
+
+A sink connects (retrying while the broker is unreachable, failing at once on what a
+retry cannot fix), publishes messages in batches and reports which ones the broker
+acknowledged; the bridge's outbox keeps the others and sends them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from bridge.config import BridgeConfig
+from bridge.message import Message
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    url: str
+    reconnects: int
+
+    async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
+        """Per device, (seq, timestamp ms) of the newest sample the broker already holds."""
+        ...
+
+    async def write_batch(self, messages: list[Message]) -> list[bool]:
+        """Publish, and say which messages the broker acknowledged."""
+        ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Backoff:
+    """Waits between attempts to reach a broker: 0.2 s, doubling up to 5 s."""
+
+    def __init__(self, first: float = 0.2, most: float = 5.0) -> None:
+        self.first, self.most = first, most
+        self.delay = first
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(self.most, self.delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+async def open_sink(config: BridgeConfig, stop: asyncio.Event) -> Sink | None:
+    """The sink for `config.target`, connected; None if `stop` came first.
+
+    An unreachable broker is retried with backoff (logged); wrong credentials or a failed
+    TLS handshake raise StartupError: retrying cannot fix them."""
+    if config.target.kind == "jetstream":
+        from bridge.jetstream import JetStreamSink
+
+        return await JetStreamSink.open(config, stop)
+    from bridge.mqtt import MqttSink
+
+    return await MqttSink.open(config, stop)

@@ -1,0 +1,236 @@
+"""`python -m bridge`: the command line, which only builds a config and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import click
+
+from bridge import service
+from bridge.config import (
+    MQTT_VERSIONS,
+    RETENTIONS,
+    BridgeConfig,
+    check_prefix,
+    check_stream_name,
+    parse_target,
+)
+from common.cli import (
+    catchup_from,
+    duration,
+    log_level_option,
+    metrics_port_option,
+    option,
+    producer_endpoints,
+    producers_option,
+    ready_file_option,
+    security_from,
+    security_options,
+    zmq_catchup_option,
+    zmq_pub_option,
+)
+from common.logs import setup_logging
+from common.ready import instance_name
+from common.signals import stop_on_signals
+
+
+def _checked(check):
+    """A click callback from a function that raises ValueError on a bad value."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+def _target(value: str | None):
+    if not value:
+        raise ValueError("no broker given: expected nats://HOST:PORT or mqtt://HOST:PORT")
+    return parse_target(value)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option(
+    "--to",
+    "STREAM_BRIDGE_TO",
+    callback=lambda ctx, param, value: _checked(_target)(ctx, param, value or ""),
+    help="Broker to publish to: nats://HOST:PORT (JetStream; tls:// for TLS) or "
+    "mqtt://[USER:PASS@]HOST:PORT (mqtts:// for TLS).",
+)
+@zmq_pub_option
+@zmq_catchup_option
+@producers_option
+@security_options
+@option(
+    "--prefix",
+    "STREAM_BRIDGE_PREFIX",
+    default="samples",
+    callback=_checked(check_prefix),
+    help="Subjects are PREFIX.<device> (NATS), topics PREFIX/<device> (MQTT).",
+)
+@option(
+    "--stream",
+    "STREAM_BRIDGE_STREAM",
+    default="SAMPLES",
+    callback=_checked(check_stream_name),
+    help="JetStream stream, created if missing (subjects PREFIX.>).",
+)
+@option(
+    "--replicas",
+    "STREAM_BRIDGE_REPLICAS",
+    default=1,
+    type=click.IntRange(1, 5),
+    help="Replicas of a stream the bridge creates.",
+)
+@option(
+    "--retention",
+    "STREAM_BRIDGE_RETENTION",
+    default="limits",
+    type=click.Choice(RETENTIONS),
+    help="Retention policy of a stream the bridge creates.",
+)
+@option(
+    "--max-age",
+    "STREAM_BRIDGE_MAX_AGE",
+    default="1d",
+    callback=duration,
+    help="How long a created stream keeps messages, e.g. 12h, 7d (0: for ever).",
+)
+@option(
+    "--qos",
+    "STREAM_BRIDGE_QOS",
+    default=1,
+    type=click.IntRange(0, 2),
+    help="MQTT quality of service: 0 at most once, 1 at least once, 2 exactly once.",
+)
+@option(
+    "--retain",
+    "STREAM_BRIDGE_RETAIN",
+    is_flag=True,
+    help="MQTT: the broker keeps each device's last message for new subscribers.",
+)
+@option(
+    "--mqtt-version",
+    "STREAM_BRIDGE_MQTT_VERSION",
+    default="3.1.1",
+    type=click.Choice(MQTT_VERSIONS),
+    help="MQTT protocol version.",
+)
+@option("--username", "STREAM_BRIDGE_USERNAME", help="Broker user name (overrides the URL's).")
+@option("--password", "STREAM_BRIDGE_PASSWORD", help="Broker password (overrides the URL's).")
+@option(
+    "--client-id",
+    "STREAM_BRIDGE_CLIENT_ID",
+    default="",
+    help="MQTT client id (default: stream-bridge-<host>-<pid>).",
+)
+@option(
+    "--batch",
+    "STREAM_BRIDGE_BATCH",
+    is_flag=True,
+    help="Send a JSON array of consecutive samples of one device per message.",
+)
+@option(
+    "--batch-max",
+    "STREAM_BRIDGE_BATCH_MAX",
+    default=500,
+    type=click.IntRange(2, 100_000),
+    help="Samples per message at most, with --batch.",
+)
+@option(
+    "--window",
+    "STREAM_BRIDGE_WINDOW",
+    default=2000,
+    type=click.IntRange(1, 60_000),
+    help="Messages published before their acknowledgements are awaited.",
+)
+@option(
+    "--max-unsent",
+    "STREAM_BRIDGE_MAX_UNSENT",
+    default=1_000_000,
+    type=click.IntRange(1, 10**9),
+    help="Samples held while the broker does not acknowledge them; past this the oldest "
+    "are given up and recorded in the gaps file.",
+)
+@option(
+    "--gaps-file",
+    "STREAM_BRIDGE_GAPS",
+    default="data/{instance}.gaps.csv",
+    help="CSV of the samples that could not be bridged ({instance}: bridge, or honcho's bridge.N).",
+)
+@metrics_port_option("STREAM_BRIDGE_METRICS_PORT")
+@ready_file_option
+@log_level_option
+@click.pass_context
+def main(
+    ctx: click.Context,
+    to,
+    zmq_pub: str,
+    zmq_catchup: str,
+    producers: str,
+    curve_dir: Path | None,
+    allow_insecure: bool,
+    prefix: str,
+    stream: str,
+    replicas: int,
+    retention: str,
+    max_age: float,
+    qos: int,
+    retain: bool,
+    mqtt_version: str,
+    username: str | None,
+    password: str | None,
+    client_id: str,
+    batch: bool,
+    batch_max: int,
+    window: int,
+    max_unsent: int,
+    gaps_file: str,
+    metrics_port: int,
+    ready_file: str | None,
+    log_level: str,
+) -> None:
+    """Publish every sample to NATS JetStream or MQTT, none lost or doubled."""
+    setup_logging(log_level)
+    if username is not None or password is not None:
+        to = dataclasses.replace(
+            to,
+            username=username if username is not None else to.username,
+            password=password if password is not None else to.password,
+        )
+    config = BridgeConfig(
+        target=to,
+        zmq_pub=",".join(producer_endpoints(zmq_pub, producers)),
+        zmq_catchup=",".join(producer_endpoints(catchup_from(ctx, zmq_catchup), producers)),
+        security=security_from(curve_dir, allow_insecure),
+        prefix=prefix,
+        stream=stream,
+        replicas=replicas,
+        retention=retention,
+        max_age=max_age,
+        qos=qos,
+        retain=retain,
+        mqtt_version=mqtt_version,
+        client_id=client_id or f"stream-bridge-{socket.gethostname()}-{os.getpid()}",
+        batch=batch,
+        batch_max=batch_max,
+        window=window,
+        max_unsent=max_unsent,
+        gaps_file=Path(gaps_file.replace("{instance}", instance_name("bridge"))),
+        metrics_port=metrics_port,
+        ready_file=ready_file,
+    )
+    asyncio.run(_run(config))
+
+
+async def _run(config: BridgeConfig) -> None:
+    await service.run(config, stop_on_signals())

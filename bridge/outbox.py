@@ -1,0 +1,157 @@
+"""The bounded store of what the broker has not acknowledged yet.
+
+Samples wait here from the moment they are received until the broker acknowledges them.
+While the broker is away they pile up; past the bound the oldest are given up, and the
+exact seqs given up come back as gap records for the gaps file: nothing is dropped
+silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from bridge.message import Message, messages, runs
+from common import schema
+from logger.seqs import Gap
+
+GIVEN_UP = "given_up"  # gap reason: past the bound of unsent samples
+UNSENT = "unsent"  # gap reason: still unacknowledged when the bridge stopped
+
+
+class Outbox:
+    """Samples not acknowledged yet, at most `max_samples` of them.
+
+    Guarantees: messages come out in the order their samples went in, except that a
+    message taken and not acknowledged comes back first, as the very same message (same
+    id, same payload); past `max_samples`, the oldest samples not being published are
+    given up and returned by `add` as gaps; `drain` returns everything still held as gaps.
+    """
+
+    def __init__(self, max_samples: int, batch_max: int = 1) -> None:
+        self.max_samples = max_samples
+        self.batch_max = batch_max
+        self._made: deque[Message] = deque()  # made into messages (taken before), not in flight
+        self._rows: deque[schema.Batch] = deque()  # not made into messages yet
+        self._in_flight: dict[int, Message] = {}
+        self._held = 0  # samples in _made and _rows
+        self._flying = 0  # samples in flight
+        self._more = asyncio.Event()
+        self.given_up = 0  # samples
+        self.retried = 0  # messages sent again
+
+    @property
+    def held(self) -> int:
+        """Samples not acknowledged yet (waiting or being published)."""
+        return self._held + self._flying
+
+    def add(self, batch: schema.Batch) -> list[Gap]:
+        """Hold new samples; return the gaps given up to stay within the bound."""
+        if len(batch):
+            self._rows.append(batch)
+            self._held += len(batch)
+            self._more.set()
+        over = self.held - self.max_samples
+        return self._give_up(over) if over > 0 else []
+
+    def take(self, max_messages: int) -> list[Message]:
+        """Up to about `max_messages` messages to publish now, oldest first; each must be
+        settled."""
+        out: list[Message] = []
+        while self._made and len(out) < max_messages:
+            out.append(self._made.popleft())
+        budget = (max_messages - len(out)) * self.batch_max
+        taken: list[schema.Batch] = []
+        while self._rows and budget > 0:
+            batch = self._rows.popleft()
+            if len(batch) > budget:
+                self._rows.appendleft(schema.Batch(batch.rows[budget:], batch.precision))
+                batch = schema.Batch(batch.rows[:budget], batch.precision)
+            taken.append(batch)
+            budget -= len(batch)
+        for batch in schema.merge(taken):
+            out += messages(batch, self.batch_max)
+        if len(out) > max_messages:  # batched: more devices than the budget assumed
+            self._made.extendleft(reversed(out[max_messages:]))
+            out = out[:max_messages]
+        for message in out:
+            self._in_flight[id(message)] = message
+            self._held -= message.samples
+            self._flying += message.samples
+        if not self._held:
+            self._more.clear()
+        return out
+
+    def settle(self, sent: list[Message], acked: list[bool]) -> int:
+        """The broker's answer for messages taken: the acknowledged ones are done, the others
+        come back first, to be sent again as they are. Returns the samples acknowledged."""
+        back = []
+        done = 0
+        for message, ok in zip(sent, acked, strict=True):
+            if self._in_flight.pop(id(message), None) is None:
+                continue  # given up meanwhile (drain)
+            self._flying -= message.samples
+            if ok:
+                done += message.samples
+            else:
+                back.append(message)
+        if back:
+            self.retried += len(back)
+            self._made.extendleft(reversed(back))
+            self._held += sum(m.samples for m in back)
+            self._more.set()
+        return done
+
+    async def wait(self, timeout: float) -> None:
+        """Until there is something to take, or `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._more.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def drain(self) -> list[Gap]:
+        """Give up everything held, in flight or not (the bridge is stopping); the gaps."""
+        gaps = [_gap(m) for m in self._in_flight.values()]
+        self._in_flight.clear()
+        self._flying = 0
+        gaps += self._give_up(self._held)
+        return gaps
+
+    def _give_up(self, count: int) -> list[Gap]:
+        """Drop the `count` oldest samples not in flight; their gaps."""
+        gaps: list[Gap] = []
+        dropped = 0
+        while dropped < count and self._made:
+            message = self._made.popleft()
+            gaps.append(_gap(message))
+            dropped += message.samples
+        rows: list[schema.Batch] = []
+        while dropped < count and self._rows:
+            batch = self._rows.popleft()
+            if len(batch) > count - dropped:
+                keep = len(batch) - (count - dropped)
+                self._rows.appendleft(schema.Batch(batch.rows[-keep:], batch.precision))
+                batch = schema.Batch(batch.rows[:-keep], batch.precision)
+            rows.append(batch)
+            dropped += len(batch)
+        for batch in schema.merge(rows):
+            sorted_rows, starts, ends = runs(batch.rows)
+            gaps += [
+                Gap(
+                    sorted_rows["device"][a].decode(),
+                    int(sorted_rows["seq"][a]),
+                    int(sorted_rows["seq"][b - 1]),
+                    int(sorted_rows["ts_ms"][a]),
+                    int(sorted_rows["ts_ms"][b - 1]),
+                )
+                for a, b in zip(starts, ends, strict=True)
+            ]
+        self._held -= dropped
+        self.given_up += dropped
+        if not self._held:
+            self._more.clear()
+        return gaps
+
+
+def _gap(message: Message) -> Gap:
+    return Gap(message.device, message.first, message.last, message.first_ms, message.last_ms)

@@ -1,0 +1,251 @@
+"""The bridge's loop: receive samples, drop duplicates, refill gaps, hand the rest to the
+broker through the outbox, and record what cannot be delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AsyncExitStack, suppress
+
+import numpy as np
+
+from bridge.broker import Backoff, Sink, open_sink
+from bridge.config import BridgeConfig
+from bridge.outbox import GIVEN_UP, UNSENT, Outbox
+from common import metrics, schema
+from common.bus import Subscriber
+from common.logs import Every
+from common.metrics import Figure
+from common.ready import Readiness
+from logger.catchup import CatchupClient, describe, fill
+from logger.files import GAPS_HEADER, CsvFile
+from logger.seqs import Gap, SeqTracker
+
+log = logging.getLogger(__name__)
+
+
+async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
+    """Bridge until `stop` is set, then publish what is held for `stop_grace` seconds and
+    record the rest as gaps. Raises StartupError on what retrying cannot fix."""
+    async with AsyncExitStack() as cleanup:
+        gaps_file = CsvFile(config.gaps_file, header=GAPS_HEADER)
+        gaps_file.open()
+        cleanup.callback(gaps_file.close)
+        log.info("connecting to %s", config.target.url)
+        sink = await open_sink(config, stop)
+        if sink is None:
+            return
+        cleanup.push_async_callback(sink.close)
+        subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
+        cleanup.callback(subscriber.close)
+        client = CatchupClient(config.zmq_catchup, security=config.security)
+        cleanup.callback(client.close)
+        bridge = Bridge(config, sink, subscriber, client, gaps_file)
+        scrape = metrics.serve(config.metrics_port, metrics.registry(bridge.figures))
+        if scrape is not None:
+            cleanup.callback(scrape.close)
+        ready = Readiness(config.ready_file, "bridge")
+        ready.announce(
+            to=sink.url,
+            pub=config.zmq_pub,
+            catchup=config.zmq_catchup,
+            gaps=str(config.gaps_file),
+            metrics_port=scrape.port if scrape else 0,
+        )
+        cleanup.callback(ready.withdraw)
+        log.info("bridging %s to %s", config.zmq_pub, sink.url)
+        await bridge.run(stop)
+
+
+class Bridge:
+    """The state of one bridge: where each device is, what is held, what was counted."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        sink: Sink,
+        subscriber: Subscriber,
+        client: CatchupClient,
+        gaps_file: CsvFile,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.subscriber = subscriber
+        self.client = client
+        self.gaps_file = gaps_file
+        self.seqs = SeqTracker()
+        self.outbox = Outbox(config.max_unsent, config.batch_max if config.batch else 1)
+        self._known: set[bytes] = set()  # devices whose place in the broker was looked up
+        self._precision = schema.SECONDS
+        self._closing = asyncio.Event()
+        self.refilled = 0
+        self.published = 0  # samples sent (a retry counts again)
+        self.acknowledged = 0
+        self.gaps_recorded = 0
+        self.unsent_at_stop = 0
+        self._last_ack = time.monotonic()
+        self._warn = Every(5.0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        publisher = asyncio.create_task(self._publish())
+        next_stats = time.monotonic() + self.config.stats_interval
+        try:
+            while not stop.is_set():
+                wait = max(0.0, next_stats - time.monotonic())
+                for batch in schema.merge(await self.subscriber.receive(wait, stop)):
+                    await self._take_in(batch)
+                if publisher.done():
+                    publisher.result()  # a bug in the publisher must not go unnoticed
+                    return
+                if time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + self.config.stats_interval
+                    self._stats()
+        finally:
+            await self._finish(publisher)
+
+    async def _take_in(self, batch: schema.Batch) -> None:
+        self._precision = batch.precision
+        await self._resume(batch)
+        gaps = self.seqs.gaps(batch)
+        if gaps:
+            fresh, left = await fill(self.seqs, self.client, gaps, batch)
+            for part in fresh:
+                self.refilled += len(part)
+                self._hold(part)
+            self._record(left)
+        self._hold(self.seqs.admit(batch))
+
+    async def _resume(self, batch: schema.Batch) -> None:
+        """Devices seen for the first time: continue after what the broker already holds
+        (a restarted bridge), so the gap up to now is refilled and nothing is sent twice."""
+        names = np.unique(batch.rows["device"]).tolist()
+        new = [d for d in names if d not in self._known]
+        if not new:
+            return
+        self._known.update(new)
+        where = await self.sink.resume([d.decode() for d in new])
+        for device, (seq, ts_ms) in where.items():
+            self.seqs.remember(device.encode(), seq, ts_ms)
+        if where:
+            log.info("resuming %d device(s) after what %s holds", len(where), self.sink.url)
+
+    def _hold(self, batch: schema.Batch) -> None:
+        given_up = self.outbox.add(batch)
+        if given_up:
+            self._record([(g, GIVEN_UP) for g in given_up])
+
+    def _record(self, gaps: list[tuple[Gap, str]]) -> None:
+        """Gap records go to the gaps file at once: they are what an operator audits."""
+        if not gaps:
+            return
+        self.gaps_recorded += len(gaps)
+        if self._warn(time.monotonic()):
+            shown = "; ".join(describe(g, reason) for g, reason in gaps[:3])
+            more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
+            log.warning("gap: %s%s", shown, more)
+        rows = "".join(g.row(reason, self._precision) for g, reason in gaps)
+        try:
+            self.gaps_file.write(rows.encode())
+        except OSError as exc:
+            log.error("cannot write gap records to %s: %s", self.gaps_file.path, exc)
+
+    async def _publish(self) -> None:
+        """Publish what the outbox holds, a window at a time, until closing and empty."""
+        backoff = Backoff(0.05, 2.0)
+        while True:
+            messages = self.outbox.take(self.config.window)
+            if not messages:
+                if self._closing.is_set():
+                    return
+                await self.outbox.wait(0.2)
+                continue
+            acked = await self.sink.write_batch(messages)
+            self.published += sum(m.samples for m in messages)
+            self.acknowledged += self.outbox.settle(messages, acked)
+            if all(acked):
+                self._last_ack = time.monotonic()
+                backoff.reset()
+            else:
+                await asyncio.sleep(backoff.next())  # the broker is in trouble: do not spin
+
+    async def _finish(self, publisher: asyncio.Task) -> None:
+        """Publish what is held for up to `stop_grace` s; record what is still unsent."""
+        self._closing.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(publisher), self.config.stop_grace)
+        except TimeoutError:
+            publisher.cancel()
+            with suppress(asyncio.CancelledError):
+                await publisher
+        left = self.outbox.drain()
+        self.unsent_at_stop = sum(g.last - g.first + 1 for g in left)
+        self._record([(g, UNSENT) for g in left])
+        log.info(
+            "stopped: %d sample(s) acknowledged by %s, %d unsent (recorded as gaps)",
+            self.acknowledged,
+            self.sink.url,
+            self.unsent_at_stop,
+        )
+
+    def _stats(self) -> None:
+        log.info(
+            "received %d samples; %d acknowledged by %s; %d held; %d retried message(s); "
+            "%d given up; %d gap(s) recorded",
+            self.subscriber.received,
+            self.acknowledged,
+            self.sink.url,
+            self.outbox.held,
+            self.outbox.retried,
+            self.outbox.given_up,
+            self.gaps_recorded,
+        )
+
+    def figures(self) -> list[Figure]:
+        held = self.outbox.held
+        stalled = time.monotonic() - self._last_ack if held else 0.0
+        return [
+            Figure(
+                "samples_received", "Samples received from ZeroMQ", self.subscriber.received, True
+            ),
+            Figure(
+                "samples_refilled",
+                "Samples refilled from the producers' history",
+                self.refilled,
+                True,
+            ),
+            Figure(
+                "samples_published",
+                "Samples sent to the broker (retries count again)",
+                self.published,
+                True,
+            ),
+            Figure(
+                "samples_acknowledged", "Samples the broker acknowledged", self.acknowledged, True
+            ),
+            Figure(
+                "messages_retried",
+                "Messages sent again after no acknowledgement",
+                self.outbox.retried,
+                True,
+            ),
+            Figure(
+                "samples_dropped",
+                "Samples given up past the bound of unsent samples",
+                self.outbox.given_up,
+                True,
+            ),
+            Figure(
+                "gaps",
+                "Gaps recorded (lost, not_produced, given_up, unsent)",
+                self.gaps_recorded,
+                True,
+            ),
+            Figure("bridge_lag_samples", "Samples received and not acknowledged yet", held),
+            Figure(
+                "bridge_lag_seconds",
+                "Seconds since the last acknowledgement while samples wait",
+                stalled,
+            ),
+            Figure("broker_reconnects", "Reconnections to the broker", self.sink.reconnects, True),
+        ]

@@ -1,0 +1,214 @@
+"""Real brokers for the bridge's tests: nats-server (JetStream, one node or a three-node
+cluster) and mosquitto, each started on free ports in the test's temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import unused_port
+
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def need(binary: str, package: str) -> None:
+    if not Path(binary).exists():
+        pytest.skip(f"{package} is not installed (apt-get install {package})")
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(unused_port())
+    return list(ports)
+
+
+class NatsNode:
+    """One nats-server with JetStream; its monitoring port answers /healthz when ready."""
+
+    def __init__(self, cwd: Path, name: str, port: int, monitor: int, args: list[str]) -> None:
+        self.cwd, self.name, self.port, self.monitor, self.args = cwd, name, port, monitor, args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.cwd / f"{self.name}.log", "a")
+        self.proc = subprocess.Popen(
+            [NATS, "-js", "-n", self.name, "-a", "127.0.0.1", "-p", str(self.port)]
+            + ["-m", str(self.monitor), "-sd", str(self.cwd / self.name), *self.args],
+            stdout=log,
+            stderr=log,
+        )
+
+    def healthy(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.monitor}/healthz"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class Nats:
+    """A JetStream deployment: one node, or a cluster of `nodes` on loopback."""
+
+    def __init__(self, cwd: Path, nodes: int = 1, extra: list[str] | None = None) -> None:
+        need(NATS, "nats-server")
+        ports = _free_ports(3 * nodes)
+        self.nodes: list[NatsNode] = []
+        routes = ",".join(f"nats://127.0.0.1:{ports[2 * nodes + i]}" for i in range(nodes))
+        for i in range(nodes):
+            args = list(extra or [])
+            if nodes > 1:
+                args += ["--cluster_name", "c", "--cluster", routes.split(",")[i], "--routes", routes]
+            self.nodes.append(NatsNode(cwd, f"n{i + 1}", ports[i], ports[nodes + i], args))
+        for node in self.nodes:
+            node.start()
+        self.wait_healthy()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.nodes[0].port}"
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            while not node.healthy():
+                assert node.proc and node.proc.poll() is None, f"nats-server {node.name} exited"
+                assert time.monotonic() < deadline, f"nats-server {node.name} not healthy"
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class Mosquitto:
+    """A mosquitto broker on a free port (anonymous, or with one user), ready once it accepts."""
+
+    def __init__(self, cwd: Path, user: tuple[str, str] | None = None) -> None:
+        need(MOSQUITTO, "mosquitto")
+        self.port = unused_port()
+        self.cwd = cwd
+        conf = [f"listener {self.port} 127.0.0.1", "max_queued_messages 0", "persistence false"]
+        if user is None:
+            conf.append("allow_anonymous true")
+        else:
+            passwords = cwd / "mosquitto.passwd"
+            passwords.write_text("")
+            subprocess.run(
+                ["mosquitto_passwd", "-b", str(passwords), *user], check=True, capture_output=True
+            )
+            conf += ["allow_anonymous false", f"password_file {passwords}"]
+        self.conf = cwd / "mosquitto.conf"
+        self.conf.write_text("\n".join(conf) + "\n")
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.cwd / "mosquitto.log", "a")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert self.proc.poll() is None, "mosquitto exited"
+                assert time.monotonic() < deadline, "mosquitto does not accept connections"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    close = stop
+
+
+def read_stream(url: str, stream: str = "SAMPLES") -> list[tuple[str, dict]]:
+    """Every message of a JetStream stream, in stream order: (message id, sample) per sample."""
+
+    async def read() -> list[tuple[str, dict]]:
+        import nats
+        from nats.js.api import AckPolicy, ConsumerConfig
+
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            total = (await js.stream_info(stream)).state.messages
+            sub = await js.pull_subscribe(
+                ">", stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+            )
+            out: list[tuple[str, dict]] = []
+            got = 0
+            while got < total:
+                for msg in await sub.fetch(5000, timeout=5):
+                    got += 1
+                    body = json.loads(msg.data)
+                    for sample in body if isinstance(body, list) else [body]:
+                        out.append(((msg.headers or {}).get("Nats-Msg-Id", ""), sample))
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+class MqttReader:
+    """A real MQTT subscriber (paho) collecting every sample under `prefix/#`."""
+
+    def __init__(self, port: int, prefix: str = "samples", qos: int = 1) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.samples: list[dict] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"reader-{port}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/#", qos)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "the MQTT reader could not subscribe"
+
+    def _on_message(self, client, userdata, msg) -> None:
+        body = json.loads(msg.payload)
+        with self._lock:
+            self.samples.extend(body if isinstance(body, list) else [body])
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def by_device(samples: list[dict]) -> dict[str, list[int]]:
+    seqs: dict[str, list[int]] = collections.defaultdict(list)
+    for sample in samples:
+        seqs[sample["device"]].append(sample["seq"])
+    return seqs

@@ -1,0 +1,122 @@
+"""The bridge against real brokers: nats-server (JetStream) and mosquitto, started by the
+tests on free ports, with the real producer, logger and bridge processes."""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from brokers import Mosquitto, MqttReader, Nats, by_device, read_stream
+from conftest import REPO, Pipeline, Proc, wait_until
+
+
+def figure(proc: Proc, name: str) -> float:
+    """One value of a bridge's /metrics."""
+    port = proc.info["metrics_port"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf"^stream_{name}(?:_total)? (\S+)$", text, re.M)
+    assert match, f"no {name} in /metrics"
+    return float(match[1])
+
+
+def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv") -> Proc:
+    """A bridge on the pipeline's endpoints, once connected and subscribed."""
+    proc = pipeline.start(
+        "bridge",
+        *("--zmq-pub", pipeline.zmq, "--zmq-catchup", pipeline.catchup, "--to", to),
+        *("--metrics-port", "any", "--gaps-file", str(pipeline.cwd / gaps), *args),
+    )
+    proc.ready(timeout=30)
+    return proc
+
+
+def settled(*bridges: Proc, timeout: float = 30.0) -> None:
+    """Wait until every bridge has had everything it received acknowledged."""
+    wait_until(
+        lambda: all(figure(b, "bridge_lag_samples") == 0 for b in bridges),
+        timeout,
+        message="the bridges still hold unacknowledged samples",
+    )
+
+
+def logged(path: Path) -> dict[tuple[str, int], dict[str, str]]:
+    with open(path, newline="") as f:
+        return {(r["device"], int(r["seq"])): r for r in csv.DictReader(f)}
+
+
+def gap_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_sample(sample: dict, row: dict[str, str]) -> None:
+    for metric in ("cpu", "mem", "disk_io", "net"):
+        expected = float(row[metric]) if row[metric] else None
+        assert sample[metric] == expected, (sample, row)
+    assert sample["timestamp"] == row["timestamp"], (sample, row)
+    assert (sample["anomaly"] or "") == row["anomaly"], (sample, row)
+    assert str(sample["anomaly_id"] or "") == row["anomaly_id"], (sample, row)
+
+
+def assert_contiguous_once(seqs: dict[str, list[int]]) -> None:
+    for device, got in seqs.items():
+        assert len(got) == len(set(got)), f"{device}: duplicates"
+        ordered = sorted(got)
+        assert ordered == list(range(ordered[0], ordered[-1] + 1)), f"{device}: missing seqs"
+
+
+@pytest.mark.slow
+def test_jetstream_exactly_once_with_two_bridges_one_killed(pipeline: Pipeline, tmp_path: Path):
+    """100 devices at 100 Hz for 20 s through two bridges, one killed with SIGKILL and
+    restarted: the stream holds every (device, seq) once, contiguous, labels intact."""
+    nats = Nats(tmp_path)
+    try:
+        pipeline.producer("--rate", "100", "--devices", "100", "--anomaly-rate", "60")
+        logger = pipeline.logger("--flush-interval", "0.1")
+        first = bridge(pipeline, nats.url, gaps="a.gaps.csv")
+        second = bridge(pipeline, nats.url, gaps="b.gaps.csv")
+        time.sleep(7)  # the scenario: both bridges under load for 7 s
+        second.kill()
+        second = bridge(pipeline, nats.url, gaps="b.gaps.csv")
+        time.sleep(13)  # and 13 s more, 20 s in all
+        pipeline.procs[0].stop()
+        settled(first, second)
+        for proc in (first, second):
+            code, took = proc.stop()
+            assert code == 0 and took < 2.5, (code, took, proc.lines[-5:])
+        logger.stop()
+        stored = read_stream(nats.url)
+    finally:
+        nats.close()
+    ids = [i for i, _ in stored]
+    assert len(ids) == len(set(ids)), "a message id twice in the stream"
+    assert all(i == f"{s['device']}:{s['seq']}" for i, s in stored[:1000])
+    seqs = by_device([s for _, s in stored])
+    assert len(seqs) == 100
+    assert_contiguous_once(seqs)
+    rows = logged(pipeline.cwd / "data" / "stream_log.csv")
+    last_logged = {}
+    for device, seq in rows:
+        last_logged[device] = max(seq, last_logged.get(device, -1))
+    assert {d: max(s) for d, s in seqs.items()} == last_logged, "the stream misses the end"
+    assert sum(len(s) for s in seqs.values()) >= 100 * 100 * 18
+    compared = labelled = 0
+    for _, sample in stored:
+        row = rows.get((sample["device"], sample["seq"]))
+        if row is not None:
+            assert_same_sample(sample, row)
+            compared += 1
+            labelled += bool(row["anomaly"])
+    assert compared > 100 * 100 * 15 and labelled > 0, (compared, labelled)
+    assert not gap_rows(pipeline.cwd / "a.gaps.csv")
