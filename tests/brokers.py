@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import getpass
 import json
 import shutil
 import signal
@@ -110,7 +111,9 @@ class Mosquitto:
         need(MOSQUITTO, "mosquitto")
         self.port = unused_port()
         self.cwd = cwd
-        conf = [f"listener {self.port} 127.0.0.1", "max_queued_messages 0", "persistence false"]
+        conf = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        conf += ["max_queued_messages 0", "max_inflight_messages 0"]  # no limits: the test counts
+        conf.append(f"user {getpass.getuser()}")  # as root it would read its files as 'mosquitto'
         if user is None:
             conf.append("allow_anonymous true")
         else:

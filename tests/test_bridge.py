@@ -120,3 +120,105 @@ def test_jetstream_exactly_once_with_two_bridges_one_killed(pipeline: Pipeline, 
             labelled += bool(row["anomaly"])
     assert compared > 100 * 100 * 15 and labelled > 0, (compared, labelled)
     assert not gap_rows(pipeline.cwd / "a.gaps.csv")
+
+
+@pytest.mark.slow
+def test_mqtt_qos1_every_sample_to_a_subscriber(pipeline: Pipeline, tmp_path: Path):
+    """100 devices at 100 Hz for 20 s through mosquitto at QoS 1: a real subscriber gets
+    every (device, seq), labels intact."""
+    broker = Mosquitto(tmp_path)
+    reader = MqttReader(broker.port)
+    try:
+        pipeline.producer("--rate", "100", "--devices", "100", "--anomaly-rate", "60")
+        logger = pipeline.logger("--flush-interval", "0.1")
+        proc = bridge(pipeline, broker.url, "--qos", "1")
+        time.sleep(20)  # the scenario: 20 s under load
+        pipeline.procs[0].stop()
+        settled(proc)
+        acknowledged = figure(proc, "samples_acknowledged")
+        code, took = proc.stop()
+        assert code == 0 and took < 2.5, (code, took)
+        logger.stop()
+        wait_until(lambda: len(reader.samples) >= acknowledged, 10)
+    finally:
+        reader.close()
+        broker.close()
+    seqs = by_device(reader.samples)
+    assert len(seqs) == 100
+    assert_contiguous_once(seqs)
+    assert sum(len(s) for s in seqs.values()) >= 100 * 100 * 19
+    rows = logged(pipeline.cwd / "data" / "stream_log.csv")
+    for sample in reader.samples:
+        row = rows.get((sample["device"], sample["seq"]))
+        if row is not None:
+            assert_same_sample(sample, row)
+    assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")
+
+
+def run_bridge(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "--gaps-file", str(cwd / "gaps.csv"), *args],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(run: subprocess.CompletedProcess, status: int, pattern: str) -> None:
+    assert run.returncode == status, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("bridge: error: ")]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), run.stderr
+
+
+def test_bad_urls_are_one_line_errors_with_status_2(tmp_path: Path):
+    """A missing or malformed --to stops the bridge with one line naming it and status 2."""
+    for url, pattern in [
+        ("kafka://127.0.0.1:9092", "malformed broker URL 'kafka://127.0.0.1:9092'"),
+        ("nats://127.0.0.1:99999", "malformed broker URL"),
+        ("mqtt://", "malformed broker URL"),
+        ("", "no broker given"),
+    ]:
+        assert_one_line_error(run_bridge(tmp_path, "--to", url), 2, pattern)
+
+
+def test_refused_credentials_are_one_line_errors_with_status_3(tmp_path: Path):
+    """Wrong credentials for NATS or mosquitto stop the bridge with one line and status 3."""
+    nats = Nats(tmp_path, extra=["--user", "u", "--pass", "p"])
+    broker = Mosquitto(tmp_path, user=("u", "p"))
+    try:
+        nats_url = nats.url.replace("nats://", "nats://u:wrong@")
+        assert_one_line_error(run_bridge(tmp_path, "--to", nats_url), 3, "refused the credentials")
+        assert_one_line_error(
+            run_bridge(tmp_path, "--to", broker.url, "--username", "u", "--password", "wrong"),
+            3,
+            "refused the credentials",
+        )
+    finally:
+        nats.close()
+        broker.close()
+
+
+def test_tls_to_a_plain_port_is_a_one_line_error_with_status_3(tmp_path: Path):
+    """mqtts:// to a plain MQTT listener stops the bridge with one line and status 3."""
+    broker = Mosquitto(tmp_path)
+    try:
+        url = broker.url.replace("mqtt://", "mqtts://")
+        assert_one_line_error(run_bridge(tmp_path, "--to", url), 3, "TLS handshake .* failed")
+    finally:
+        broker.close()
+
+
+def test_unreachable_broker_at_start_is_retried(pipeline: Pipeline):
+    """With no broker listening the bridge logs a retry line and stays up; SIGTERM stops it."""
+    from conftest import unused_port
+
+    proc = pipeline.start(
+        "bridge", "--zmq-pub", pipeline.zmq, "--to", f"nats://127.0.0.1:{unused_port()}"
+    )
+    proc.wait_for(r"unreachable .*; retrying in", timeout=15)
+    proc.wait_for(r"unreachable .*; retrying in 0\.4", timeout=15)
+    code, took = proc.stop()
+    assert code == 0 and took < 2, (code, took)
