@@ -47,7 +47,9 @@ def messages(batch: schema.Batch, batch_max: int = 1) -> list[Message]:
         return [
             Message(d.decode(), s, s, t, t, o)
             for d, s, t, o in zip(
-                rows["device"].tolist(), rows["seq"].tolist(), rows["ts_ms"].tolist(),
+                rows["device"].tolist(),
+                rows["seq"].tolist(),
+                rows["ts_ms"].tolist(),
                 objects,
                 strict=True,
             )

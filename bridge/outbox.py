@@ -16,7 +16,8 @@ from common import schema
 from logger.seqs import Gap
 
 GIVEN_UP = "given_up"  # gap reason: past the bound of unsent samples
-UNSENT = "unsent"  # gap reason: still unacknowledged when the bridge stopped
+UNSENT = "unsent"  # gap reason: never sent, and the bridge stopped
+UNACKNOWLEDGED = "unacknowledged"  # gap reason: sent, not acknowledged when the bridge stopped
 
 
 class Outbox:
@@ -24,14 +25,18 @@ class Outbox:
 
     Guarantees: messages come out in the order their samples went in, except that a
     message taken and not acknowledged comes back first, as the very same message (same
-    id, same payload); past `max_samples`, the oldest samples not being published are
-    given up and returned by `add` as gaps; `drain` returns everything still held as gaps.
+    id, same payload), until it is acknowledged; past `max_samples`, the oldest samples
+    never sent are given up and returned by `add` as gaps. Those are exactly the samples
+    the broker cannot have: what was sent may have been stored with its acknowledgement
+    lost, so it is never given up (it is at most one window of messages, which may take
+    the total that far past the bound). `drain` returns everything still held as gaps.
     """
 
     def __init__(self, max_samples: int, batch_max: int = 1) -> None:
         self.max_samples = max_samples
         self.batch_max = batch_max
-        self._made: deque[Message] = deque()  # made into messages (taken before), not in flight
+        self._retry: deque[Message] = deque()  # sent, not acknowledged, to send again
+        self._made: deque[Message] = deque()  # made into messages, never sent
         self._rows: deque[schema.Batch] = deque()  # not made into messages yet
         self._in_flight: dict[int, Message] = {}
         self._held = 0  # samples in _made and _rows
@@ -58,6 +63,8 @@ class Outbox:
         """Up to about `max_messages` messages to publish now, oldest first; each must be
         settled."""
         out: list[Message] = []
+        while self._retry and len(out) < max_messages:
+            out.append(self._retry.popleft())
         while self._made and len(out) < max_messages:
             out.append(self._made.popleft())
         budget = (max_messages - len(out)) * self.batch_max
@@ -97,7 +104,7 @@ class Outbox:
                 back.append(message)
         if back:
             self.retried += len(back)
-            self._made.extendleft(reversed(back))
+            self._retry.extendleft(reversed(back))
             self._held += sum(m.samples for m in back)
             self._more.set()
         return done
@@ -109,16 +116,21 @@ class Outbox:
         except TimeoutError:
             pass
 
-    def drain(self) -> list[Gap]:
-        """Give up everything held, in flight or not (the bridge is stopping); the gaps."""
-        gaps = [_gap(m) for m in self._in_flight.values()]
+    def drain(self) -> list[tuple[Gap, str]]:
+        """Give up everything held (the bridge is stopping): the gaps and their reasons,
+        `unacknowledged` for what was sent, `unsent` for the rest."""
+        sent = [*self._in_flight.values(), *self._retry]
+        self._held -= sum(m.samples for m in self._retry)
         self._in_flight.clear()
+        self._retry.clear()
         self._flying = 0
-        gaps += self._give_up(self._held)
-        return gaps
+        counted = self.given_up  # `given_up` counts what the bound dropped, not this
+        unsent = self._give_up(self._held)
+        self.given_up = counted
+        return [(_gap(m), UNACKNOWLEDGED) for m in sent] + [(g, UNSENT) for g in unsent]
 
     def _give_up(self, count: int) -> list[Gap]:
-        """Drop the `count` oldest samples not in flight; their gaps."""
+        """Drop the `count` oldest samples never sent (or as many as there are); their gaps."""
         gaps: list[Gap] = []
         dropped = 0
         while dropped < count and self._made:

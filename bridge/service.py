@@ -12,7 +12,7 @@ import numpy as np
 
 from bridge.broker import Backoff, Sink, open_sink
 from bridge.config import BridgeConfig
-from bridge.outbox import GIVEN_UP, UNSENT, Outbox
+from bridge.outbox import GIVEN_UP, Outbox
 from common import metrics, schema
 from common.bus import Subscriber
 from common.logs import Every
@@ -179,8 +179,8 @@ class Bridge:
             with suppress(asyncio.CancelledError):
                 await publisher
         left = self.outbox.drain()
-        self.unsent_at_stop = sum(g.last - g.first + 1 for g in left)
-        self._record([(g, UNSENT) for g in left])
+        self.unsent_at_stop = sum(g.last - g.first + 1 for g, _ in left)
+        self._record(left)
         log.info(
             "stopped: %d sample(s) acknowledged by %s, %d unsent (recorded as gaps)",
             self.acknowledged,
@@ -237,7 +237,7 @@ class Bridge:
             ),
             Figure(
                 "gaps",
-                "Gaps recorded (lost, not_produced, given_up, unsent)",
+                "Gaps recorded (lost, not_produced, given_up, unsent, unacknowledged)",
                 self.gaps_recorded,
                 True,
             ),

@@ -81,7 +81,8 @@ class Nats:
         for i in range(nodes):
             args = list(extra or [])
             if nodes > 1:
-                args += ["--cluster_name", "c", "--cluster", routes.split(",")[i], "--routes", routes]
+                here = routes.split(",")[i]
+                args += ["--cluster_name", "c", "--cluster", here, "--routes", routes]
             self.nodes.append(NatsNode(cwd, f"n{i + 1}", ports[i], ports[nodes + i], args))
         for node in self.nodes:
             node.start()

@@ -222,3 +222,78 @@ def test_unreachable_broker_at_start_is_retried(pipeline: Pipeline):
     proc.wait_for(r"unreachable .*; retrying in 0\.4", timeout=15)
     code, took = proc.stop()
     assert code == 0 and took < 2, (code, took)
+
+
+def given_up(path: Path) -> dict[str, list[tuple[int, int]]]:
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for row in gap_rows(path):
+        assert row["reason"] == "given_up", row
+        ranges.setdefault(row["device"], []).append(
+            (int(row["first_missing_seq"]), int(row["last_missing_seq"]))
+        )
+    return ranges
+
+
+@pytest.mark.slow
+def test_jetstream_stopped_for_5_s(pipeline: Pipeline, tmp_path: Path):
+    """nats-server stopped for 5 s and restarted: a bridge within its bound loses nothing; one
+    past its bound records in its gaps file exactly the seqs the stream lacks."""
+    nats = Nats(tmp_path)
+    try:
+        pipeline.producer("--rate", "100", "--devices", "20")
+        roomy = bridge(pipeline, nats.url, gaps="roomy.gaps.csv")
+        tight = bridge(
+            pipeline,
+            nats.url,
+            *("--max-unsent", "2000", "--stream", "TIGHT", "--prefix", "tight"),
+            gaps="tight.gaps.csv",
+        )
+        time.sleep(3)  # the scenario: 3 s of samples, 5 s without the broker, 3 s after
+        nats.nodes[0].stop()
+        time.sleep(5)
+        nats.nodes[0].start()
+        nats.wait_healthy()
+        time.sleep(3)
+        pipeline.procs[0].stop()
+        settled(roomy, tight, timeout=40)
+        assert figure(tight, "samples_dropped") > 0
+        assert figure(roomy, "samples_dropped") == 0
+        for proc in (roomy, tight):
+            assert proc.stop()[0] == 0
+        full = by_device([s for _, s in read_stream(nats.url)])
+        partial = by_device([s for _, s in read_stream(nats.url, "TIGHT")])
+    finally:
+        nats.close()
+    assert len(full) == 20
+    assert_contiguous_once(full)
+    assert not gap_rows(pipeline.cwd / "roomy.gaps.csv")
+    lost = given_up(pipeline.cwd / "tight.gaps.csv")
+    assert lost
+    for device, seqs in partial.items():
+        assert len(seqs) == len(set(seqs)), f"{device}: duplicates"
+        missing = [s for a, b in lost.get(device, []) for s in range(a, b + 1)]
+        assert not set(missing) & set(seqs), f"{device}: given up, yet in the stream"
+        assert sorted(seqs + missing) == list(range(min(seqs), max(full[device]) + 1)), device
+
+
+@pytest.mark.slow
+def test_jetstream_cluster_node_killed(pipeline: Pipeline, tmp_path: Path):
+    """A three-node JetStream cluster, three replicas, one node killed with SIGKILL under
+    load: the stream still holds every (device, seq) once."""
+    cluster = Nats(tmp_path, nodes=3)
+    try:
+        pipeline.producer("--rate", "100", "--devices", "20")
+        proc = bridge(pipeline, cluster.url, "--replicas", "3")
+        time.sleep(3)  # the scenario: 3 s with three nodes, 6 s with two
+        cluster.nodes[1].stop(signal.SIGKILL)
+        time.sleep(6)
+        pipeline.procs[0].stop()
+        settled(proc, timeout=40)
+        assert proc.stop()[0] == 0
+        seqs = by_device([s for _, s in read_stream(cluster.url)])
+    finally:
+        cluster.close()
+    assert len(seqs) == 20
+    assert_contiguous_once(seqs)
+    assert sum(len(s) for s in seqs.values()) >= 20 * 100 * 8
+    assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")

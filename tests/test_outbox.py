@@ -1,0 +1,68 @@
+"""The bridge's outbox and messages: ids from (device, seq), the bound, retries, gap records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bridge.message import messages
+from bridge.outbox import GIVEN_UP, UNACKNOWLEDGED, UNSENT, Outbox
+from common import schema
+
+
+def ticks(first: int, count: int, devices: int = 2) -> schema.Batch:
+    """`count` ticks of `devices` devices, seqs from `first`, tick-major like the producer's."""
+    rows = schema.empty_rows(count * devices)
+    rows["seq"] = np.repeat(np.arange(first, first + count), devices)
+    rows["device"] = np.tile([f"host-{d:02d}".encode() for d in range(1, devices + 1)], count)
+    rows["ts_ms"] = 1_700_000_000_000 + rows["seq"].astype(np.int64) * 10
+    return schema.Batch(rows, schema.MILLISECONDS)
+
+
+def test_message_ids_and_batches():
+    """One sample per message has id device:seq; batches are consecutive samples of one
+    device, cut at multiples of the batch size, with id device:first-last."""
+    single = messages(ticks(0, 2))
+    assert [m.id for m in single] == ["host-01:0", "host-02:0", "host-01:1", "host-02:1"]
+    assert json.loads(single[0].payload)["seq"] == 0
+    batched = messages(ticks(95, 10), batch_max=100)
+    assert [m.id for m in batched] == [
+        "host-01:95-99",
+        "host-01:100-104",
+        "host-02:95-99",
+        "host-02:100-104",
+    ]
+    assert [s["seq"] for s in json.loads(batched[1].payload)] == list(range(100, 105))
+
+
+def test_bound_gives_up_exactly_the_oldest_never_sent():
+    """Past the bound the oldest samples never sent are given up, named exactly, while a
+    message sent and not acknowledged is kept and comes back with its id."""
+    box = Outbox(max_samples=10)
+    assert box.add(ticks(0, 2)) == []
+    sent = box.take(2)  # tick 0 of both devices
+    box.settle(sent, [False, False])  # the broker did not answer: they may be stored
+    gaps = box.add(ticks(2, 5))  # 14 held: the 4 oldest never sent go
+    assert sorted((g.device, g.first, g.last) for g in gaps) == [
+        ("host-01", 1, 2),
+        ("host-02", 1, 2),
+    ]
+    assert box.given_up == 4 and box.held == 10
+    again = box.take(2)
+    assert [m.id for m in again] == [m.id for m in sent] and box.retried == 2
+    assert box.settle(again, [True, True]) == 2 and box.held == 8
+
+
+def test_drain_names_unsent_and_unacknowledged():
+    """At stop, what was sent and not acknowledged and what was never sent are both
+    recorded, with different reasons."""
+    box = Outbox(max_samples=100)
+    box.add(ticks(0, 3))
+    taken = box.take(2)
+    left = box.drain()
+    reasons = {(g.device, g.first, g.last): r for g, r in left}
+    assert reasons[("host-01", 0, 0)] == UNACKNOWLEDGED and len(taken) == 2
+    assert reasons[("host-01", 1, 2)] == UNSENT
+    assert box.held == 0 and box.given_up == 0
+    assert GIVEN_UP == "given_up"
