@@ -4,6 +4,7 @@ tests on free ports, with the real producer, logger and bridge processes."""
 from __future__ import annotations
 
 import csv
+import os
 import re
 import signal
 import subprocess
@@ -297,3 +298,22 @@ def test_jetstream_cluster_node_killed(pipeline: Pipeline, tmp_path: Path):
     assert_contiguous_once(seqs)
     assert sum(len(s) for s in seqs.values()) >= 20 * 100 * 8
     assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")
+
+
+@pytest.mark.slow
+def test_bench_bridge_quick(tmp_path: Path):
+    """bench/bridge.py --quick runs against real brokers and writes its JSON report."""
+    from brokers import MOSQUITTO, NATS, need
+
+    need(NATS, "nats-server")
+    need(MOSQUITTO, "mosquitto")
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bridge.py"), "--quick"],
+        cwd=REPO,
+        env={**os.environ, "STREAM_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "bridge.json").exists()
