@@ -180,7 +180,14 @@ def read_stream(url: str, stream: str = "SAMPLES") -> list[tuple[str, dict]]:
         finally:
             await nc.close()
 
-    return asyncio.run(read())
+    for attempt in range(5):  # a cluster that lost a node may time out while it elects
+        try:
+            return asyncio.run(read())
+        except TimeoutError:
+            if attempt == 4:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 class MqttReader:
