@@ -128,7 +128,11 @@ def test_mqtt_qos1_every_sample_to_a_subscriber(pipeline: Pipeline, tmp_path: Pa
     """100 devices at 100 Hz for 20 s through mosquitto at QoS 1: a real subscriber gets
     every (device, seq), labels intact."""
     broker = Mosquitto(tmp_path)
-    reader = MqttReader(broker.port)
+    try:
+        reader = MqttReader(broker.port)
+    except BaseException:
+        broker.close()
+        raise
     try:
         pipeline.producer("--rate", "100", "--devices", "100", "--anomaly-rate", "60")
         logger = pipeline.logger("--flush-interval", "0.1")
@@ -188,7 +192,11 @@ def test_bad_urls_are_one_line_errors_with_status_2(tmp_path: Path):
 def test_refused_credentials_are_one_line_errors_with_status_3(tmp_path: Path):
     """Wrong credentials for NATS or mosquitto stop the bridge with one line and status 3."""
     nats = Nats(tmp_path, extra=["--user", "u", "--pass", "p"])
-    broker = Mosquitto(tmp_path, user=("u", "p"))
+    try:
+        broker = Mosquitto(tmp_path, user=("u", "p"))
+    except BaseException:
+        nats.close()
+        raise
     try:
         nats_url = nats.url.replace("nats://", "nats://u:wrong@")
         assert_one_line_error(run_bridge(tmp_path, "--to", nats_url), 3, "refused the credentials")
