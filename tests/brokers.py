@@ -86,7 +86,11 @@ class Nats:
             self.nodes.append(NatsNode(cwd, f"n{i + 1}", ports[i], ports[nodes + i], args))
         for node in self.nodes:
             node.start()
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def url(self) -> str:
