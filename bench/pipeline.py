@@ -14,7 +14,8 @@ its own endpoints; with --loggers M, logger J of M (`--shard J/M`) connects to a
 producers and logs its share to `stream_log.J-of-M.csv`; the broadcaster connects to all
 the producers. --compare runs 1 producer / 1 logger and then N / M (2 / 2 unless given)
 with the same load, one after the other, and prints them side by side (it skips the naive
-and raw-pyzmq baselines).
+and raw-pyzmq baselines). Results: bench/results/pipeline.json (1 / 1), pipeline-NpMl.json,
+pipeline-compare.json.
 """
 
 from __future__ import annotations
@@ -139,6 +140,23 @@ def launch(
     return producer_procs, logger_procs, broadcaster
 
 
+def drain(ports: list[int], limit: float = 60.0) -> float:
+    """Once the producers have stopped: wait until the loggers write nothing more (they may
+    be behind), at most `limit` s; how long it took."""
+    began = time.monotonic()
+    last = None
+    while time.monotonic() - began < limit:
+        try:
+            written = sum(scrape(port, "stream_rows_written_total") for port in ports)
+        except OSError:  # a logger is gone
+            break
+        if written == last:
+            break
+        last = written
+        time.sleep(1)
+    return time.monotonic() - began
+
+
 def log_problems(work: Path) -> dict[str, dict]:
     """Warnings, errors and tracebacks in the processes' logs: count and the first few."""
     found = {}
@@ -211,6 +229,7 @@ def run(
     named["broadcaster"] = broadcaster
     frames = [0]
     done = threading.Event()
+    measured = False
     try:
         producer_ports = [ready(p)["metrics_port"] for p in producer_procs]
         logger_info = [ready(p) for p in logger_procs]
@@ -252,10 +271,12 @@ def run(
         usages = {n: u.report() for n, u in usage.items()}
         gaps = total(logger_ports, "stream_gaps_total")
         early = sorted(n for n, p in named.items() if p.poll() is not None)
+        measured = True
     finally:
         done.set()
         stop(*producer_procs, broadcaster)
         time.sleep(1)
+        drain_s = drain(logger_ports) if measured else None
         stop(*logger_procs)
     for u in usages.values():
         u["cpu_s"] = u["cpu_percent"] * u["wall_s"] / 100
@@ -293,6 +314,7 @@ def run(
             if published_all is not None and written_all is not None
             else None
         ),
+        "logger_drain_s": drain_s,
         "exit_status": {n: p.returncode for n, p in named.items()},
         "exited_early": early,
         "log_problems": log_problems(work),
@@ -392,6 +414,7 @@ def compare_runs(
                 row(f"CPU % all (of {100 * cores})", lambda r: r["cpu_percent"]["all"]),
                 row("gaps recorded", lambda r: r["gaps_recorded"], ",.0f", False),
                 row("unwritten at stop", lambda r: r["unwritten_at_stop"], ",", False),
+                row("logger drain after stop, s", lambda r: r["logger_drain_s"], ".1f", False),
                 row("client frames (host-01)", lambda r: r["client_frames"], ",", False),
                 ["log verified", *(verified(r, devices) for r in results), ""],
             ]
@@ -460,7 +483,7 @@ def compare_runs(
 @click.option(
     "--verify/--no-verify", default=True, show_default=True, help="Audit the CSV afterwards."
 )
-@click.option("--quick", is_flag=True, help="100 devices x 100 Hz for 5 s.")
+@click.option("--quick", is_flag=True, help="100 devices x 100 Hz for 5 s (per configuration).")
 def main(
     devices: int,
     rate: float,
@@ -528,6 +551,11 @@ def main(
         + ("n/a" if us_row is None else f"{us_row:.2f} us/row")
     )
     print(f"client subscribed to host-01 received {result['client_frames']} frames")
+    unwritten = result["unwritten_at_stop"]
+    print(
+        f"after the producers stopped the loggers wrote for {result['logger_drain_s']:.1f} s; "
+        f"samples published but never written: {'?' if unwritten is None else f'{unwritten:,}'}"
+    )
     audit = result["verify"]
     path = write(
         "pipeline" if not scaled else f"pipeline-{producers}p{loggers}l",

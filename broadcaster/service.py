@@ -130,6 +130,7 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
         await _relay(config, subscriber, state, stop)
     finally:
         ready.withdraw()
+        state.subscriber = None  # clients leaving from now on must not resubscribe
         subscriber.close()
         await _shutdown(server, config.close_timeout)
         log.info("stopped")

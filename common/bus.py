@@ -28,7 +28,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from common import schema
 from common.errors import StartupError
 from common.logs import Every
-from common.shards import GROUPS, GroupIndex
+from common.shards import GROUPS, GroupIndex, Shard
 from common.signals import readable_or_stopped
 
 log = logging.getLogger(__name__)
@@ -221,10 +221,12 @@ class Publisher:
     """The producer's publishing socket. Sends never block: past the high-water mark ZeroMQ
     drops.
 
-    A batch goes out whole (topic `samples`) to the subscribers that want every device, and
-    split by device group (topics `group.<g>`) to those that want some groups only, so that
-    they receive and decode nothing else (see common.shards). It is an XPUB socket, which
-    tells which topics have subscribers: nobody pays for a split nobody asked for.
+    A batch goes out whole (topic `samples`) to the subscribers that want every device,
+    split by device group (topics `group.<g>`) to those that want some groups only, and
+    split by shard (`shard.<n>.<i>`) to a logger shard, which then gets one message per
+    batch rather than one per group; nobody receives or decodes what they did not ask for
+    (see common.shards). It is an XPUB socket, which tells which topics have subscribers:
+    nobody pays for a split nobody asked for.
     """
 
     def __init__(self, endpoint: str, hwm: int = SEND_HWM, security: Security = PLAIN) -> None:
@@ -238,6 +240,7 @@ class Publisher:
         self._groups = GroupIndex()
         self._topics: set[bytes] = set()  # topics someone subscribes to
         self._wanted_groups: set[int] = set()
+        self._wanted_shards: list[Shard] = []
 
     def publish(self, batch: schema.Batch) -> None:
         self._read_subscriptions()
@@ -247,6 +250,12 @@ class Publisher:
             for group, part in self._groups.split(batch):
                 if group in self._wanted_groups:
                     self._socket.send_multipart(schema.encode(part, group), copy=False)
+        for shard in self._wanted_shards:
+            part = self._groups.shard_part(batch, shard)
+            if len(part):
+                frames = schema.encode(part)
+                frames[0] = schema.shard_topic(shard.index, shard.count)
+                self._socket.send_multipart(frames, copy=False)
 
     def _read_subscriptions(self) -> None:
         """Take in (un)subscriptions: ZeroMQ reports a topic's first subscriber and its last
@@ -264,6 +273,12 @@ class Publisher:
             changed = True
         if changed:
             self._wanted_groups = {g for g in range(GROUPS) if schema.topic(g) in self._topics}
+            self._wanted_shards = [
+                Shard(i, n)
+                for n in range(2, GROUPS + 1)
+                for i in range(1, n + 1)
+                if schema.shard_topic(i, n) in self._topics
+            ]
 
     def close(self) -> None:
         if self._auth is not None:
@@ -291,8 +306,10 @@ class Subscriber:
         hwm: int = RECEIVE_HWM,
         security: Security = PLAIN,
         groups: list[int] | None = None,
+        shard: Shard | None = None,
     ) -> None:
-        """Connect to every producer in `endpoints`, for the device `groups` given (all if None)."""
+        """Connect to every producer in `endpoints`, for the device `groups` given, or the
+        devices of `shard` (all if neither)."""
         endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self._loop: asyncio.AbstractEventLoop | None = None  # where the descriptor is watched
         self._wake: asyncio.Future[None] | None = None  # what the current wait awaits
@@ -304,7 +321,7 @@ class Subscriber:
         self._socket.reconnect_ivl = 100
         self._socket.reconnect_ivl_max = 500  # a restarted producer is found within 0.5 s
         self._topics: set[bytes] = set()
-        self.subscribe(groups)
+        self.subscribe(groups, shard)
         self._socket.ipv6 = any("[" in e for e in endpoints)
         try:
             security.connect(self._socket)
@@ -342,9 +359,15 @@ class Subscriber:
             self._wake = None
         return self._take(max_rows)
 
-    def subscribe(self, groups: list[int] | None) -> None:
-        """Receive these device groups from now on (None: all of them)."""
-        wanted = {schema.TOPIC} if groups is None else {schema.topic(g) for g in groups}
+    def subscribe(self, groups: list[int] | None = None, shard: Shard | None = None) -> None:
+        """Receive these device groups from now on, or this shard's devices, or (neither
+        given) every device."""
+        if shard is not None and shard.count > 1:
+            wanted = {schema.shard_topic(shard.index, shard.count)}
+        elif groups is not None:
+            wanted = {schema.topic(g) for g in groups}
+        else:
+            wanted = {schema.TOPIC}
         for topic in self._topics - wanted:
             self._socket.setsockopt(zmq.UNSUBSCRIBE, topic)
         for topic in wanted - self._topics:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 # The topic of a message of samples: TOPIC for whole batches, `group.<g>` (two hex digits;
-# see common.shards) for the samples of one device group only.
+# see common.shards) for the samples of one device group, `shard.<n>.<i>` for those of
+# shard i of n (the groups g with g % n == i - 1).
 TOPIC = b"samples"
 METRICS: tuple[str, ...] = ("cpu", "mem", "disk_io", "net")
 COLUMNS: tuple[str, ...] = ("timestamp", *METRICS, "device", "seq", "anomaly", "anomaly_id")
@@ -52,7 +53,7 @@ RECORD = np.dtype(
     ]
 )
 
-_GROUP_TOPIC = re.compile(rb"group\.[0-9a-f]{2}")
+_GROUP_TOPIC = re.compile(rb"group\.[0-9a-f]{2}|shard\.[0-9a-f]{2}\.[0-9a-f]{2}")
 _MAGIC = b"SSIM"
 _VERSION = 2
 _HEADER = struct.Struct("<4sBBHI")  # magic, version, precision, reserved, row count
@@ -109,6 +110,11 @@ def empty_rows(count: int) -> np.ndarray:
 def topic(group: int) -> bytes:
     """The topic of a message holding the samples of one device group."""
     return b"group.%02x" % group
+
+
+def shard_topic(index: int, count: int) -> bytes:
+    """The topic of a message holding the samples of shard `index` of `count`."""
+    return b"shard.%02x.%02x" % (count, index)
 
 
 def encode(batch: Batch, group: int | None = None) -> list[bytes]:

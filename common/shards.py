@@ -1,8 +1,9 @@
 """Scaling out: which instance of a scaled process handles which devices, and where it listens.
 
-Devices fall into GROUPS groups; a subscriber that wants some devices only subscribes to
-their groups (topic `group.<g>`) and receives nothing else. Shard I of N (1-based) of producers or loggers handles the groups g with
-g % N == I - 1: every device belongs to exactly one shard, the same one on every host.
+Devices fall into GROUPS groups. Shard I of N (1-based) of producers or loggers handles
+the groups g with g % N == I - 1: every device belongs to exactly one shard, the same one on
+every host. A subscriber that wants some devices only subscribes to their groups (topic
+`group.<g>`), a logger shard to its shard (`shard.<n>.<i>`), and receives nothing else.
 
 Simulated devices (`host-01`, `host-02`, ...) are dealt out round-robin, so a fleet splits
 evenly; any other id goes to the group of its CRC-32.
@@ -53,6 +54,7 @@ class GroupIndex:
         self._layout = np.zeros(0, f"S{schema.DEVICE_MAX_BYTES}")
         self._layout_groups = np.zeros(0, np.int64)
         self._split: dict[int, list[tuple[int, np.ndarray]]] = {}  # ticks -> [(group, rows)]
+        self._shard_rows: dict[tuple[int, int, int], np.ndarray] = {}
 
     def groups(self, devices: np.ndarray) -> np.ndarray:
         """The group of each device in an array of device ids."""
@@ -86,6 +88,27 @@ class GroupIndex:
             return [(parts[0][0], batch)]
         return [(g, schema.Batch(rows[index], batch.precision)) for g, index in parts]
 
+    def shard_part(self, batch: schema.Batch, shard: Shard) -> schema.Batch:
+        """The rows of `shard`'s devices, in their original order."""
+        rows = batch.rows
+        if not len(rows):
+            return batch
+        ticks = self._grid_ticks(rows["device"])
+        if ticks is None:
+            keep = self.groups(rows["device"]) % shard.count == shard.index - 1
+            return batch if keep.all() else schema.Batch(rows[keep], batch.precision)
+        key = (shard.count, shard.index, ticks)
+        index = self._shard_rows.get(key)
+        if index is None:
+            mine = np.tile(self._layout_groups % shard.count == shard.index - 1, ticks)
+            index = np.flatnonzero(mine)
+            if len(self._shard_rows) > 256:
+                self._shard_rows.clear()
+            self._shard_rows[key] = index
+        if len(index) == len(rows):
+            return batch
+        return schema.Batch(rows[index], batch.precision)
+
     def _grid_ticks(self, devices: np.ndarray) -> int | None:
         """How many ticks the batch holds, if it is a grid of the remembered layout."""
         d = len(self._layout)
@@ -102,6 +125,7 @@ class GroupIndex:
             self._layout = layout.copy()
             self._layout_groups = self.groups(layout)
             self._split.clear()
+            self._shard_rows.clear()
         return n // d
 
 

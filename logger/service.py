@@ -34,7 +34,7 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
         subscriber = Subscriber(
             config.zmq_pub.split(","),
             security=config.security,
-            groups=shard.groups if shard.count > 1 else None,
+            shard=shard,
         )
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
