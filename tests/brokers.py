@@ -112,11 +112,17 @@ class Nats:
 class Mosquitto:
     """A mosquitto broker on a free port (anonymous, or with one user), ready once it accepts."""
 
-    def __init__(self, cwd: Path, user: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, cwd: Path, user: tuple[str, str] | None = None, persistence: bool = False
+    ) -> None:
         need(MOSQUITTO, "mosquitto")
         self.port = unused_port()
         self.cwd = cwd
-        conf = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        conf = [f"listener {self.port} 127.0.0.1"]
+        if persistence:  # sessions and their queued QoS 1/2 messages saved on exit, reloaded
+            conf += ["persistence true", f"persistence_location {cwd}/"]
+        else:
+            conf.append("persistence false")
         conf += ["max_queued_messages 0", "max_inflight_messages 0"]  # no limits: the test counts
         conf.append(f"user {getpass.getuser()}")  # as root it would read its files as 'mosquitto'
         if user is None:
@@ -195,16 +201,25 @@ def read_stream(url: str, stream: str = "SAMPLES") -> list[tuple[str, dict]]:
 
 
 class MqttReader:
-    """A real MQTT subscriber (paho) collecting every sample under `prefix/#`."""
+    """A real MQTT subscriber (paho) collecting every sample under `prefix/#`; `persistent`:
+    an MQTT 3.1.1 session kept by the broker (clean session false), reconnecting quickly."""
 
-    def __init__(self, port: int, prefix: str = "samples", qos: int = 1) -> None:
+    def __init__(
+        self, port: int, prefix: str = "samples", qos: int = 1, persistent: bool = False
+    ) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.samples: list[dict] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"reader-{port}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"reader-{prefix}-{port}",
+            clean_session=not persistent,
+        )
+        if persistent:
+            self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/#", qos)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -216,6 +231,20 @@ class MqttReader:
         body = json.loads(msg.payload)
         with self._lock:
             self.samples.extend(body if isinstance(body, list) else [body])
+
+    def pause(self) -> None:
+        """Stop the network thread (and its reconnecting): the subscriber stays away."""
+        self.client.loop_stop()
+
+    def come_back(self) -> None:
+        """Connect again with the same client id (its session) and resume the thread."""
+        self.client.reconnect()
+        self.client.loop_start()
+
+    def received(self) -> set[tuple[str, int]]:
+        """Every (device, seq) received so far, each once."""
+        with self._lock:
+            return {(s["device"], s["seq"]) for s in self.samples}
 
     def close(self) -> None:
         self.client.disconnect()
