@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import socket
@@ -30,12 +29,12 @@ from common.cli import (
     ready_file_option,
     security_from,
     security_options,
+    serve,
     zmq_catchup_option,
     zmq_pub_option,
 )
 from common.logs import setup_logging
 from common.ready import instance_name
-from common.signals import stop_on_signals
 
 
 def _checked(check):
@@ -229,8 +228,4 @@ def main(
         metrics_port=metrics_port,
         ready_file=ready_file,
     )
-    asyncio.run(_run(config))
-
-
-async def _run(config: BridgeConfig) -> None:
-    await service.run(config, stop_on_signals())
+    serve(service.run, config)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -17,10 +16,10 @@ from common.cli import (
     ready_file_option,
     security_from,
     security_options,
+    serve,
     zmq_pub_option,
 )
 from common.logs import setup_logging
-from common.signals import stop_on_signals
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,8 +140,4 @@ def main(
         stale_after=stale_after,
         ready_file=ready_file,
     )
-    asyncio.run(_run(config))
-
-
-async def _run(config: BroadcasterConfig) -> None:
-    await service.run(config, stop_on_signals())
+    serve(service.run, config)

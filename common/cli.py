@@ -7,10 +7,11 @@ exits with status 2, a start-up failure (port in use, unwritable file) with stat
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +23,7 @@ from common.errors import StartupError
 from common.logs import LEVELS
 from common.metrics import ANY_PORT
 from common.shards import Shard
+from common.signals import stop_on_signals
 
 # Old environment variables that still work, with a warning, until they are removed.
 DEPRECATED_ENV = {"STREAM_ZMQ_REPLAY": "STREAM_ZMQ_CATCHUP"}
@@ -215,6 +217,15 @@ def duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
     if not match:
         raise click.BadParameter(f"{value!r} is not a duration like 90s, 30m, 12h or 7d")
     return float(match[1]) * _UNITS_S[match[2] or "s"]
+
+
+def serve(run: Callable[[Any, asyncio.Event], Awaitable[None]], config: Any) -> None:
+    """Run a process's `run(config, stop)` until SIGINT or SIGTERM sets `stop`."""
+
+    async def until_signalled() -> None:
+        await run(config, stop_on_signals())
+
+    asyncio.run(until_signalled())
 
 
 def fail(prog: str, message: str, status: int) -> NoReturn:

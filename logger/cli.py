@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -18,13 +17,13 @@ from common.cli import (
     ready_file_option,
     security_from,
     security_options,
+    serve,
     shard_option,
     zmq_catchup_option,
     zmq_pub_option,
 )
 from common.logs import setup_logging
 from common.shards import Shard
-from common.signals import stop_on_signals
 from logger import service
 from logger.config import LoggerConfig
 
@@ -125,11 +124,7 @@ def main(
         metrics_port=metrics_port,
         ready_file=ready_file,
     )
-    asyncio.run(_run(config))
-
-
-async def _run(config: LoggerConfig) -> None:
-    await service.run(config, stop_on_signals())
+    serve(service.run, config)
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import sys
@@ -28,6 +27,7 @@ from common.cli import (
     ready_file_option,
     security_from,
     security_options,
+    serve,
     shard_option,
     zmq_catchup_option,
     zmq_control_option,
@@ -35,7 +35,6 @@ from common.cli import (
 )
 from common.logs import setup_logging
 from common.schema import METRICS
-from common.signals import stop_on_signals
 from producer import service
 from producer.config import SOURCES, ProducerConfig
 from producer.model import anomalies
@@ -197,11 +196,7 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     options["security"] = security_from(options.pop("curve_dir"), options.pop("allow_insecure"))
     options["zmq_catchup"] = catchup_from(ctx, options["zmq_catchup"])
     config = ProducerConfig(**options)
-    asyncio.run(_run(config))
-
-
-async def _run(config: ProducerConfig) -> None:
-    await service.run(config, stop_on_signals())
+    serve(service.run, config)
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
