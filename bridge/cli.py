@@ -34,7 +34,7 @@ from common.cli import (
     zmq_pub_option,
 )
 from common.logs import setup_logging
-from common.ready import instance_name
+from common.ready import instance_path
 
 
 def _checked(check):
@@ -224,7 +224,7 @@ def main(
         batch_max=batch_max,
         window=window,
         max_unsent=max_unsent,
-        gaps_file=Path(gaps_file.replace("{instance}", instance_name("bridge"))),
+        gaps_file=instance_path(gaps_file, "bridge"),
         metrics_port=metrics_port,
         ready_file=ready_file,
     )

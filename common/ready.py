@@ -27,13 +27,18 @@ def instance_name(process: str) -> str:
     return os.environ.get("HONCHO_PROCESS_NAME") or process
 
 
+def instance_path(template: str | Path, process: str) -> Path:
+    """`template` with `{instance}` replaced by this instance's name."""
+    return Path(str(template).replace("{instance}", instance_name(process)))
+
+
 class Readiness:
     """The ready file of one process (nothing at all when no path is configured)."""
 
     def __init__(self, template: str | Path | None, process: str) -> None:
         self.process = process
         self.instance = instance_name(process)
-        self.path = Path(str(template).replace("{instance}", self.instance)) if template else None
+        self.path = instance_path(template, process) if template else None
 
     def announce(self, **where: Any) -> None:
         """Write the file: the process is serving, at these endpoints and ports."""
