@@ -55,7 +55,7 @@ def messages(batch: schema.Batch, batch_max: int = 1) -> list[Message]:
             )
         ]
     rows, starts, ends = runs(rows, batch_max)
-    objects = render.json_objects(schema.Batch(rows, batch.precision))
+    objects = render.json_objects(batch.with_rows(rows))
     seq = rows["seq"].astype(np.int64)
     devices, ts = rows["device"], rows["ts_ms"]
     out = []

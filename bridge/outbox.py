@@ -72,8 +72,8 @@ class Outbox:
         while self._rows and budget > 0:
             batch = self._rows.popleft()
             if len(batch) > budget:
-                self._rows.appendleft(schema.Batch(batch.rows[budget:], batch.precision))
-                batch = schema.Batch(batch.rows[:budget], batch.precision)
+                self._rows.appendleft(batch.with_rows(batch.rows[budget:]))
+                batch = batch.with_rows(batch.rows[:budget])
             taken.append(batch)
             budget -= len(batch)
         for batch in schema.merge(taken):
@@ -142,8 +142,8 @@ class Outbox:
             batch = self._rows.popleft()
             if len(batch) > count - dropped:
                 keep = len(batch) - (count - dropped)
-                self._rows.appendleft(schema.Batch(batch.rows[-keep:], batch.precision))
-                batch = schema.Batch(batch.rows[:-keep], batch.precision)
+                self._rows.appendleft(batch.with_rows(batch.rows[-keep:]))
+                batch = batch.with_rows(batch.rows[:-keep])
             rows.append(batch)
             dropped += len(batch)
         for batch in schema.merge(rows):

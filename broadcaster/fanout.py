@@ -123,7 +123,7 @@ class Fanout:
         names, inverse = np.unique(rows["device"], return_inverse=True)
         for i in range(len(names)):
             keep[np.flatnonzero(inverse == i)[-subscription.history :]] = True
-        recent = schema.Batch(rows[keep], self._recent[-1].precision)
+        recent = self._recent[-1].with_rows(rows[keep])
         write([connection], self._render(subscription, recent))
 
     def _remember(self, batch: schema.Batch) -> None:
@@ -139,7 +139,7 @@ class Fanout:
         if subscription.max_rate is not None:
             sampler = self._samplers.setdefault(subscription, Downsampler(subscription.max_rate))
             rows = rows[sampler.keep(rows)] if len(rows) else rows
-        return self._render(subscription, schema.Batch(rows, batch.precision))
+        return self._render(subscription, batch.with_rows(rows))
 
     @staticmethod
     def _render(subscription: Subscription, batch: schema.Batch) -> list[bytes]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -20,7 +21,6 @@ import numpy as np
 from common import schema
 
 _FILL = 0
-_MAX_EXACT = 10**15  # beyond this, one-decimal floats are not exact in int64 tenths
 SMALL_BATCH = 64  # up to this many samples, Python per row is faster than numpy per batch
 
 
@@ -63,23 +63,30 @@ def _or_missing(matrix: np.ndarray, missing_rows: np.ndarray, missing: bytes) ->
     return matrix
 
 
-def _one_decimal(values: np.ndarray, missing: bytes) -> np.ndarray:
-    """Values already rounded to 0.1 as `-12.3`; NaN as `missing`."""
+def _padded(numbers: np.ndarray, width: int) -> np.ndarray:
+    """Non-negative integers below 10**width as exactly `width` ASCII digits, zeros kept."""
+    out = np.empty((len(numbers), width), np.uint8)
+    rest = numbers
+    for position in range(width - 1, -1, -1):
+        rest, digit = np.divmod(rest, 10)
+        out[:, position] = digit.astype(np.uint8) + ord("0")
+    return out
+
+
+def _fixed(values: np.ndarray, decimals: int, missing: bytes) -> np.ndarray:
+    """Values already rounded to `decimals` decimals as `-12.3`; NaN as `missing`."""
     nan = np.isnan(values)
-    tenths = np.round(np.where(nan, 0.0, values) * 10).astype(np.int64)
-    negative = tenths < 0
-    magnitude = np.abs(tenths)
-    whole = _digits(magnitude // 10)
-    out = np.concatenate(
-        [
-            np.where(negative, ord("-"), _FILL).astype(np.uint8)[:, None],
-            whole,
-            _literal(b".", len(values)),
-            ((magnitude % 10).astype(np.uint8) + ord("0"))[:, None],
-        ],
-        axis=1,
-    )
-    return _or_missing(out, nan, missing)
+    scale = 10**decimals
+    scaled = np.round(np.where(nan, 0.0, values) * scale).astype(np.int64)
+    negative = scaled < 0
+    magnitude = np.abs(scaled)
+    parts = [
+        np.where(negative, ord("-"), _FILL).astype(np.uint8)[:, None],
+        _digits(magnitude // scale),
+    ]
+    if decimals:
+        parts += [_literal(b".", len(values)), _padded(magnitude % scale, decimals)]
+    return _or_missing(np.concatenate(parts, axis=1), nan, missing)
 
 
 def _table(texts: list[bytes], codes: np.ndarray) -> np.ndarray:
@@ -134,17 +141,35 @@ def _join(parts: list[np.ndarray]) -> bytes:
     return flat[flat != _FILL].tobytes()
 
 
-def _devices(rows: np.ndarray) -> np.ndarray:
-    """Device ids as a matrix only as wide as the longest one in the batch."""
+_SPECIAL = np.zeros(256, bool)  # bytes that make an id need quoting (CSV) or escaping (JSON)
+_SPECIAL[[ord(","), ord('"'), ord("\\")]] = True
+
+
+def _devices(rows: np.ndarray, quoted: Callable[[str], str]) -> np.ndarray:
+    """Device ids as `quoted` shows them, as a matrix only as wide as the longest one.
+
+    Ids without a comma, quote or backslash are the usual case and are copied as they are
+    stored (UTF-8); the batch's others are quoted once per distinct id.
+    """
     n = len(rows)
-    matrix = np.ascontiguousarray(rows["device"]).view(np.uint8).reshape(n, schema.DEVICE_MAX_BYTES)
+    matrix = np.ascontiguousarray(rows["device"]).view(np.uint8).reshape(n, -1)
     used = np.flatnonzero(matrix.any(axis=0))
-    return matrix[:, : used[-1] + 1] if len(used) else matrix[:, :1]
+    matrix = matrix[:, : used[-1] + 1] if len(used) else matrix[:, :1]
+    if _SPECIAL[matrix].any():
+        distinct, inverse = np.unique(rows["device"], return_inverse=True)
+        texts = [quoted(schema.device_name(d)).encode() for d in distinct]
+        return _table(texts, inverse)
+    if quoted is schema.json_string:
+        quote = _literal(b'"', n)
+        return np.concatenate([quote, matrix, quote], axis=1)
+    return matrix
 
 
 def _exact(batch: schema.Batch) -> bool:
+    """Whether every value, scaled to its decimals, is exact in int64 and float64."""
+    limit = 10 ** min(15, 16 - batch.decimals)
     rows = batch.rows
-    return all(not (np.abs(rows[m]) >= _MAX_EXACT).any() for m in schema.METRICS)  # NaN: False
+    return all(not (np.abs(rows[m]) >= limit).any() for m in schema.METRICS)  # NaN: False
 
 
 @lru_cache(maxsize=4096)
@@ -152,26 +177,40 @@ def _second(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
-def _tenths(value: float, missing: str) -> str:
-    """As `_one_decimal` does it: round to int64 tenths, then print them."""
+def _fixed_text(value: float, decimals: int, missing: str) -> str:
+    """As `_fixed` does it: round to int64 units of the last decimal, then print them."""
     if value != value:
         return missing
-    tenths = round(value * 10)
-    whole, digit = divmod(abs(tenths), 10)
-    return f"-{whole}.{digit}" if tenths < 0 else f"{whole}.{digit}"
+    scale = 10**decimals
+    scaled = round(value * scale)
+    whole, fraction = divmod(abs(scaled), scale)
+    sign = "-" if scaled < 0 else ""
+    return f"{sign}{whole}.{fraction:0{decimals}d}" if decimals else f"{sign}{whole}"
 
 
 def _small_fields(batch: schema.Batch, missing: str, quote: str) -> list[list[str]]:
-    """Per sample: timestamp, the four metrics, device, seq, anomaly, anomaly_id as text."""
+    """Per sample, the text of each column in schema.COLUMNS."""
     kinds = [missing, *(f"{quote}{k}{quote}" for k in schema.ANOMALY_KINDS)]
+    events = [missing, *(f"{quote}{k}{quote}" for k in schema.EVENT_KINDS)]
     millis = batch.precision == schema.MILLISECONDS
+    decimals = batch.decimals
+    quoted = schema.json_string if quote else schema.csv_field
     out = []
-    for ts, seq, device, cpu, mem, disk, net, kind, _, anomaly_id in batch.rows.tolist():
+    for ts, seq, device, *values, kind, _, anomaly_id, root, event in batch.rows.tolist():
         seconds, ms = divmod(ts, 1000)
         stamp = f"{_second(seconds)}.{ms:03d}" if millis else _second(seconds)
-        values = [_tenths(v, missing) for v in (cpu, mem, disk, net)]
-        label = str(anomaly_id) if anomaly_id else missing
-        out.append([stamp, *values, device.decode("ascii"), str(seq), kinds[kind], label])
+        out.append(
+            [
+                stamp,
+                *(_fixed_text(v, decimals, missing) for v in values),
+                quoted(device.decode("utf-8", "replace")),
+                str(seq),
+                kinds[kind],
+                str(anomaly_id) if anomaly_id else missing,
+                str(root) if root else missing,
+                events[event],
+            ]
+        )
     return out
 
 
@@ -185,8 +224,8 @@ def _small_json(batch: schema.Batch, metrics: tuple[str, ...]) -> list[bytes]:
     for f in _small_fields(batch, "null", '"'):
         values = "".join(f',"{schema.METRICS[i]}":{f[1 + i]}' for i in shown)
         out.append(
-            f'{{"timestamp":"{f[0]}"{values},"device":"{f[5]}","seq":{f[6]},'
-            f'"anomaly":{f[7]},"anomaly_id":{f[8]}}}'.encode()
+            f'{{"timestamp":"{f[0]}"{values},"device":{f[5]},"seq":{f[6]},'
+            f'"anomaly":{f[7]},"anomaly_id":{f[8]},"anomaly_root":{f[9]},"event":{f[10]}}}'.encode()
         )
     return out
 
@@ -209,16 +248,20 @@ def _matrix_csv(batch: schema.Batch) -> bytes:
     comma = _literal(b",", n)
     parts = [_timestamps(batch)]
     for metric in schema.METRICS:
-        parts += [comma, _one_decimal(rows[metric], b"")]
+        parts += [comma, _fixed(rows[metric], batch.decimals, b"")]
     parts += [
         comma,
-        _devices(rows),
+        _devices(rows, schema.csv_field),
         comma,
         _digits(rows["seq"]),
         comma,
         _table([b"", *(k.encode() for k in schema.ANOMALY_KINDS)], rows["anomaly"]),
         comma,
         _ids(rows["anomaly_id"], b""),
+        comma,
+        _ids(rows["anomaly_root"], b""),
+        comma,
+        _table([b"", *(k.encode() for k in schema.EVENT_KINDS)], rows["event"]),
         _literal(b"\n", n),
     ]
     return _join(parts)
@@ -242,17 +285,25 @@ def _matrix_json(batch: schema.Batch, metrics: tuple[str, ...]) -> list[bytes]:
     rows = batch.rows
     parts = [_literal(b'{"timestamp":"', n), _timestamps(batch), _literal(b'"', n)]
     for metric in metrics:
-        parts += [_literal(f',"{metric}":'.encode(), n), _one_decimal(rows[metric], b"null")]
+        parts += [
+            _literal(f',"{metric}":'.encode(), n),
+            _fixed(rows[metric], batch.decimals, b"null"),
+        ]
     kinds = [b"null", *(b'"' + k.encode() + b'"' for k in schema.ANOMALY_KINDS)]
+    events = [b"null", *(b'"' + k.encode() + b'"' for k in schema.EVENT_KINDS)]
     parts += [
-        _literal(b',"device":"', n),
-        _devices(rows),
-        _literal(b'","seq":', n),
+        _literal(b',"device":', n),
+        _devices(rows, schema.json_string),
+        _literal(b',"seq":', n),
         _digits(rows["seq"]),
         _literal(b',"anomaly":', n),
         _table(kinds, rows["anomaly"]),
         _literal(b',"anomaly_id":', n),
         _ids(rows["anomaly_id"], b"null"),
+        _literal(b',"anomaly_root":', n),
+        _ids(rows["anomaly_root"], b"null"),
+        _literal(b',"event":', n),
+        _table(events, rows["event"]),
         _literal(b"}\n", n),
     ]
     return _join(parts).split(b"\n")[:-1]

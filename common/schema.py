@@ -7,6 +7,7 @@ array, so encoding and decoding cost no per-sample Python work.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from dataclasses import dataclass
@@ -18,7 +19,16 @@ import numpy as np
 # shard i of n (the groups g with g % n == i - 1).
 TOPIC = b"samples"
 METRICS: tuple[str, ...] = ("cpu", "mem", "disk_io", "net")
-COLUMNS: tuple[str, ...] = ("timestamp", *METRICS, "device", "seq", "anomaly", "anomaly_id")
+COLUMNS: tuple[str, ...] = (
+    "timestamp",
+    *METRICS,
+    "device",
+    "seq",
+    "anomaly",
+    "anomaly_id",
+    "anomaly_root",
+    "event",
+)
 # Ground-truth labels: code 0 is "no anomaly"; the order is part of the wire format.
 ANOMALY_KINDS: tuple[str, ...] = (
     "spike",
@@ -31,8 +41,18 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "memory_leak",
     "incident",
 )
+# Planned, expected episodes (scenario files): labelled apart from anomalies, which they are
+# not; code 0 is "none"; the order is part of the wire format.
+EVENT_KINDS: tuple[str, ...] = ("maintenance", "deploy", "load_test")
 CSV_HEADER = ",".join(COLUMNS)
-DEVICE_MAX_BYTES = 16
+# Device ids: 1 to 64 bytes of UTF-8, printable (no control or format characters), no space
+# at either end. Stored NUL-padded, so a NUL can never be part of an id.
+DEVICE_MAX_BYTES = 64
+DEVICE_DTYPE = np.dtype(f"S{DEVICE_MAX_BYTES}")
+# Values are shown with this many decimals unless a batch says otherwise (replay keeps the
+# precision of its source file).
+DECIMALS = 1
+MAX_DECIMALS = 12
 
 # Timestamp precision: whole seconds while the per-device rate is <= 1 Hz, milliseconds above.
 SECONDS = 0
@@ -42,21 +62,23 @@ RECORD = np.dtype(
     [
         ("ts_ms", "<i8"),  # sample time, milliseconds since the Unix epoch (UTC)
         ("seq", "<u8"),  # per-device sequence number, +1 per sample
-        ("device", f"S{DEVICE_MAX_BYTES}"),
-        ("cpu", "<f8"),  # values are already rounded to one decimal; NaN means "no value"
+        ("device", DEVICE_DTYPE),  # UTF-8, NUL-padded
+        ("cpu", "<f8"),  # rounded to the batch's decimals; NaN means "no value"
         ("mem", "<f8"),
         ("disk_io", "<f8"),
         ("net", "<f8"),
         ("anomaly", "u1"),  # 0: none, else 1 + index in ANOMALY_KINDS
         ("anomaly_metrics", "u1"),  # bit i set: METRICS[i] altered by the anomaly
         ("anomaly_id", "<u8"),  # the same for every sample of one anomaly event; 0: none
+        ("anomaly_root", "<u8"),  # anomaly_id of the root cause (itself for the root); 0: none
+        ("event", "u1"),  # 0: none, else 1 + index in EVENT_KINDS
     ]
 )
 
 _GROUP_TOPIC = re.compile(rb"group\.[0-9a-f]{2}|shard\.[0-9a-f]{2}\.[0-9a-f]{2}")
 _MAGIC = b"SSIM"
-_VERSION = 2
-_HEADER = struct.Struct("<4sBBHI")  # magic, version, precision, reserved, row count
+_VERSION = 3
+_HEADER = struct.Struct("<4sBBBBI")  # magic, version, precision, decimals, reserved, row count
 # Senders (simulation, replay, catch-up) split what they send into messages of at most
 # ROWS_PER_MESSAGE samples; receivers refuse messages of more than MAX_ROWS_PER_MESSAGE.
 ROWS_PER_MESSAGE = 100_000
@@ -73,17 +95,22 @@ class Batch:
 
     rows: np.ndarray  # RECORD dtype
     precision: int = SECONDS
+    decimals: int = DECIMALS  # of the values, as they are shown in CSV and JSON
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def with_rows(self, rows: np.ndarray) -> Batch:
+        """Other rows, shown like these."""
+        return Batch(rows=rows, precision=self.precision, decimals=self.decimals)
+
 
 def merge(batches: list[Batch]) -> list[Batch]:
-    """Join consecutive batches of the same precision, so they are rendered in one go."""
+    """Join consecutive batches shown alike (precision, decimals), so they render in one go."""
     merged: list[Batch] = []
     run: list[Batch] = []
     for batch in batches:
-        if run and batch.precision != run[0].precision:
+        if run and (batch.precision, batch.decimals) != (run[0].precision, run[0].decimals):
             merged.append(_join(run))
             run = []
         run.append(batch)
@@ -95,7 +122,8 @@ def merge(batches: list[Batch]) -> list[Batch]:
 def _join(run: list[Batch]) -> Batch:
     if len(run) == 1:
         return run[0]
-    return Batch(rows=np.concatenate([b.rows for b in run]), precision=run[0].precision)
+    rows = np.concatenate([b.rows for b in run])
+    return Batch(rows=rows, precision=run[0].precision, decimals=run[0].decimals)
 
 
 def precision_for_rate(rate: float) -> int:
@@ -120,7 +148,7 @@ def shard_topic(index: int, count: int) -> bytes:
 def encode(batch: Batch, group: int | None = None) -> list[bytes]:
     """Frames of one ZeroMQ multipart message: topic, header, packed records."""
     rows = np.ascontiguousarray(batch.rows, dtype=RECORD)
-    header = _HEADER.pack(_MAGIC, _VERSION, batch.precision, 0, len(rows))
+    header = _HEADER.pack(_MAGIC, _VERSION, batch.precision, batch.decimals, 0, len(rows))
     return [TOPIC if group is None else topic(group), header, rows.tobytes()]
 
 
@@ -133,13 +161,18 @@ def decode(frames: list[bytes]) -> Batch:
         raise MessageError(f"unexpected topic {bytes(subject[:32])!r}")
     if len(header) != _HEADER.size:
         raise MessageError(f"header must be {_HEADER.size} bytes, got {len(header)}")
-    magic, version, precision, _, count = _HEADER.unpack(header)
+    magic, version, precision, decimals, _, count = _HEADER.unpack(header)
     if magic != _MAGIC:
         raise MessageError(f"bad magic {magic!r}")
     if version != _VERSION:
-        raise MessageError(f"unsupported schema version {version}, expected {_VERSION}")
+        raise MessageError(
+            f"unsupported wire format version {version}, expected {_VERSION}: "
+            "run the same release of producer and subscribers"
+        )
     if precision not in (SECONDS, MILLISECONDS):
         raise MessageError(f"bad timestamp precision {precision}")
+    if decimals > MAX_DECIMALS:
+        raise MessageError(f"bad decimals {decimals}, at most {MAX_DECIMALS}")
     if count > MAX_ROWS_PER_MESSAGE:
         raise MessageError(f"too many rows: {count} > {MAX_ROWS_PER_MESSAGE}")
     if len(body) != count * RECORD.itemsize:
@@ -147,32 +180,131 @@ def decode(frames: list[bytes]) -> Batch:
             f"body is {len(body)} bytes, expected {count} rows x {RECORD.itemsize} bytes"
         )
     rows = np.frombuffer(body, dtype=RECORD)
-    _validate(rows)
-    return Batch(rows=rows, precision=precision)
+    try:
+        validate(rows)
+    except ValueError as exc:
+        raise MessageError(str(exc)) from None
+    return Batch(rows=rows, precision=precision, decimals=decimals)
 
 
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31 23:59:59.999
+# Each metric's domain; NaN ("no value") is allowed everywhere.
+DOMAINS: dict[str, tuple[float, float]] = {
+    "cpu": (0.0, 100.0),
+    "mem": (0.0, 100.0),
+    "disk_io": (0.0, float("inf")),
+    "net": (0.0, float("inf")),
+}
 
 
-def _validate(rows: np.ndarray) -> None:
-    """Reject what would render as invalid JSON or CSV downstream."""
+def device_problem(name: str) -> str | None:
+    """Why `name` cannot be a device id, or None if it can."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not name:
+        return "device id is empty"
+    if size > DEVICE_MAX_BYTES:
+        return f"device id {name!r} is {size} bytes of UTF-8, at most {DEVICE_MAX_BYTES}"
+    if not name.isprintable():  # refuses control, format and separator characters but " "
+        return f"device id {name!r} holds a control or format character"
+    if name != name.strip():
+        return f"device id {name!r} starts or ends with a space"
+    return None
+
+
+def device_bytes(name: str) -> bytes:
+    """A device id as it is stored; raise ValueError if it is not a valid one."""
+    problem = device_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name.encode("utf-8")
+
+
+def device_name(stored: bytes) -> str:
+    """A stored device id as text (stored ids are valid UTF-8: decode() checked them)."""
+    return bytes(stored).rstrip(b"\0").decode("utf-8", "replace")
+
+
+def device_array(names: list[str]) -> np.ndarray:
+    """Device ids as the record's device column type; raise ValueError on an invalid one."""
+    return np.array([device_bytes(n) for n in names], dtype=DEVICE_DTYPE)
+
+
+def validate(rows: np.ndarray) -> None:
+    """Raise ValueError naming the first problem if `rows` hold a sample that is not valid.
+
+    The one definition of a valid sample: producers check what they publish with it, and
+    subscribers what they receive, so nothing published is ever refused downstream.
+    """
     if not len(rows):
         return
     ts = rows["ts_ms"]
     if ts.min() < 0 or ts.max() > _MAX_TS_MS:
-        raise MessageError("timestamp out of range")
-    device = np.ascontiguousarray(rows["device"]).view(np.uint8)
-    if _FORBIDDEN_DEVICE_BYTE[device].any():
-        raise MessageError('device id must be printable ASCII without , or "')
+        raise ValueError(f"timestamp {_first(ts, (ts < 0) | (ts > _MAX_TS_MS))} ms is out of range")
+    _check_devices(rows["device"])
     for metric in METRICS:
-        if np.isinf(rows[metric]).any():
-            raise MessageError(f"{metric} is infinite")
+        values = rows[metric]
+        low, high = DOMAINS[metric]
+        bad = (values < low) | (values > high) | np.isinf(values)  # NaN compares False
+        if bad.any():
+            shown = "infinite" if np.isinf(values[bad][0]) else f"{values[bad][0]:g}"
+            raise ValueError(f"{metric} {shown} is outside its domain {_domain(metric)}")
     if rows["anomaly"].max() > len(ANOMALY_KINDS):
-        raise MessageError("unknown anomaly kind")
+        raise ValueError(f"unknown anomaly code {rows['anomaly'].max()}")
+    if rows["event"].max() > len(EVENT_KINDS):
+        raise ValueError(f"unknown event code {rows['event'].max()}")
 
 
-_FORBIDDEN_DEVICE_BYTE = np.zeros(256, bool)  # a lookup table: one pass over the bytes
-_FORBIDDEN_DEVICE_BYTE[[*range(1, 32), ord(","), ord('"'), ord("\\"), *range(128, 256)]] = True
+def _first(values: np.ndarray, bad: np.ndarray) -> object:
+    return values[bad][0]
+
+
+def _domain(metric: str) -> str:
+    low, high = DOMAINS[metric]
+    return f"[{low:g}, {high:g}]" if high != float("inf") else f">= {low:g}"
+
+
+def _check_devices(devices: np.ndarray) -> None:
+    """Printable ASCII ids pass a byte table in one pass; only other ids are decoded.
+
+    Only the bytes in use are looked at (ids are mostly far shorter than 64 bytes), and a
+    device column equal to the one checked last (the same fleet, tick after tick) is not
+    looked at again.
+    """
+    n = len(devices)
+    words = np.ascontiguousarray(devices).view(np.uint64).reshape(n, -1)
+    in_use = np.flatnonzero(words.any(axis=0))
+    words = words[:, : in_use[-1] + 1] if len(in_use) else words[:, :1]
+    last = _last_checked[0]
+    if last.shape == words.shape and np.array_equal(last, words):
+        return
+    matrix = words.view(np.uint8)
+    if not matrix[:, 0].all():
+        raise ValueError("device id is empty")
+    # NUL padding must be trailing only: an id cannot hold a NUL.
+    if ((matrix[:, :-1] == 0) & (matrix[:, 1:] != 0)).any():
+        raise ValueError("device id holds a NUL byte")
+    lengths = (matrix != 0).sum(axis=1)
+    edges = (matrix[:, 0] == 0x20) | (matrix[np.arange(n), lengths - 1] == 0x20)
+    if edges.any():
+        name = device_name(devices[edges][0])
+        raise ValueError(f"device id {name!r} starts or ends with a space")
+    ascii_ok = ~_NOT_PLAIN_ASCII[matrix].any(axis=1)
+    if not ascii_ok.all():
+        for stored in np.unique(devices[~ascii_ok]):
+            raw = bytes(stored).rstrip(b"\0")
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"device id {raw!r} is not UTF-8") from None
+            problem = device_problem(name)
+            if problem:
+                raise ValueError(problem)
+    _last_checked[0] = words.copy()
+
+
+_last_checked = [np.zeros((0, 0), np.uint64)]  # the device column checked last, as words
+_NOT_PLAIN_ASCII = np.ones(256, bool)  # a lookup table: printable ASCII (and NUL padding) pass
+_NOT_PLAIN_ASCII[[0, *range(0x20, 0x7F)]] = False
 
 
 def format_timestamps(batch: Batch) -> np.ndarray:
@@ -183,18 +315,31 @@ def format_timestamps(batch: Batch) -> np.ndarray:
     return np.strings.replace(np.datetime_as_string(stamps, unit=unit), "T", " ")
 
 
-def format_values(values: np.ndarray, missing: str) -> np.ndarray:
-    """One decimal, like the spec's example; NaN (no value) becomes `missing`."""
-    text = np.char.mod("%.1f", values)
+def format_values(values: np.ndarray, missing: str, decimals: int = DECIMALS) -> np.ndarray:
+    """`decimals` decimals (one, like the spec's example, unless the source had more); NaN
+    (no value) becomes `missing`."""
+    text = np.char.mod(f"%.{decimals}f", values)
     nan = np.isnan(values)
     if nan.any():
         text = np.where(nan, missing, text)
     return text
 
 
-def kind_names(missing: str) -> np.ndarray:
-    """Lookup table from anomaly code to its text, `missing` for code 0."""
-    return np.array([missing, *ANOMALY_KINDS], dtype=object)
+def csv_field(text: str) -> str:
+    """`text` as one CSV field: quoted (quotes doubled) when it holds a comma or a quote."""
+    if "," in text or '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def json_string(text: str) -> str:
+    """`text` as a JSON string, UTF-8 kept as it is (ids hold no control characters)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def kind_names(missing: str, kinds: tuple[str, ...] = ANOMALY_KINDS) -> np.ndarray:
+    """Lookup table from a label code to its text, `missing` for code 0."""
+    return np.array([missing, *kinds], dtype=object)
 
 
 def metric_names(mask: int) -> list[str]:
@@ -205,25 +350,34 @@ def _columns(batch: Batch, missing: str, quote: str) -> list[np.ndarray | list]:
     rows = batch.rows
     kinds = kind_names(missing)
     kinds[1:] = [f"{quote}{k}{quote}" for k in ANOMALY_KINDS]
-    ids = rows["anomaly_id"]
+    events = kind_names(missing, EVENT_KINDS)
+    events[1:] = [f"{quote}{k}{quote}" for k in EVENT_KINDS]
+    device = json_string if quote else csv_field
     return [
         format_timestamps(batch).tolist(),
-        *(format_values(rows[m], missing).tolist() for m in METRICS),
-        np.char.decode(rows["device"], "ascii").tolist(),
+        *(format_values(rows[m], missing, batch.decimals).tolist() for m in METRICS),
+        [device(device_name(d)) for d in rows["device"]],
         rows["seq"].tolist(),
         kinds[rows["anomaly"]].tolist(),
-        np.where(ids > 0, ids.astype(str), missing).tolist(),
+        _ids(rows["anomaly_id"], missing),
+        _ids(rows["anomaly_root"], missing),
+        events[rows["event"]].tolist(),
     ]
 
 
+def _ids(ids: np.ndarray, missing: str) -> list[str]:
+    return np.where(ids > 0, ids.astype(str), missing).tolist()
+
+
 _JSON_ROW = (
-    '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":"{}","seq":{},'
-    '"anomaly":{},"anomaly_id":{}}}'
+    '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":{},"seq":{},'
+    '"anomaly":{},"anomaly_id":{},"anomaly_root":{},"event":{}}}'
 )
 
 
 def to_json(batch: Batch) -> list[str]:
-    """One compact JSON object per sample; the five contract keys come first, in order."""
+    """The reference JSON, one compact object per sample; the five contract keys come first,
+    in order. common.render makes the same text faster."""
     if not len(batch):
         return []
     fmt = _JSON_ROW.format
@@ -231,7 +385,8 @@ def to_json(batch: Batch) -> list[str]:
 
 
 def to_csv(batch: Batch) -> str:
-    """CSV rows (no header) ending in a newline; empty fields where a value is missing."""
+    """The reference CSV rows (no header) ending in a newline; empty fields where a value is
+    missing. common.render makes the same text faster."""
     if not len(batch):
         return ""
     lines = [",".join(map(str, row)) for row in zip(*_columns(batch, "", ""), strict=True)]

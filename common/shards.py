@@ -51,7 +51,7 @@ class GroupIndex:
 
     def __init__(self) -> None:
         self._groups: dict[bytes, int] = {}
-        self._layout = np.zeros(0, f"S{schema.DEVICE_MAX_BYTES}")
+        self._layout = np.zeros(0, schema.DEVICE_DTYPE)
         self._layout_groups = np.zeros(0, np.int64)
         self._split: dict[int, list[tuple[int, np.ndarray]]] = {}  # ticks -> [(group, rows)]
         self._shard_rows: dict[tuple[int, int, int], np.ndarray] = {}
@@ -76,7 +76,7 @@ class GroupIndex:
             present = np.unique(row_groups)
             if len(present) == 1:
                 return [(int(present[0]), batch)]
-            return [(int(g), schema.Batch(rows[row_groups == g], batch.precision)) for g in present]
+            return [(int(g), batch.with_rows(rows[row_groups == g])) for g in present]
         parts = self._split.get(ticks)
         if parts is None:
             row_groups = np.tile(self._layout_groups, ticks)
@@ -86,7 +86,7 @@ class GroupIndex:
             self._split[ticks] = parts
         if len(parts) == 1:
             return [(parts[0][0], batch)]
-        return [(g, schema.Batch(rows[index], batch.precision)) for g, index in parts]
+        return [(g, batch.with_rows(rows[index])) for g, index in parts]
 
     def shard_part(self, batch: schema.Batch, shard: Shard) -> schema.Batch:
         """The rows of `shard`'s devices, in their original order."""
@@ -96,7 +96,7 @@ class GroupIndex:
         ticks = self._grid_ticks(rows["device"])
         if ticks is None:
             keep = self.groups(rows["device"]) % shard.count == shard.index - 1
-            return batch if keep.all() else schema.Batch(rows[keep], batch.precision)
+            return batch if keep.all() else batch.with_rows(rows[keep])
         key = (shard.count, shard.index, ticks)
         index = self._shard_rows.get(key)
         if index is None:
@@ -107,7 +107,7 @@ class GroupIndex:
             self._shard_rows[key] = index
         if len(index) == len(rows):
             return batch
-        return schema.Batch(rows[index], batch.precision)
+        return batch.with_rows(rows[index])
 
     def _grid_ticks(self, devices: np.ndarray) -> int | None:
         """How many ticks the batch holds, if it is a grid of the remembered layout."""

@@ -43,7 +43,8 @@ class Window:
         stamps = schema.format_timestamps(
             schema.Batch(_stamp_rows([self.start_ms, self.end_ms]), self.precision)
         )
-        fields = (self.anomaly_id, self.device, self.kind, self.metrics, *stamps, self.samples)
+        device = schema.csv_field(self.device)
+        fields = (self.anomaly_id, device, self.kind, self.metrics, *stamps, self.samples)
         return ",".join(map(str, fields)) + "\n"
 
 
@@ -81,7 +82,7 @@ class WindowTracker:
                 if window is None:
                     window = self.open[device] = Window(
                         anomaly_id=int(first["anomaly_id"]),
-                        device=device.decode("ascii"),
+                        device=schema.device_name(device),
                         kind=schema.ANOMALY_KINDS[first["anomaly"] - 1],
                         metrics="|".join(schema.metric_names(int(first["anomaly_metrics"]))),
                         start_ms=int(first["ts_ms"]),
@@ -108,6 +109,16 @@ class WindowTracker:
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
+def _hashes(devices: np.ndarray) -> np.ndarray:
+    """A 64-bit hash per device id, from its eight 8-byte words (most are zero padding)."""
+    words = np.ascontiguousarray(devices, schema.DEVICE_DTYPE).view(np.uint64)
+    words = words.reshape(len(devices), -1)
+    hashes = words[:, 0].copy()
+    for column in range(1, words.shape[1]):
+        hashes = (hashes * _MIX) ^ words[:, column]
+    return hashes
+
+
 def _latest_rows(rows: np.ndarray, devices: list[bytes]) -> dict[bytes, int]:
     """Index of each device's last row in the batch (devices without rows left out).
 
@@ -117,12 +128,9 @@ def _latest_rows(rows: np.ndarray, devices: list[bytes]) -> dict[bytes, int]:
     n = len(rows)
     if not n:
         return {}
-    width = f"S{schema.DEVICE_MAX_BYTES}"
-    keys = np.ascontiguousarray(rows["device"]).view(np.uint64).reshape(n, -1)
-    hashes = keys[:, 0] ^ (keys[:, 1] * _MIX)
+    hashes = _hashes(rows["device"])
     unique, first_reversed = np.unique(hashes[::-1], return_index=True)
-    wanted = np.array(devices, width).view(np.uint64).reshape(len(devices), -1)
-    wanted_hashes = wanted[:, 0] ^ (wanted[:, 1] * _MIX)
+    wanted_hashes = _hashes(np.array(devices, schema.DEVICE_DTYPE))
     at = np.minimum(np.searchsorted(unique, wanted_hashes), len(unique) - 1)
     latest = {}
     for device, i, found in zip(devices, at.tolist(), unique[at] == wanted_hashes, strict=True):

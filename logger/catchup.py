@@ -126,7 +126,7 @@ async def refill(
     for batch in schema.merge(batches):
         part = batch
         if keep is not None:
-            part = schema.Batch(batch.rows[keep(batch.rows["device"])], batch.precision)
+            part = batch.with_rows(batch.rows[keep(batch.rows["device"])])
         left += [(g, classify(g, facts)) for g in tracker.gaps(part)]
         fresh.append(tracker.admit(part))
     return fresh, left, facts
@@ -139,7 +139,7 @@ async def fill(
 
     Returns the rows to write before `batch` (admitted), and the gaps left (with reasons)."""
     after = {g.device: g.first - 1 for g in gaps}
-    wanted = np.array([d.encode() for d in after], f"S{schema.DEVICE_MAX_BYTES}")
+    wanted = np.array([d.encode() for d in after], schema.DEVICE_DTYPE)
     fresh, left, facts = await refill(
         tracker,
         client,

@@ -42,7 +42,7 @@ class SeqTracker:
         self._slot: dict[bytes, int] = {}
         self._seq = np.full(64, -1, np.int64)  # by slot; -1: nothing written yet
         self._ts = np.zeros(64, np.int64)
-        self._names = np.zeros(0, f"S{schema.DEVICE_MAX_BYTES}")  # the last tick layout seen
+        self._names = np.zeros(0, schema.DEVICE_DTYPE)  # the last tick layout seen
         self._names_slots = np.zeros(0, np.int64)
         self._plan: tuple[np.ndarray, object] | None = None  # (rows, plan) of the last batch
 
@@ -60,7 +60,7 @@ class SeqTracker:
         return {d: (int(self._seq[i]), int(self._ts[i])) for d, i in self._slot.items()}
 
     def remember(self, device: bytes, seq: int, ts_ms: int) -> None:
-        slot = self._slots(np.array([device], f"S{schema.DEVICE_MAX_BYTES}"))[0]
+        slot = self._slots(np.array([device], schema.DEVICE_DTYPE))[0]
         self._seq[slot], self._ts[slot] = seq, ts_ms
         self._plan = None
 
@@ -137,7 +137,7 @@ class SeqTracker:
             self._ts[slots[s_inv[newest]]] = ts[newest]
         if keep.all():
             return batch
-        return schema.Batch(rows[keep], batch.precision)
+        return batch.with_rows(rows[keep])
 
     def _planned(self, rows: np.ndarray):
         """How to look at these rows: as ticks, or sorted by device (computed once per batch,

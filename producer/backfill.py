@@ -42,7 +42,7 @@ def _chunk(first: int, last: int) -> tuple[bytes, schema.Batch]:
     rows = batch.rows
     keep = rows["anomaly_id"] > 0
     keep[-_source.series.devices :] = True
-    return render.csv_rows(batch), schema.Batch(np.ascontiguousarray(rows[keep]), batch.precision)
+    return render.csv_rows(batch), batch.with_rows(np.ascontiguousarray(rows[keep]))
 
 
 def generate(

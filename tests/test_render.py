@@ -10,29 +10,68 @@ import pytest
 from common import render, schema
 
 
-def random_batch(n: int, precision: int, seed: int) -> schema.Batch:
+# Device ids a user may really have: long cloud ids, punctuation that CSV must quote and
+# JSON must escape, and names in other scripts (up to 64 bytes of UTF-8).
+AWKWARD_IDS = [
+    "i-0123456789abcdef0",
+    "rack 4, slot 2",
+    'the "main" db',
+    "back\\slash",
+    "capteur-température-ü",
+    "温度センサー-7",
+    "ç" * 32,  # 64 bytes
+]
+
+
+def random_batch(
+    n: int, precision: int, seed: int, decimals: int = schema.DECIMALS, awkward: bool = False
+) -> schema.Batch:
     rng = np.random.default_rng(seed)
     rows = schema.empty_rows(n)
     rows["ts_ms"] = 1_754_229_600_000 + np.sort(rng.integers(0, 10**8, n))
     rows["seq"] = rng.integers(0, 10**12, n)
-    rows["device"] = [f"host-{i % 13 + 1:02d}".encode() for i in range(n)]
+    names = [f"host-{i % 13 + 1:02d}" for i in range(n)]
+    if awkward:
+        names = [
+            AWKWARD_IDS[i % len(AWKWARD_IDS)] if i % 3 else name for i, name in enumerate(names)
+        ]
+    rows["device"] = schema.device_array(names) if n else rows["device"]
     for metric in schema.METRICS:
-        rows[metric] = np.round(rng.normal(40, 300, n), 1) + 0.0
+        rows[metric] = np.round(rng.normal(40, 300, n), decimals) + 0.0
         rows[metric][rng.random(n) < 0.1] = np.nan
     rows["cpu"][: min(n, 3)] = [0.0, 0.1, 99999.9][: min(n, 3)]
     rows["anomaly"] = rng.integers(0, len(schema.ANOMALY_KINDS) + 1, n) * (rng.random(n) < 0.3)
     rows["anomaly_id"] = np.where(rows["anomaly"] > 0, rng.integers(1, 10**13, n), 0)
-    return schema.Batch(rows, precision)
+    rows["anomaly_root"] = np.where(rng.random(n) < 0.5, rows["anomaly_id"], 0)
+    rows["event"] = rng.integers(0, len(schema.EVENT_KINDS) + 1, n) * (rng.random(n) < 0.2)
+    return schema.Batch(rows, precision, decimals)
 
 
 @pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
 @pytest.mark.parametrize("n", [1, 2, 17, 5000])
-def test_csv_and_json_match_the_reference(precision, n):
-    """For random batches of 1 to 5000 samples at both timestamp precisions, csv_rows and
-    json_objects give byte for byte the text of schema.to_csv and schema.to_json."""
-    batch = random_batch(n, precision, seed=n)
+@pytest.mark.parametrize("decimals", [0, 1, 3])
+def test_csv_and_json_match_the_reference(precision, n, decimals):
+    """For random batches of 1 to 5000 samples at both timestamp precisions and several
+    decimals, with awkward device ids, csv_rows and json_objects give byte for byte the text
+    of schema.to_csv and schema.to_json."""
+    batch = random_batch(n, precision, seed=n, decimals=decimals, awkward=True)
     assert render.csv_rows(batch) == schema.to_csv(batch).encode()
     assert render.json_objects(batch) == [line.encode() for line in schema.to_json(batch)]
+
+
+def test_awkward_device_ids_survive_csv_and_json():
+    """Ids with commas, quotes, backslashes and non-ASCII letters read back unchanged from the
+    CSV (Python's csv module) and from the JSON (json.loads)."""
+    import csv
+    import io
+
+    batch = random_batch(300, schema.SECONDS, seed=5, awkward=True)
+    expected = [schema.device_name(d) for d in batch.rows["device"]]
+    assert set(AWKWARD_IDS) <= set(expected)
+    parsed = list(csv.reader(io.StringIO(render.csv_rows(batch).decode())))
+    assert [row[schema.COLUMNS.index("device")] for row in parsed] == expected
+    assert all(len(row) == len(schema.COLUMNS) for row in parsed)
+    assert [json.loads(o)["device"] for o in render.json_objects(batch)] == expected
 
 
 def test_json_objects_parse_and_agree_with_csv():
@@ -82,7 +121,9 @@ def test_small_batches_render_like_large_ones(precision: int) -> None:
     """Small batches take a per-row path; it must give the matrix path's text, also for
     values that were not rounded to one decimal and for halves."""
     for seed in range(40):
-        batch = random_batch(1 + seed % render.SMALL_BATCH, precision, seed=seed)
+        batch = random_batch(
+            1 + seed % render.SMALL_BATCH, precision, seed=seed, decimals=seed % 4, awkward=True
+        )
         rng = np.random.default_rng(seed)
         unrounded = rng.random(len(batch)) < 0.3
         batch.rows["mem"][unrounded] = rng.normal(0, 50, unrounded.sum())

@@ -44,7 +44,8 @@ class TestRendering:
         (line, *_) = schema.to_json(make_batch())
         assert line == (
             '{"timestamp":"2025-08-03 14:00:00","cpu":47.2,"mem":62.1,"disk_io":120.0,'
-            '"net":58.0,"device":"host-01","seq":7,"anomaly":null,"anomaly_id":null}'
+            '"net":58.0,"device":"host-01","seq":7,"anomaly":null,"anomaly_id":null,'
+            '"anomaly_root":null,"event":null}'
         )
         assert list(json.loads(line))[:5] == ["timestamp", "cpu", "mem", "disk_io", "net"]
 
@@ -53,7 +54,19 @@ class TestRendering:
         batch = make_batch(1, schema.MILLISECONDS)
         row = schema.to_csv(batch).rstrip("\n").split(",")
         sample = json.loads(schema.to_json(batch)[0])
-        assert row == [sample["timestamp"], "47.2", "62.1", "120.0", "58.0", "host-01", "7", "", ""]
+        assert row == [
+            sample["timestamp"],
+            "47.2",
+            "62.1",
+            "120.0",
+            "58.0",
+            "host-01",
+            "7",
+            "",
+            "",
+            "",
+            "",
+        ]
         assert sample["timestamp"] == "2025-08-03 14:00:00.000"
 
     def test_missing_values_are_null_in_json_and_empty_in_csv(self):
@@ -119,18 +132,67 @@ class TestMalformed:
         with pytest.raises(schema.MessageError, match="precision"):
             schema.decode(_corrupt(frames, 1, bytes(header)))
 
-    def test_values_that_would_break_json_or_csv(self):
-        """Infinite values, non-ASCII or comma device ids and absurd timestamps are refused."""
+    def test_values_outside_the_one_definition_of_a_sample(self):
+        """Infinite or out-of-domain values, invalid device ids, unknown labels and absurd
+        timestamps are refused with a message naming the problem."""
         for field, value, message in [
-            ("cpu", np.inf, "infinite"),
-            ("device", b"h\xffst", "device id"),
-            ("device", b"a,b", "device id"),
+            ("cpu", np.inf, "cpu infinite"),
+            ("cpu", 150.0, r"cpu 150 is outside its domain \[0, 100\]"),
+            ("mem", -0.1, "mem -0.1 is outside"),
+            ("net", -3.0, "net -3 is outside its domain >= 0"),
+            ("device", b"h\xffst", "not UTF-8"),
+            ("device", b"a\nb", "control"),
+            ("device", b"a\x00b", "NUL"),
+            ("device", b"", "empty"),
+            ("device", b" padded", "space"),
+            ("device", "zero\u200bwidth".encode(), "control or format"),
+            ("anomaly", len(schema.ANOMALY_KINDS) + 1, "unknown anomaly"),
+            ("event", len(schema.EVENT_KINDS) + 1, "unknown event"),
             ("ts_ms", -5, "timestamp"),
         ]:
             batch = make_batch(2)
             batch.rows[field][1] = value
             with pytest.raises(schema.MessageError, match=message):
                 schema.decode(schema.encode(batch))
+
+    def test_version_2_messages_are_refused_clearly(self):
+        """A message of the previous wire format version is refused with a message that names
+        both versions and what to do."""
+        frames = schema.encode(make_batch(1))
+        header = bytearray(frames[1])
+        header[4] = 2
+        with pytest.raises(schema.MessageError, match="version 2, expected 3: run the same"):
+            schema.decode(_corrupt(frames, 1, bytes(header)))
+
+    def test_decimals_travel_with_the_batch(self):
+        """The number of decimals a batch is shown with survives the wire and is bounded."""
+        batch = schema.Batch(make_batch(2).rows, decimals=3)
+        batch.rows["cpu"] = 0.132
+        decoded = schema.decode(schema.encode(batch))
+        assert decoded.decimals == 3
+        assert json.loads(schema.to_json(decoded)[0])["cpu"] == 0.132
+        assert schema.to_csv(decoded).split(",")[1] == "0.132"
+        header = bytearray(schema.encode(batch)[1])
+        header[6] = schema.MAX_DECIMALS + 1
+        with pytest.raises(schema.MessageError, match="decimals"):
+            schema.decode(_corrupt(schema.encode(batch), 1, bytes(header)))
+
+    def test_real_device_ids_are_accepted(self):
+        """Cloud instance ids, pod names, ids with commas or quotes and non-ASCII names of up to
+        64 bytes are valid; 65 bytes are not."""
+        for name in [
+            "i-0123456789abcdef0",
+            "web-7d4b9c8f6d-x2x9z.prod",
+            'rack 4, "top"',
+            "温度センサー",
+            "é" * 32,
+        ]:
+            assert schema.device_problem(name) is None, name
+            batch = make_batch(1)
+            batch.rows["device"] = schema.device_bytes(name)
+            decoded = schema.decode(schema.encode(batch))
+            assert schema.device_name(decoded.rows["device"][0]) == name
+        assert "65 bytes" in schema.device_problem("é" * 32 + "x")
 
     def test_random_garbage_never_raises_anything_else(self):
         """Whatever the bytes, decode either succeeds or raises MessageError."""

@@ -15,7 +15,7 @@ from broadcaster.subscription import Downsampler, Subscription, SubscriptionErro
 from common import schema
 from conftest import Pipeline, wait_until
 
-BASE_KEYS = ["timestamp", "device", "seq", "anomaly", "anomaly_id"]
+BASE_KEYS = ["timestamp", "device", "seq", "anomaly", "anomaly_id", "anomaly_root", "event"]
 
 
 class TestParsing:

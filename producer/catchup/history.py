@@ -30,7 +30,7 @@ class History:
         self._open_since = 0.0
         self._bytes = 0
         self.run_first: dict[str, int] = {}  # first seq this run published, per device
-        self._seen = np.array([], dtype=f"S{schema.DEVICE_MAX_BYTES}")
+        self._seen = np.array([], dtype=schema.DEVICE_DTYPE)
         self._last_devices = self._seen
         self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)  # seq ranges never produced
         self.requests = 0
@@ -38,7 +38,10 @@ class History:
     def add(self, batch: schema.Batch, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self._note_first_seqs(batch.rows)
-        if self._open and self._open[0].precision != batch.precision:
+        if self._open and (self._open[0].precision, self._open[0].decimals) != (
+            batch.precision,
+            batch.decimals,
+        ):
             self._close_block(now)
         if not self._open:
             self._open_since = now
@@ -58,7 +61,7 @@ class History:
         new = ~np.isin(names, self._seen)
         if new.any():
             for name, index in zip(names[new].tolist(), first[new].tolist(), strict=True):
-                self.run_first[name.decode("ascii")] = int(rows["seq"][index])
+                self.run_first[schema.device_name(name)] = int(rows["seq"][index])
             self._seen = np.union1d(self._seen, names[new])
 
     @property
@@ -95,7 +98,7 @@ class History:
         for block in self._all():
             names, first = np.unique(block.rows["device"], return_index=True)
             for name, index in zip(names.tolist(), first.tolist(), strict=True):
-                found.setdefault(name.decode("ascii"), int(block.rows["seq"][index]))
+                found.setdefault(schema.device_name(name), int(block.rows["seq"][index]))
         return found
 
     def since(self, after: dict[str, int], after_ts_ms: int) -> Iterator[schema.Batch]:
@@ -114,4 +117,4 @@ class History:
             )
             picked = rows[keep]
             for start in range(0, len(picked), schema.ROWS_PER_MESSAGE):
-                yield schema.Batch(picked[start : start + schema.ROWS_PER_MESSAGE], block.precision)
+                yield block.with_rows(picked[start : start + schema.ROWS_PER_MESSAGE])

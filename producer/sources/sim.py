@@ -42,7 +42,7 @@ class SimSource:
         self.anomalies = AnomalyPlan(series.seed, self.device_indices, anomaly_rate, anomaly_kinds)
         names = [device_name(int(i)) for i in self.device_indices]
         self.device_names = names
-        self._devices = np.array(names, dtype=f"S{schema.DEVICE_MAX_BYTES}")
+        self._devices = np.array(names, dtype=schema.DEVICE_DTYPE)
         self.max_lag_s = max_lag_s
         self.injected = np.zeros(0, EVENT)  # anomalies asked for at run time
         self.follow(series, first_tick)
