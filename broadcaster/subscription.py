@@ -42,8 +42,9 @@ class Subscription:
             raise SubscriptionError(f"unknown key {unknown[0]!r}; allowed: {', '.join(_KEYS)}")
         devices = _names(params.get("devices"))
         for device in devices or ():
-            if not device.isascii() or len(device.encode()) > schema.DEVICE_MAX_BYTES:
-                raise SubscriptionError(f"bad device id {device!r}")
+            problem = schema.device_problem(device)
+            if problem:
+                raise SubscriptionError(problem)
         fields = _names(params.get("fields"))
         if fields is not None:
             bad = [f for f in fields if f not in schema.METRICS]
@@ -120,7 +121,7 @@ class Downsampler:
 def _names(value: Any) -> list[str] | None:
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str):  # ids holding a comma need the list form
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value

@@ -40,6 +40,7 @@ ANOMALY_KINDS: tuple[str, ...] = (
     "noise_burst",
     "memory_leak",
     "incident",
+    "window",  # imported from a benchmark's labels (NAB windows): the kind is not known
 )
 # Planned, expected episodes (scenario files): labelled apart from anomalies, which they are
 # not; code 0 is "none"; the order is part of the wire format.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class Facts:
 
     run_first: dict[str, int]  # first seq of the owning producer's current run
     skipped: dict[str, list[tuple[int, int]]]  # seq ranges its producer skipped (paused, behind)
+    series_first: dict[str, int] = field(default_factory=dict)  # first seq of its series
+    withheld: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
 
 
 class CatchupClient:
@@ -52,21 +54,23 @@ class CatchupClient:
         request = catchup.encode_request(after, after_ts_ms)
         answers = await asyncio.gather(*(self._ask(d, request) for d in self._dealers))
         batches: list[schema.Batch] = []
-        run_first: dict[str, int] = {}
-        skipped: dict[str, list[tuple[int, int]]] = {}
+        facts = Facts({}, {})
         answered = False
         for answer in answers:
             if answer is None:
                 continue
             answered = True
-            got, (oldest, first, ranges) = answer
+            got, end = answer
             batches += got
-            run_first.update(first)
-            for device in {*first, *oldest}:
-                skipped[device] = ranges
+            facts.run_first.update(end.run_first)
+            facts.withheld.update(end.withheld)
+            for device in {*end.run_first, *end.oldest}:
+                facts.skipped[device] = end.skipped
+                if end.series_first is not None:
+                    facts.series_first[device] = end.series_first
         if not answered:
             return None
-        return batches, Facts(run_first, skipped)
+        return batches, facts
 
     async def _ask(self, dealer: Dealer, request: list[bytes]):
         await dealer.send(request)
@@ -82,7 +86,7 @@ class CatchupClient:
                 log.warning("bad catch-up message from %s (%s)", dealer.endpoint, exc)
                 dealer.reset()  # a late remainder must not be taken for the next answer
                 return None
-            if isinstance(reply, tuple):
+            if isinstance(reply, catchup.End):
                 return batches, reply
             batches.append(reply)
 
@@ -92,10 +96,14 @@ class CatchupClient:
 
 
 def classify(gap: Gap, facts: Facts | None) -> str:
-    """'not_produced' when the gap ends where its producer's current run began, or lies in
-    a range it skipped; otherwise 'lost'."""
+    """The producer's reason when it withheld the whole gap (e.g. 'invalid_input');
+    'not_produced' when the gap ends where its producer's current run began, or lies in a
+    range it skipped; otherwise 'lost'."""
     if facts is None:
         return "lost"
+    for first, last, reason in facts.withheld.get(gap.device, []):
+        if first <= gap.first and gap.last <= last:
+            return reason
     if facts.run_first.get(gap.device) == gap.last + 1:
         return "not_produced"
     ranges = facts.skipped.get(gap.device, [])

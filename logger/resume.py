@@ -6,6 +6,7 @@ found by name in the header the CSV was written with (common.schema.COLUMNS).
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +40,12 @@ def last_written(path: Path) -> dict[str, tuple[int, int]]:
         return {}
     if size > _TAIL_BYTES:
         tail = tail[tail.find(b"\n") + 1 :]  # the first line may be cut
-    lines = [line for line in tail.decode("ascii", "replace").splitlines() if line]
+    # Ids are quoted where they hold a comma or a quote, never a newline: lines are rows.
+    lines = [line for line in tail.decode("utf-8", "replace").splitlines() if line]
     if lines and lines[0] == schema.CSV_HEADER:
         lines = lines[1:]
     newest: dict[str, tuple[int, str]] = {}  # device -> (seq, timestamp text) of its last row
-    for line in lines:
-        fields = line.split(",")
+    for fields in csv.reader(lines):
         seq = int(fields[_SEQ])
         known = newest.get(fields[_DEVICE])
         if known is None or seq >= known[0]:

@@ -25,7 +25,8 @@ class Gap:
         rows = schema.empty_rows(2)
         rows["ts_ms"] = [self.after_ms, self.before_ms]
         after, before = schema.format_timestamps(schema.Batch(rows, precision))
-        return f"{self.device},{self.first},{self.last},{after},{before},{reason}\n"
+        device = schema.csv_field(self.device)
+        return f"{device},{self.first},{self.last},{after},{before},{reason}\n"
 
 
 class SeqTracker:

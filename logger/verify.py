@@ -6,6 +6,7 @@ recover it, or the producer never produced it); every other gap is a problem.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,8 +119,8 @@ def _read(path: Path, report: Report) -> pd.DataFrame | None:
     if raw and not raw.endswith(b"\n"):
         report.problems.append(f"{path}: last row is torn (no final newline)")
         raw = raw[: raw.rfind(b"\n") + 1]
-    lines = raw.decode("ascii", "replace").splitlines()[1:]
-    fields = [line.split(",") for line in lines]
+    lines = raw.decode("utf-8", "replace").splitlines()[1:]
+    fields = list(csv.reader(lines))  # ids holding a comma or a quote are quoted
     bad = [i for i, f in enumerate(fields) if len(f) != len(COLUMNS)]
     if bad:
         report.problems.append(f"{path}: {len(bad)} malformed row(s), first at line {bad[0] + 2}")

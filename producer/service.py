@@ -38,6 +38,8 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         cleanup.callback(catchup_server.close)
         source = open_source(config, time.time() * 1000)
         source.prefetch()
+        series = getattr(source, "series", None)  # an idle source has none
+        history.series_first = series.seq_base if series is not None else None
         controller = Controller(config, source)
         control_server = ControlServer(config.zmq_control, controller, config.security)
         cleanup.callback(control_server.close)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from common.schema import ANOMALY_KINDS, METRICS
+from producer.model.anomalies import SIMULATED_KINDS
 from producer.series import Series
 from producer.sources.sim import SimSource
 
@@ -30,7 +31,7 @@ def altered(on: np.ndarray, off: np.ndarray) -> np.ndarray:
     return changed
 
 
-@pytest.mark.parametrize("kind", ANOMALY_KINDS)
+@pytest.mark.parametrize("kind", SIMULATED_KINDS)
 def test_each_kind_occurs_and_is_labelled_exactly(kind):
     """Labelled if and only if a value differs from the anomaly-free series."""
     on, off = simulate((kind,), rate=30, hours=2)
@@ -61,7 +62,7 @@ def test_an_event_touches_only_its_metrics():
 
 def test_rate_is_what_was_asked():
     """Events per device-hour match the setting (one candidate per minute at most)."""
-    on, _ = simulate(ANOMALY_KINDS, rate=12, hours=10, devices=4)
+    on, _ = simulate(SIMULATED_KINDS, rate=12, hours=10, devices=4)
     events = len(np.unique(on["anomaly_id"][on["anomaly_id"] > 0]))
     assert 0.75 * 12 * 40 <= events <= 1.25 * 12 * 40
 
@@ -69,14 +70,14 @@ def test_rate_is_what_was_asked():
 def test_zero_rate_means_no_anomalies():
     """At rate 0, even with every kind enabled, no sample is labelled and the rows are
     byte-identical to the anomaly-free series."""
-    on, off = simulate(ANOMALY_KINDS, rate=0, hours=1)
+    on, off = simulate(SIMULATED_KINDS, rate=0, hours=1)
     assert not on["anomaly"].any() and on.tobytes() == off.tobytes()
 
 
 def test_events_of_a_device_never_overlap():
     """On one device, once a new event's id starts, the previous event's id never appears again:
     events follow one another and never interleave."""
-    on, _ = simulate(ANOMALY_KINDS, rate=40, hours=3, devices=1)
+    on, _ = simulate(SIMULATED_KINDS, rate=40, hours=3, devices=1)
     ids = on["anomaly_id"][on["anomaly_id"] > 0]
     changes = ids[np.flatnonzero(np.diff(ids.astype(np.int64)) != 0) + 1]
     # An id never comes back after another one started.

@@ -12,6 +12,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
+from common.schema import CSV_HEADER
 from conftest import REPO, Pipeline, Proc, wait_until
 
 
@@ -191,8 +192,8 @@ def test_disk_full_keeps_the_file_valid_and_recovers(pipeline: Pipeline):
 
 def test_verify_reports_problems(tmp_path):
     """Duplicates, torn rows and unrecorded gaps make verify fail with a summary."""
-    header = "timestamp,cpu,mem,disk_io,net,device,seq,anomaly,anomaly_id\n"
-    row = "2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,host-01,{0},,\n"
+    header = CSV_HEADER + "\n"
+    row = "2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,host-01,{0},,,,\n"
     good = header + "".join(row.format(i) for i in range(5))
     (tmp_path / "good.csv").write_text(good)
     assert verify(tmp_path, "good.csv").returncode == 0

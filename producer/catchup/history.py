@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from common import schema
+from common import catchup, schema
 
 _BLOCK_ROWS = 10_000
 _BLOCK_SECONDS = 0.5  # a block also closes after this long, so that age limits apply promptly
@@ -33,6 +33,9 @@ class History:
         self._seen = np.array([], dtype=schema.DEVICE_DTYPE)
         self._last_devices = self._seen
         self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)  # seq ranges never produced
+        self.series_first: int | None = None  # first seq of the series this run continues
+        # Seqs a source refused to publish, with the reason, per device (bounded: the oldest go).
+        self.withheld: dict[str, deque[tuple[int, int, str]]] = {}
         self.requests = 0
 
     def add(self, batch: schema.Batch, now: float | None = None) -> None:
@@ -71,6 +74,24 @@ class History:
     def not_produced(self, first: int, last: int) -> None:
         """Seqs this run skipped (paused, or too far behind): no subscriber can get them."""
         self.skipped.append((first, last))
+
+    def withhold(self, device: str, first: int, last: int, reason: str) -> None:
+        """Seqs of `device` a source refused to publish (e.g. invalid input), and why."""
+        ranges = self.withheld.setdefault(device, deque(maxlen=1000))
+        if ranges and ranges[-1][1] == first - 1 and ranges[-1][2] == reason:
+            ranges[-1] = (ranges[-1][0], last, reason)
+        else:
+            ranges.append((first, last, reason))
+
+    def end(self) -> catchup.End:
+        """What closes every catch-up answer: what this history cannot send, and why."""
+        return catchup.End(
+            oldest=self.oldest(),
+            run_first=self.run_first,
+            skipped=list(self.skipped),
+            series_first=self.series_first,
+            withheld={d: list(r) for d, r in self.withheld.items()},
+        )
 
     def _close_block(self, now: float) -> None:
         if not self._open:

@@ -27,15 +27,13 @@ class CatchupServer:
                 after, after_ts_ms = catchup.decode_request(frames)
             except catchup.ProtocolError as exc:
                 log.warning("bad catch-up request: %s", exc)
-                await self._router.send(identity, catchup.encode_end({}, {}))
+                await self._router.send(identity, catchup.encode_end(catchup.End()))
                 continue
             sent = 0
             for batch in self.history.since(after, after_ts_ms):
                 await self._router.send(identity, catchup.encode_batch(batch))
                 sent += len(batch)
-            history = self.history
-            end = catchup.encode_end(history.oldest(), history.run_first, list(history.skipped))
-            await self._router.send(identity, end)
+            await self._router.send(identity, catchup.encode_end(self.history.end()))
             log.info("sent %d missed sample(s) to a subscriber", sent)
 
     def close(self) -> None:
