@@ -9,7 +9,6 @@ import pytest
 
 from common import render, schema
 
-
 # Device ids a user may really have: long cloud ids, punctuation that CSV must quote and
 # JSON must escape, and names in other scripts (up to 64 bytes of UTF-8).
 AWKWARD_IDS = [
