@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import zmq
 import zmq.asyncio
 import zmq.auth
@@ -307,9 +308,11 @@ class Subscriber:
         security: Security = PLAIN,
         groups: list[int] | None = None,
         shard: Shard | None = None,
+        keep_refused: bool = False,
     ) -> None:
         """Connect to every producer in `endpoints`, for the device `groups` given, or the
-        devices of `shard` (all if neither)."""
+        devices of `shard` (all if neither). With `keep_refused`, the readable rows of
+        messages that are not valid are kept for take_refused()."""
         endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         self._loop: asyncio.AbstractEventLoop | None = None  # where the descriptor is watched
         self._wake: asyncio.Future[None] | None = None  # what the current wait awaits
@@ -334,6 +337,9 @@ class Subscriber:
         self.endpoint = ",".join(endpoints)
         self.received = 0  # valid samples
         self.rejected = 0  # messages dropped as malformed
+        self.keep_refused = keep_refused
+        self._refused: list[np.ndarray] = []  # readable rows of those messages (bounded)
+        self._refused_rows = 0
         self._warn = Every(10.0)
 
     async def receive(
@@ -411,11 +417,24 @@ class Subscriber:
                 self.rejected += 1
                 if self._warn(time.monotonic()):
                     log.warning("dropped a malformed message (%s); %d so far", exc, self.rejected)
+                salvaged = schema.salvage(frames) if self.keep_refused else None
+                if salvaged is not None and self._refused_rows < _MAX_REFUSED_ROWS:
+                    self._refused.append(salvaged)
+                    self._refused_rows += len(salvaged)
                 continue
             self.received += len(batch)
             rows += len(batch)
             batches.append(batch)
         return batches
+
+    def take_refused(self) -> np.ndarray | None:
+        """The readable rows (device, seq, ...) of messages refused since the last call, so
+        the caller can fetch or record those samples; None if there were none."""
+        if not self._refused:
+            return None
+        rows = np.concatenate(self._refused)
+        self._refused, self._refused_rows = [], 0
+        return rows
 
     def close(self) -> None:
         if self._stopped is not None:
@@ -423,6 +442,9 @@ class Subscriber:
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._socket.FD)
         self._socket.close()
+
+
+_MAX_REFUSED_ROWS = schema.ROWS_PER_MESSAGE  # past this, refused messages are only counted
 
 
 class Router:

@@ -188,6 +188,31 @@ def decode(frames: list[bytes]) -> Batch:
     return Batch(rows=rows, precision=precision, decimals=decimals)
 
 
+def salvage(frames: list[bytes]) -> np.ndarray | None:
+    """From a message decode() refused: the rows whose device id is valid, so a subscriber
+    can say which samples it could not accept; None if not even that can be read."""
+    if len(frames) != 3 or len(frames[1]) != _HEADER.size:
+        return None
+    magic, version, _, _, _, count = _HEADER.unpack(frames[1])
+    body = frames[2]
+    if magic != _MAGIC or version != _VERSION or count > MAX_ROWS_PER_MESSAGE:
+        return None
+    if len(body) != count * RECORD.itemsize:
+        return None
+    rows = np.frombuffer(body, dtype=RECORD)
+    names, inverse = np.unique(rows["device"], return_inverse=True)
+    valid = np.array([_device_ok(bytes(n)) for n in names], bool)
+    return rows[valid[inverse]] if len(rows) else rows
+
+
+def _device_ok(stored: bytes) -> bool:
+    try:
+        name = stored.rstrip(b"\0").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in stored.rstrip(b"\0") and device_problem(name) is None
+
+
 _MAX_TS_MS = 253_402_300_799_999  # 9999-12-31 23:59:59.999
 # Each metric's domain; NaN ("no value") is allowed everywhere.
 DOMAINS: dict[str, tuple[float, float]] = {

@@ -113,6 +113,21 @@ class SeqTracker:
             )
         return found
 
+    def unseen(self, batch: schema.Batch) -> list[str]:
+        """Devices of this batch of which nothing was written yet (first met mid-series?)."""
+        rows = batch.rows
+        if not len(rows):
+            return []
+        plan = self._planned(rows)
+        if isinstance(plan, _Ticks):
+            names, slots = plan.names, plan.slots
+        else:
+            names, slots = plan[0], plan[1]
+        new = self._seq[slots] < 0
+        if not new.any():
+            return []
+        return [schema.device_name(n) for n in names[new]]
+
     def admit(self, batch: schema.Batch) -> schema.Batch:
         """The rows not written yet (newer than each device's last seq), and remember them."""
         rows = batch.rows
@@ -205,3 +220,22 @@ class _Ticks:
     slots: np.ndarray  # their slots
     seq: np.ndarray  # (ticks, devices)
     ts: np.ndarray  # (ticks, devices)
+
+
+def first_seqs(batches: list[schema.Batch]) -> dict[str, tuple[int, int]]:
+    """Device -> (smallest seq, its timestamp ms) in these batches."""
+    found: dict[str, tuple[int, int]] = {}
+    for batch in batches:
+        rows = batch.rows
+        if not len(rows):
+            continue
+        order = np.lexsort((rows["seq"], rows["device"]))
+        devices = rows["device"][order]
+        picked = rows[order][np.r_[True, devices[1:] != devices[:-1]]]
+        for device, seq, ts in zip(
+            picked["device"].tolist(), picked["seq"].tolist(), picked["ts_ms"].tolist(), strict=True
+        ):
+            name = schema.device_name(device)
+            if name not in found or seq < found[name][0]:
+                found[name] = (seq, ts)
+    return found

@@ -18,8 +18,9 @@ from common.shards import GroupIndex, Shard
 from logger.catchup import CatchupClient, describe, fill, refill
 from logger.config import LoggerConfig
 from logger.resume import last_written
-from logger.seqs import Gap, SeqTracker
+from logger.seqs import Gap, SeqTracker, first_seqs
 from logger.sink import LogSink
+from logger.starts import SeriesStarts, before_first
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
             config.zmq_pub.split(","),
             security=config.security,
             shard=shard,
+            keep_refused=True,
         )
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
@@ -61,7 +63,8 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
             metrics_port=scrape.port if scrape else 0,
         )
         cleanup.callback(ready.withdraw)
-        await _log(config, sink, seqs, subscriber, client, stop)
+        starts = SeriesStarts(seqs, client, mine)
+        await _log(config, sink, seqs, subscriber, client, starts, stop)
 
 
 async def _log(
@@ -70,6 +73,7 @@ async def _log(
     seqs: SeqTracker,
     subscriber: Subscriber,
     client: CatchupClient,
+    starts: SeriesStarts,
     stop: asyncio.Event,
 ) -> None:
     next_stats = time.monotonic() + config.stats_interval
@@ -78,11 +82,25 @@ async def _log(
         wait = max(0.0, next_stats - now)  # the stop event ends any wait at once
         if sink.pending_since is not None:
             wait = min(wait, max(0.0, sink.pending_since + config.flush_interval - now))
-        for batch in schema.merge(await subscriber.receive(wait, stop)):
+        if starts.unconfirmed:
+            wait = min(wait, starts.retry_s)
+        received = schema.merge(await subscriber.receive(wait, stop))
+        refused = subscriber.take_refused()  # messages met among those received
+        marks = _ranges(refused) if refused is not None else {}
+        for batch in received:
+            new = seqs.unseen(batch)
+            if new:
+                met = await starts.meet(new, batch)
+                for part in met.rows:
+                    sink.write_batch(part)
+                _record(sink, met.gaps, batch.precision)
             gaps = seqs.gaps(batch)
             if gaps:
-                await _fill(sink, seqs, client, gaps, batch)
+                await _fill(sink, seqs, client, gaps, batch, marks)
             sink.write_batch(seqs.admit(batch))
+        if refused is not None:  # what the samples after them did not already account for
+            await _account_refused(sink, seqs, client, starts, refused)
+        _record(sink, await starts.retry(), schema.SECONDS)
         now = time.monotonic()
         if sink.flush_due(now):
             sink.flush()
@@ -97,6 +115,7 @@ async def _log(
                 client.requests,
                 subscriber.rejected,
             )
+    _record(sink, starts.unanswered(), schema.SECONDS)
 
 
 def _finish(sink: LogSink) -> None:
@@ -116,6 +135,44 @@ def _figures(sink: LogSink, subscriber: Subscriber, client: CatchupClient) -> li
             "malformed_messages", "Malformed ZeroMQ messages dropped", subscriber.rejected, True
         ),
     ]
+
+
+async def _account_refused(
+    sink: LogSink, seqs: SeqTracker, client: CatchupClient, starts: SeriesStarts, rows: np.ndarray
+) -> None:
+    """Samples in messages that could not be accepted: fetched from the producer's history
+    if it holds them, else recorded as 'refused' (published, but not valid samples)."""
+    last = seqs.last
+    gaps, unseen = [], []
+    for device, (first, final, newest_ms) in _ranges(rows).items():
+        written = last.get(schema.device_bytes(device))
+        if written is None:
+            unseen.append((Gap(device, first, final, newest_ms, newest_ms), "refused"))
+            starts.unconfirmed.setdefault(device, (first, newest_ms))  # and what came before?
+        elif final > written[0]:
+            gaps.append(Gap(device, max(first, written[0] + 1), final, written[1], newest_ms))
+    left = list(unseen)
+    if gaps:
+        fresh, missing = await fill(seqs, client, gaps, schema.Batch(schema.empty_rows(0)))
+        for part in fresh:
+            sink.write_batch(part)
+        left += [(g, "refused" if r == "lost" else r) for g, r in missing]
+    for gap, _ in left:  # accounted for: a later sample must not report them again
+        if seqs.last.get(gap.device.encode(), (-1, 0))[0] < gap.last:
+            seqs.remember(gap.device.encode(), gap.last, gap.before_ms)
+    _record(sink, left, schema.SECONDS)
+
+
+def _ranges(rows: np.ndarray) -> dict[str, tuple[int, int, int]]:
+    """Device -> (first seq, last seq, newest timestamp) of some rows."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for device, seq, ts in zip(
+        rows["device"].tolist(), rows["seq"].tolist(), rows["ts_ms"].tolist(), strict=True
+    ):
+        name = schema.device_name(device)
+        first, final, newest = out.get(name, (seq, seq, ts))
+        out[name] = (min(first, seq), max(final, seq), max(newest, ts))
+    return out
 
 
 def _record(sink: LogSink, gaps: list[tuple[Gap, str]], precision: int) -> None:
@@ -148,6 +205,8 @@ async def _catch_up(
     if facts is None:
         log.info("no answer from the catch-up endpoint: continuing with live samples")
         return None
+    newcomers = {d: f for d, f in first_seqs(fresh).items() if d not in after}
+    left += before_first(newcomers, facts)  # devices this log has not held before
     for batch in fresh:
         sink.write_batch(batch)
     _record(sink, left, fresh[0].precision if fresh else schema.SECONDS)
@@ -162,9 +221,16 @@ async def _fill(
     client: CatchupClient,
     gaps: list[Gap],
     batch: schema.Batch,
+    refused: dict[str, tuple[int, int, int]],
 ) -> None:
-    """A seq jump: fetch the missing samples, write them before `batch`, record the rest."""
+    """A seq jump: fetch the missing samples, write them before `batch`, record the rest
+    ('refused' rather than 'lost' where they were in messages this logger refused)."""
     fresh, left = await fill(seqs, client, gaps, batch)
     for part in fresh:
         sink.write_batch(part)
-    _record(sink, left, batch.precision)
+    _record(sink, [(g, _refused_or(r, g, refused)) for g, r in left], batch.precision)
+
+
+def _refused_or(reason: str, gap: Gap, refused: dict[str, tuple[int, int, int]]) -> str:
+    first, last, _ = refused.get(gap.device, (-1, -2, 0))
+    return "refused" if reason == "lost" and first <= gap.first and gap.last <= last else reason

@@ -80,6 +80,8 @@ class TestContract:
                 "seq",
                 "anomaly",
                 "anomaly_id",
+                "anomaly_root",
+                "event",
             ]
             assert TIMESTAMP_MS.match(sample["timestamp"])
             if sample["anomaly"] == "dropout":
