@@ -1,0 +1,149 @@
+"""Property-based tests of what comes from outside: whatever the input, it is either accepted
+and delivered whole, or refused with a clear message; no other exception escapes.
+
+The number of examples is bounded (see the `ci` profile in conftest.py), so the suite's
+run time stays predictable; `HYPOTHESIS_PROFILE=deep` runs many more.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broadcaster.subscription import Subscription, SubscriptionError
+from common import catchup, render, schema
+
+_floats = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0, max_value=100).map(lambda v: round(v, 1)),
+)
+_device_bytes = st.one_of(
+    st.binary(max_size=schema.DEVICE_MAX_BYTES),
+    st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")[:64]),
+    st.sampled_from([b"host-01", b"a,b", b'q"uote', "h\u00f6st".encode(), b" x", b"x\x00y"]),
+)
+
+
+@st.composite
+def rows(draw) -> np.ndarray:
+    n = draw(st.integers(0, 6))
+    out = schema.empty_rows(n)
+    for i in range(n):
+        out["ts_ms"][i] = draw(st.integers(-(2**40), 2**48))
+        out["seq"][i] = draw(st.integers(0, 2**63))
+        out["device"][i] = draw(_device_bytes)
+        for metric in schema.METRICS:
+            out[metric][i] = draw(_floats)
+        out["anomaly"][i] = draw(st.integers(0, 255))
+        out["anomaly_id"][i] = draw(st.integers(0, 2**64 - 1))
+        out["anomaly_root"][i] = draw(st.integers(0, 2**64 - 1))
+        out["event"][i] = draw(st.integers(0, 5))
+    return out
+
+
+def _check_delivered(batch: schema.Batch) -> None:
+    """An accepted batch renders to CSV rows of exactly the schema's columns and to JSON
+    objects that parse, with every device id intact."""
+    text = render.csv_rows(batch).decode()
+    parsed = list(csv.reader(io.StringIO(text)))
+    assert len(parsed) == len(batch)
+    assert all(len(row) == len(schema.COLUMNS) for row in parsed)
+    devices = [schema.device_name(d) for d in batch.rows["device"]]
+    assert [row[schema.COLUMNS.index("device")] for row in parsed] == devices
+    objects = [json.loads(o) for o in render.json_objects(batch)]
+    assert [o["device"] for o in objects] == devices
+
+
+@given(rows(), st.integers(0, 1).map(lambda p: p * 3), st.integers(0, 14))
+def test_encoded_rows_are_accepted_whole_or_refused(rows, precision, decimals):
+    """Any record values, once on the wire, decode to a batch every output can show, or to a
+    MessageError; the producer's own check (validate) agrees with the subscriber's."""
+    frames = schema.encode(schema.Batch(rows, precision, decimals))
+    try:
+        batch = schema.decode(frames)
+    except schema.MessageError as exc:
+        assert str(exc)
+        return
+    schema.validate(rows)  # what a subscriber accepts, a producer would have published
+    _check_delivered(batch)
+
+
+@given(st.lists(st.binary(max_size=200), max_size=5))
+def test_arbitrary_frames_never_raise_anything_else(frames):
+    """Arbitrary multipart frames decode or raise MessageError, and salvage never raises."""
+    try:
+        batch = schema.decode(frames)
+    except schema.MessageError:
+        schema.salvage(frames)
+        return
+    _check_delivered(batch)
+
+
+@given(rows(), st.integers(0, 2), st.binary(min_size=1, max_size=4), st.integers(0, 200))
+def test_corrupted_messages(rows, frame, patch, at):
+    """A valid message with some bytes overwritten decodes or raises MessageError."""
+    frames = [bytearray(f) for f in schema.encode(schema.Batch(rows))]
+    target = frames[frame]
+    if target:
+        position = at % len(target)
+        target[position : position + len(patch)] = patch
+    frames = [bytes(f) for f in frames]
+    try:
+        batch = schema.decode(frames)
+    except schema.MessageError:
+        return
+    _check_delivered(batch)
+
+
+@given(st.binary(max_size=300))
+def test_catchup_requests(body):
+    """Any catch-up request body is parsed or refused with ProtocolError."""
+    try:
+        after, after_ts = catchup.decode_request([catchup.REQUEST, body])
+    except catchup.ProtocolError:
+        return
+    assert all(isinstance(k, str) and isinstance(v, int) for k, v in after.items())
+    assert isinstance(after_ts, int)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        _json_values.map(json.dumps),
+        st.dictionaries(
+            st.sampled_from(["devices", "fields", "max_rate", "batch", "history", "x"]),
+            _json_values,
+            max_size=4,
+        ).map(lambda d: json.dumps({"subscribe": d})),
+    )
+)
+def test_subscription_messages(text):
+    """Any message from a WebSocket client gives a Subscription or a SubscriptionError with
+    a message."""
+    try:
+        Subscription.from_message(text)
+    except SubscriptionError as exc:
+        assert str(exc)
+
+
+@given(st.text(max_size=200))
+def test_subscription_queries(query):
+    """Any query string gives a Subscription or a SubscriptionError with a message."""
+    try:
+        Subscription.from_query(query)
+    except SubscriptionError as exc:
+        assert str(exc)
