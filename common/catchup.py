@@ -3,20 +3,29 @@
 ZeroMQ PUB/SUB drops what a subscriber misses while it is down or slow. The producer
 keeps recent samples and answers on a ROUTER socket (the ZeroMQ Guide's "Clone" pattern):
 
-    request  [b"catchup", JSON {"after": {device: last seq held}, "after_ts_ms": int}]
+    request  [b"catchup", JSON {"after": {device: last seq held}, "after_ts_ms": int,
+                                "after_seq": int (optional), "limit": int (optional)}]
     reply    [b"batch", header, records] ...   (schema frames without the topic)
-             [b"end", JSON {"oldest": {device: oldest seq kept}, "run_first": {...}}]
+             [b"end", JSON {"oldest": {device: oldest seq kept}, "run_first": {...},
+                            "skipped": [[first, last], ...], "given_up": {...} (optional)}]
 
 `after` asks, per device, for every sample with a greater seq; devices the subscriber has
-never seen are sent from `after_ts_ms` on. `oldest` tells what the buffer could not
+never seen are sent from `after_ts_ms` on, or, if `after_seq` is given, those with a seq
+above it (a broadcaster resuming a WebSocket client knows a seq, not the devices). With
+`limit`, at most that many samples are sent, the newest; `given_up` then names, per
+device, the first and last seq held but not sent. `oldest` tells what the buffer could not
 cover; `run_first` is the first seq this producer run published per device, so a jump
 across a producer restart is known as "not produced" rather than "lost"; `skipped` lists
 the seq ranges this run skipped on purpose (paused, or too far behind schedule).
+
+`after_seq`, `limit` and `given_up` were added later and are optional both ways: an older
+producer ignores them (and sends everything asked), an older subscriber never sends them.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 from common import schema
 
@@ -30,11 +39,31 @@ class ProtocolError(ValueError):
     """A catch-up message that does not follow the protocol."""
 
 
-def encode_request(after: dict[str, int], after_ts_ms: int) -> list[bytes]:
-    return [REQUEST, json.dumps({"after": after, "after_ts_ms": after_ts_ms}).encode()]
+@dataclass(frozen=True)
+class Request:
+    """What a subscriber asks for (see the module docstring)."""
+
+    after: dict[str, int]
+    after_ts_ms: int
+    after_seq: int | None = None  # unlisted devices: seqs above this, not after_ts_ms
+    limit: int | None = None  # at most this many samples, the newest
 
 
-def decode_request(frames: list[bytes]) -> tuple[dict[str, int], int]:
+def encode_request(
+    after: dict[str, int],
+    after_ts_ms: int,
+    after_seq: int | None = None,
+    limit: int | None = None,
+) -> list[bytes]:
+    body: dict = {"after": after, "after_ts_ms": after_ts_ms}
+    if after_seq is not None:
+        body["after_seq"] = after_seq
+    if limit is not None:
+        body["limit"] = limit
+    return [REQUEST, json.dumps(body).encode()]
+
+
+def decode_request(frames: list[bytes]) -> Request:
     if len(frames) != 2 or frames[0] != REQUEST:
         raise ProtocolError("expected [catchup, json]")
     if len(frames[1]) > MAX_REQUEST_BYTES:
@@ -43,26 +72,43 @@ def decode_request(frames: list[bytes]) -> tuple[dict[str, int], int]:
         body = json.loads(frames[1])
         after = {str(k): int(v) for k, v in body["after"].items()}
         after_ts_ms = int(body["after_ts_ms"])
+        after_seq = None if body.get("after_seq") is None else int(body["after_seq"])
+        limit = None if body.get("limit") is None else int(body["limit"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ProtocolError(f"malformed request: {exc}") from None
-    return after, after_ts_ms
+    if limit is not None and limit < 1:
+        raise ProtocolError(f"limit must be >= 1, got {limit}")
+    return Request(after, after_ts_ms, after_seq, limit)
 
 
 def encode_batch(batch: schema.Batch) -> list[bytes]:
     return [BATCH, *schema.encode(batch)[1:]]
 
 
+@dataclass(frozen=True)
+class End:
+    """The final message of an answer: what the producer knows beyond the samples it sent."""
+
+    oldest: dict[str, int]
+    run_first: dict[str, int]
+    skipped: list[tuple[int, int]] = field(default_factory=list)
+    given_up: dict[str, tuple[int, int]] = field(default_factory=dict)  # held, over `limit`
+
+
 def encode_end(
-    oldest: dict[str, int], run_first: dict[str, int], skipped: list[tuple[int, int]] = ()
+    oldest: dict[str, int],
+    run_first: dict[str, int],
+    skipped: list[tuple[int, int]] = (),
+    given_up: dict[str, tuple[int, int]] | None = None,
 ) -> list[bytes]:
-    body = {"oldest": oldest, "run_first": run_first, "skipped": [list(r) for r in skipped]}
+    body: dict = {"oldest": oldest, "run_first": run_first, "skipped": [list(r) for r in skipped]}
+    if given_up:
+        body["given_up"] = {device: list(r) for device, r in given_up.items()}
     return [END, json.dumps(body).encode()]
 
 
-def decode_reply(
-    frames: list[bytes],
-) -> schema.Batch | tuple[dict[str, int], dict[str, int], list[tuple[int, int]]]:
-    """A batch, or (oldest, run_first, skipped seq ranges) for the final message."""
+def decode_answer(frames: list[bytes]) -> schema.Batch | End:
+    """A batch, or the End of the answer."""
     if frames and frames[0] == BATCH:
         return schema.decode([schema.TOPIC, *frames[1:]])
     if len(frames) == 2 and frames[0] == END:
@@ -71,7 +117,18 @@ def decode_reply(
             oldest = {str(k): int(v) for k, v in body["oldest"].items()}
             run_first = {str(k): int(v) for k, v in body["run_first"].items()}
             skipped = [(int(a), int(b)) for a, b in body.get("skipped", [])]
+            given_up = {str(k): (int(a), int(b)) for k, (a, b) in body.get("given_up", {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(f"malformed end of catch-up: {exc}") from None
-        return oldest, run_first, skipped
+        return End(oldest, run_first, skipped, given_up)
     raise ProtocolError("unexpected catch-up message")
+
+
+def decode_reply(
+    frames: list[bytes],
+) -> schema.Batch | tuple[dict[str, int], dict[str, int], list[tuple[int, int]]]:
+    """A batch, or (oldest, run_first, skipped seq ranges) for the final message."""
+    answer = decode_answer(frames)
+    if isinstance(answer, End):
+        return answer.oldest, answer.run_first, answer.skipped
+    return answer

@@ -24,19 +24,25 @@ class CatchupServer:
         async for identity, frames in self._router.requests(stop):
             self.history.requests += 1
             try:
-                after, after_ts_ms = catchup.decode_request(frames)
+                request = catchup.decode_request(frames)
             except catchup.ProtocolError as exc:
                 log.warning("bad catch-up request: %s", exc)
                 await self._router.send(identity, catchup.encode_end({}, {}))
                 continue
+            history = self.history
+            batches, given_up = history.select(
+                request.after, request.after_ts_ms, request.after_seq, request.limit
+            )
             sent = 0
-            for batch in self.history.since(after, after_ts_ms):
+            for batch in batches:
                 await self._router.send(identity, catchup.encode_batch(batch))
                 sent += len(batch)
-            history = self.history
-            end = catchup.encode_end(history.oldest(), history.run_first, list(history.skipped))
+            end = catchup.encode_end(
+                history.oldest(), history.run_first, list(history.skipped), given_up
+            )
             await self._router.send(identity, end)
-            log.info("sent %d missed sample(s) to a subscriber", sent)
+            cut = f"; older ones of {len(given_up)} device(s) left out" if given_up else ""
+            log.info("sent %d missed sample(s) to a subscriber%s", sent, cut)
 
     def close(self) -> None:
         self._router.close()
