@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,11 +209,20 @@ class Producers:
         self._lock = asyncio.Lock()
         self.requests = 0
 
-    async def fetch(self, after: dict[str, int], after_seq: int | None, limit: int) -> Answer:
+    async def fetch(
+        self,
+        after: dict[str, int],
+        after_seq: int | None,
+        limit: int,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> Answer:
         """Everything held after `after` (and `after_seq` for other devices), at most
-        `limit` samples from each producer."""
+        `limit` samples from each producer; nothing if no longer `wanted` once its turn
+        comes (the client left while others were served)."""
         request = catchup.encode_request(after, _FAR_FUTURE_MS, after_seq, limit)
         async with self._lock:
+            if not wanted():
+                return Answer([], [], asked=0, answered=0)
             self.requests += 1
             answers = await asyncio.gather(*(self._ask(d, request) for d in self._dealers))
         batches: list[schema.Batch] = []

@@ -280,7 +280,11 @@ async def _resume(
     try:
         await asyncio.sleep(state.settled())
         after, after_seq = since.after(subscription.devices)
-        answer = await state.producers.fetch(after, after_seq, config.resume_max)
+        answer = await state.producers.fetch(
+            after, after_seq, config.resume_max, lambda: connection in fanout.held
+        )
+        if connection not in fanout.held:
+            return  # gone (or dropped for holding too much) meanwhile
         plan = backlog.plan(after, after_seq, answer, config.resume_max)
         state.resumes += 1
         if plan.gaps and connection in fanout.held:
