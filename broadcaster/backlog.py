@@ -64,9 +64,8 @@ class Watermark:
     """Per device, the last seq the client has (or was told it will not get): later samples
     pass only above it, so nothing reaches it twice, whatever path it came by."""
 
-    def __init__(self, marks: dict[str, int], default: int | None) -> None:
-        self.marks = {device.encode(): seq for device, seq in marks.items()}
-        self.default = default  # for devices not in `marks`; None: they all pass
+    def __init__(self, marks: dict[str, int]) -> None:
+        self.marks = {device.encode(): seq for device, seq in marks.items()}  # others all pass
 
     def admit(self, batch: schema.Batch) -> schema.Batch:
         rows = batch.rows
@@ -76,7 +75,7 @@ class Watermark:
         names, inverse = np.unique(rows["device"], return_inverse=True)
         seqs = rows["seq"].astype(np.int64)
         for i, name in enumerate(names.tolist()):
-            mark = self.marks.get(name, self.default)
+            mark = self.marks.get(name)
             index = np.flatnonzero(inverse == i)
             ours = seqs[index]
             if mark is None:
@@ -131,10 +130,11 @@ def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: in
         elif over_span is not None:
             first = over_span[1] + 1
             marks[device] = over_span[1]
-        else:
-            marks[device] = since
-            if missing and device in after and device not in known:
-                gaps.append(Gap(device, since + 1, None, "unavailable"))
+        else:  # nothing of it held after `since`: its live samples are all new to it
+            if device in after:
+                marks[device] = since
+                if missing and device not in known:
+                    gaps.append(Gap(device, since + 1, None, "unavailable"))
             continue
         low = max(over_span[0], since + 1) if over_span else first
         if low > since + 1:
@@ -147,7 +147,9 @@ def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: in
     return Plan(
         batches=_runs(rows, precision),
         gaps=gaps,
-        watermark=Watermark(marks, after_seq),
+        # A device the history does not mention has nothing in it: its live samples are
+        # all new (also when its seqs are below a bare `since` of another series).
+        watermark=Watermark(marks),
     )
 
 

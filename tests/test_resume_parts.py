@@ -217,6 +217,15 @@ class TestPlan:
         ]
         assert pairs([plan.watermark.admit(ticks(7, 2, ["a", "b"]))]) == [("a", 8), ("b", 8)]
 
+    def test_a_device_of_another_series_below_a_bare_since_is_not_held_back(self):
+        """A bare since above a device's own seqs (another producer's series) finds nothing
+        in the history for it, names no gap, and lets its live samples through."""
+        answer = backlog.Answer([ticks(101, 2, ["a"])], [end({"a": 90}), end({"b": 3})], 2, 2)
+        plan = backlog.plan({}, 100, answer, limit=10)
+        assert plan.gaps == [] and pairs(plan.batches) == [("a", 101), ("a", 102)]
+        live = plan.watermark.admit(ticks(5, 2, ["a", "b"]))
+        assert pairs([live]) == [("b", 5), ("b", 6)]
+
     def test_a_producer_that_does_not_answer_is_named_unavailable(self):
         """Devices asked of a producer that did not answer get an open-ended gap."""
         answer = backlog.Answer([], [], asked=2, answered=0)
@@ -240,6 +249,6 @@ class TestPlan:
 
     def test_watermark_drops_repeats_within_a_batch(self):
         """A sample that reached the broadcaster twice (two bus topics) is sent once."""
-        mark = backlog.Watermark({"a": 1}, None)
+        mark = backlog.Watermark({"a": 1})
         twice = schema.Batch(np.concatenate([ticks(2, 2, ["a"]).rows, ticks(2, 3, ["a"]).rows]))
         assert pairs([mark.admit(twice)]) == [("a", 2), ("a", 3), ("a", 4)]
