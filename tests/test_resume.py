@@ -175,10 +175,21 @@ def test_scaled_producers_resume_per_device(pipeline: Pipeline):
     pipeline.broadcaster("--producers", "2")
     wait_for_seq(pipeline.ws_url, 30)  # producer 2's series starts later: other seqs
     pipeline.producer("--shard", "2/2", *fleet)
-    wait_until(lambda: len(live_seqs(pipeline.ws_url, 8)) == 4, timeout=10)
-    last = live_seqs(pipeline.ws_url, 8)
+    readings: list[dict[str, int]] = []
+
+    def all_four() -> bool:
+        readings.append(live_seqs(pipeline.ws_url, 8))
+        return len(readings[-1]) == 4
+
+    wait_until(all_four, timeout=10)
+    last = readings[-1]
     assert len(set(last.values())) > 1, last
-    wait_until(lambda: all(live_seqs(pipeline.ws_url, 8)[d] > s + 20 for d, s in last.items()), 20)
+
+    def moved_on() -> bool:
+        now = live_seqs(pipeline.ws_url, 8)
+        return all(now.get(d, -1) > s + 20 for d, s in last.items())
+
+    wait_until(moved_on, timeout=20)
     query = urlencode([("since", f"{d}:{s}") for d, s in last.items()])
     with connect(f"{pipeline.ws_url}/?{query}", open_timeout=5) as ws:
         others, samples = read_until(
