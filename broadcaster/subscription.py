@@ -71,16 +71,14 @@ class Subscription:
 
     @classmethod
     def from_message(cls, text: str) -> Subscription:
+        """From a `{"subscribe": {...}}` message (see `parse_message` for any message)."""
         try:
-            message = json.loads(text)
-        except ValueError:
-            raise SubscriptionError('messages must be JSON, like {"subscribe": {...}}') from None
-        if not isinstance(message, dict) or set(message) != {"subscribe"}:
+            parsed = parse_message(text)
+        except resume.ResumeError:
+            parsed = None
+        if not isinstance(parsed, Subscription):
             raise SubscriptionError('expected {"subscribe": {...}}')
-        body = message["subscribe"]
-        if not isinstance(body, dict):
-            raise SubscriptionError('"subscribe" must be an object')
-        return cls.parse(body)
+        return parsed
 
     def describe(self) -> dict[str, Any]:
         return {
