@@ -86,8 +86,8 @@ def test_a_client_that_comes_back_gets_what_it_missed_then_live(pipeline: Pipeli
 
 
 def test_per_device_since_respects_the_device_filter(pipeline: Pipeline):
-    """since=DEVICE:SEQ with devices=...: each named device from its own seq, and no other
-    device, in the history or live."""
+    """since=DEVICE:SEQ with devices=... and fields=...: each named device from its own seq,
+    no other device, and only the fields asked, in the history and live."""
     pipeline.producer("--rate", "20", "--devices", "3")
     pipeline.broadcaster()
     base = min(live_seqs(pipeline.ws_url, 3).values())
@@ -95,6 +95,7 @@ def test_per_device_since_respects_the_device_filter(pipeline: Pipeline):
     query = urlencode(
         [
             ("devices", "host-01,host-03"),
+            ("fields", "cpu"),
             ("since", f"host-01:{base}"),
             ("since", f"host-03:{base + 7}"),
         ]
@@ -106,6 +107,37 @@ def test_per_device_since_respects_the_device_filter(pipeline: Pipeline):
     found = seqs_by_device(samples)
     assert others == [] and set(found) == {"host-01", "host-03"}
     assert contiguous(found["host-01"], base + 1) and contiguous(found["host-03"], base + 8)
+    assert all("cpu" in s and "mem" not in s for s in samples)
+
+
+def next_error(ws, timeout: float = 5) -> str:
+    """The next {"error": ...} message's text, skipping samples."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if isinstance(message, dict) and "error" in message:
+            return message["error"]
+
+
+def test_bad_resume_requests_get_an_error_and_the_live_stream(pipeline: Pipeline):
+    """A bad since in the URL or a bad resume message gets one {"error": ...} naming it; the
+    connection stays and carries the live stream."""
+    pipeline.producer("--rate", "20")
+    pipeline.broadcaster()
+    with connect(f"{pipeline.ws_url}/?since=host-01:soon", open_timeout=5) as ws:
+        error = json.loads(ws.recv(timeout=5))
+        assert (
+            "since must be SEQ or DEVICE:SEQ" in error["error"] and "host-01:soon" in error["error"]
+        )
+        assert samples_of(ws.recv(timeout=5))
+        for bad, words in [
+            ({"resume": {"since": "7"}}, "must be a JSON integer"),
+            ({"resume": {"since": 1, "until": 2}}, "unknown key 'until'"),
+            ({"resume": {"since": -5}}, "must be between -1 and"),
+        ]:
+            ws.send(json.dumps(bad))
+            assert words in next_error(ws), bad
+        assert samples_of(ws.recv(timeout=5))
 
 
 def test_a_resume_message_restarts_the_stream_after_since(pipeline: Pipeline):
