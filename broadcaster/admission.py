@@ -38,15 +38,17 @@ class Admission:
                 )
             if self.origins and request.headers.get("Origin") not in self.origins:
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
-            if self.token is not None and not self._token_ok(request, url.query):
+            if not self.authorized(request):
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
             return None
 
         return check
 
-    def _token_ok(self, request: Request, query: str) -> bool:
-        assert self.token is not None
-        offered = parse_qs(query).get("token", [""])[0]
+    def authorized(self, request: Request) -> bool:
+        """Whether the request carries the token (always, when there is none to carry)."""
+        if self.token is None:
+            return True
+        offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             offered = header.removeprefix("Bearer ")

@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from broadcaster import service
-from broadcaster.config import BroadcasterConfig
+from broadcaster.config import DEFAULT_RESUME_MAX, BroadcasterConfig
 from common.cli import (
+    catchup_from,
     log_level_option,
+    metrics_port_option,
     option,
     producer_endpoints,
     producers_option,
@@ -17,6 +19,7 @@ from common.cli import (
     security_from,
     security_options,
     serve,
+    zmq_catchup_option,
     zmq_pub_option,
 )
 from common.logs import setup_logging
@@ -24,6 +27,7 @@ from common.logs import setup_logging
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
+@zmq_catchup_option
 @producers_option
 @security_options
 @option(
@@ -78,7 +82,8 @@ from common.logs import setup_logging
     "--token",
     "STREAM_WS_TOKEN",
     default=None,
-    help="Token clients must send (?token=... or Authorization: Bearer ...). [default: none]",
+    help="Token clients must send (?token=... or Authorization: Bearer ...) for the "
+    "WebSocket, the dashboard and /metrics; /healthz stays open. [default: none]",
 )
 @option(
     "--tls-cert",
@@ -99,10 +104,22 @@ from common.logs import setup_logging
     type=click.FloatRange(0.1, 86_400),
     help="Seconds without a sample before GET /healthz answers 503.",
 )
+@option(
+    "--resume-max",
+    "STREAM_WS_RESUME_MAX",
+    default=DEFAULT_RESUME_MAX,
+    type=click.IntRange(1, 10_000_000),
+    help="Samples one resuming client (?since=) may be sent from the producers' history, "
+    "and have held live meanwhile; older ones are named in a gap message.",
+)
+@metrics_port_option("STREAM_BROADCASTER_METRICS_PORT")
 @ready_file_option
 @log_level_option
+@click.pass_context
 def main(
+    ctx: click.Context,
     zmq_pub: str,
+    zmq_catchup: str,
     producers: str,
     curve_dir: Path | None,
     allow_insecure: bool,
@@ -117,6 +134,8 @@ def main(
     tls_cert: str | None,
     tls_key: str | None,
     stale_after: float,
+    resume_max: int,
+    metrics_port: int,
     ready_file: str | None,
     log_level: str,
 ) -> None:
@@ -126,6 +145,7 @@ def main(
     setup_logging(log_level)
     config = BroadcasterConfig(
         zmq_pub=",".join(producer_endpoints(zmq_pub, producers)),
+        zmq_catchup=",".join(producer_endpoints(catchup_from(ctx, zmq_catchup), producers)),
         security=security_from(curve_dir, allow_insecure),
         ws_host=ws_host,
         ws_port=ws_port,
@@ -138,6 +158,8 @@ def main(
         tls_cert=tls_cert,
         tls_key=tls_key,
         stale_after=stale_after,
+        resume_max=resume_max,
+        metrics_port=metrics_port,
         ready_file=ready_file,
     )
     serve(service.run, config)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.bus import DEFAULT_PUB, Security
+from common.bus import DEFAULT_CATCHUP, DEFAULT_PUB, Security
+
+# Samples one resume may send, and hold live meanwhile. 100,000 is ten minutes of 100
+# devices at 1 Hz, or 10 s of 100 devices at 100 Hz; it costs the broadcaster about 0.2 s
+# of CPU and 30 MB while it is being sent (bench/resume.py; README, Guarantees).
+DEFAULT_RESUME_MAX = 100_000
 
 
 @dataclass(frozen=True)
 class BroadcasterConfig:
     zmq_pub: str = DEFAULT_PUB  # a comma list: one endpoint per producer
+    zmq_catchup: str = DEFAULT_CATCHUP  # the producers' history, for resuming clients
     security: Security = Security()
     ws_host: str = "localhost"
     ws_port: int = 8765
@@ -24,5 +30,7 @@ class BroadcasterConfig:
     tls_cert: str | None = None  # PEM certificate (chain) for wss://
     tls_key: str | None = None
     stale_after: float = 5.0  # /healthz says 503 after this long without a sample
+    resume_max: int = DEFAULT_RESUME_MAX  # samples one resume may send (and hold live)
+    metrics_port: int = 0  # /metrics on 127.0.0.1 without the token (0: off)
     stats_interval: float = 60.0
     ready_file: str | None = None  # written once serving (common.ready)

@@ -4,6 +4,11 @@ Writes never wait for a client, so one that stops reading would grow its server-
 buffer forever. Before each batch, a connection whose unsent bytes exceed the bound is
 closed with 1008 and aborted if it does not answer in time; the others never wait for it.
 
+A client that resumes is *held* meanwhile: its live samples are kept (up to a bound,
+past which it is dropped like a slow client) instead of written, and its missed samples
+are written a chunk at a time, each waiting for the one before to drain, so that a long
+history never counts against the buffer bound.
+
 Each batch's frames are framed once per subscription (a server's frames are not masked,
 and compression is off) and written to each connection in one `transport.write`, instead
 of one `websockets.broadcast()` call per frame, which frames every message again for
@@ -70,6 +75,26 @@ def write(connections: Iterable[ServerConnection], messages: list[bytes]) -> int
     return written
 
 
+class Held:
+    """The live samples of a resuming client, kept until its missed ones are written."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.batches: list[schema.Batch] = []
+        self.rows = 0
+
+    def add(self, batch: schema.Batch) -> bool:
+        """Keep the batch; False once more than `limit` samples are kept."""
+        if len(batch):
+            self.batches.append(batch)
+            self.rows += len(batch)
+        return self.rows <= self.limit
+
+    def take(self) -> list[schema.Batch]:
+        batches, self.batches, self.rows = self.batches, [], 0
+        return batches
+
+
 class Fanout:
     """The clients that receive samples, what each subscribed to, and the policy for slow ones.
 
@@ -77,10 +102,15 @@ class Fanout:
     distinct subscription, not once per client.
     """
 
+    STALL_S = 10.0  # a resuming client that takes none of a chunk for this long is dropped
+
     def __init__(self, max_buffer: int, close_timeout: float, recent_rows: int = 100_000) -> None:
         self.max_buffer = max_buffer
         self.close_timeout = close_timeout
         self.clients: dict[ServerConnection, Subscription] = {}
+        self.held: dict[ServerConnection, Held] = {}
+        # samples per chunk of a resume: a quarter of the buffer bound at <= 256 bytes each
+        self.chunk_rows = max(1, max_buffer // 1024)
         self.sent = 0  # frames written, summed over clients
         self.dropped_clients = 0
         self._samplers: dict[Subscription, Downsampler] = {}
@@ -93,6 +123,7 @@ class Fanout:
         self.clients[connection] = subscription
 
     def discard(self, connection: ServerConnection) -> None:
+        self.held.pop(connection, None)
         subscription = self.clients.pop(connection, None)
         if subscription is not None and subscription not in self.clients.values():
             self._samplers.pop(subscription, None)
@@ -107,6 +138,14 @@ class Fanout:
                 continue
             if transport.get_write_buffer_size() > self.max_buffer:
                 self._drop(connection)
+            elif (held := self.held.get(connection)) is not None:
+                rows = (
+                    batch.rows
+                    if subscription.devices is None
+                    else batch.rows[subscription.wants(batch.rows)]
+                )
+                if not held.add(schema.Batch(rows, batch.precision)):
+                    self._drop(connection, f"{held.rows} live samples held while resuming")
             else:
                 groups.setdefault(subscription, []).append(connection)
         for subscription, connections in groups.items():
@@ -125,6 +164,41 @@ class Fanout:
             keep[np.flatnonzero(inverse == i)[-subscription.history :]] = True
         recent = self._recent[-1].with_rows(rows[keep])
         write([connection], self._render(subscription, recent))
+
+    def hold(self, connection: ServerConnection, limit: int) -> None:
+        """Keep the client's live samples (up to `limit`) instead of writing them."""
+        self.held[connection] = Held(limit)
+
+    def take_held(self, connection: ServerConnection) -> list[schema.Batch] | None:
+        """The live samples held for the client since the last call; None if it is gone."""
+        held = self.held.get(connection)
+        return None if held is None else held.take()
+
+    def release(self, connection: ServerConnection) -> None:
+        """Write the client's live samples again (call right after an empty `take_held`,
+        with no await between, so that none is skipped)."""
+        self.held.pop(connection, None)
+
+    async def write_paced(
+        self, connection: ServerConnection, subscription: Subscription, batches: list[schema.Batch]
+    ) -> bool:
+        """Write the samples as `subscription` renders them, a chunk at a time, each after
+        the one before has drained; False if the client left or was dropped as too slow."""
+        for batch in batches:
+            for start in range(0, len(batch), self.chunk_rows):
+                part = schema.Batch(batch.rows[start : start + self.chunk_rows], batch.precision)
+                frames = self._render(subscription, part)
+                if connection not in self.clients or not write([connection], frames):
+                    return False
+                self.sent += len(frames)
+                try:
+                    await asyncio.wait_for(connection.drain(), self.STALL_S)
+                except TimeoutError:
+                    self._drop(connection, f"nothing of its history read for {self.STALL_S:g} s")
+                    return False
+                except OSError:
+                    return False
+        return True
 
     def _remember(self, batch: schema.Batch) -> None:
         self._recent.append(batch)
@@ -148,14 +222,14 @@ class Fanout:
             return [b"[" + b",".join(objects) + b"]"] if objects else []
         return objects
 
-    def _drop(self, connection: ServerConnection) -> None:
+    def _drop(self, connection: ServerConnection, why: str = "") -> None:
         self.discard(connection)
         self.dropped_clients += 1
         log.warning(
-            "client %s fell behind (%d bytes unsent > %d): closing with 1008",
+            "client %s fell behind (%s): closing with 1008",
             peer(connection),
-            connection.transport.get_write_buffer_size(),
-            self.max_buffer,
+            why
+            or f"{connection.transport.get_write_buffer_size()} bytes unsent > {self.max_buffer}",
         )
         task = asyncio.create_task(self._close(connection, CloseCode.POLICY_VIOLATION, "too slow"))
         self._closing.add(task)

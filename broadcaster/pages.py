@@ -1,4 +1,13 @@
-"""Plain HTTP on the WebSocket port: the dashboard, /healthz and /metrics."""
+"""Plain HTTP on the WebSocket port: the dashboard, /healthz and /metrics.
+
+With an access token, every page but /healthz needs it, like the stream itself: /metrics
+tells who is connected and how much flows, the dashboard is only useful with the token
+(its stream needs it) and refusing it says so plainly instead of a page that never
+connects. /healthz stays open for load balancers and supervisors, which rarely carry
+credentials: it tells only whether samples arrive, how many clients there are and the pid.
+A scraper without the token uses `--metrics-port` (127.0.0.1 only) or sends the token as
+`Authorization: Bearer`.
+"""
 
 from __future__ import annotations
 
@@ -51,26 +60,40 @@ class Health:
         }
 
 
-def respond(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
+def respond(status: http.HTTPStatus, body: bytes, content_type: str, extra: tuple = ()) -> Response:
     headers = Headers(
         [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
+            *extra,
         ]
     )
     return Response(status.value, status.phrase, headers, body)
 
 
 def page(
-    connection: ServerConnection, request: Request, health: Health, clients: int, registry
+    connection: ServerConnection,
+    request: Request,
+    health: Health,
+    clients: int,
+    registry,
+    authorized: bool = True,
 ) -> Response:
-    """Answer a plain HTTP GET (anything that is not a WebSocket upgrade)."""
+    """Answer a plain HTTP GET (anything that is not a WebSocket upgrade); `authorized`:
+    the request carries the access token, or none is needed."""
     path = request.path.split("?", 1)[0]
     if path == "/healthz":
         fresh, body = health.report(clients)
         status = http.HTTPStatus.OK if fresh else http.HTTPStatus.SERVICE_UNAVAILABLE
         return respond(status, json.dumps(body).encode() + b"\n", "application/json")
+    if not authorized:
+        return respond(
+            http.HTTPStatus.UNAUTHORIZED,
+            b"missing or wrong token: add ?token=... or send Authorization: Bearer ...\n",
+            "text/plain; charset=utf-8",
+            (("WWW-Authenticate", 'Bearer realm="stream"'),),
+        )
     if path == "/metrics":
         return respond(http.HTTPStatus.OK, metrics.exposition(registry), metrics.CONTENT_TYPE)
     if path == "/schema.json":

@@ -16,11 +16,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from broadcaster import backlog, resume
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
 from broadcaster.pages import Health, page
-from broadcaster.subscription import Subscription, SubscriptionError
+from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import metrics, schema
 from common.bus import Subscriber
 from common.errors import StartupError
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 
 _INBOUND_BURST = 20
+# After the broadcaster changes what it takes from the bus, the producers start sending it
+# within milliseconds; a resume asks their history only after this, so that every sample
+# is either in the history or on its way live (the two overlap; duplicates are dropped).
+BUS_SETTLE_S = 0.3
 
 
 def protocol_options(config: BroadcasterConfig) -> dict:
@@ -64,6 +69,14 @@ class State:
         self.disconnects = 0
         self.registry = metrics.registry(self.figures)
         self.groups: list[int] | None = None  # device groups taken from the bus; None: all
+        self.bus_changed_at = time.monotonic()
+        self.producers = backlog.Producers(config.zmq_catchup.split(","), config.security)
+        self.resumes = 0
+        self.resumed_samples = 0
+
+    def settled(self) -> float:
+        """Seconds until what the broadcaster takes from the bus is surely in effect."""
+        return max(0.0, self.bus_changed_at + BUS_SETTLE_S - time.monotonic())
 
     def follow_clients(self) -> None:
         """Take from the bus only the device groups that the clients' subscriptions need
@@ -77,6 +90,7 @@ class State:
         if groups != self.groups and self.subscriber is not None:
             self.subscriber.subscribe(groups)
             self.groups = groups
+            self.bus_changed_at = time.monotonic()
 
     def figures(self) -> list[Figure]:
         sub, fanout = self.subscriber, self.fanout
@@ -109,6 +123,13 @@ class State:
                 "client_disconnects", "Client disconnections of any kind", self.disconnects, True
             ),
             Figure("lag_seconds", "Wall time minus the newest sample's timestamp", lag),
+            Figure("resumes", "Client resumes served (?since=)", self.resumes, True),
+            Figure(
+                "resumed_samples",
+                "Missed samples sent to resuming clients",
+                self.resumed_samples,
+                True,
+            ),
         ]
 
 
@@ -118,7 +139,11 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     server = await _listen(config, state)
     try:
         state.subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
+        state.bus_changed_at = time.monotonic()
+        scrape = metrics.serve(config.metrics_port, state.registry)
     except BaseException:
+        if state.subscriber is not None:
+            state.subscriber.close()
         server.close()
         raise
     subscriber = state.subscriber
@@ -126,13 +151,20 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     try:
         host, port = _address(server)
         scheme = "wss" if config.tls_cert else "ws"
-        ready.announce(ws_port=port, url=f"{scheme}://{host}:{port}/")
+        ready.announce(
+            ws_port=port,
+            url=f"{scheme}://{host}:{port}/",
+            metrics_port=scrape.port if scrape else 0,
+        )
         await _relay(config, subscriber, state, stop)
     finally:
         ready.withdraw()
         state.subscriber = None  # clients leaving from now on must not resubscribe
         subscriber.close()
+        if scrape is not None:
+            scrape.close()
         await _shutdown(server, config.close_timeout)
+        state.producers.close()
         log.info("stopped")
 
 
@@ -146,12 +178,22 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
         except SubscriptionError as exc:
             await connection.send(json.dumps({"error": str(exc)}))
             subscription = Subscription()
+        try:
+            since = resume.from_query(query)
+            if since is not None:
+                resume.check(since, subscription)
+        except resume.ResumeError as exc:
+            await connection.send(json.dumps({"error": str(exc)}))
+            since = None
         fanout.add(connection, subscription)
         state.follow_clients()
-        fanout.history(connection, subscription)
         log.info("client %s connected (n=%d)", peer(connection), len(fanout.clients))
         limit = InboundLimit(config.inbound_rate, _INBOUND_BURST)
         try:
+            if since is not None:
+                await _resume(config, state, connection, subscription, since)
+            else:
+                fanout.history(connection, subscription)
             async for message in connection:
                 if not limit.allow(time.monotonic()):
                     log.warning("client %s sends too many messages: closing", peer(connection))
@@ -161,10 +203,16 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
                     await connection.close(CloseCode.UNSUPPORTED_DATA, "text messages only")
                     break
                 try:
-                    subscription = Subscription.from_message(message)
-                except SubscriptionError as exc:
+                    asked = parse_message(message)
+                    if isinstance(asked, resume.Since):
+                        resume.check(asked, subscription)
+                except (SubscriptionError, resume.ResumeError) as exc:
                     await connection.send(json.dumps({"error": str(exc)}))
                     continue
+                if isinstance(asked, resume.Since):
+                    await _resume(config, state, connection, subscription, asked)
+                    continue
+                subscription = asked
                 fanout.add(connection, subscription)
                 state.follow_clients()
                 await connection.send(json.dumps({"subscribed": subscription.describe()}))
@@ -187,7 +235,7 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             handler,
             config.ws_host,
             config.ws_port,
-            process_request=_requests(admission.checker(lambda: len(fanout.clients)), state),
+            process_request=_requests(admission, lambda: len(fanout.clients), state),
             ssl=_tls(config),
             max_size=config.max_inbound_message,
             reuse_port=reuse_port,
@@ -214,6 +262,52 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
     return server
 
 
+async def _resume(
+    config: BroadcasterConfig,
+    state: State,
+    connection: ServerConnection,
+    subscription: Subscription,
+    since: resume.Since,
+) -> None:
+    """Send the client what it missed after `since`, then the live samples, with nothing
+    twice and nothing left out that is not named in one gap message.
+
+    Its live samples are held from the start (so they overlap the history rather than
+    follow a hole), the producers' history is asked once the bus is settled, and the held
+    samples follow the history, each device's only above what the history gave."""
+    fanout = state.fanout
+    fanout.hold(connection, config.resume_max)
+    try:
+        await asyncio.sleep(state.settled())
+        after, after_seq = since.after(subscription.devices)
+        answer = await state.producers.fetch(
+            after, after_seq, config.resume_max, lambda: connection in fanout.held
+        )
+        if connection not in fanout.held:
+            return  # gone (or dropped for holding too much) meanwhile
+        plan = backlog.plan(after, after_seq, answer, config.resume_max)
+        state.resumes += 1
+        if plan.gaps and connection in fanout.held:
+            ranges = [gap.describe() for gap in plan.gaps]
+            await connection.send(json.dumps({"gap": {"ranges": ranges}}))
+        sent = sum(len(b) for b in plan.batches)
+        if not await fanout.write_paced(connection, subscription, plan.batches):
+            return
+        state.resumed_samples += sent
+        log.info(
+            "client %s resumed: %d missed sample(s), %d gap(s)",
+            peer(connection),
+            sent,
+            len(plan.gaps),
+        )
+        while held := fanout.take_held(connection):
+            live = [plan.watermark.admit(b) for b in held]
+            if not await fanout.write_paced(connection, subscription, live):
+                return
+    finally:
+        fanout.release(connection)  # after an empty take_held, with no await in between
+
+
 def _reuse_port(config: BroadcasterConfig) -> bool:
     """Whether to set SO_REUSEPORT: asked for, and the platform has it (Linux spreads the
     connections over the listeners; on a port of 0 each process gets a port of its own)."""
@@ -234,13 +328,19 @@ def _address(server: Server) -> tuple[str, int]:
     return (f"[{host}]" if ":" in host else host), port
 
 
-def _requests(admit, state: State):
-    """WebSocket upgrades go through admission; plain GETs get the pages."""
+def _requests(admission: Admission, clients, state: State):
+    """WebSocket upgrades go through admission; plain GETs get the pages (the token too)."""
+    admit = admission.checker(clients)
 
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return page(
-                connection, request, state.health, len(state.fanout.clients), state.registry
+                connection,
+                request,
+                state.health,
+                len(state.fanout.clients),
+                state.registry,
+                admission.authorized(request),
             )
         return admit(connection, request)
 

@@ -16,11 +16,13 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from broadcaster import resume
 from common import schema
 from common.bounds import number_in
 
 MAX_HISTORY = 1000
 _KEYS = ("devices", "fields", "max_rate", "batch", "history")
+_NOT_OURS = ("token", "since")
 
 
 class SubscriptionError(ValueError):
@@ -64,21 +66,20 @@ class Subscription:
 
     @classmethod
     def from_query(cls, query: str) -> Subscription:
-        """From the URL's query string (the access token, also sent there, is not ours)."""
-        return cls.parse({k: v[-1] for k, v in parse_qs(query).items() if k != "token"})
+        """From the URL's query string (the access token and `since`, also sent there, are
+        not ours: see broadcaster.admission and broadcaster.resume)."""
+        return cls.parse({k: v[-1] for k, v in parse_qs(query).items() if k not in _NOT_OURS})
 
     @classmethod
     def from_message(cls, text: str) -> Subscription:
+        """From a `{"subscribe": {...}}` message (see `parse_message` for any message)."""
         try:
-            message = json.loads(text)
-        except ValueError:
-            raise SubscriptionError('messages must be JSON, like {"subscribe": {...}}') from None
-        if not isinstance(message, dict) or set(message) != {"subscribe"}:
+            parsed = parse_message(text)
+        except resume.ResumeError:
+            parsed = None
+        if not isinstance(parsed, Subscription):
             raise SubscriptionError('expected {"subscribe": {...}}')
-        body = message["subscribe"]
-        if not isinstance(body, dict):
-            raise SubscriptionError('"subscribe" must be an object')
-        return cls.parse(body)
+        return parsed
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,22 @@ class Subscription:
         if self.devices is None:
             return np.ones(len(rows), bool)
         return np.isin(rows["device"], [d.encode() for d in self.devices])
+
+
+def parse_message(text: str) -> Subscription | resume.Since:
+    """A client's message: `{"subscribe": {...}}` or `{"resume": {...}}`. Raises
+    SubscriptionError or resume.ResumeError, whose message is for the client."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise SubscriptionError('messages must be JSON, like {"subscribe": {...}}') from None
+    if isinstance(message, dict) and set(message) == {"resume"}:
+        return resume.from_message(message["resume"])
+    if isinstance(message, dict) and set(message) == {"subscribe"}:
+        if not isinstance(message["subscribe"], dict):
+            raise SubscriptionError('"subscribe" must be an object')
+        return Subscription.parse(message["subscribe"])
+    raise SubscriptionError('expected {"subscribe": {...}} or {"resume": {...}}')
 
 
 class Downsampler:

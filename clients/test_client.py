@@ -1,7 +1,10 @@
 """Print every sample the broadcaster sends: `python clients/test_client.py`.
 
 Self-contained on purpose (only `websockets` and `click`), so it can be copied anywhere.
-It keeps trying while the server is not up yet, and reconnects when it restarts.
+It keeps trying while the server is not up yet, and reconnects when it restarts; then it
+resumes: it asks for every sample after the last seq it printed of each device (`since`),
+so across a restart it prints each seq once and none is skipped unless the server says so
+(a `gap` message).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import asyncio
 import json
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -21,6 +25,7 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 PATIENT_S = 3.0  # retry at the first delay this long, so a starting pipeline is met at once
 METRICS = ("cpu", "mem", "disk_io", "net")
+MAX_SINCE_CHARS = 6000  # the query must fit in the HTTP request line (8 KiB at the server)
 
 
 class Output:
@@ -116,19 +121,71 @@ class Stats:
             self.count, self.latency_ms = 0, []
 
 
-async def listen(url: str, count: int | None, output: Output) -> None:
-    """Show samples until `count` of them (or forever), reconnecting when needed."""
+class Seqs:
+    """The last seq shown of each device, to resume after it on reconnecting."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.repeats_possible = False  # the short form of `since` was sent: drop repeats
+
+    def since(self) -> list[tuple[str, str]]:
+        """Query parameters asking for every sample after those shown: one bare seq for
+        most devices, DEVICE:SEQ for the others; if that is too long for a URL, the lowest
+        seq for all (the server then resends some, which `fresh` drops)."""
+        if not self.last:
+            return []
+        common = Counter(self.last.values()).most_common(1)[0][0]
+        params = [("since", str(common))]
+        params += [("since", f"{d}:{s}") for d, s in sorted(self.last.items()) if s != common]
+        self.repeats_possible = len(urlencode(params)) > MAX_SINCE_CHARS
+        if self.repeats_possible:
+            params = [("since", str(min(self.last.values())))]
+        return params
+
+    def fresh(self, message: str) -> str | None:
+        """The message, noting its seqs; None if every sample in it was shown already."""
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            return message
+        samples = parsed if isinstance(parsed, list) else [parsed]
+        samples = [s for s in samples if isinstance(s, dict)]
+        keep = []
+        for sample in samples:
+            device, seq = sample.get("device"), sample.get("seq")
+            if not isinstance(device, str) or not isinstance(seq, int):
+                keep.append(sample)
+                continue
+            if self.repeats_possible and seq <= self.last.get(device, -2):
+                continue
+            self.last[device] = seq
+            keep.append(sample)
+        if len(keep) == len(samples):
+            return message
+        if not keep:
+            return None
+        return json.dumps(keep if isinstance(parsed, list) else keep[0], separators=(",", ":"))
+
+
+async def listen(url: str, count: int | None, output: Output, resume: bool = True) -> None:
+    """Show samples until `count` of them (or forever), reconnecting when needed, and
+    resuming after the last seq shown of each device if `resume`."""
     received = 0
     delay = BACKOFF_FIRST_S
     waiting = False  # a "reconnecting" line was printed for this outage
     outage_began = time.monotonic()
+    seqs = Seqs()
     while True:
+        target = with_params(url, seqs.since()) if resume else url
         try:
-            async with connect(url, open_timeout=5, max_size=None, compression=None) as ws:
+            async with connect(target, open_timeout=5, max_size=None, compression=None) as ws:
                 output.connected()
                 waiting, delay = False, BACKOFF_FIRST_S
                 outage_began = None
                 async for message in ws:
+                    message = seqs.fresh(message)
+                    if message is None:
+                        continue
                     output.show(message)
                     received += 1
                     if count is not None and received >= count:
@@ -151,8 +208,13 @@ async def listen(url: str, count: int | None, output: Output) -> None:
 
 
 def with_query(url: str, **params: str | None) -> str:
+    return with_params(url, [(k, v) for k, v in params.items() if v is not None])
+
+
+def with_params(url: str, params: list[tuple[str, str]]) -> str:
+    """The URL with these query parameters added (percent-encoded; keys may repeat)."""
     parts = urlsplit(url)
-    query = urlencode({k: v for k, v in params.items() if v is not None})
+    query = urlencode(params)
     merged = "&".join(q for q in (parts.query, query) if q)
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", merged, parts.fragment))
 
@@ -186,6 +248,12 @@ def with_query(url: str, **params: str | None) -> str:
     help="json: the spec's 'Received: {...}' lines; table: redrawn in place; csv.",
 )
 @click.option("--stats", is_flag=True, help="Print rate, latency and gaps (by seq) every second.")
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="On reconnecting, first get every sample missed meanwhile (not with --max-rate).",
+)
 def main(
     url: str,
     count: int | None,
@@ -194,13 +262,15 @@ def main(
     max_rate: float | None,
     form: str,
     stats: bool,
+    resume: bool,
 ) -> None:
     """Connect to the broadcaster and print each sample as it arrives."""
     url = with_query(
         url, devices=devices, fields=fields, max_rate=None if max_rate is None else f"{max_rate:g}"
     )
     try:
-        asyncio.run(listen(url, count, Output(form, stats)))
+        # A downsampled stream has gaps by design: the server refuses to resume it.
+        asyncio.run(listen(url, count, Output(form, stats), resume and max_rate is None))
     except InvalidURI as exc:
         raise click.BadParameter(str(exc), param_hint="'--url'") from None
     except KeyboardInterrupt:

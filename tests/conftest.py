@@ -193,7 +193,12 @@ class Pipeline:
 
     def broadcaster(self, *args: str, env: dict[str, str] | None = None) -> Proc:
         """A broadcaster on a free port, once it is listening; sets `ws_url`."""
-        proc = self.start("broadcaster", "--zmq-pub", self.zmq, "--ws-port", "0", *args, env=env)
+        proc = self.start(
+            "broadcaster",
+            *("--zmq-pub", self.zmq, "--zmq-catchup", self.catchup, "--ws-port", "0"),
+            *args,
+            env=env,
+        )
         self.ws_url = proc.ready()["url"].rstrip("/")
         return proc
 

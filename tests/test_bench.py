@@ -21,6 +21,7 @@ from conftest import REPO
         ("timing.py", "timing.json"),
         ("fanout.py", "fanout-20x1x10.json"),
         ("idle.py", "idle.json"),
+        ("resume.py", "resume.json"),
     ],
 )
 def test_benchmark_runs(tmp_path, script, result):

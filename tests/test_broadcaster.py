@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from contextlib import ExitStack
@@ -268,3 +269,41 @@ def test_tls(pipeline: Pipeline, tmp_path):
     context = ssl.create_default_context(cafile=str(cert))
     with connect(pipeline.ws_url, ssl=context, open_timeout=5) as ws:
         assert "timestamp" in json.loads(ws.recv(timeout=5))
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict]:
+    """(status, body, headers) of a plain HTTP GET, whatever the status."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+def test_token_guards_every_page_but_healthz(pipeline: Pipeline):
+    """With --token, the dashboard, its files, /schema.json and /metrics on the WebSocket port
+    answer 401 without the token (or with a wrong one) and 200 with it, in the query or as a
+    Bearer header; /healthz stays open; --metrics-port serves /metrics on 127.0.0.1 openly."""
+    pipeline.producer("--rate", "10")
+    broadcaster = pipeline.broadcaster(
+        "--metrics-port", "any", env={"STREAM_WS_TOKEN": "s3cret-token"}
+    )
+    base = pipeline.ws_url.replace("ws://", "http://", 1)
+    for path in ("/", "/index.html", "/schema.json", "/metrics"):
+        status, body, headers = http_get(base + path)
+        assert (
+            status == 401 and "token" in body and headers["WWW-Authenticate"].startswith("Bearer")
+        ), (path, status)
+        assert http_get(f"{base}{path}?token=wrong")[0] == 401, path
+        assert http_get(base + path, {"Authorization": "Bearer wrong"})[0] == 401, path
+        assert http_get(f"{base}{path}?token=s3cret-token")[0] == 200, path
+        assert http_get(base + path, {"Authorization": "Bearer s3cret-token"})[0] == 200, path
+    assert "stream_clients" in http_get(f"{base}/metrics?token=s3cret-token")[1]
+    wait_until(lambda: http_get(base + "/healthz")[0] == 200, timeout=10)
+    assert json.loads(http_get(base + "/healthz")[1])["status"] == "ok"
+    scrape = broadcaster.info["metrics_port"]
+    status, body, _ = http_get(f"http://127.0.0.1:{scrape}/metrics")
+    assert status == 200 and "stream_samples_received_total" in body
+    assert "stream_resumes_total" in body
+    assert not any("s3cret-token" in line for line in broadcaster.lines)

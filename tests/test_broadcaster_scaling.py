@@ -56,7 +56,9 @@ def two_broadcasters(pipeline: Pipeline) -> tuple[Proc, Proc, str]:
     first = pipeline.broadcaster("--ws-host", "127.0.0.1")
     port = first.info["ws_port"]
     second = pipeline.start(
-        "broadcaster", "--zmq-pub", pipeline.zmq, "--ws-host", "127.0.0.1", "--ws-port", str(port)
+        "broadcaster",
+        *("--zmq-pub", pipeline.zmq, "--zmq-catchup", pipeline.catchup),
+        *("--ws-host", "127.0.0.1", "--ws-port", str(port)),
     )
     info = second.ready()
     assert info["ws_port"] == port and info["url"] == first.info["url"], (first.info, info)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -148,3 +149,37 @@ def test_table_format_without_a_terminal_prints_lines(pipeline: Pipeline):
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
     assert len(out) == 4 and all(line.startswith("host-0") for line in out)
+
+
+def load_client():
+    """clients/test_client.py as a module (it is a script, not part of a package)."""
+    spec = importlib.util.spec_from_file_location("test_client_script", CLIENT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resume_query_is_exact_per_device_and_short_when_it_must_be():
+    """The client resumes with one bare seq for most devices and DEVICE:SEQ for the others;
+    past what fits in a URL it asks from the lowest seq and drops what it already showed."""
+    client = load_client()
+    seqs = client.Seqs()
+    assert seqs.since() == []
+    for message in [
+        '{"device":"a","seq":5}',
+        '{"device":"b:1,\\"x\\"","seq":5}',
+        '[{"device":"c","seq":9}]',
+    ]:
+        assert seqs.fresh(message) == message
+    assert seqs.since() == [("since", "5"), ("since", "c:9")]
+    query = client.with_params("ws://h:1/?devices=a", seqs.since())
+    assert query == "ws://h:1/?devices=a&since=5&since=c%3A9"
+    many = client.Seqs()
+    for i in range(1000):
+        many.fresh(json.dumps({"device": f"device-{i:04d}", "seq": i}))
+    assert many.since() == [("since", "0")] and many.repeats_possible
+    assert many.fresh('{"device":"device-0500","seq":500}') is None
+    assert many.fresh(
+        '[{"device":"device-0500","seq":500},{"device":"device-0500","seq":501}]'
+    ) == ('[{"device":"device-0500","seq":501}]')
+    assert many.fresh('{"gap":{"ranges":[]}}') == '{"gap":{"ranges":[]}}'

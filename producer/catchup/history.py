@@ -122,20 +122,80 @@ class History:
                 found.setdefault(schema.device_name(name), int(block.rows["seq"][index]))
         return found
 
-    def since(self, after: dict[str, int], after_ts_ms: int) -> Iterator[schema.Batch]:
-        """Samples with seq above `after[device]`, or newer than `after_ts_ms` for devices
-        not in `after`, in publication order, in batches of bounded size."""
+    def since(
+        self,
+        after: dict[str, int],
+        after_ts_ms: int,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[schema.Batch]:
+        """Samples with seq above `after[device]`, or for devices not in `after` newer than
+        `after_ts_ms` (or, if given, with a seq above `after_seq`), in publication order, in
+        batches of bounded size; with `limit`, only the newest `limit` of them."""
+        return self.select(after, after_ts_ms, after_seq, limit)[0]
+
+    def select(
+        self,
+        after: dict[str, int],
+        after_ts_ms: int,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> tuple[Iterator[schema.Batch], dict[str, tuple[int, int]]]:
+        """`since`, and per device the first and last seq left out by `limit` (held, but
+        older than the newest `limit` samples asked for)."""
         thresholds = {name.encode(): seq for name, seq in after.items()}
-        for block in self._all():
-            rows = block.rows
-            names, inverse = np.unique(rows["device"], return_inverse=True)
-            limit = np.array([thresholds.get(bytes(n), -1) for n in names], dtype=np.int64)
-            known = np.array([bytes(n) in thresholds for n in names])
-            keep = np.where(
-                known[inverse],
-                rows["seq"].astype(np.int64) > limit[inverse],
-                rows["ts_ms"] > after_ts_ms,
-            )
-            picked = rows[keep]
+        # A snapshot: the blocks may change while the answer is being sent.
+        picks = [(b, self._wanted(b.rows, thresholds, after_ts_ms, after_seq)) for b in self._all()]
+        total = sum(int(np.count_nonzero(mask)) for _, mask in picks)
+        skip = total - limit if limit is not None and total > limit else 0
+        return self._picked(picks, skip), self._given_up(picks, skip)
+
+    @staticmethod
+    def _wanted(
+        rows: np.ndarray, thresholds: dict[bytes, int], after_ts_ms: int, after_seq: int | None
+    ) -> np.ndarray:
+        names, inverse = np.unique(rows["device"], return_inverse=True)
+        limit = np.array([thresholds.get(bytes(n), -1) for n in names], dtype=np.int64)
+        known = np.array([bytes(n) in thresholds for n in names])
+        seqs = rows["seq"].astype(np.int64)
+        unknown = seqs > after_seq if after_seq is not None else rows["ts_ms"] > after_ts_ms
+        return np.where(known[inverse], seqs > limit[inverse], unknown)
+
+    @staticmethod
+    def _picked(picks: list[tuple[schema.Batch, np.ndarray]], skip: int) -> Iterator[schema.Batch]:
+        for block, mask in picks:
+            picked = block.rows[mask]
+            if skip:
+                dropped = min(skip, len(picked))
+                picked, skip = picked[dropped:], skip - dropped
             for start in range(0, len(picked), schema.ROWS_PER_MESSAGE):
                 yield block.with_rows(picked[start : start + schema.ROWS_PER_MESSAGE])
+
+    @staticmethod
+    def _given_up(
+        picks: list[tuple[schema.Batch, np.ndarray]], skip: int
+    ) -> dict[str, tuple[int, int]]:
+        """First and last seq per device of the `skip` oldest picked samples (a device's
+        samples are in seq order, so these are each device's oldest)."""
+        parts = []
+        for block, mask in picks:
+            if skip <= 0:
+                break
+            picked = block.rows[mask][:skip]
+            parts.append(picked)
+            skip -= len(picked)
+        if not parts:
+            return {}
+        rows = np.concatenate(parts)
+        if not len(rows):
+            return {}
+        names, inverse = np.unique(rows["device"], return_inverse=True)
+        seqs = rows["seq"].astype(np.int64)
+        first = np.full(len(names), np.iinfo(np.int64).max)
+        last = np.full(len(names), np.iinfo(np.int64).min)
+        np.minimum.at(first, inverse, seqs)
+        np.maximum.at(last, inverse, seqs)
+        return {
+            schema.device_name(n): (int(a), int(b))
+            for n, a, b in zip(names, first.tolist(), last.tolist(), strict=True)
+        }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from common import catchup
@@ -24,17 +25,23 @@ class CatchupServer:
         async for identity, frames in self._router.requests(stop):
             self.history.requests += 1
             try:
-                after, after_ts_ms = catchup.decode_request(frames)
+                request = catchup.decode_request(frames)
             except catchup.ProtocolError as exc:
                 log.warning("bad catch-up request: %s", exc)
                 await self._router.send(identity, catchup.encode_end(catchup.End()))
                 continue
+            history = self.history
+            batches, given_up = history.select(
+                request.after, request.after_ts_ms, request.after_seq, request.limit
+            )
             sent = 0
-            for batch in self.history.since(after, after_ts_ms):
+            for batch in batches:
                 await self._router.send(identity, catchup.encode_batch(batch))
                 sent += len(batch)
-            await self._router.send(identity, catchup.encode_end(self.history.end()))
-            log.info("sent %d missed sample(s) to a subscriber", sent)
+            end = dataclasses.replace(history.end(), given_up=given_up)
+            await self._router.send(identity, catchup.encode_end(end))
+            cut = f"; older ones of {len(given_up)} device(s) left out" if given_up else ""
+            log.info("sent %d missed sample(s) to a subscriber%s", sent, cut)
 
     def close(self) -> None:
         self._router.close()

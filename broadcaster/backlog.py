@@ -1,0 +1,260 @@
+"""What a resuming WebSocket client missed: asked of the producers' history, bounded, and
+the seqs it cannot have named exactly.
+
+The producers answer on their catch-up endpoints (common.catchup), so a resume works
+whichever broadcaster the client reaches. Each producer sends at most `limit` samples, the
+newest; of all answers the newest `limit` are kept. Per device, what the client gets is then
+a run of seqs ending at the newest held, and what lies between its `since` and that run is
+one or two gaps: `not_held` (older than the producer keeps, or from before it restarted),
+`not_produced` (a range the producer skipped: paused, or behind schedule) and `over_limit`
+(held, but beyond the bound of one resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common import catchup, schema
+from common.bus import PLAIN, Dealer, Security
+
+log = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT_S = 1.0  # silence after which a producer's answer is given up
+_FAR_FUTURE_MS = 2**62  # after_ts_ms: no device is asked for by time
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Seqs `from_seq`..`to_seq` of `device` that the client will not get, and why.
+
+    `to_seq` None: up to the first sample of the device the client gets next (a producer
+    did not answer); `device` None: every device of such a producer not named otherwise."""
+
+    device: str | None
+    from_seq: int
+    to_seq: int | None
+    reason: str  # not_held, not_produced, over_limit, unavailable
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "from_seq": self.from_seq,
+            "to_seq": self.to_seq,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the producers sent for one resume."""
+
+    batches: list[schema.Batch]
+    ends: list[catchup.End]
+    asked: int  # producers asked
+    answered: int  # producers that answered in time
+
+
+class Watermark:
+    """Per device, the last seq the client has (or was told it will not get): later samples
+    pass only above it, so nothing reaches it twice, whatever path it came by."""
+
+    def __init__(self, marks: dict[str, int]) -> None:
+        self.marks = {device.encode(): seq for device, seq in marks.items()}  # others all pass
+
+    def admit(self, batch: schema.Batch) -> schema.Batch:
+        rows = batch.rows
+        if not len(rows):
+            return batch
+        keep = np.zeros(len(rows), bool)
+        names, inverse = np.unique(rows["device"], return_inverse=True)
+        seqs = rows["seq"].astype(np.int64)
+        for i, name in enumerate(names.tolist()):
+            mark = self.marks.get(name)
+            index = np.flatnonzero(inverse == i)
+            ours = seqs[index]
+            if mark is None:
+                mark = int(ours[0]) - 1
+            # strictly above the mark and above every seq before it: no repeat gets through
+            running = np.maximum.accumulate(np.concatenate(([mark], ours)))[:-1]
+            keep[index] = ours > running
+            self.marks[name] = max(mark, int(ours.max()))
+        return schema.Batch(rows[keep], batch.precision)
+
+
+@dataclass
+class Plan:
+    """What to send a resuming client: the gaps first, then `batches`, then the live samples
+    that `watermark` admits."""
+
+    batches: list[schema.Batch]
+    gaps: list[Gap]
+    watermark: Watermark
+
+
+def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: int) -> Plan:
+    """Cut the producers' answers to the newest `limit` samples and name what is missing.
+
+    `after` and `after_seq` are what was asked (seqs above `after[device]`, and for every
+    other device above `after_seq` unless it is None)."""
+    rows, precision = _by_time(answer.batches)
+    cut = max(0, len(rows) - limit)
+    over, rows, precision = rows[:cut], rows[cut:], precision[cut:]
+    kept, dropped = _spans(rows), _spans(over)
+    given_up: dict[str, tuple[int, int]] = {}
+    known: set[str] = set()
+    skipped: dict[str, list[tuple[int, int]]] = {}
+    for end in answer.ends:
+        given_up.update(end.given_up)
+        for device in {*end.oldest, *end.run_first}:
+            known.add(device)
+            skipped[device] = end.skipped
+    devices = set(after)
+    if after_seq is not None:
+        devices |= {*kept, *dropped, *given_up, *known}
+    missing = answer.answered < answer.asked
+    gaps: list[Gap] = []
+    marks: dict[str, int] = {}
+    for device in sorted(devices):
+        since = after.get(device, after_seq)
+        assert since is not None
+        over_span = _union(dropped.get(device), given_up.get(device))
+        if device in kept:
+            first = kept[device][0]
+            marks[device] = kept[device][1]
+        elif over_span is not None:
+            first = over_span[1] + 1
+            marks[device] = over_span[1]
+        else:  # nothing of it held after `since`: its live samples are all new to it
+            if device in after:
+                marks[device] = since
+                if missing and device not in known:
+                    gaps.append(Gap(device, since + 1, None, "unavailable"))
+            continue
+        low = max(over_span[0], since + 1) if over_span else first
+        if low > since + 1:
+            reason = _reason(since + 1, low - 1, skipped.get(device, []))
+            gaps.append(Gap(device, since + 1, low - 1, reason))
+        if over_span is not None and first > low:
+            gaps.append(Gap(device, low, first - 1, "over_limit"))
+    if missing and after_seq is not None:
+        gaps.append(Gap(None, after_seq + 1, None, "unavailable"))
+    return Plan(
+        batches=_runs(rows, precision),
+        gaps=gaps,
+        # A device the history does not mention has nothing in it: its live samples are
+        # all new (also when its seqs are below a bare `since` of another series).
+        watermark=Watermark(marks),
+    )
+
+
+def _by_time(batches: list[schema.Batch]) -> tuple[np.ndarray, np.ndarray]:
+    """All rows, oldest first (stable: each producer's own order is kept), with the
+    timestamp precision of each."""
+    if not batches:
+        return schema.empty_rows(0), np.zeros(0, np.uint8)
+    rows = np.concatenate([b.rows for b in batches])
+    precision = np.concatenate([np.full(len(b), b.precision, np.uint8) for b in batches])
+    order = np.argsort(rows["ts_ms"], kind="stable")
+    return rows[order], precision[order]
+
+
+def _runs(rows: np.ndarray, precision: np.ndarray) -> list[schema.Batch]:
+    """The rows as batches of one precision each, in order."""
+    if not len(rows):
+        return []
+    edges = np.flatnonzero(np.diff(precision)) + 1
+    starts = [0, *edges.tolist()]
+    ends = [*edges.tolist(), len(rows)]
+    return [schema.Batch(rows[a:b], int(precision[a])) for a, b in zip(starts, ends, strict=True)]
+
+
+def _spans(rows: np.ndarray) -> dict[str, tuple[int, int]]:
+    """(lowest, highest) seq per device."""
+    if not len(rows):
+        return {}
+    names, inverse = np.unique(rows["device"], return_inverse=True)
+    seqs = rows["seq"].astype(np.int64)
+    low = np.full(len(names), np.iinfo(np.int64).max)
+    high = np.full(len(names), np.iinfo(np.int64).min)
+    np.minimum.at(low, inverse, seqs)
+    np.maximum.at(high, inverse, seqs)
+    return {
+        bytes(n).decode(): (int(a), int(b))
+        for n, a, b in zip(names, low.tolist(), high.tolist(), strict=True)
+    }
+
+
+def _union(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:
+    if a is None or b is None:
+        return a or b
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
+def _reason(first: int, last: int, skipped: list[tuple[int, int]]) -> str:
+    if any(a <= first and last <= b for a, b in skipped):
+        return "not_produced"
+    return "not_held"
+
+
+class Producers:
+    """The producers' catch-up endpoints, asked for one resume at a time (a DEALER each)."""
+
+    def __init__(self, endpoints: list[str], security: Security = PLAIN) -> None:
+        self.endpoints = endpoints
+        self._dealers = [Dealer(e, security) for e in endpoints]  # connected on first use
+        self._lock = asyncio.Lock()
+        self.requests = 0
+
+    async def fetch(
+        self,
+        after: dict[str, int],
+        after_seq: int | None,
+        limit: int,
+        wanted: Callable[[], bool] = lambda: True,
+    ) -> Answer:
+        """Everything held after `after` (and `after_seq` for other devices), at most
+        `limit` samples from each producer; nothing if no longer `wanted` once its turn
+        comes (the client left while others were served)."""
+        request = catchup.encode_request(after, _FAR_FUTURE_MS, after_seq, limit)
+        async with self._lock:
+            if not wanted():
+                return Answer([], [], asked=0, answered=0)
+            self.requests += 1
+            answers = await asyncio.gather(*(self._ask(d, request) for d in self._dealers))
+        batches: list[schema.Batch] = []
+        ends: list[catchup.End] = []
+        for answer in answers:
+            if answer is not None:
+                batches += answer[0]
+                ends.append(answer[1])
+        return Answer(batches, ends, asked=len(answers), answered=len(ends))
+
+    async def _ask(
+        self, dealer: Dealer, request: list[bytes]
+    ) -> tuple[list[schema.Batch], catchup.End] | None:
+        await dealer.send(request)
+        batches: list[schema.Batch] = []
+        while True:
+            frames = await dealer.receive(ANSWER_TIMEOUT_S)
+            if frames is None:
+                log.warning("no answer from the catch-up endpoint %s", dealer.endpoint)
+                return None
+            try:
+                reply = catchup.decode_reply(frames)
+            except (catchup.ProtocolError, schema.MessageError) as exc:
+                log.warning("bad catch-up message from %s (%s)", dealer.endpoint, exc)
+                dealer.reset()  # a late remainder must not be taken for the next answer
+                return None
+            if isinstance(reply, catchup.End):
+                return batches, reply
+            batches.append(reply)
+
+    def close(self) -> None:
+        for dealer in self._dealers:
+            dealer.close()
