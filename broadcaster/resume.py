@@ -130,10 +130,9 @@ def _json_seq(value: Any, what: str) -> int:
 def _add(devices: dict[str, int], device: Any, seq: int) -> None:
     if not isinstance(device, str) or not device:
         raise ResumeError(f"since needs a device id before the last colon, got {device!r}")
-    if "\x00" in device or len(device.encode()) > schema.DEVICE_MAX_BYTES:
-        raise ResumeError(
-            f"bad device id {device!r} in since: at most {schema.DEVICE_MAX_BYTES} bytes, no NUL"
-        )
+    problem = schema.device_problem(device)
+    if problem:
+        raise ResumeError(f"bad device id in since: {problem}")
     if device in devices:
         raise ResumeError(f"since gives {device!r} twice")
     if len(devices) >= MAX_DEVICES:

@@ -10,6 +10,7 @@ so across a restart it prints each seq once and none is skipped unless the serve
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import sys
 import time
@@ -58,10 +59,13 @@ class Output:
                 self._table(sample)
 
     def _csv(self, sample: dict) -> None:
+        """Rows like the logger's: ids holding a comma or a quote are quoted."""
+        out = csv.writer(sys.stdout, lineterminator="\n")
         if not self.header_done:
-            print(",".join(sample), flush=True)
+            out.writerow(sample)
             self.header_done = True
-        print(",".join("" if v is None else str(v) for v in sample.values()), flush=True)
+        out.writerow("" if v is None else v for v in sample.values())
+        sys.stdout.flush()
 
     def _table(self, sample: dict) -> None:
         self.latest[sample["device"]] = sample

@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import urllib.parse
 
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broadcaster import resume
 from broadcaster.subscription import Subscription, SubscriptionError
 from common import catchup, render, schema
 
@@ -146,4 +148,37 @@ def test_subscription_queries(query):
     try:
         Subscription.from_query(query)
     except SubscriptionError as exc:
+        assert str(exc)
+
+
+_since_values = st.one_of(
+    st.integers(-5, 2**70).map(str),
+    st.tuples(st.text(max_size=70), st.integers(-5, 2**64).map(str)).map(":".join),
+    st.text(max_size=30),
+)
+
+
+@given(st.lists(_since_values, max_size=4), st.booleans())
+def test_resume_queries(values, encode):
+    """Any `since=` values in a query give a resume point (device ids valid, seqs integers)
+    or a ResumeError with a message."""
+    query = "&".join("since=" + (urllib.parse.quote(v, safe="") if encode else v) for v in values)
+    try:
+        since = resume.from_query(query)
+    except resume.ResumeError as exc:
+        assert str(exc)
+        return
+    if since is None:
+        assert not values
+        return
+    for device, seq in since.devices.items():
+        assert schema.device_problem(device) is None and isinstance(seq, int)
+
+
+@given(_json_values)
+def test_resume_messages(body):
+    """Any JSON body of a resume message gives a resume point or a ResumeError."""
+    try:
+        resume.from_message(body)
+    except resume.ResumeError as exc:
         assert str(exc)
