@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_faults import metrics, verify
@@ -20,7 +21,9 @@ from websockets.sync.client import connect
 from common import schema
 from common.errors import InputError
 from conftest import REPO, Pipeline, wait_until
+from producer.series import Series
 from producer.sources import recording
+from producer.sources.replay import ReplaySource
 
 CSV = "data/stream_log.csv"
 NAB_START = pd.Timestamp("2014-02-14 14:30:00")
@@ -444,3 +447,36 @@ class TestRecording:
             "line 3: cpu '150' is outside its domain [0, 100]",
             "line 4: 4 fields, expected 3 (quote a field that holds a comma)",
         ]
+
+    def test_a_loop_continues_the_time_axis_and_each_devices_seq(self, tmp_path):
+        """Round two of a looped replay is stamped one file span (plus one step) later, its
+        seqs follow round one's per device, and a refused row is refused again under its new
+        seq."""
+        path = write(
+            tmp_path / "in.csv", "timestamp,cpu,device",
+            f"{stamp(0)},1,a", f"{stamp(1)},1,b", f"{stamp(5)},150,a", f"{stamp(10)},2,a",
+        )  # fmt: skip
+        played = recording.load(path, on_bad_row="skip")
+        origin = 1_900_000_000_000
+        series = Series(0, 2, 1.0, origin, 0, seq_base=100, speed=60.0, source="replay")
+        refused: list[tuple[str | None, int | None]] = []
+        source = ReplaySource(played, series, loop=True, refuse=lambda d, s: refused.append((d, s)))
+        rows = np.concatenate([b.rows for b in source.take(2 * 15 * 60_000 / 60 - 1)])
+        minute = 60_000
+        assert [(schema.device_name(r["device"]), int(r["seq"]), int(r["ts_ms"] - origin) // minute)
+                for r in rows] == [
+            ("a", 100, 0), ("b", 100, 1), ("a", 102, 10),
+            ("a", 103, 15), ("b", 101, 16), ("a", 105, 25),
+        ]  # fmt: skip
+        assert refused == [("a", 101), ("a", 104)]
+
+    def test_the_first_valid_sample_is_time_zero(self, tmp_path):
+        """A skipped row that goes back before every other (a typo in a year) does not move
+        the start of the replay: time 0 is the first valid sample."""
+        path = write(
+            tmp_path / "in.csv", "timestamp,cpu",
+            f"{stamp(0)},1", f"{stamp(5)},1", str(NAB_START - pd.Timedelta(days=365)) + ",1",
+        )  # fmt: skip
+        played = recording.load(path, on_bad_row="skip")
+        assert played.first_ms == NAB_START.value // 1_000_000
+        assert played.offset_ms[~played.refused].tolist() == [0, 5 * 60_000]

@@ -161,9 +161,10 @@ def load(
             "; ".join(shown),
             more,
         )
-    # Where a refused row is reached: at its own time if it has one in order, else right
-    # after the latest earlier row of its device (or at the start).
-    start = int(ts[readable].min())
+    # The replay's time 0 is its first valid sample. A refused row is reached at its own
+    # time if it has one in order, else right after the latest earlier row of its device
+    # (or at the start).
+    start = int(ts[~refused].min())
     placed = np.where(readable & ~behind, ts, np.where(before != _NO_TIME, before, start))
     if windows is not None:
         _label_windows(labels, placed, windows, refused, frame, metric)
@@ -181,7 +182,11 @@ def load(
         path=path,
         ts_ms=placed[order],
         first_ms=start,
-        span_ms=int(placed.max()) - start + round(max(typical, smallest)),
+        # A loop goes on one typical step after the last row (a second at least while
+        # timestamps show seconds, so that they stay unique).
+        span_ms=int(placed.max())
+        - start
+        + round(max(typical, 1000.0 if smallest >= 1000 else 1.0)),
         line=lines[order],
         devices=schema.device_array([str(d) for d in distinct[keep_devices]]),
         device_index=np.where(device >= 0, renumber[np.maximum(device, 0)], -1)[order],
