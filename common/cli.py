@@ -254,5 +254,5 @@ def main(command: click.Command, prog: str) -> NoReturn:
     except click.ClickException as exc:
         fail(prog, " ".join(exc.format_message().split()), exc.exit_code)
     except StartupError as exc:
-        fail(prog, str(exc), 3)
+        fail(prog, str(exc), exc.status)
     sys.exit(status if isinstance(status, int) else 0)

@@ -8,8 +8,10 @@ array, so encoding and decoding cost no per-sample Python work.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -261,71 +263,140 @@ def validate(rows: np.ndarray) -> None:
     The one definition of a valid sample: producers check what they publish with it, and
     subscribers what they receive, so nothing published is ever refused downstream.
     """
+    for _, bad, describe in _rules(rows):
+        if bad is not None:
+            raise ValueError(describe(int(np.argmax(bad))))
+
+
+def invalid_rows(rows: np.ndarray) -> np.ndarray:
+    """Which rows are not valid samples (a bool mask), by the very rules of validate()."""
+    found = np.zeros(len(rows), bool)
+    for _, bad, _ in _rules(rows):
+        if bad is not None:
+            found |= bad
+    return found
+
+
+def problems(rows: np.ndarray) -> list[tuple[str, np.ndarray, str]]:
+    """Each rule the rows break: (its name, the rows that break it, what is wrong with the
+    first of them), in the order validate() checks them."""
+    return [
+        (rule, bad, describe(int(np.argmax(bad))))
+        for rule, bad, describe in _rules(rows)
+        if bad is not None
+    ]
+
+
+Rule = tuple[str, np.ndarray | None, Callable[[int], str]]
+
+
+def _rules(rows: np.ndarray) -> Iterator[Rule]:
+    """The rules of a valid sample, lazily: (name, mask of the rows breaking it or None if
+    none does, the problem of row i). Cheap whole-column reductions come first, so a valid
+    batch costs a few passes and no mask."""
     if not len(rows):
         return
-    ts = rows["ts_ms"]
+    ts = _column(rows, "ts_ms")
+    out_of_range = None
     if ts.min() < 0 or ts.max() > _MAX_TS_MS:
-        raise ValueError(f"timestamp {_first(ts, (ts < 0) | (ts > _MAX_TS_MS))} ms is out of range")
-    _check_devices(rows["device"])
+        out_of_range = (ts < 0) | (ts > _MAX_TS_MS)
+    yield "timestamp", out_of_range, lambda i: f"timestamp {ts[i]} ms is out of range"
+    devices = rows["device"]
+    yield "device", _bad_devices(devices), lambda i: str(stored_device_problem(devices[i]))
     for metric in METRICS:
-        values = rows[metric]
-        low, high = DOMAINS[metric]
-        bad = (values < low) | (values > high) | np.isinf(values)  # NaN compares False
-        if bad.any():
-            shown = "infinite" if np.isinf(values[bad][0]) else f"{values[bad][0]:g}"
-            raise ValueError(f"{metric} {shown} is outside its domain {_domain(metric)}")
-    if rows["anomaly"].max() > len(ANOMALY_KINDS):
-        raise ValueError(f"unknown anomaly code {rows['anomaly'].max()}")
-    if rows["event"].max() > len(EVENT_KINDS):
-        raise ValueError(f"unknown event code {rows['event'].max()}")
+        values = _column(rows, metric)
+        yield metric, _outside(values, *DOMAINS[metric]), _value_problem(metric, values)
+    for label, kinds in (("anomaly", ANOMALY_KINDS), ("event", EVENT_KINDS)):
+        codes = _column(rows, label)
+        unknown = codes > len(kinds) if codes.max() > len(kinds) else None
+        yield label, unknown, lambda i, codes=codes, label=label: f"unknown {label} code {codes[i]}"
+    # A label is a kind and an event id together (a log's windows are built from both).
+    kind, ids = _column(rows, "anomaly"), _column(rows, "anomaly_id")
+    half = (kind == 0) != (ids == 0)
+    yield (
+        "label",
+        half if half.any() else None,
+        lambda i: f"anomaly code {kind[i]} with anomaly_id {ids[i]}: a label needs both or neither",
+    )
 
 
-def _first(values: np.ndarray, bad: np.ndarray) -> object:
-    return values[bad][0]
+def _column(rows: np.ndarray, name: str) -> np.ndarray:
+    """A field of the records; of a long batch as a contiguous copy, since reductions over a
+    record's strided field cost several times as much as the copy does."""
+    field = rows[name]
+    return np.ascontiguousarray(field) if len(field) > 256 else field
 
 
-def _domain(metric: str) -> str:
+def _outside(values: np.ndarray, low: float, high: float) -> np.ndarray | None:
+    """The values outside [low, high] or infinite (NaN, no value, is inside)."""
+    smallest, largest = float(np.fmin.reduce(values)), float(np.fmax.reduce(values))  # no NaN
+    if not (smallest < low or largest > high or math.isinf(smallest) or math.isinf(largest)):
+        return None
+    return (values < low) | (values > high) | np.isinf(values)
+
+
+def _value_problem(metric: str, values: np.ndarray) -> Callable[[int], str]:
+    def describe(i: int) -> str:
+        value = values[i]
+        shown = "infinite" if np.isinf(value) else f"{value:g}"
+        return f"{metric} {shown} is outside its domain {domain_text(metric)}"
+
+    return describe
+
+
+def domain_text(metric: str) -> str:
+    """A metric's domain as shown in messages: `[0, 100]` or `>= 0`."""
     low, high = DOMAINS[metric]
     return f"[{low:g}, {high:g}]" if high != float("inf") else f">= {low:g}"
 
 
-def _check_devices(devices: np.ndarray) -> None:
-    """Printable ASCII ids pass a byte table in one pass; only other ids are decoded.
+def stored_device_problem(stored: bytes) -> str | None:
+    """Why a stored (NUL-padded) device id is not a valid one, or None if it is."""
+    raw = bytes(stored).rstrip(b"\0")
+    if b"\0" in raw:
+        return "device id holds a NUL byte"
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"device id {raw!r} is not UTF-8"
+    return device_problem(name)
 
-    Only the bytes in use are looked at (ids are mostly far shorter than 64 bytes), and a
-    device column equal to the one checked last (the same fleet, tick after tick) is not
-    looked at again.
+
+def _bad_devices(devices: np.ndarray) -> np.ndarray | None:
+    """The rows whose device id is not valid (None: all are).
+
+    Printable ASCII ids pass a byte table in one pass; only other ids are decoded. Only
+    the bytes in use are looked at (ids are mostly far shorter than 64 bytes), and a
+    device column equal to the last one found valid (the same fleet, tick after tick) is
+    not looked at again.
     """
     n = len(devices)
     words = np.ascontiguousarray(devices).view(np.uint64).reshape(n, -1)
-    in_use = np.flatnonzero(words.any(axis=0))
-    words = words[:, : in_use[-1] + 1] if len(in_use) else words[:, :1]
+    # The words in use; in long batches a column at a time (numpy's reduction along axis 0
+    # is then several times slower), in short ones in one call.
+    if n > 256:
+        used = next((k + 1 for k in range(words.shape[1] - 1, 0, -1) if words[:, k].any()), 1)
+    else:
+        used = int(np.flatnonzero(words.any(axis=0))[-1:].sum()) + 1
+    words = words[:, :used]
     last = _last_checked[0]
     if last.shape == words.shape and np.array_equal(last, words):
-        return
+        return None
     matrix = words.view(np.uint8)
-    if not matrix[:, 0].all():
-        raise ValueError("device id is empty")
+    bad = matrix[:, 0] == 0  # empty
     # NUL padding must be trailing only: an id cannot hold a NUL.
-    if ((matrix[:, :-1] == 0) & (matrix[:, 1:] != 0)).any():
-        raise ValueError("device id holds a NUL byte")
-    lengths = (matrix != 0).sum(axis=1)
-    edges = (matrix[:, 0] == 0x20) | (matrix[np.arange(n), lengths - 1] == 0x20)
-    if edges.any():
-        name = device_name(devices[edges][0])
-        raise ValueError(f"device id {name!r} starts or ends with a space")
-    ascii_ok = ~_NOT_PLAIN_ASCII[matrix].any(axis=1)
-    if not ascii_ok.all():
-        for stored in np.unique(devices[~ascii_ok]):
-            raw = bytes(stored).rstrip(b"\0")
-            try:
-                name = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError(f"device id {raw!r} is not UTF-8") from None
-            problem = device_problem(name)
-            if problem:
-                raise ValueError(problem)
+    bad |= ((matrix[:, :-1] == 0) & (matrix[:, 1:] != 0)).any(axis=1)
+    last_byte = matrix[np.arange(n), np.maximum((matrix != 0).sum(axis=1) - 1, 0)]
+    bad |= (matrix[:, 0] == 0x20) | (last_byte == 0x20)  # a space at either end
+    other = np.flatnonzero(~bad & _NOT_PLAIN_ASCII[matrix].any(axis=1))
+    if len(other):
+        names, inverse = np.unique(devices[other], return_inverse=True)
+        refused = np.array([stored_device_problem(name) is not None for name in names])
+        bad[other] = refused[inverse]
+    if bad.any():
+        return bad
     _last_checked[0] = words.copy()
+    return None
 
 
 _last_checked = [np.zeros((0, 0), np.uint64)]  # the device column checked last, as words

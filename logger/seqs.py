@@ -75,9 +75,9 @@ class SeqTracker:
     def gaps(self, batch: schema.Batch) -> list[Gap]:
         """Seq jumps in this batch relative to what was written, without writing anything."""
         rows = batch.rows
-        if not len(rows) or not self._slot:
+        if not len(rows):
             return []
-        plan = self._planned(rows)
+        plan = self._planned(rows)  # also with nothing written yet: a jump within the batch
         if isinstance(plan, _Ticks):
             prev = self._seq[plan.slots]
             first = plan.seq[0]

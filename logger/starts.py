@@ -128,7 +128,17 @@ def before_first(met: dict[str, tuple[int, int]], facts: Facts) -> list[tuple[Ga
         run_first = facts.run_first.get(device, start)
         split = min(max(run_first, start), first)
         if split > start:
-            gaps.append((Gap(device, start, split - 1, ts_ms, ts_ms), "earlier_run"))
+            gaps.append(
+                _withheld_or(Gap(device, start, split - 1, ts_ms, ts_ms), "earlier_run", facts)
+            )
         if first > split:
-            gaps.append((Gap(device, split, first - 1, ts_ms, ts_ms), "lost"))
+            gaps.append(_withheld_or(Gap(device, split, first - 1, ts_ms, ts_ms), "lost", facts))
     return gaps
+
+
+def _withheld_or(gap: Gap, reason: str, facts: Facts) -> tuple[Gap, str]:
+    """The producer's own reason where it withheld the whole range (e.g. a bad first row)."""
+    for first, last, why in facts.withheld.get(gap.device, []):
+        if first <= gap.first and gap.last <= last:
+            return gap, why
+    return gap, reason

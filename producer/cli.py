@@ -34,9 +34,9 @@ from common.cli import (
     zmq_pub_option,
 )
 from common.logs import setup_logging
-from common.schema import METRICS
+from common.schema import METRICS, device_problem
 from producer import service
-from producer.config import SOURCES, ProducerConfig
+from producer.config import ON_BAD_ROW, SOURCES, ProducerConfig
 from producer.model import anomalies
 
 
@@ -60,6 +60,13 @@ def _positive_duration(ctx: click.Context, param: click.Parameter, value: str) -
     if seconds <= 0:
         raise click.BadParameter(f"{value!r} is not a positive duration like 90s, 30m or 7d")
     return seconds
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    problem = device_problem(value)
+    if problem:
+        raise click.BadParameter(problem)
+    return value
 
 
 def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -181,6 +188,20 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     default="cpu",
     type=click.Choice(METRICS),
     help="Metric that the value column of a timestamp,value file becomes.",
+)
+@option(
+    "--replay-labels",
+    "STREAM_REPLAY_LABELS",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="NAB combined_windows.json: samples inside the replay file's windows are labelled.",
+)
+@option(
+    "--on-bad-row",
+    "STREAM_ON_BAD_ROW",
+    default="error",
+    type=click.Choice(ON_BAD_ROW),
+    help="A replay row that is not a valid sample: error (refuse to start) or skip it "
+    "(recorded as a gap, reason invalid_input).",
 )
 @metrics_port_option("STREAM_PRODUCER_METRICS_PORT")
 @ready_file_option
@@ -367,7 +388,7 @@ def rate(ctx: click.Context, rate: float) -> None:
 
 @ctl.command()
 @click.argument("kind", type=click.Choice(list(anomalies.CATALOGUE)))
-@click.option("--device", default="host-01", show_default=True)
+@click.option("--device", default="host-01", show_default=True, callback=_device)
 @click.option("--metric", type=click.Choice(METRICS), help="For one-metric kinds.")
 @click.option("--duration", default="30s", show_default=True, callback=_positive_duration)
 @click.option("--size", default=0.8, show_default=True, type=click.FloatRange(0, 1))

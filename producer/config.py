@@ -11,6 +11,7 @@ from common.schema import ANOMALY_KINDS
 from common.shards import ALL, Shard, instance_path, own_endpoint
 
 SOURCES = ("sim", "replay", "live")
+ON_BAD_ROW = ("error", "skip")  # what a replay row that is not a valid sample gets
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ProducerConfig:
     replay_file: Path | None = None
     replay_loop: bool = False
     replay_metric: str = "cpu"  # where the value of a `timestamp,value` file goes
+    replay_labels: Path | None = None  # NAB combined_windows.json: ground truth for the file
+    on_bad_row: str = "error"  # a replay row that is not a valid sample: error | skip
     max_lag: float = 5.0  # seconds behind schedule before ticks are skipped, not caught up
     stats_interval: float = 60.0  # seconds between status lines
     metrics_port: int = 0  # serve Prometheus /metrics on 127.0.0.1:PORT; 0: off; -1: any

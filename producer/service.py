@@ -17,6 +17,7 @@ from producer.catchup.server import CatchupServer
 from producer.config import ProducerConfig, for_instance
 from producer.control.controller import Controller
 from producer.control.server import ControlServer
+from producer.gate import Gate
 from producer.sources import Source, open_source
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         cleanup.callback(publisher.close)
         catchup_server = CatchupServer(config.zmq_catchup, history, config.security)
         cleanup.callback(catchup_server.close)
-        source = open_source(config, time.time() * 1000)
+        gate = Gate(history)
+        source = open_source(config, time.time() * 1000, gate.refuse)
         source.prefetch()
         series = getattr(source, "series", None)  # an idle source has none
         history.series_first = series.seq_base if series is not None else None
@@ -44,7 +46,7 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         control_server = ControlServer(config.zmq_control, controller, config.security)
         cleanup.callback(control_server.close)
         scrape = metrics.serve(
-            config.metrics_port, metrics.registry(lambda: _figures(controller, history))
+            config.metrics_port, metrics.registry(lambda: _figures(controller, history, gate))
         )
         if scrape is not None:
             cleanup.callback(scrape.close)
@@ -65,7 +67,7 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         cleanup.callback(ready.withdraw)
         servers = [asyncio.create_task(s.serve(stop)) for s in (catchup_server, control_server)]
         try:
-            await _publish(config, source, publisher, history, controller, stop)
+            await _publish(config, source, publisher, history, gate, controller, stop)
         finally:
             stop.set()
             await asyncio.gather(*servers)
@@ -92,13 +94,16 @@ async def _sleep_until(due: float, stop: asyncio.Event) -> bool:
     return stop.is_set()
 
 
-def _figures(controller: Controller, history: History) -> list[Figure]:
+def _figures(controller: Controller, history: History, gate: Gate) -> list[Figure]:
     return [
         Figure("samples_published", "Samples published", controller.published, True),
         Figure("last_seq", "Seq of the last sample published", controller.last_seq),
         Figure("paused", "1 while paused by ctl", int(controller.paused)),
         Figure("history_rows", "Samples kept for catch-up", history.rows),
         Figure("catchup_requests", "Catch-up requests answered", history.requests, True),
+        Figure(
+            "invalid_rows", "Samples or input rows not published: not valid", gate.refused, True
+        ),
     ]
 
 
@@ -107,10 +112,12 @@ async def _publish(
     source: Source,
     publisher: Publisher,
     history: History,
+    gate: Gate,
     controller: Controller,
     stop: asyncio.Event,
 ) -> None:
-    """Publish on schedule until stopped; skipped ticks are recorded as not produced."""
+    """Publish on schedule until stopped; skipped ticks are recorded as not produced, samples
+    that are not valid are withheld (see producer.gate)."""
     next_stats = time.monotonic() + config.stats_interval
     while True:
         due = source.next_due_ms() / 1000.0
@@ -124,11 +131,19 @@ async def _publish(
             first = int(batch.rows["seq"][0])
             if 0 <= controller.last_seq < first - 1 and config.source != "replay":
                 history.not_produced(controller.last_seq + 1, first - 1)
+            controller.last_seq = int(batch.rows["seq"][-1])
+            batch = gate.admit(batch)
+            if not len(batch):
+                continue
             publisher.publish(batch)
             history.add(batch)
             controller.published += len(batch)
-            controller.last_seq = int(batch.rows["seq"][-1])
         source.prefetch()
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
-            log.info("published %d samples; last seq %d", controller.published, controller.last_seq)
+            log.info(
+                "published %d samples; last seq %d; %d not valid (withheld)",
+                controller.published,
+                controller.last_seq,
+                gate.refused,
+            )

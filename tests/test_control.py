@@ -9,6 +9,7 @@ import pandas as pd
 from websockets.sync.client import connect
 
 from conftest import Pipeline, receive, wait_until
+from producer.control.client import ask
 
 
 def start(pipeline: Pipeline, *args: str):
@@ -95,9 +96,21 @@ def test_bad_commands_get_clear_errors(pipeline: Pipeline):
         (["inject", "volcano"], "'volcano' is not one of 'spike'"),
         (["rate", "0"], "Invalid value for 'RATE'"),
         (["explode"], "No such command 'explode'"),
+        (["inject", "spike", "--device", "a\tb"], "holds a control or format character"),
+        (["inject", "spike", "--device", "é" * 33], "is 66 bytes of UTF-8, at most 64"),
     ]:
         result = pipeline.ctl(*args)
         assert result.returncode != 0
         assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, (
             result.stderr
         )
+
+
+def test_inject_checks_the_device_id_on_the_producer_too(pipeline: Pipeline):
+    """A control request that bypasses the ctl command, naming a device id that is not a
+    valid one or not text, gets a one-line error from the producer itself."""
+    start(pipeline)
+    for device, words in [(" host-01", "starts or ends with a space"), (7, "got 7")]:
+        reply = ask(pipeline.control, {"cmd": "inject", "kind": "spike", "device": device}, 5)
+        assert reply["ok"] is False and words in reply["error"], reply
+        assert "\n" not in reply["error"]

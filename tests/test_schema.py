@@ -211,3 +211,61 @@ class TestMalformed:
                 continue
             schema.to_json(batch)
             schema.to_csv(batch)
+
+
+class TestOneDefinition:
+    BAD = [
+        ("timestamp", "ts_ms", -5),
+        ("device", "device", b" padded"),
+        ("device", "device", b"h\xffst"),
+        ("cpu", "cpu", 100.5),
+        ("mem", "mem", -1.0),
+        ("disk_io", "disk_io", np.inf),
+        ("net", "net", -np.inf),
+        ("anomaly", "anomaly", len(schema.ANOMALY_KINDS) + 1),
+        ("event", "event", len(schema.EVENT_KINDS) + 1),
+        ("label", "anomaly_id", 5),  # an event id without a kind
+    ]
+
+    @pytest.mark.parametrize("rule, field, value", BAD, ids=[f"{b[0]}-{b[2]!r}" for b in BAD])
+    def test_invalid_rows_flags_exactly_what_validate_refuses(self, rule, field, value):
+        """For each rule, a batch with one breaking row: invalid_rows flags that row alone,
+        problems() names the rule with validate()'s message, and the other rows pass."""
+        batch = make_batch(5)
+        batch.rows[field][3] = value
+        if field == "anomaly":
+            batch.rows["anomaly_id"][3] = 1  # an unknown kind, with its id
+        assert schema.invalid_rows(batch.rows).tolist() == [False, False, False, True, False]
+        with pytest.raises(ValueError) as refused:
+            schema.validate(batch.rows)
+        [(name, rows, message)] = schema.problems(batch.rows)
+        assert (name, rows.tolist(), message) == (rule, [0, 0, 0, 1, 0], str(refused.value))
+        schema.validate(np.delete(batch.rows, 3))
+
+    def test_missing_values_and_full_labels_are_valid(self):
+        """NaN (no value), values at the edges of their domains, and a label with both its kind
+        and its id are valid."""
+        batch = make_batch(4)
+        batch.rows["cpu"] = [np.nan, 0.0, 100.0, 5.0]
+        batch.rows["net"] = [np.nan, 0.0, 1e12, 5.0]
+        batch.rows["anomaly"][1] = 1
+        batch.rows["anomaly_id"][1] = 9
+        assert not schema.invalid_rows(batch.rows).any()
+        assert schema.problems(batch.rows) == []
+        schema.validate(batch.rows)
+
+    def test_random_records_agree_between_validate_and_invalid_rows(self):
+        """Over random records, validate() refuses a batch exactly when invalid_rows() flags a
+        row of it, and accepts the batch without the flagged rows."""
+        rng = np.random.default_rng(3)
+        for _ in range(300):
+            raw = rng.integers(0, 256, (4, schema.RECORD.itemsize), dtype=np.uint8)
+            rows = raw.view(schema.RECORD).ravel()
+            bad = schema.invalid_rows(rows)
+            try:
+                schema.validate(rows)
+                refused = False
+            except ValueError:
+                refused = True
+            assert refused == bad.any()
+            schema.validate(rows[~bad])

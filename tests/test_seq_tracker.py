@@ -71,3 +71,13 @@ def test_a_grid_is_checked_and_admitted_without_sorting() -> None:
     assert tracker.last == {b"a": (8, later.rows["ts_ms"][-1]), b"b": (8, later.rows["ts_ms"][-1])}
     again = tracker.admit(ticks(["a", "b"], 8, 2))  # one tick already written
     assert again.rows["seq"].tolist() == [9, 9]
+
+
+def test_a_jump_inside_the_very_first_batch_is_a_gap() -> None:
+    """A seq jump inside the first batch a fresh tracker sees (a producer withheld a row, and
+    the logger's first receive held several messages) is reported, like any later one."""
+    rows = ticks(["a"], 0, 5).rows
+    first = schema.Batch(rows[[0, 1, 3, 4]], schema.MILLISECONDS)  # seq 2 never published
+    for tracker in (SeqTracker(), SortingTracker()):
+        assert [(g.device, g.first, g.last) for g in tracker.gaps(first)] == [("a", 2, 2)]
+        assert len(tracker.admit(first)) == 4

@@ -10,7 +10,7 @@ import numpy as np
 
 from common.bounds import number_in
 from common.control import ControlError
-from common.schema import ANOMALY_KINDS, METRICS
+from common.schema import ANOMALY_KINDS, METRICS, device_problem
 from producer import series as series_store
 from producer.config import ProducerConfig
 from producer.model import anomalies
@@ -83,6 +83,11 @@ class Controller:
             raise ControlError(f"unknown kind {kind!r}; allowed: {', '.join(ANOMALY_KINDS)}")
         spec = anomalies.CATALOGUE[kind]
         device = request.get("device", sim.device_names[0])
+        if not isinstance(device, str):
+            raise ControlError(f"device must be a device id (text), got {device!r}")
+        problem = device_problem(device)
+        if problem:
+            raise ControlError(problem)
         if device not in sim.device_names:
             shard = self.config.shard
             raise ControlError(

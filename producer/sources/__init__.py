@@ -6,6 +6,7 @@ Each source yields batches due at wall-clock times; the producer's loop waits an
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     from producer.config import ProducerConfig
 
 log = logging.getLogger(__name__)
+
+# Hears (device id, seq) of a row a source refused to publish; (None, None) when the row
+# has no valid device id.
+Refuse = Callable[[str | None, int | None], None]
 
 
 class Source(Protocol):
@@ -64,8 +69,9 @@ def build_rows(
     return rows
 
 
-def open_source(config: ProducerConfig, now_ms: float) -> Source:
-    """The configured source, positioned at the first tick due from now."""
+def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = None) -> Source:
+    """The configured source, positioned at the first tick due from now; `refuse` hears of
+    the rows of a replay file that are not valid samples, when the replay reaches them."""
     if config.source == "sim":
         from producer.sources.sim import SimSource
 
@@ -108,26 +114,36 @@ def open_source(config: ProducerConfig, now_ms: float) -> Source:
         )
         _log_series(continued)
         return LiveSource(series, first_tick=series.tick_due_at_or_after(now_ms))
-    from producer.sources import replay  # pandas, only needed here
+    return _replay(config, now_ms, refuse)
+
+
+def _replay(config: ProducerConfig, now_ms: float, refuse: Refuse | None) -> Source:
+    from producer.sources import recording, replay  # pandas, only needed here
+    from producer.sources.labels import load_windows
 
     if config.replay_file is None:
         raise StartupError("the replay source needs --replay-file (STREAM_REPLAY_FILE)")
-    recording = replay.load(config.replay_file, config.replay_metric)
+    windows = None
+    if config.replay_labels is not None:
+        windows = load_windows(config.replay_labels, config.replay_file)
+    played = recording.load(config.replay_file, config.replay_metric, config.on_bad_row, windows)
     if config.shard.count > 1:
-        recording = recording.only(config.shard.owns)
-        if recording is None:
+        # Rows without a valid device id are counted by the first producer only.
+        played = played.only(config.shard.owns, unattributed=config.shard.index == 1)
+        if played is None:
             return _idle(config, f"the devices of {config.replay_file}")
     series, _ = series_store.resume_or_start(
         config.state,
         0,
-        recording.distinct_devices,
-        recording.max_rate(config.speed) / config.speed,
+        len(played.devices),
+        played.max_rate(config.speed) / config.speed,
         now_ms + replay.GRACE_MS,
         speed=config.speed,
+        start_ms=config.start_ms,
         source="replay",
         fresh=True,
     )
-    return replay.ReplaySource(recording, series, config.replay_loop, config.replay_file)
+    return replay.ReplaySource(played, series, config.replay_loop, refuse)
 
 
 class IdleSource:

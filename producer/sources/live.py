@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 
@@ -14,10 +13,15 @@ from producer.series import Series
 from producer.sources import build_rows
 
 
-def host_device_name() -> str:
-    """This host's name, cut to what a device id may hold (ASCII, no commas or quotes)."""
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()) or "localhost"
-    return name[: schema.DEVICE_MAX_BYTES]
+def host_device_name(hostname: str | None = None) -> str:
+    """This host's name as a device id: kept as it is when it is a valid one, else with what
+    an id may not hold (control characters, edge spaces, bytes past 64) taken out."""
+    name = socket.gethostname() if hostname is None else hostname
+    if schema.device_problem(name) is None:
+        return name
+    name = "".join(c if c.isprintable() else "-" for c in name).strip()
+    name = name.encode()[: schema.DEVICE_MAX_BYTES].decode("utf-8", "ignore").strip()
+    return name or "localhost"
 
 
 class LiveSource:
@@ -61,7 +65,7 @@ class LiveSource:
         rows = build_rows(
             ts_ms=self.series.time_ms(np.array([tick])),
             seq=np.array([self.series.seq_base + tick]),
-            devices=np.array([self.device.encode()]),
+            devices=schema.device_array([self.device]),
             values=np.round(np.maximum(values, 0.0), 1) + 0.0,
         )
         return [schema.Batch(rows=rows, precision=self.precision)]
