@@ -21,8 +21,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import summary, table, write  # noqa: E402
-from common.schema import ANOMALY_KINDS  # noqa: E402
 from producer.backfill import generate  # noqa: E402
+from producer.model.anomalies import SIMULATED_KINDS  # noqa: E402
 from producer.series import Series  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def ours(path: Path, days: float, devices: int) -> float:
     series = Series(
         seed=1, devices=devices, rate=1.0, origin_ms=1_754_265_600_000, wall_origin_ms=0, seq_base=0
     )
-    rows, seconds = generate(path, series, int(days * 86_400), 4.0, ANOMALY_KINDS)
+    rows, seconds = generate(path, series, int(days * 86_400), 4.0, SIMULATED_KINDS)
     return rows / seconds
 
 

@@ -36,6 +36,7 @@ endpoint, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 pub = zmq.Context().socket(zmq.PUB)
 pub.bind(endpoint)
 rows = np.zeros(1, schema.RECORD)
+rows["device"] = b"floor"
 tick = int(time.time() * rate) + 1
 end = time.time() + seconds
 while time.time() < end:

@@ -7,10 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from common.schema import ANOMALY_KINDS
 from producer.config import ProducerConfig, device_name
 from producer.control.controller import Controller
-from producer.model.anomalies import AnomalyPlan, apply
+from producer.model.anomalies import SIMULATED_KINDS, AnomalyPlan, apply
 from producer.model.workload import Model
 from producer.series import Series
 from producer.sources.sim import SimSource
@@ -70,12 +69,12 @@ def test_anomalies_on_a_subset_equal_the_full_fleets(seed, subset):
     first, last = int(ts[0]), int(ts[-1])
 
     model = Model(seed, devices)
-    plan = AnomalyPlan(seed, devices, rate, ANOMALY_KINDS)
+    plan = AnomalyPlan(seed, devices, rate, SIMULATED_KINDS)
     events = plan.events(first, last)
     full = apply(model.values(ts), ts, events, seed, model.values)
 
     sub_model = Model(seed, subset)
-    sub_plan = AnomalyPlan(seed, subset, rate, ANOMALY_KINDS)
+    sub_plan = AnomalyPlan(seed, subset, rate, SIMULATED_KINDS)
     sub_events = sub_plan.events(first, last)
     assert_same(sub_events, events[np.isin(events["device"], subset)])
     values, kind, mask, ids = apply(
@@ -87,7 +86,7 @@ def test_anomalies_on_a_subset_equal_the_full_fleets(seed, subset):
     assert_same(kind, full[1][:, subset])
     assert_same(mask, full[2][:, subset])
     assert_same(ids, full[3][:, subset])
-    assert set(np.unique(kind[kind > 0])) == set(range(1, len(ANOMALY_KINDS) + 1))
+    assert set(np.unique(kind[kind > 0])) == set(range(1, len(SIMULATED_KINDS) + 1))
     on_subset = ids[ids > 0] % 100_000 - 1  # ids carry the global device index
     assert set(np.unique(on_subset)) <= set(subset.tolist())
 
@@ -106,9 +105,9 @@ def test_sim_source_subset_gives_the_full_sources_rows():
     """SimSource with devices=[...] publishes exactly the full source's rows of those devices,
     in index order within each tick, whatever order the indices were given in."""
     s = series()
-    full = SimSource(s, 30.0, ANOMALY_KINDS).batch(0, 7199).rows
+    full = SimSource(s, 30.0, SIMULATED_KINDS).batch(0, 7199).rows
     for devices in ([7], [9, 0, 4, 5], [1, 2, 3, 6, 8]):
-        sub = SimSource(s, 30.0, ANOMALY_KINDS, devices=np.array(devices))
+        sub = SimSource(s, 30.0, SIMULATED_KINDS, devices=np.array(devices))
         assert sub.device_names == [device_name(i) for i in sorted(devices)]
         assert_same(sub.batch(0, 7199).rows, rows_of(full, devices))
         assert (sub.batch(0, 7199).rows["anomaly"] > 0).any()
@@ -118,10 +117,10 @@ def test_two_disjoint_subsets_make_up_the_full_fleet():
     """Two sources owning the odd and the even devices together publish every row of the full
     source, each exactly once."""
     s = series()
-    full = SimSource(s, 30.0, ANOMALY_KINDS).batch(200, 3799).rows
+    full = SimSource(s, 30.0, SIMULATED_KINDS).batch(200, 3799).rows
     even, odd = np.arange(0, 10, 2), np.arange(1, 10, 2)
     parts = [
-        SimSource(s, 30.0, ANOMALY_KINDS, devices=d).batch(200, 3799).rows for d in (even, odd)
+        SimSource(s, 30.0, SIMULATED_KINDS, devices=d).batch(200, 3799).rows for d in (even, odd)
     ]
     assert_same(parts[0], rows_of(full, even))
     assert_same(parts[1], rows_of(full, odd))
@@ -133,15 +132,15 @@ def test_two_disjoint_subsets_make_up_the_full_fleet():
 def test_sim_source_subset_sizes_and_description():
     """A subset's message and prefetch sizes follow the owned count, and describe() says so."""
     s = series(devices=1000)
-    sub = SimSource(s, 4.0, ANOMALY_KINDS, devices=np.arange(3, 1000, 100))
-    whole = SimSource(s, 4.0, ANOMALY_KINDS)
+    sub = SimSource(s, 4.0, SIMULATED_KINDS, devices=np.arange(3, 1000, 100))
+    whole = SimSource(s, 4.0, SIMULATED_KINDS)
     assert sub.ticks_per_message == 100 * whole.ticks_per_message
     assert sub.describe().startswith("simulating 10 of 1000 device(s) at 2 Hz")
     assert whole.describe().startswith("simulating 1000 device(s) at 2 Hz")
     with pytest.raises(ValueError):
-        SimSource(s, 4.0, ANOMALY_KINDS, devices=np.array([1000]))
+        SimSource(s, 4.0, SIMULATED_KINDS, devices=np.array([1000]))
     with pytest.raises(ValueError):
-        SimSource(s, 4.0, ANOMALY_KINDS, devices=np.array([], np.int64))
+        SimSource(s, 4.0, SIMULATED_KINDS, devices=np.array([], np.int64))
 
 
 @pytest.mark.parametrize("kind", ["stuck", "noise_burst", "incident"])
@@ -150,8 +149,8 @@ def test_injected_anomaly_on_a_subset_matches_the_full_fleet(kind):
     the same samples as the full source does."""
     s = series()
     sources = [
-        SimSource(s, 0.0, ANOMALY_KINDS, first_tick=100),
-        SimSource(s, 0.0, ANOMALY_KINDS, first_tick=100, devices=np.array([2, 5, 8])),
+        SimSource(s, 0.0, SIMULATED_KINDS, first_tick=100),
+        SimSource(s, 0.0, SIMULATED_KINDS, first_tick=100, devices=np.array([2, 5, 8])),
     ]
     for source in sources:
         reply = Controller(ProducerConfig(), source).handle(

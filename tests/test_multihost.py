@@ -12,6 +12,7 @@ loggers and broadcasters connect to all of them).
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from common import schema
 from conftest import REPO, wait_ready, wait_until
 
 pytestmark = pytest.mark.slow
@@ -262,11 +264,11 @@ def deploy_producers(net: Net, keys: Path) -> Deployment:
 
 
 def rows(path: Path) -> list[list[str]]:
-    """The CSV's rows, split (no field of ours holds a comma), without the header."""
+    """The CSV's whole rows, split, without the header."""
     if not path.exists():
         return []
     lines = path.read_text().splitlines()[1:]
-    return [line.split(",") for line in lines if line.count(",") == 8]
+    return [row for row in csv.reader(lines) if len(row) == len(schema.COLUMNS)]
 
 
 def seqs_by_device(path: Path) -> dict[str, list[int]]:
