@@ -58,7 +58,8 @@ class StateFile:
             log.warning("ignoring %s: not a bridge state file (%s)", self.path, exc)
             return {}
         self._saved = dict(where)
-        log.info("continuing %d device(s) after the seqs in %s", len(where), self.path)
+        if where:
+            log.info("continuing %d device(s) after the seqs in %s", len(where), self.path)
         return where
 
     def check(self) -> None:
