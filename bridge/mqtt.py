@@ -103,7 +103,7 @@ class MqttSink:
         return None
 
     async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
-        """MQTT keeps no history to ask: a restarted bridge starts from the live samples."""
+        """MQTT keeps no history to ask: the bridge's state file says (bridge.state)."""
         return {}
 
     async def write_batch(self, messages: list[Message]) -> list[bool]:

@@ -36,8 +36,8 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         state = None
         if config.target.kind == "mqtt" and config.state_file is not None:
             state = StateFile(config.state_file)  # JetStream is asked instead
-            state.load()
-            state.check()
+            state.open()
+            cleanup.callback(state.close)
         log.info("connecting to %s", config.target.url)
         sink = await open_sink(config, stop)
         if sink is None:

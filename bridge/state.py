@@ -14,6 +14,7 @@ SIGKILL the last second's samples are sent again (MQTT QoS 1 is at least once an
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -27,11 +28,45 @@ VERSION = 1
 
 
 class StateFile:
-    """The state file of one bridge."""
+    """The state file of one bridge; `open` takes it (a lock beside it, `<file>.lock`, that
+    keeps a second bridge out until this one exits)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._saved: dict[str, tuple[int, int]] = {}
+        self._lock: int | None = None
+
+    def open(self) -> None:
+        """Take the file and check that it can be written; StartupError if not."""
+        lock = self.path.with_name(self.path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StartupError(f"cannot write the state file {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(
+                f"state file {self.path} is in use by another bridge; "
+                "give each bridge its own --state-file"
+            ) from None
+        self._lock = fd
+        try:
+            self.load()
+            self._write(self._saved)
+        except OSError as exc:
+            self.close()
+            raise StartupError(f"cannot write the state file {self.path}: {exc.strerror}") from None
+        except StartupError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
 
     @property
     def saved(self) -> dict[str, tuple[int, int]]:
@@ -61,13 +96,6 @@ class StateFile:
         if where:
             log.info("continuing %d device(s) after the seqs in %s", len(where), self.path)
         return where
-
-    def check(self) -> None:
-        """Fail at start, not later, if the file cannot be written."""
-        try:
-            self._write(self._saved)
-        except OSError as exc:
-            raise StartupError(f"cannot write the state file {self.path}: {exc.strerror}") from None
 
     def save(self, where: dict[str, tuple[int, int]]) -> None:
         """Replace the file with `where` (merged into what it held), if anything moved."""

@@ -24,11 +24,14 @@ def figure(proc: Proc, name: str) -> float:
 
 
 def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv") -> Proc:
-    """A bridge on the pipeline's endpoints, once connected and subscribed."""
+    """A bridge on the pipeline's endpoints, once connected and subscribed; its state file
+    is named after its gaps file (`args` may give another)."""
+    state = pipeline.cwd / gaps.replace(".gaps.csv", ".state.json")
     proc = pipeline.start(
         "bridge",
         *("--zmq-pub", pipeline.zmq, "--zmq-catchup", pipeline.catchup, "--to", to),
-        *("--metrics-port", "any", "--gaps-file", str(pipeline.cwd / gaps), *args),
+        *("--metrics-port", "any", "--gaps-file", str(pipeline.cwd / gaps)),
+        *("--state-file", str(state), *args),
     )
     proc.ready(timeout=30)
     return proc
