@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Protocol
 
 from bridge.config import BridgeConfig
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     url: str
     reconnects: int
+    overlaps: int  # batches another bridge had partly stored first (cut down, sent again)
 
     async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
         """Per device, (seq, timestamp ms) of the newest sample the broker already holds."""
@@ -48,6 +50,21 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay = self.first
+
+
+def tls_context(config: BridgeConfig) -> ssl.SSLContext:
+    """Verify the broker's certificate against the system's CAs, or `--tls-ca`'s."""
+    return ssl.create_default_context(cafile=str(config.tls_ca) if config.tls_ca else None)
+
+
+def tls_failure(url: str, exc: ssl.SSLError) -> str:
+    """A failed TLS handshake in one line that says what to do about it."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS certificate of {url} not trusted ({exc.verify_message or exc.reason}): "
+            "give the CA that signed it with --tls-ca"
+        )
+    return f"TLS handshake with {url} failed ({exc.reason or exc}): is it a TLS port?"
 
 
 async def open_sink(config: BridgeConfig, stop: asyncio.Event) -> Sink | None:

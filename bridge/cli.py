@@ -124,6 +124,13 @@ def _target(value: str | None):
     type=click.Choice(MQTT_VERSIONS),
     help="MQTT protocol version.",
 )
+@option(
+    "--tls-ca",
+    "STREAM_BRIDGE_TLS_CA",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM file of the CAs that may sign the broker's certificate (default: the "
+    "system's); for tls://, mqtts:// and nats:// to a server that requires TLS.",
+)
 @option("--username", "STREAM_BRIDGE_USERNAME", help="Broker user name (overrides the URL's).")
 @option("--password", "STREAM_BRIDGE_PASSWORD", help="Broker password (overrides the URL's).")
 @option(
@@ -166,6 +173,13 @@ def _target(value: str | None):
     default="data/{instance}.gaps.csv",
     help="CSV of the samples that could not be bridged ({instance}: bridge, or honcho's bridge.N).",
 )
+@option(
+    "--state-file",
+    "STREAM_BRIDGE_STATE",
+    default="data/{instance}.state.json",
+    help="MQTT: where the bridge got to per device, so a restarted bridge continues there "
+    "({instance}: bridge, or honcho's bridge.N).",
+)
 @metrics_port_option("STREAM_BRIDGE_METRICS_PORT")
 @ready_file_option
 @log_level_option
@@ -186,6 +200,7 @@ def main(
     qos: int,
     retain: bool,
     mqtt_version: str,
+    tls_ca: Path | None,
     username: str | None,
     password: str | None,
     client_id: str,
@@ -194,12 +209,17 @@ def main(
     window: int,
     max_unsent: int,
     gaps_file: str,
+    state_file: str,
     metrics_port: int,
     ready_file: str | None,
     log_level: str,
 ) -> None:
     """Publish every sample to NATS JetStream or MQTT, none lost or doubled."""
     setup_logging(log_level)
+    if tls_ca is not None and to.scheme == "mqtt":
+        raise click.BadParameter(
+            f"a CA file is for TLS: use mqtts:// instead of {to.url}", param_hint="'--tls-ca'"
+        )
     if username is not None or password is not None:
         to = dataclasses.replace(
             to,
@@ -220,11 +240,13 @@ def main(
         retain=retain,
         mqtt_version=mqtt_version,
         client_id=client_id or f"stream-bridge-{socket.gethostname()}-{os.getpid()}",
+        tls_ca=tls_ca,
         batch=batch,
         batch_max=batch_max,
         window=window,
         max_unsent=max_unsent,
         gaps_file=instance_path(gaps_file, "bridge"),
+        state_file=instance_path(state_file, "bridge"),
         metrics_port=metrics_port,
         ready_file=ready_file,
     )

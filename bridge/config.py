@@ -95,12 +95,15 @@ class BridgeConfig:
     retain: bool = False  # MQTT: the broker keeps each device's last message for new subscribers
     mqtt_version: str = "3.1.1"
     client_id: str = ""  # MQTT; empty: stream-bridge-<host>-<pid>
+    tls_ca: Path | None = None  # PEM of the CAs that may sign the broker's certificate
     batch: bool = False  # a JSON array of consecutive samples of a device per message
     batch_max: int = 500  # samples per message at most, with `batch`
     window: int = 2000  # messages published before their acknowledgements are awaited
     max_unsent: int = 1_000_000  # samples held unacknowledged; past it the oldest are given up
     ack_timeout: float = 5.0  # an unacknowledged JetStream publish is retried after this
     gaps_file: Path = Path("data/bridge.gaps.csv")
+    state_file: Path | None = None  # MQTT: where the bridge got to, to continue after a restart
+    state_interval: float = 1.0  # seconds between saves of the state file
     stop_grace: float = 1.5  # seconds to publish what is held after SIGTERM
     stats_interval: float = 60.0
     metrics_port: int = 0  # serve Prometheus /metrics on 127.0.0.1:PORT; 0: off; -1: any

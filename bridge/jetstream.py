@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import ssl
 import time
+from collections import deque
 
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from bridge.broker import Backoff
+from bridge.broker import Backoff, tls_context, tls_failure
 from bridge.config import BridgeConfig
-from bridge.message import Message
+from bridge.message import Message, after
 from common.errors import StartupError
 from common.logs import Every
 from common.signals import wait_or_stop
@@ -23,6 +26,8 @@ from common.signals import wait_or_stop
 log = logging.getLogger(__name__)
 
 LAST_HEADER = "Sample-Last"  # "<seq> <timestamp ms>" of a message's last sample
+EXPECTED_HEADER = "Nats-Expected-Last-Subject-Sequence"
+WRONG_LAST_SEQUENCE = 10071  # JetStream's error code: the subject's last message is another
 _UNSAFE = re.compile(r"[.*>\s]")  # not allowed inside one token of a subject
 
 
@@ -38,15 +43,28 @@ class JetStreamSink:
     from (device, seq), so a message sent again within the stream's duplicate window is
     not stored twice; a publish not acknowledged within `ack_timeout` (error, broker away,
     leader election) is reported unacknowledged, for the bridge to send again.
+
+    Batches (`--batch`) are also chained per subject: each is published with the stream
+    sequence of the subject's last message as this sink knows it, which the stream checks
+    (`Nats-Expected-Last-Subject-Sequence`), and it starts after that message's last sample.
+    Two bridges may cut the same samples into different batches (different ids, so the
+    duplicate window cannot help); with the chain, the stream refuses the second one, and
+    the sink reads the subject's last message and sends only the samples after it. So no
+    sample is stored twice, whatever the bridges, their timing or the duplicate window.
     """
 
     def __init__(self, config: BridgeConfig, nc: nats.NATS, errors: list[BaseException]) -> None:
         self.config = config
         self.url = config.target.url
         self._nc = nc
-        self._js = nc.jetstream(publish_async_max_pending=max(4000, 2 * config.window))
+        self._js = nc.jetstream()
+        self._replies = Replies(nc)
         self._errors = errors
         self._warn = Every(10.0)
+        # Per device, (stream sequence, sample seq) of the last message its subject holds,
+        # as far as this sink knows: what a batch is chained to.
+        self._tails: dict[str, tuple[int, int]] = {}
+        self.overlaps = 0  # batches refused as chained to a stale last message, then cut down
 
     @classmethod
     async def open(cls, config: BridgeConfig, stop: asyncio.Event) -> JetStreamSink | None:
@@ -58,6 +76,8 @@ class JetStreamSink:
             errors: list[BaseException] = []
             try:
                 nc = await _connect(config, errors)
+            except ssl.SSLError as exc:
+                raise StartupError(tls_failure(target.url, exc)) from None
             except nats.errors.Error as exc:
                 if "authorization" in str(exc).lower() or "authentication" in str(exc).lower():
                     raise StartupError(
@@ -67,8 +87,17 @@ class JetStreamSink:
             except (OSError, TimeoutError) as exc:
                 reason = exc
             else:
+                # nats-py speaks TLS only when the server asks for it: a plain server would
+                # get the samples in clear over a tls:// URL.
+                if target.tls and not nc._server_info.get("tls_required"):
+                    await nc.close()
+                    raise StartupError(
+                        f"broker {target.url} does not speak TLS (a plain port?): "
+                        "use nats:// or the server's TLS port"
+                    )
                 sink = cls(config, nc, errors)
                 try:
+                    await sink._replies.start()
                     await sink._ensure_stream()
                     return sink
                 except (TimeoutError, nats.errors.NoRespondersError) as exc:
@@ -82,12 +111,9 @@ class JetStreamSink:
                     raise StartupError(
                         f"cannot create stream {config.stream} on {target.url}: {exc.description}"
                     ) from None
-            tls_failure = next((e for e in errors if isinstance(e, ssl.SSLError)), None)
-            if tls_failure is not None:
-                raise StartupError(
-                    f"TLS handshake with {target.url} failed ({_say(tls_failure)}): "
-                    "is it a TLS port?"
-                )
+            failed = next((e for e in errors if isinstance(e, ssl.SSLError)), None)
+            if failed is not None:
+                raise StartupError(tls_failure(target.url, failed))
             cause = errors[-1] if errors and isinstance(reason, nats.errors.Error) else reason
             delay = backoff.next()
             log.warning(
@@ -143,12 +169,14 @@ class JetStreamSink:
                         self.config.stream, subject(self.config.prefix, device)
                     )
                 except nats.js.errors.NotFoundError:
+                    self._tails[device] = (0, -1)
                     return device, None
                 except (nats.errors.Error, TimeoutError, OSError) as exc:
                     log.warning("cannot read where %s left off in the stream (%s)", device, exc)
                     return device, None
-            seq, ts_ms = (msg.headers or {}).get(LAST_HEADER, "-1 0").split()
-            return device, (int(seq), int(ts_ms))
+            seq, ts_ms = _last_sample(msg.headers)
+            self._tails[device] = (msg.seq or 0, seq)
+            return device, (seq, ts_ms)
 
         found = await asyncio.gather(*(last(d) for d in devices))
         return {device: where for device, where in found if where is not None and where[0] >= 0}
@@ -160,41 +188,125 @@ class JetStreamSink:
             if time.monotonic() > deadline or self._nc.is_closed:
                 return [False] * len(messages)
             await asyncio.sleep(0.05)
-        futures: list[asyncio.Future] = []
+        if self.config.batch:
+            return await self._write_chained(messages, deadline)
+        futures: list[asyncio.Future[dict]] = []
         prefix = self.config.prefix
         try:
             for m in messages:
-                # No wait_stall: with a timeout, nats-py wraps each semaphore acquire in a task,
-                # so every publish yields and its flusher writes the socket once per message.
-                # It never waits here: a window is at most half the pending limit, and every
-                # earlier future is done or cancelled (its permit released) by now.
                 futures.append(
-                    await self._js.publish_async(
-                        subject(prefix, m.device),
-                        m.payload,
-                        headers={"Nats-Msg-Id": m.id, LAST_HEADER: f"{m.last} {m.last_ms}"},
-                    )
+                    await self._replies.publish(subject(prefix, m.device), m.payload, _headers(m))
                 )
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-            self._complain("publish failed", exc)
+        except (nats.errors.Error, OSError) as exc:
+            self._complain("publish failed", _say(exc))
         if futures:
             await asyncio.wait(futures, timeout=max(0.1, deadline - time.monotonic()))
         acked = []
         for future in futures:
-            if not future.done():
-                future.cancel()
+            if not future.done() or future.cancelled():
                 acked.append(False)
-            elif future.cancelled() or future.exception() is not None:
-                if not future.cancelled():
-                    self._complain("publish not stored", future.exception())
+            elif (error := future.result().get("error")) is not None:
+                self._complain("publish not stored", error.get("description"))
                 acked.append(False)
             else:
                 acked.append(True)
+        self._replies.abandon(futures)
         return acked + [False] * (len(messages) - len(futures))
 
+    async def _write_chained(self, messages: list[Message], deadline: float) -> list[bool]:
+        """Batches: each device's messages one after the other, each chained to the
+        subject's last message; cut down and sent again when the stream says another one
+        came first. Devices go in parallel."""
+        acked = [False] * len(messages)
+        todo: dict[str, deque[int]] = {}
+        for i, m in enumerate(messages):
+            todo.setdefault(m.device, deque()).append(i)
+        events: asyncio.Queue[tuple | None] = asyncio.Queue()
+        pending: list[asyncio.Future] = []
+        prefix = self.config.prefix
+
+        async def advance(device: str) -> bool:
+            """Publish the device's next message (what of it the stream lacks); False when
+            it has none left or cannot publish."""
+            queue = todo[device]
+            while queue:
+                i = queue[0]
+                tail = self._tails.get(device)
+                part = messages[i] if tail is None else after(messages[i], tail[1])
+                if part is None:  # the stream holds all of it already
+                    acked[i] = True
+                    queue.popleft()
+                    continue
+                headers = _headers(part)
+                headers[EXPECTED_HEADER] = str(tail[0] if tail else 0)
+                try:
+                    future = await self._replies.publish(
+                        subject(prefix, device), part.payload, headers
+                    )
+                except (nats.errors.Error, OSError) as exc:
+                    self._complain("publish failed", _say(exc))
+                    return False
+                pending.append(future)
+                future.add_done_callback(
+                    lambda f, d=device, p=part: events.put_nowait(("ack", d, p, f))
+                )
+                return True
+            return False
+
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(0.1, deadline - time.monotonic()), events.put_nowait, None)
+        live = 0
+        try:
+            for device in todo:
+                live += await advance(device)
+            while live:
+                event = await events.get()
+                if event is None:
+                    break  # out of time: what is not acknowledged yet goes back to the outbox
+                kind, device, part, future = event
+                live -= 1
+                if future.cancelled():
+                    continue
+                if kind == "ack":
+                    error = future.result().get("error")
+                    if error is None:
+                        self._tails[device] = (int(future.result()["seq"]), part.last)
+                        acked[todo[device].popleft()] = True
+                        live += await advance(device)
+                    elif error.get("err_code") == WRONG_LAST_SEQUENCE:
+                        self.overlaps += 1
+                        fetch = asyncio.ensure_future(self._last(device))
+                        pending.append(fetch)
+                        fetch.add_done_callback(
+                            lambda f, d=device: events.put_nowait(("last", d, None, f))
+                        )
+                        live += 1
+                    else:
+                        self._complain("publish not stored", error.get("description"))
+                elif future.exception() is None:
+                    self._tails[device] = future.result()
+                    live += await advance(device)
+                else:
+                    self._complain("cannot read the last message", _say(future.exception()))
+        finally:
+            timer.cancel()
+            for future in pending:
+                future.cancel()
+            self._replies.abandon(pending)
+        return acked
+
+    async def _last(self, device: str) -> tuple[int, int]:
+        """(stream sequence, sample seq) of the subject's last message; (0, -1) if none."""
+        try:
+            msg = await self._js.get_last_msg(
+                self.config.stream, subject(self.config.prefix, device)
+            )
+        except nats.js.errors.NotFoundError:
+            return 0, -1
+        return msg.seq or 0, _last_sample(msg.headers)[0]
+
     async def flush(self) -> None:
-        """Wait until everything published is acknowledged (write_batch already does)."""
-        await self._js.publish_async_completed()
+        """Nothing to do: write_batch returns once its messages are acknowledged."""
 
     async def close(self) -> None:
         try:
@@ -202,9 +314,72 @@ class JetStreamSink:
         except (TimeoutError, nats.errors.Error, OSError):
             pass
 
-    def _complain(self, what: str, exc: BaseException | None) -> None:
+    def _complain(self, what: str, why: str | None) -> None:
         if self._warn(time.monotonic()):
-            log.warning("%s on %s (%s); will send again", what, self.url, _say(exc))
+            log.warning("%s on %s (%s); will send again", what, self.url, why or "no reason given")
+
+
+class Replies:
+    """JetStream publishes whose replies (acknowledgement or error) come back as futures of
+    the reply's JSON.
+
+    nats-py's own publish_async never fails its future on an error reply (its handler
+    raises instead), so a publish the stream refused would only time out; here the error
+    arrives at once, and a refused chained batch can be cut down and sent again."""
+
+    def __init__(self, nc: nats.NATS) -> None:
+        self._nc = nc
+        self._prefix = f"{nc.new_inbox()}."
+        self._waiting: dict[str, asyncio.Future[dict]] = {}
+        self._count = 0
+
+    async def start(self) -> None:
+        await self._nc.subscribe(f"{self._prefix}*", cb=self._on_reply)
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str]):
+        """Publish; the future of its reply."""
+        self._count += 1
+        token = format(self._count, "x")
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            del self._waiting[token]
+            raise
+        return future
+
+    def abandon(self, futures: list[asyncio.Future]) -> None:
+        """Stop waiting for these replies (answered or not)."""
+        for future in futures:
+            future.cancel()
+        if any(f.cancelled() for f in futures):
+            self._waiting = {t: f for t, f in self._waiting.items() if not f.done()}
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_result({"error": {"code": 503, "description": "no responders"}})
+            return
+        try:
+            future.set_result(json.loads(msg.data))
+        except ValueError:
+            future.set_result({"error": {"code": 0, "description": "malformed acknowledgement"}})
+
+
+def _headers(m: Message) -> dict[str, str]:
+    return {"Nats-Msg-Id": m.id, LAST_HEADER: f"{m.last} {m.last_ms}"}
+
+
+def _last_sample(headers: dict[str, str] | None) -> tuple[int, int]:
+    """(seq, timestamp ms) from a message's Sample-Last header; (-1, 0) without one."""
+    try:
+        seq, ts_ms = (headers or {}).get(LAST_HEADER, "-1 0").split()
+        return int(seq), int(ts_ms)
+    except ValueError:
+        return -1, 0
 
 
 def _say(exc: BaseException | None) -> str:
@@ -240,7 +415,8 @@ async def _connect(config: BridgeConfig, errors: list[BaseException]) -> nats.NA
     nc = await nats.connect(
         servers=[f"{'tls' if target.tls else 'nats'}://{_host(target.host)}:{target.port}"],
         name="stream-bridge",
-        tls=ssl.create_default_context() if target.tls else None,
+        # Used whenever the server asks for TLS, so nats:// to a TLS server works too.
+        tls=tls_context(config),
         connect_timeout=2,
         allow_reconnect=False,
         max_reconnect_attempts=1,

@@ -2,9 +2,10 @@
 
 A message holds one sample (the WebSocket frame's JSON) or, batched, a JSON array of
 consecutive samples of one device. Its id is `<device>:<seq>` or `<device>:<first>-<last>`,
-so a message sent again (a retry, a restarted or second bridge) carries the same id and
-JetStream's duplicate window drops it. Batches never span a multiple of the batch size in
-seq, so bridges that cut the same samples into messages cut them alike.
+so a message sent again (a retry) carries the same id and JetStream's duplicate window drops
+it. Two bridges may cut the same samples into different batches; the JetStream sink keeps
+those from overlapping (see bridge.jetstream), and a batch can be cut down to the samples
+after a given seq for that.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Message:
     first_ms: int  # their timestamps
     last_ms: int
     payload: bytes
+    rows: np.ndarray | None = None  # a batch's samples, to cut it down (see `after`)
+    precision: int = schema.SECONDS
+    decimals: int = schema.DECIMALS
 
     @property
     def samples(self) -> int:
@@ -31,7 +35,7 @@ class Message:
 
     @property
     def id(self) -> str:
-        if self.first == self.last:
+        if self.first == self.last and self.rows is None:
             return f"{self.device}:{self.first}"
         return f"{self.device}:{self.first}-{self.last}"
 
@@ -55,34 +59,55 @@ def messages(batch: schema.Batch, batch_max: int = 1) -> list[Message]:
             )
         ]
     rows, starts, ends = runs(rows, batch_max)
-    objects = render.json_objects(batch.with_rows(rows))
+    return _arrays(batch.with_rows(rows), starts, ends)
+
+
+def after(message: Message, seq: int) -> Message | None:
+    """The part of `message` whose samples come after `seq`: the message itself if all do,
+    None if none does."""
+    if seq < message.first:
+        return message
+    if seq >= message.last or message.rows is None:
+        return None
+    rows = message.rows[seq + 1 - message.first :]
+    shown = schema.Batch(rows, message.precision, message.decimals)
+    return _arrays(shown, [0], [len(rows)])[0]
+
+
+def _arrays(batch: schema.Batch, starts: list[int], ends: list[int]) -> list[Message]:
+    """One JSON-array message per run [start, end) of `batch`'s rows (one device each)."""
+    rows = batch.rows
+    objects = render.json_objects(batch)
     seq = rows["seq"].astype(np.int64)
     devices, ts = rows["device"], rows["ts_ms"]
-    out = []
-    for a, b in zip(starts, ends, strict=True):
-        out.append(
-            Message(
-                devices[a].decode(),
-                int(seq[a]),
-                int(seq[b - 1]),
-                int(ts[a]),
-                int(ts[b - 1]),
-                b"[" + b",".join(objects[a:b]) + b"]",
-            )
+    return [
+        Message(
+            schema.device_name(devices[a]),
+            int(seq[a]),
+            int(seq[b - 1]),
+            int(ts[a]),
+            int(ts[b - 1]),
+            b"[" + b",".join(objects[a:b]) + b"]",
+            rows[a:b],
+            batch.precision,
+            batch.decimals,
         )
-    return out
+        for a, b in zip(starts, ends, strict=True)
+    ]
 
 
-def runs(rows: np.ndarray, cut: int = 0) -> tuple[np.ndarray, list[int], list[int]]:
+def runs(rows: np.ndarray, most: int = 0) -> tuple[np.ndarray, list[int], list[int]]:
     """The rows sorted by device (each device's rows keep their order), and where each run
-    of consecutive seqs of one device starts and ends; with `cut`, runs also end before
-    every seq that is a multiple of it."""
+    of consecutive seqs of one device starts and ends; with `most`, a longer run is cut into
+    runs of `most` rows (the last one shorter)."""
     order = np.argsort(rows["device"], kind="stable")
     rows = rows[order]
     seq = rows["seq"].astype(np.int64)
     new = (rows["device"][1:] != rows["device"][:-1]) | (seq[1:] != seq[:-1] + 1)
-    if cut > 1:
-        new |= seq[1:] % cut == 0
-    starts = np.flatnonzero(np.r_[True, new])
-    ends = np.r_[starts[1:], len(rows)]
-    return rows, starts.tolist(), ends.tolist()
+    starts = np.flatnonzero(np.r_[True, new]).tolist()
+    ends = [*starts[1:], len(rows)]
+    if most > 0 and any(b - a > most for a, b in zip(starts, ends, strict=True)):
+        bounds = zip(starts, ends, strict=True)
+        cut = [(s, min(s + most, b)) for a, b in bounds for s in range(a, b, most)]
+        starts, ends = [a for a, _ in cut], [b for _, b in cut]
+    return rows, starts, ends

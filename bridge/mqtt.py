@@ -12,7 +12,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bridge.broker import Backoff
+from bridge.broker import Backoff, tls_context, tls_failure
 from bridge.config import BridgeConfig
 from bridge.message import Message
 from common.errors import StartupError
@@ -45,6 +45,7 @@ class MqttSink:
         self.config = config
         self.url = config.target.url
         self.reconnects = 0
+        self.overlaps = 0  # JetStream only
         self._client = client
         self._loop = loop
         self._lock = threading.Lock()
@@ -66,10 +67,7 @@ class MqttSink:
             try:
                 await asyncio.to_thread(sink._client.connect, target.host, target.port, 30)
             except ssl.SSLError as exc:
-                raise StartupError(
-                    f"TLS handshake with {target.url} failed ({exc.reason or exc}): "
-                    "is it a TLS port?"
-                ) from None
+                raise StartupError(tls_failure(target.url, exc)) from None
             except ConnectionResetError as exc:
                 if target.tls:  # a plain listener drops the TLS hello
                     raise StartupError(
@@ -105,7 +103,7 @@ class MqttSink:
         return None
 
     async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
-        """MQTT keeps no history to ask: a restarted bridge starts from the live samples."""
+        """MQTT keeps no history to ask: the bridge's state file says (bridge.state)."""
         return {}
 
     async def write_batch(self, messages: list[Message]) -> list[bool]:
@@ -181,7 +179,7 @@ def _client(config: BridgeConfig) -> paho.Client:
     if target.username is not None:
         client.username_pw_set(target.username, target.password)
     if target.tls:
-        client.tls_set_context(ssl.create_default_context())
+        client.tls_set_context(tls_context(config))
     client.max_inflight_messages_set(config.window)
     client.max_queued_messages_set(0)  # unbounded here: the bridge's outbox is the bound
     client.reconnect_delay_set(0.2, 5)

@@ -44,6 +44,9 @@ class Outbox:
         self._more = asyncio.Event()
         self.given_up = 0  # samples
         self.retried = 0  # messages sent again
+        # Per device, (seq, timestamp ms) up to which every sample was acknowledged, or
+        # given up and recorded as a gap: where a restarted bridge continues.
+        self.done: dict[str, tuple[int, int]] = {}
 
     @property
     def held(self) -> int:
@@ -91,17 +94,26 @@ class Outbox:
 
     def settle(self, sent: list[Message], acked: list[bool]) -> int:
         """The broker's answer for messages taken: the acknowledged ones are done, the others
-        come back first, to be sent again as they are. Returns the samples acknowledged."""
+        come back first, to be sent again as they are. Returns the samples acknowledged.
+
+        `done` moves past a device's acknowledged messages up to its first one that was not
+        (messages come out oldest first, and one sent again comes back before any newer)."""
         back = []
         done = 0
+        held_back: set[str] = set()  # devices with a message not acknowledged in this lot
         for message, ok in zip(sent, acked, strict=True):
             if self._in_flight.pop(id(message), None) is None:
                 continue  # given up meanwhile (drain)
             self._flying -= message.samples
             if ok:
                 done += message.samples
+                if message.device not in held_back:
+                    before = self.done.get(message.device, (-1, 0))[0]
+                    if message.last > before:
+                        self.done[message.device] = (message.last, message.last_ms)
             else:
                 back.append(message)
+                held_back.add(message.device)
         if back:
             self.retried += len(back)
             self._retry.extendleft(reversed(back))

@@ -13,6 +13,7 @@ import numpy as np
 from bridge.broker import Backoff, Sink, open_sink
 from bridge.config import BridgeConfig
 from bridge.outbox import GIVEN_UP, Outbox
+from bridge.state import StateFile
 from common import metrics, schema
 from common.bus import Subscriber
 from common.logs import Every
@@ -32,6 +33,11 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         gaps_file = CsvFile(config.gaps_file, header=GAPS_HEADER)
         gaps_file.open()
         cleanup.callback(gaps_file.close)
+        state = None
+        if config.target.kind == "mqtt" and config.state_file is not None:
+            state = StateFile(config.state_file)  # JetStream is asked instead
+            state.open()
+            cleanup.callback(state.close)
         log.info("connecting to %s", config.target.url)
         sink = await open_sink(config, stop)
         if sink is None:
@@ -41,7 +47,7 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
-        bridge = Bridge(config, sink, subscriber, client, gaps_file)
+        bridge = Bridge(config, sink, subscriber, client, gaps_file, state)
         scrape = metrics.serve(config.metrics_port, metrics.registry(bridge.figures))
         if scrape is not None:
             cleanup.callback(scrape.close)
@@ -51,6 +57,7 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
             pub=config.zmq_pub,
             catchup=config.zmq_catchup,
             gaps=str(config.gaps_file),
+            state=str(config.state_file) if state else "",
             metrics_port=scrape.port if scrape else 0,
         )
         cleanup.callback(ready.withdraw)
@@ -68,12 +75,15 @@ class Bridge:
         subscriber: Subscriber,
         client: CatchupClient,
         gaps_file: CsvFile,
+        state: StateFile | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
         self.subscriber = subscriber
         self.client = client
         self.gaps_file = gaps_file
+        self.state = state
+        self._saved = state.saved if state else {}  # where the last run got to (MQTT)
         self.seqs = SeqTracker()
         self.outbox = Outbox(config.max_unsent, config.batch_max if config.batch else 1)
         self._known: set[bytes] = set()  # devices whose place in the broker was looked up
@@ -90,16 +100,22 @@ class Bridge:
     async def run(self, stop: asyncio.Event) -> None:
         publisher = asyncio.create_task(self._publish())
         next_stats = time.monotonic() + self.config.stats_interval
+        next_save = time.monotonic() + self.config.state_interval
         try:
             while not stop.is_set():
-                wait = max(0.0, next_stats - time.monotonic())
+                wait = max(0.0, min(next_stats, next_save) - time.monotonic())
                 for batch in schema.merge(await self.subscriber.receive(wait, stop)):
                     await self._take_in(batch)
                 if publisher.done():
                     publisher.result()  # a bug in the publisher must not go unnoticed
                     return
-                if time.monotonic() >= next_stats:
-                    next_stats = time.monotonic() + self.config.stats_interval
+                now = time.monotonic()
+                if now >= next_save:
+                    next_save = now + self.config.state_interval
+                    if self.state:
+                        self.state.save(self.outbox.done)
+                if now >= next_stats:
+                    next_stats = now + self.config.stats_interval
                     self._stats()
         finally:
             await self._finish(publisher)
@@ -124,11 +140,13 @@ class Bridge:
         if not new:
             return
         self._known.update(new)
-        where = await self.sink.resume([d.decode() for d in new])
+        names = [d.decode() for d in new]
+        where = {d: self._saved[d] for d in names if d in self._saved}
+        where.update(await self.sink.resume(names))
         for device, (seq, ts_ms) in where.items():
             self.seqs.remember(device.encode(), seq, ts_ms)
         if where:
-            log.info("resuming %d device(s) after what %s holds", len(where), self.sink.url)
+            log.info("resuming %d device(s) where the last run stopped", len(where))
 
     def _hold(self, batch: schema.Batch) -> None:
         given_up = self.outbox.add(batch)
@@ -181,6 +199,8 @@ class Bridge:
         left = self.outbox.drain()
         self.unsent_at_stop = sum(g.last - g.first + 1 for g, _ in left)
         self._record(left)
+        if self.state:
+            self.state.save(self.outbox.done)
         log.info(
             "stopped: %d sample(s) acknowledged by %s, %d unsent (recorded as gaps)",
             self.acknowledged,
@@ -248,4 +268,10 @@ class Bridge:
                 stalled,
             ),
             Figure("broker_reconnects", "Reconnections to the broker", self.sink.reconnects, True),
+            Figure(
+                "batches_overlapping",
+                "Batches another bridge had partly stored first (cut down and sent again)",
+                self.sink.overlaps,
+                True,
+            ),
         ]

@@ -10,6 +10,7 @@ import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -27,6 +28,24 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 def need(binary: str, package: str) -> None:
     if not Path(binary).exists():
         pytest.skip(f"{package} is not installed (apt-get install {package})")
+
+
+def certificate(cwd: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files): the certificate is
+    also the CA file that trusts it."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+    cert, key = cwd / f"{name}.pem", cwd / f"{name}.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
 
 
 def _free_ports(count: int) -> list[int]:
@@ -113,12 +132,19 @@ class Mosquitto:
     """A mosquitto broker on a free port (anonymous, or with one user), ready once it accepts."""
 
     def __init__(
-        self, cwd: Path, user: tuple[str, str] | None = None, persistence: bool = False
+        self,
+        cwd: Path,
+        user: tuple[str, str] | None = None,
+        persistence: bool = False,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         need(MOSQUITTO, "mosquitto")
         self.port = unused_port()
         self.cwd = cwd
+        self.tls = tls is not None
         conf = [f"listener {self.port} 127.0.0.1"]
+        if tls is not None:  # this listener speaks TLS only, with that certificate and key
+            conf += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
         if persistence:  # sessions and their queued QoS 1/2 messages saved on exit, reloaded
             conf += ["persistence true", f"persistence_location {cwd}/"]
         else:
@@ -141,7 +167,7 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         log = open(self.cwd / "mosquitto.log", "a")
@@ -164,14 +190,18 @@ class Mosquitto:
     close = stop
 
 
-def read_stream(url: str, stream: str = "SAMPLES") -> list[tuple[str, dict]]:
-    """Every message of a JetStream stream, in stream order: (message id, sample) per sample."""
+def read_stream(
+    url: str, stream: str = "SAMPLES", ca: Path | None = None
+) -> list[tuple[str, dict]]:
+    """Every message of a JetStream stream, in stream order: (message id, sample) per sample;
+    `ca`: over TLS, trusting that CA file."""
 
     async def read() -> list[tuple[str, dict]]:
         import nats
         from nats.js.api import AckPolicy, ConsumerConfig
 
-        nc = await nats.connect(url)
+        tls = ssl.create_default_context(cafile=str(ca)) if ca else None
+        nc = await nats.connect(url, tls=tls)
         try:
             js = nc.jetstream()
             total = (await js.stream_info(stream)).state.messages
@@ -202,10 +232,16 @@ def read_stream(url: str, stream: str = "SAMPLES") -> list[tuple[str, dict]]:
 
 class MqttReader:
     """A real MQTT subscriber (paho) collecting every sample under `prefix/#`; `persistent`:
-    an MQTT 3.1.1 session kept by the broker (clean session false), reconnecting quickly."""
+    an MQTT 3.1.1 session kept by the broker (clean session false), reconnecting quickly;
+    `ca`: over TLS, trusting that CA file."""
 
     def __init__(
-        self, port: int, prefix: str = "samples", qos: int = 1, persistent: bool = False
+        self,
+        port: int,
+        prefix: str = "samples",
+        qos: int = 1,
+        persistent: bool = False,
+        ca: Path | None = None,
     ) -> None:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
@@ -220,6 +256,8 @@ class MqttReader:
         )
         if persistent:
             self.client.reconnect_delay_set(0.1, 0.5)
+        if ca is not None:
+            self.client.tls_set_context(ssl.create_default_context(cafile=str(ca)))
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{prefix}/#", qos)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

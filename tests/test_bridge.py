@@ -3,97 +3,54 @@ tests on free ports, with the real producer, logger and bridge processes."""
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from bridging import (
+    assert_contiguous_once,
+    assert_one_line_error,
+    assert_same_sample,
+    bridge,
+    figure,
+    gap_rows,
+    given_up,
+    logged,
+    run_bridge,
+    settled,
+)
 from brokers import Mosquitto, MqttReader, Nats, by_device, read_stream
-from conftest import REPO, Pipeline, Proc, wait_until
-
-
-def figure(proc: Proc, name: str) -> float:
-    """One value of a bridge's /metrics."""
-    port = proc.info["metrics_port"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(rf"^stream_{name}(?:_total)? (\S+)$", text, re.M)
-    assert match, f"no {name} in /metrics"
-    return float(match[1])
-
-
-def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv") -> Proc:
-    """A bridge on the pipeline's endpoints, once connected and subscribed."""
-    proc = pipeline.start(
-        "bridge",
-        *("--zmq-pub", pipeline.zmq, "--zmq-catchup", pipeline.catchup, "--to", to),
-        *("--metrics-port", "any", "--gaps-file", str(pipeline.cwd / gaps), *args),
-    )
-    proc.ready(timeout=30)
-    return proc
-
-
-def settled(*bridges: Proc, timeout: float = 30.0) -> None:
-    """Wait until every bridge has had everything it received acknowledged."""
-    wait_until(
-        lambda: all(figure(b, "bridge_lag_samples") == 0 for b in bridges),
-        timeout,
-        message="the bridges still hold unacknowledged samples",
-    )
-
-
-def logged(path: Path) -> dict[tuple[str, int], dict[str, str]]:
-    with open(path, newline="") as f:
-        return {(r["device"], int(r["seq"])): r for r in csv.DictReader(f)}
-
-
-def gap_rows(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def assert_same_sample(sample: dict, row: dict[str, str]) -> None:
-    for metric in ("cpu", "mem", "disk_io", "net"):
-        expected = float(row[metric]) if row[metric] else None
-        assert sample[metric] == expected, (sample, row)
-    assert sample["timestamp"] == row["timestamp"], (sample, row)
-    assert (sample["anomaly"] or "") == row["anomaly"], (sample, row)
-    assert str(sample["anomaly_id"] or "") == row["anomaly_id"], (sample, row)
-
-
-def assert_contiguous_once(seqs: dict[str, list[int]]) -> None:
-    for device, got in seqs.items():
-        assert len(got) == len(set(got)), f"{device}: duplicates"
-        ordered = sorted(got)
-        assert ordered == list(range(ordered[0], ordered[-1] + 1)), f"{device}: missing seqs"
+from conftest import REPO, Pipeline, wait_until
 
 
 @pytest.mark.slow
-def test_jetstream_exactly_once_with_two_bridges_one_killed(pipeline: Pipeline, tmp_path: Path):
-    """100 devices at 100 Hz for 20 s through two bridges, one killed with SIGKILL and
-    restarted: the stream holds every (device, seq) once, contiguous, labels intact."""
+@pytest.mark.parametrize("batch", [False, True], ids=["one sample per message", "batch"])
+def test_jetstream_exactly_once_with_two_bridges_one_killed(
+    pipeline: Pipeline, tmp_path: Path, batch: bool
+):
+    """100 devices at 100 Hz for 20 s through two bridges at once, one killed with SIGKILL
+    and restarted: the stream holds every (device, seq) once, contiguous, labels intact;
+    with --batch too, where the two bridges cut the samples into different batches."""
     nats = Nats(tmp_path)
+    mode = ["--batch", "--batch-max", "50"] if batch else []
     try:
         pipeline.producer("--rate", "100", "--devices", "100", "--anomaly-rate", "60")
         logger = pipeline.logger("--flush-interval", "0.1")
-        first = bridge(pipeline, nats.url, gaps="a.gaps.csv")
-        second = bridge(pipeline, nats.url, gaps="b.gaps.csv")
+        first = bridge(pipeline, nats.url, *mode, gaps="a.gaps.csv")
+        second = bridge(pipeline, nats.url, *mode, gaps="b.gaps.csv")
         time.sleep(7)  # the scenario: both bridges under load for 7 s
         second.kill()
-        second = bridge(pipeline, nats.url, gaps="b.gaps.csv")
+        second = bridge(pipeline, nats.url, *mode, gaps="b.gaps.csv")
         time.sleep(13)  # and 13 s more, 20 s in all
         pipeline.procs[0].stop()
         settled(first, second)
+        overlaps = sum(figure(b, "batches_overlapping") for b in (first, second))
         for proc in (first, second):
             code, took = proc.stop()
             assert code == 0 and took < 2.5, (code, took, proc.lines[-5:])
@@ -101,9 +58,11 @@ def test_jetstream_exactly_once_with_two_bridges_one_killed(pipeline: Pipeline, 
         stored = read_stream(nats.url)
     finally:
         nats.close()
-    ids = [i for i, _ in stored]
-    assert len(ids) == len(set(ids)), "a message id twice in the stream"
-    assert all(i == f"{s['device']}:{s['seq']}" for i, s in stored[:1000])
+    assert (overlaps > 0) == batch, overlaps  # the bridges did race for the same samples
+    if not batch:
+        ids = [i for i, _ in stored]
+        assert len(ids) == len(set(ids)), "a message id twice in the stream"
+        assert all(i == f"{s['device']}:{s['seq']}" for i, s in stored[:1000])
     seqs = by_device([s for _, s in stored])
     assert len(seqs) == 100
     assert_contiguous_once(seqs)
@@ -161,24 +120,6 @@ def test_mqtt_qos1_every_sample_to_a_subscriber(pipeline: Pipeline, tmp_path: Pa
     assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")
 
 
-def run_bridge(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", "--gaps-file", str(cwd / "gaps.csv"), *args],
-        cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def assert_one_line_error(run: subprocess.CompletedProcess, status: int, pattern: str) -> None:
-    assert run.returncode == status, (run.returncode, run.stderr)
-    assert "Traceback" not in run.stderr, run.stderr
-    errors = [line for line in run.stderr.splitlines() if line.startswith("bridge: error: ")]
-    assert len(errors) == 1 and re.search(pattern, errors[0]), run.stderr
-
-
 def test_bad_urls_are_one_line_errors_with_status_2(tmp_path: Path):
     """A missing or malformed --to stops the bridge with one line naming it and status 2."""
     for url, pattern in [
@@ -211,16 +152,6 @@ def test_refused_credentials_are_one_line_errors_with_status_3(tmp_path: Path):
         broker.close()
 
 
-def test_tls_to_a_plain_port_is_a_one_line_error_with_status_3(tmp_path: Path):
-    """mqtts:// to a plain MQTT listener stops the bridge with one line and status 3."""
-    broker = Mosquitto(tmp_path)
-    try:
-        url = broker.url.replace("mqtt://", "mqtts://")
-        assert_one_line_error(run_bridge(tmp_path, "--to", url), 3, "TLS handshake .* failed")
-    finally:
-        broker.close()
-
-
 def test_unreachable_broker_at_start_is_retried(pipeline: Pipeline):
     """With no broker listening the bridge logs a retry line and stays up; SIGTERM stops it."""
     from conftest import unused_port
@@ -232,16 +163,6 @@ def test_unreachable_broker_at_start_is_retried(pipeline: Pipeline):
     proc.wait_for(r"unreachable .*; retrying in 0\.4", timeout=15)
     code, took = proc.stop()
     assert code == 0 and took < 2, (code, took)
-
-
-def given_up(path: Path) -> dict[str, list[tuple[int, int]]]:
-    ranges: dict[str, list[tuple[int, int]]] = {}
-    for row in gap_rows(path):
-        assert row["reason"] == "given_up", row
-        ranges.setdefault(row["device"], []).append(
-            (int(row["first_missing_seq"]), int(row["last_missing_seq"]))
-        )
-    return ranges
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from bridge.message import messages
+from bridge.message import after, messages
 from bridge.outbox import GIVEN_UP, UNACKNOWLEDGED, UNSENT, Outbox
 from common import schema
 
@@ -21,19 +21,32 @@ def ticks(first: int, count: int, devices: int = 2) -> schema.Batch:
 
 
 def test_message_ids_and_batches():
-    """One sample per message has id device:seq; batches are consecutive samples of one
-    device, cut at multiples of the batch size, with id device:first-last."""
+    """One sample per message has id device:seq; batches are runs of at most batch_max
+    consecutive samples of one device, with id device:first-last."""
     single = messages(ticks(0, 2))
     assert [m.id for m in single] == ["host-01:0", "host-02:0", "host-01:1", "host-02:1"]
     assert json.loads(single[0].payload)["seq"] == 0
     batched = messages(ticks(95, 10), batch_max=100)
-    assert [m.id for m in batched] == [
-        "host-01:95-99",
-        "host-01:100-104",
-        "host-02:95-99",
-        "host-02:100-104",
-    ]
-    assert [s["seq"] for s in json.loads(batched[1].payload)] == list(range(100, 105))
+    assert [m.id for m in batched] == ["host-01:95-104", "host-02:95-104"]
+    assert [s["seq"] for s in json.loads(batched[1].payload)] == list(range(95, 105))
+    cut = messages(ticks(0, 7, devices=1), batch_max=3)
+    assert [(m.first, m.last) for m in cut] == [(0, 2), (3, 5), (6, 6)]
+    assert [s["seq"] for s in json.loads(cut[2].payload)] == [6]  # still an array
+
+
+def test_a_batch_cut_down_to_the_samples_after_a_seq():
+    """`after` keeps a batch's samples past a seq, as a JSON array with its own id; the
+    whole message when all are past it, None when none is."""
+    batch = messages(ticks(10, 20, devices=1), batch_max=100)[0]
+    assert after(batch, 9) is batch
+    assert after(batch, 29) is None and after(batch, 40) is None
+    rest = after(batch, 24)
+    assert rest is not None and (rest.first, rest.last, rest.id) == (25, 29, "host-01:25-29")
+    assert rest.first_ms == 1_700_000_000_000 + 25 * 10
+    assert [s["seq"] for s in json.loads(rest.payload)] == [25, 26, 27, 28, 29]
+    assert json.loads(rest.payload) == json.loads(batch.payload)[15:]
+    single = messages(ticks(3, 1, devices=1))[0]
+    assert after(single, 2) is single and after(single, 3) is None
 
 
 def test_bound_gives_up_exactly_the_oldest_never_sent():
@@ -66,3 +79,20 @@ def test_drain_names_unsent_and_unacknowledged():
     assert reasons[("host-01", 1, 2)] == UNSENT
     assert box.held == 0 and box.given_up == 0
     assert GIVEN_UP == "given_up"
+
+
+def test_done_stops_before_the_first_unacknowledged_message_of_a_device():
+    """`done` moves past a device's acknowledged messages, up to its first message the
+    broker did not acknowledge; other devices move on."""
+    box = Outbox(max_samples=100, batch_max=2)
+    box.add(ticks(0, 6))
+    sent = box.take(10)  # host-01: 0-1, 2-3, 4-5; host-02: the same
+    assert [m.id for m in sent][:3] == ["host-01:0-1", "host-01:2-3", "host-01:4-5"]
+    box.settle(sent, [True, False, True, True, True, True])
+    assert box.done == {"host-01": (1, 1_700_000_000_010), "host-02": (5, 1_700_000_000_050)}
+    again = box.take(10)
+    assert [m.id for m in again] == ["host-01:2-3"]
+    box.settle(again, [True])
+    # 4-5 was acknowledged before 2-3: `done` waits for a later message (a bridge restarted
+    # now would send 4-5 again: at least once)
+    assert box.done["host-01"] == (3, 1_700_000_000_030)
