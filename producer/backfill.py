@@ -87,11 +87,11 @@ def run(
     anomaly_kinds: tuple[str, ...],
     progress: Callable[[int], None] = lambda rows: None,
     workers: int | None = None,
-    fmt: str = "csv",
 ) -> int:
-    """Write `ticks` ticks of `series` to `files` (from `open_files`, same `fmt`); return
-    the number of samples written."""
+    """Write `ticks` ticks of `series` to `files` (from `open_files`); return the number of
+    samples written."""
     data, windows = files
+    fmt = data.FORMAT
     workers = workers or os.cpu_count() or 1
     tracker = WindowTracker()
     chunk = max(1, ROWS_PER_CHUNK // series.devices)
@@ -126,7 +126,7 @@ def generate(
     return (rows, seconds), the seconds from creating the files to closing them."""
     started = time.perf_counter()
     with open_files(out, fmt, compression) as files:
-        rows = run(files, series, ticks, anomaly_rate, anomaly_kinds, progress, workers, fmt)
+        rows = run(files, series, ticks, anomaly_rate, anomaly_kinds, progress, workers)
     return rows, time.perf_counter() - started
 
 

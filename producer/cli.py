@@ -273,7 +273,6 @@ def generate(
             anomaly_rate,
             anomaly_kinds,
             progress=bar.update if progress else lambda _: None,
-            fmt=fmt,
         )
     seconds = time.perf_counter() - started
     click.echo(

@@ -43,6 +43,8 @@ def encoder(fmt: str) -> Callable[[schema.Batch], Any]:
 class CsvFile:
     """The header, then rows as rendered; each write is appended whole, in order."""
 
+    FORMAT = "csv"
+
     def __init__(self, path: Path) -> None:
         self._file = path.open("wb")
         self._file.write(schema.CSV_HEADER.encode() + b"\n")
@@ -56,6 +58,8 @@ class CsvFile:
 
 class ParquetFile:
     """One row group per write, in order; the file is readable once closed (footer last)."""
+
+    FORMAT = "parquet"
 
     def __init__(self, path: Path, compression: str = COMPRESSION) -> None:
         import pyarrow.parquet as pq
