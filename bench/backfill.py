@@ -1,14 +1,17 @@
-"""Backfill throughput: `python -m producer generate` against the spec's original design.
+"""Backfill throughput: `python -m producer generate` to CSV and to Parquet, same run.
 
-    python bench/backfill.py [--quick]
+    python bench/backfill.py [--quick] [--days 7] [--devices 10] [--runs 3]
 
-Ours: the model with labels and windows, rendered in batches on every core. Baseline:
-uniform random samples appended to the CSV one row at a time with a one-row pandas
-DataFrame, as the spec's simulator did. Both write real files; the ratio is per sample.
+Ours: the model with labels and windows, encoded in batches on every core, written to
+CSV and to Parquet (each of zstd, snappy and no compression), the runs interleaved so
+the machine's load falls on all alike. Baseline: uniform random samples appended to the
+CSV one row at a time with a one-row pandas DataFrame, as the spec's simulator did.
+All write real files; the ratios are per sample.
 """
 
 from __future__ import annotations
 
+import resource
 import sys
 import tempfile
 import time
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._util import summary, table, write  # noqa: E402
 from producer.backfill import generate  # noqa: E402
 from producer.model.anomalies import SIMULATED_KINDS  # noqa: E402
+from producer.outputs import COMPRESSION, COMPRESSIONS  # noqa: E402
 from producer.series import Series  # noqa: E402
 
 
@@ -43,49 +47,102 @@ def naive(path: Path, seconds: float) -> float:
     return rows / (time.perf_counter() - start)
 
 
-def ours(path: Path, days: float, devices: int) -> float:
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (the backfill's workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def ours(
+    path: Path, days: float, devices: int, fmt: str, compression: str
+) -> tuple[float, float, int]:
+    """Samples per second of a backfill at 1 Hz, its CPU microseconds per sample (all
+    processes: what other load on the machine changes least), and the file's size."""
     series = Series(
         seed=1, devices=devices, rate=1.0, origin_ms=1_754_265_600_000, wall_origin_ms=0, seq_base=0
     )
-    rows, seconds = generate(path, series, int(days * 86_400), 4.0, SIMULATED_KINDS)
-    return rows / seconds
+    cpu = _cpu_s()
+    rows, seconds = generate(
+        path, series, int(days * 86_400), 4.0, SIMULATED_KINDS, fmt=fmt, compression=compression
+    )
+    cpu_us = (_cpu_s() - cpu) / rows * 1e6
+    size = path.stat().st_size
+    path.unlink()
+    return rows / seconds, cpu_us, size
+
+
+def _row(name: str, s: dict[str, float], *extra: str) -> list[str]:
+    return [name, f"{s['median']:,.0f}", f"{s['min']:,.0f}", f"{s['max']:,.0f}", *extra]
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="Smaller runs (a smoke test).")
+@click.option("--days", default=7.0, show_default=True, help="Simulated days at 1 Hz.")
+@click.option("--devices", default=10, show_default=True)
 @click.option("--runs", default=3, show_default=True)
-def main(quick: bool, runs: int) -> None:
-    days, devices, naive_s = (0.05, 10, 0.5) if quick else (2.0, 10, 3.0)
-    runs = 1 if quick else runs
+def main(quick: bool, days: float, devices: int, runs: int) -> None:
+    naive_s = 3.0
+    if quick:
+        days, runs, naive_s = 0.05, 1, 0.5
+    kinds = [("csv", COMPRESSION)] + [("parquet", c) for c in COMPRESSIONS]
+    rates: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+    cpus: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
+    sizes: dict[tuple[str, str], int] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ours_rates = [ours(Path(tmp) / f"ours{i}.csv", days, devices) for i in range(runs)]
+        for i in range(runs):
+            for fmt, compression in kinds:
+                path = Path(tmp) / f"ours{i}.{fmt}"
+                rate, cpu, size = ours(path, days, devices, fmt, compression)
+                rates[fmt, compression].append(rate)
+                cpus[fmt, compression].append(cpu)
+                sizes[fmt, compression] = size
         naive_rates = [naive(Path(tmp) / f"naive{i}.csv", naive_s) for i in range(runs)]
-    o, n = summary(ours_rates), summary(naive_rates)
-    ratio = o["median"] / n["median"]
-    print(
-        table(
-            [
-                ["design", "samples/s median", "min", "max"],
-                ["ours (generate)", f"{o['median']:,.0f}", f"{o['min']:,.0f}", f"{o['max']:,.0f}"],
-                [
-                    "naive (pandas per row)",
-                    f"{n['median']:,.0f}",
-                    f"{n['min']:,.0f}",
-                    f"{n['max']:,.0f}",
-                ],
-            ]
+    samples = int(days * 86_400) * devices
+    csv = summary(rates["csv", COMPRESSION])
+    parquet = summary(rates["parquet", COMPRESSION])
+    n = summary(naive_rates)
+    rows = [["design", "samples/s median", "min", "max", "CPU us/sample", "bytes/sample"]]
+    for fmt, compression in kinds:
+        name = "generate -> CSV"
+        if fmt == "parquet":
+            chosen = " (default)" if compression == COMPRESSION else ""
+            name = f"generate -> Parquet, {compression}{chosen}"
+        rows.append(
+            _row(
+                name,
+                summary(rates[fmt, compression]),
+                f"{summary(cpus[fmt, compression])['median']:.2f}",
+                f"{sizes[fmt, compression] / samples:.1f}",
+            )
         )
-    )
-    print(f"ratio: {ratio:,.0f}x")
+    rows.append(_row("naive (pandas per row) -> CSV", n, "", ""))
+    print(f"{days:g} days x {devices} devices at 1 Hz: {samples:,} samples per run, {runs} runs")
+    print(table(rows))
+    print(f"Parquet ({COMPRESSION}) / CSV: {parquet['median'] / csv['median']:.2f}x")
+    print(f"CSV / naive: {csv['median'] / n['median']:,.0f}x")
     path = write(
         "backfill",
         {
             "quick": quick,
             "days": days,
             "devices": devices,
-            "ours_samples_per_s": o,
+            "samples": samples,
+            "csv_samples_per_s": csv,
+            "parquet_samples_per_s": parquet,
+            "parquet_compression": COMPRESSION,
+            "parquet_over_csv": parquet["median"] / csv["median"],
+            "bytes_per_sample": {
+                "csv": sizes["csv", COMPRESSION] / samples,
+                **{c: sizes["parquet", c] / samples for c in COMPRESSIONS},
+            },
+            "parquet_by_compression": {c: summary(rates["parquet", c]) for c in COMPRESSIONS},
+            "cpu_us_per_sample": {
+                "csv": summary(cpus["csv", COMPRESSION]),
+                **{c: summary(cpus["parquet", c]) for c in COMPRESSIONS},
+            },
             "naive_rows_per_s": n,
-            "ratio": ratio,
+            "csv_over_naive": csv["median"] / n["median"],
         },
     )
     print(f"wrote {path}")

@@ -1,9 +1,9 @@
-"""Backfill: the simulation written straight to CSV, as fast as the machine allows.
+"""Backfill: the simulation written straight to CSV or Parquet, as fast as the machine allows.
 
 The rows are the very rows the live pipeline logs for the same seed, settings and time
-span (same source, same rendering), with the anomaly windows file beside them. Values
-are a pure function of time, so chunks are generated and rendered by one worker process
-per core and written in order.
+span (same source; CSV with the same rendering, Parquet with the same values typed),
+with the anomaly windows file beside them. Values are a pure function of time, so
+chunks are generated and encoded by one worker process per core and written in order.
 """
 
 from __future__ import annotations
@@ -11,38 +11,104 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
-from common import render, schema
+from common import schema
 from common.errors import StartupError
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import WindowTracker, windows_path
+from producer import outputs
 from producer.series import Series
 from producer.sources.sim import SimSource
 
 ROWS_PER_CHUNK = 200_000
 
 _source: SimSource | None = None  # one per worker process
+_encode: Callable[[schema.Batch], Any] | None = None
 
 
-def _start_worker(series: Series, anomaly_rate: float, kinds: tuple[str, ...]) -> None:
-    global _source
+def _start_worker(
+    series: Series, anomaly_rate: float, kinds: tuple[str, ...], fmt: str = "csv"
+) -> None:
+    global _source, _encode
     _source = SimSource(series, anomaly_rate, kinds)
+    _encode = outputs.encoder(fmt)
 
 
-def _chunk(first: int, last: int) -> tuple[bytes, schema.Batch]:
-    """CSV text of ticks first..last, and the rows the window tracker needs from them:
-    the labelled ones and each device's last one."""
-    assert _source is not None
+def _chunk(first: int, last: int) -> tuple[Any, schema.Batch]:
+    """Ticks first..last encoded for the file, and the rows the window tracker needs from
+    them: the labelled ones and each device's last one."""
+    assert _source is not None and _encode is not None
     batch = _source.batch(first, last)
     rows = batch.rows
     keep = rows["anomaly_id"] > 0
     keep[-_source.series.devices :] = True
-    return render.csv_rows(batch), batch.with_rows(np.ascontiguousarray(rows[keep]))
+    return _encode(batch), batch.with_rows(np.ascontiguousarray(rows[keep]))
+
+
+@contextmanager
+def open_files(
+    out: Path, fmt: str = "csv", compression: str = outputs.COMPRESSION
+) -> Iterator[tuple[outputs.CsvFile | outputs.ParquetFile, TextIO]]:
+    """The data file and its windows file, created (replaced) now; StartupError, naming
+    `out`, if they cannot be created or written, now or later."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            closing(outputs.open_file(out, fmt, compression)) as data,
+            windows_path(out).open("w") as windows,
+        ):
+            windows.write(WINDOWS_HEADER + "\n")
+            yield data, windows
+    except OSError as exc:
+        raise StartupError(f"cannot write {out}: {_reason(exc, out)}") from None
+
+
+def _reason(exc: OSError, out: Path) -> str:
+    """The system's words for the error (pyarrow's own are long), and the path it concerns
+    when that is not `out` (a file where a folder should be)."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.filename is not None and Path(exc.filename) != out:
+        return f"{exc.filename}: {reason}"
+    return reason
+
+
+def run(
+    files: tuple[outputs.CsvFile | outputs.ParquetFile, TextIO],
+    series: Series,
+    ticks: int,
+    anomaly_rate: float,
+    anomaly_kinds: tuple[str, ...],
+    progress: Callable[[int], None] = lambda rows: None,
+    workers: int | None = None,
+) -> int:
+    """Write `ticks` ticks of `series` to `files` (from `open_files`); return the number of
+    samples written."""
+    data, windows = files
+    fmt = data.FORMAT
+    workers = workers or os.cpu_count() or 1
+    tracker = WindowTracker()
+    chunk = max(1, ROWS_PER_CHUNK // series.devices)
+    rows = 0
+    with ProcessPoolExecutor(
+        workers, initializer=_start_worker, initargs=(series, anomaly_rate, anomaly_kinds, fmt)
+    ) as pool:
+        pending: deque[tuple[Future, int]] = deque()
+        for first in range(0, ticks, chunk):
+            pending.append((pool.submit(_chunk, first, min(ticks, first + chunk) - 1), first))
+            if len(pending) < 2 * workers:
+                continue
+            rows += _write(pending.popleft(), data, windows, tracker, series, ticks, progress)
+        while pending:
+            rows += _write(pending.popleft(), data, windows, tracker, series, ticks, progress)
+    windows.writelines(w.row() for w in tracker.close_all())
+    return rows
 
 
 def generate(
@@ -53,43 +119,21 @@ def generate(
     anomaly_kinds: tuple[str, ...],
     progress: Callable[[int], None] = lambda rows: None,
     workers: int | None = None,
+    fmt: str = "csv",
+    compression: str = outputs.COMPRESSION,
 ) -> tuple[int, float]:
-    """Write `ticks` ticks of `series` to `out` (and its windows file); return (rows, seconds)."""
-    workers = workers or os.cpu_count() or 1
-    tracker = WindowTracker()
-    chunk = max(1, ROWS_PER_CHUNK // series.devices)
+    """Write `ticks` ticks of `series` to `out` in `fmt` (and the windows file beside it);
+    return (rows, seconds), the seconds from creating the files to closing them."""
     started = time.perf_counter()
-    rows = 0
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            out.open("wb") as data,
-            windows_path(out).open("w") as windows,
-            ProcessPoolExecutor(
-                workers, initializer=_start_worker, initargs=(series, anomaly_rate, anomaly_kinds)
-            ) as pool,
-        ):
-            data.write(schema.CSV_HEADER.encode() + b"\n")
-            windows.write(WINDOWS_HEADER + "\n")
-            pending: deque[tuple[Future, int]] = deque()
-            firsts = iter(range(0, ticks, chunk))
-            for first in firsts:
-                pending.append((pool.submit(_chunk, first, min(ticks, first + chunk) - 1), first))
-                if len(pending) < 2 * workers:
-                    continue
-                rows += _write(pending.popleft(), data, windows, tracker, series, ticks, progress)
-            while pending:
-                rows += _write(pending.popleft(), data, windows, tracker, series, ticks, progress)
-            windows.writelines(w.row() for w in tracker.close_all())
-    except OSError as exc:
-        raise StartupError(f"cannot write {out}: {exc.strerror or exc}") from None
+    with open_files(out, fmt, compression) as files:
+        rows = run(files, series, ticks, anomaly_rate, anomaly_kinds, progress, workers)
     return rows, time.perf_counter() - started
 
 
 def _write(job, data, windows, tracker, series, ticks, progress) -> int:
     future, first = job
-    text, labels = future.result()
-    data.write(text)
+    encoded, labels = future.result()
+    data.write(encoded)
     windows.writelines(w.row() for w in tracker.update(labels))
     count = (min(ticks, first + max(1, ROWS_PER_CHUNK // series.devices)) - first) * series.devices
     progress(count)

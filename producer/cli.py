@@ -1,6 +1,6 @@
 """`python -m producer`: the command line, which only builds a config and runs it.
 
-`python -m producer` publishes live; `python -m producer generate` backfills a CSV.
+`python -m producer` publishes live; `python -m producer generate` backfills a CSV or Parquet file.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from common.schema import METRICS, device_problem
 from producer import service
 from producer.config import ON_BAD_ROW, SOURCES, ProducerConfig
 from producer.model import anomalies
+from producer.outputs import FORMATS
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -235,10 +236,15 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
 )
 @click.option(
     "--out",
-    default="data/train.csv",
-    show_default=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV to write (replaced); the anomaly windows go beside it (*.windows.csv).",
+    help="File to write (replaced); the anomaly windows go beside it (*.windows.csv). "
+    "[default: data/train.csv, or data/train.parquet with --format parquet]",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="File format. [default: parquet if --out ends in .parquet or .pq, else csv]",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def generate(
@@ -249,16 +255,22 @@ def generate(
     anomaly_kinds: tuple[str, ...],
     duration: float,
     start: int | None,
-    out: Path,
+    out: Path | None,
+    fmt: str | None,
     progress: bool,
 ) -> None:
-    """Write the simulation for a span of time straight to CSV, with labels and windows."""
+    """Write the simulation for a span of time straight to CSV or Parquet, with labels and
+    windows."""
     import secrets
 
     from common.windows import windows_path
-    from producer.backfill import generate as backfill
+    from producer.backfill import open_files, run
+    from producer.outputs import format_for
     from producer.series import Series
 
+    if out is None:
+        out = Path(f"data/train.{fmt or 'csv'}")
+    fmt = format_for(out, fmt)
     if seed is None:
         seed = secrets.randbits(32)
     if start is None:
@@ -268,17 +280,22 @@ def generate(
         seed=seed, devices=devices, rate=rate, origin_ms=start, wall_origin_ms=start, seq_base=0
     )
     total = ticks * devices
-    with click.progressbar(
-        length=total, label=f"{total:,} samples", file=sys.stderr, show_eta=True
-    ) as bar:
-        rows, seconds = backfill(
-            out,
+    started = time.perf_counter()
+    with (
+        open_files(out, fmt) as files,
+        click.progressbar(
+            length=total, label=f"{total:,} samples", file=sys.stderr, show_eta=True
+        ) as bar,
+    ):
+        rows = run(
+            files,
             series,
             ticks,
             anomaly_rate,
             anomaly_kinds,
             progress=bar.update if progress else lambda _: None,
         )
+    seconds = time.perf_counter() - started
     click.echo(
         f"wrote {rows:,} samples to {out} and anomaly windows to {windows_path(out)} "
         f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",
