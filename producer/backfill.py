@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from common import render, schema
 from common.errors import StartupError
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import WindowTracker, windows_path
+from producer.model.roles import DEFAULT_MIX, RoleMix
 from producer.series import Series
 from producer.sources.sim import SimSource
 
@@ -29,9 +30,9 @@ ROWS_PER_CHUNK = 200_000
 _source: SimSource | None = None  # one per worker process
 
 
-def _start_worker(series: Series, anomaly_rate: float, kinds: tuple[str, ...]) -> None:
+def _start_worker(series: Series, anomaly_rate: float, kinds, durations, roles) -> None:
     global _source
-    _source = SimSource(series, anomaly_rate, kinds)
+    _source = SimSource(series, anomaly_rate, kinds, anomaly_durations=durations, roles=roles)
 
 
 def _chunk(first: int, last: int) -> tuple[bytes, schema.Batch]:
@@ -50,9 +51,11 @@ def generate(
     series: Series,
     ticks: int,
     anomaly_rate: float,
-    anomaly_kinds: tuple[str, ...],
+    anomaly_kinds: Iterable[str] | Mapping[str, float],
     progress: Callable[[int], None] = lambda rows: None,
     workers: int | None = None,
+    anomaly_durations: Mapping[str, tuple[float, float]] | None = None,
+    roles: RoleMix = DEFAULT_MIX,
 ) -> tuple[int, float]:
     """Write `ticks` ticks of `series` to `out` (and its windows file); return (rows, seconds)."""
     workers = workers or os.cpu_count() or 1
@@ -66,7 +69,9 @@ def generate(
             out.open("wb") as data,
             windows_path(out).open("w") as windows,
             ProcessPoolExecutor(
-                workers, initializer=_start_worker, initargs=(series, anomaly_rate, anomaly_kinds)
+                workers,
+                initializer=_start_worker,
+                initargs=(series, anomaly_rate, anomaly_kinds, anomaly_durations, roles),
             ) as pool,
         ):
             data.write(schema.CSV_HEADER.encode() + b"\n")
