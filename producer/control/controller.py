@@ -65,6 +65,9 @@ class Controller:
         names = getattr(self.source, "device_names", None)
         if names is not None:
             status["owned_devices"] = list(names)
+        roles = getattr(self.source, "role_names", None)
+        if roles is not None:
+            status["roles"] = dict(zip(names, roles, strict=True))
         series = getattr(self.source, "series", None)
         if series is not None:
             status.update(rate=series.rate, devices=series.devices, seed=series.seed)

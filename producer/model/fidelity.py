@@ -48,6 +48,7 @@ TARGETS = (
     Target("net", "hurst", 0.6, 0.95, "real traffic is self-similar, H about 0.7-0.9"),
 )
 DAILY_TARGET = Target("cpu", "daily", 0.3, None, "roles that serve users follow the day")
+SERVING_ROLES = ("web", "db", "cache")  # the roles DAILY_TARGET is about
 LABELLED_MAX = 0.05  # at most this fraction of samples labelled at default settings
 
 

@@ -213,10 +213,10 @@ ROLES: dict[str, Role] = {
             net=40.0,
             io_follow=1.0,
             jobs=Episodes(
-                per_day=5, min_s=600, max_s=6 * 3600, alpha=1.2, cpu=45, mem=25, disk=4, net=3
+                per_day=5, min_s=600, max_s=6 * 3600, alpha=1.2, cpu=45, mem=25, disk=4, net=4
             ),
             transfers=Episodes(
-                per_day=2, min_s=300, max_s=3 * 3600, alpha=1.2, cpu=5, disk=10, net=15
+                per_day=2, min_s=300, max_s=3 * 3600, alpha=1.2, cpu=5, disk=10, net=8
             ),
         ),
         _role(
@@ -225,7 +225,7 @@ ROLES: dict[str, Role] = {
             cpu=18.0,
             cpu_spread=0.2,
             cpu_noise=1.0,
-            daily=0.55,
+            daily=0.65,
             peak_hour=14.0,
             weekend=0.3,
             mem=78.0,
@@ -240,7 +240,7 @@ ROLES: dict[str, Role] = {
                 max_s=2 * 3600,
                 alpha=1.4,
                 hours=(7, 23),
-                cpu=20,
+                cpu=12,
                 disk=2,
                 net=2,
             ),
