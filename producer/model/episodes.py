@@ -33,17 +33,24 @@ class EpisodeProcess:
     """One kind of episode (e.g. every device's batch jobs) for a set of devices."""
 
     def __init__(
-        self, seed: int, stream: int, indices: np.ndarray, roles: Sequence[Role], kind: str
+        self,
+        seed: int,
+        stream: int,
+        indices: np.ndarray,
+        roles: tuple[Sequence[Role], np.ndarray],
+        kind: str,
     ) -> None:
-        specs: list[Episodes] = [getattr(r, kind) for r in roles]
+        """`roles` is the fleet's distinct roles and each device's position among them."""
+        unique, which = roles
+        specs: list[Episodes] = [getattr(r, kind) for r in unique]
         self.seed, self.stream, self.indices = seed, stream, indices
-        self.chance = np.array([s.chance_by_hour() for s in specs]).T.copy()  # (24, devices)
+        self.chance = np.array([s.chance_by_hour() for s in specs]).reshape(-1, 24)[which].T.copy()
         self.active = bool(self.chance.any())
-        self.min_s = np.array([s.min_s for s in specs])
-        self.max_s = np.array([s.max_s for s in specs])
-        self.alpha = np.array([s.alpha for s in specs])
-        self.effect = np.array([[s.cpu, s.mem, s.disk, s.net] for s in specs])
-        self.lookback_slots = int(np.ceil(self.max_s.max() / SLOT_S)) + 1 if len(specs) else 1
+        self.min_s = np.array([s.min_s for s in specs])[which]
+        self.max_s = np.array([s.max_s for s in specs])[which]
+        self.alpha = np.array([s.alpha for s in specs])[which]
+        self.effect = np.array([[s.cpu, s.mem, s.disk, s.net] for s in specs]).reshape(-1, 4)[which]
+        self.lookback_slots = int(np.ceil(self.max_s.max() / SLOT_S)) + 1 if len(which) else 1
         self._slots: dict[int, np.ndarray] = {}
 
     def add(self, seconds: np.ndarray, channels: list[np.ndarray]) -> None:

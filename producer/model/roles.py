@@ -380,9 +380,23 @@ def override(role: Role, changes: Mapping[str, Any]) -> Role:
     return dataclasses.replace(role, **top)
 
 
-def columns(roles: Sequence[Role], name: str) -> np.ndarray:
-    """One role parameter of every device, as an array."""
-    return np.array([getattr(r, name) for r in roles], np.float64)
+def distinct(roles: Sequence[Role]) -> tuple[list[Role], np.ndarray]:
+    """The distinct roles of a fleet (by identity) and each device's position among them, so
+    that per-device parameters are looked up once per role, not once per device."""
+    position: dict[int, int] = {}
+    unique: list[Role] = []
+    which = np.empty(len(roles), np.int64)
+    for i, role in enumerate(roles):
+        k = position.setdefault(id(role), len(unique))
+        if k == len(unique):
+            unique.append(role)
+        which[i] = k
+    return unique, which
+
+
+def columns(unique: Sequence[Role], which: np.ndarray, name: str) -> np.ndarray:
+    """One role parameter of every device, as an array (from `distinct`)."""
+    return np.array([getattr(r, name) for r in unique], np.float64)[which]
 
 
 def describe(mix: RoleMix) -> str:

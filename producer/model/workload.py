@@ -20,13 +20,11 @@ import numpy as np
 
 from producer.model import noise
 from producer.model.episodes import EpisodeProcess
-from producer.model.roles import DEFAULT_MIX, Role, RoleMix, columns
+from producer.model.roles import DEFAULT_MIX, Role, RoleMix, columns, distinct
 
 # Streams keep the random numbers of different purposes independent.
-_PARAMS, _AR, _NOISE_CPU_MEM, _MEM, _NOISE_IO, _SLOW, _BURST, _GC, _DISK_BURST, _NET_BURST = range(
-    1, 11
-)
-_DRIFT = 11
+_PARAMS, _AR, _NOISE_CPU_MEM, _NOISE_IO, _SLOW, _DRIFT = 1, 2, 3, 5, 6, 11
+_BURST, _GC, _DISK_BURST, _NET_BURST = 7, 8, 9, 10
 _EPISODES = {"jobs": 20, "surges": 24, "transfers": 28, "backups": 32}  # 4 streams each
 
 AR_BLOCK = 1024  # grid steps: an AR process restarts from zero two blocks back
@@ -81,12 +79,13 @@ class DeviceParams:
         """A count means devices 0..n-1; an array, those global indices (in its order); `roles`
         gives each one's role."""
         device = device_indices(devices)
+        unique, which = distinct(roles)
 
         def between(index: int, low: float, high: float) -> np.ndarray:
             return low + (high - low) * noise.uniform(seed, _PARAMS, index, device)
 
         def role(name: str) -> np.ndarray:
-            return columns(roles, name)
+            return columns(unique, which, name)
 
         return cls(
             cpu_level=role("cpu") * np.exp(between(0, -0.25, 0.25)),
@@ -247,7 +246,7 @@ class Model:
         self._slow = ARProcess(seed, _SLOW, index, 30, np.full(len(index), 60.0), p.slow_sigma)
         self._drift = ARProcess(seed, _DRIFT, index, 300, np.full(len(index), 72.0), p.slow_sigma)
         self._episodes = [
-            EpisodeProcess(seed, stream, index, self.roles, kind)
+            EpisodeProcess(seed, stream, index, distinct(self.roles), kind)
             for kind, stream in _EPISODES.items()
         ]
         self._seconds: dict[int, np.ndarray] = {}
