@@ -175,3 +175,21 @@ def test_generate_takes_roles_from_the_environment(tmp_path, roles, low, high):
     )
     mem = pd.read_csv(tmp_path / "roles.csv").groupby("device")["mem"].median()
     assert len(mem) == 3 and mem.between(low, high).all(), mem.to_dict()
+
+
+def test_a_source_takes_one_role_per_device_of_the_fleet():
+    """SimSource takes explicit roles for the whole fleet; a subset source gives its devices
+    the same roles and rows as the full one."""
+    series = Series(4, 4, 1.0, START_MS, START_MS, 0)
+    fleet = [ROLES["db"], ROLES["idle"], override(ROLES["web"], {"cpu": 60.0}), ROLES["cache"]]
+    full = SimSource(series, 0.0, (), roles=fleet)
+    part = SimSource(series, 0.0, (), devices=[2, 3], roles=fleet)
+    assert full.role_names == ["db", "idle", "web", "cache"] and part.role_names == ["web", "cache"]
+    rows = full.batch(0, 599).rows
+    assert (
+        part.batch(0, 599).rows.tobytes()
+        == rows[np.isin(rows["device"], [b"host-03", b"host-04"])].tobytes()
+    )
+    assert np.median(rows["cpu"][rows["device"] == b"host-03"]) > 30
+    with pytest.raises(ValueError, match="one role per device: 2 for 4"):
+        SimSource(series, 0.0, (), roles=fleet[:2])

@@ -10,7 +10,7 @@ import numpy as np
 from common import schema
 from producer.config import device_name
 from producer.model.anomalies import EVENT, AnomalyPlan, apply
-from producer.model.roles import DEFAULT_MIX, RoleMix
+from producer.model.roles import DEFAULT_MIX, Role, RoleMix
 from producer.model.workload import Model, finish
 from producer.series import Series
 from producer.sources import build_rows
@@ -29,7 +29,8 @@ class SimSource:
     `devices` are the global indices this source owns (None: all of the series'); it
     publishes exactly the full fleet's rows for them, at a cost in proportion to them.
     `anomaly_kinds` names kinds or maps them to weights, `anomaly_durations` replaces
-    some kinds' (min_s, max_s), and `roles` gives each device its role.
+    some kinds' (min_s, max_s), and `roles` gives each device its role: a mix, or one Role
+    per device of the whole fleet (by global index).
     """
 
     def __init__(
@@ -41,9 +42,15 @@ class SimSource:
         max_lag_s: float = 5.0,
         devices: np.ndarray | Sequence[int] | None = None,
         anomaly_durations: Mapping[str, tuple[float, float]] | None = None,
-        roles: RoleMix = DEFAULT_MIX,
+        roles: RoleMix | Sequence[Role] = DEFAULT_MIX,
     ) -> None:
         self.device_indices = _owned(series.devices, devices)  # increasing global indices
+        if not isinstance(roles, RoleMix):
+            if len(roles) != series.devices:
+                raise ValueError(
+                    f"roles must name one role per device: {len(roles)} for {series.devices}"
+                )
+            roles = [roles[int(i)] for i in self.device_indices]
         self.model = Model(series.seed, self.device_indices, roles)
         self.anomalies = AnomalyPlan(
             series.seed, self.device_indices, anomaly_rate, anomaly_kinds, anomaly_durations
