@@ -185,3 +185,14 @@ def test_bad_anomaly_settings_are_one_line_errors(args, message, tmp_path):
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_many_stuck_sensors_live_equal_the_backfill():
+    """With more stuck sensors at once than the source keeps earlier instants for, publishing
+    tick by tick gives the rows of one batch."""
+    series = Series(12, 600, 10.0, START_MS, START_MS, 0)
+    whole = SimSource(series, 60, ("stuck",)).batch(0, 39).rows
+    live = SimSource(series, 60, ("stuck",))
+    assert len(np.unique(whole["anomaly_id"][whole["anomaly_id"] > 0])) > 512
+    ticked = np.concatenate([live.batch(k, k).rows for k in range(40)])
+    assert ticked.tobytes() == whole.tobytes()

@@ -137,3 +137,17 @@ def test_io_has_heavy_tailed_bursts():
     ts = START_MS + np.arange(86_400) * 1000
     net = values(14, 1, ts)[:, 0, NET]
     assert np.percentile(net, 99.9) > 2.5 * np.median(net)
+
+
+def test_live_ticks_between_other_instants_give_the_same_numbers():
+    """Ticks one at a time at 4 Hz, each followed by a look at some earlier instants (as stuck
+    sensors do), give exactly the numbers of one call for all ticks, whatever the cache keeps."""
+    ts = START_MS + 3_600_000 + np.arange(0, 60_000, 250)
+    whole = Model(seed=4, devices=3).values(ts)
+    live = Model(seed=4, devices=3)
+    rng = np.random.default_rng(0)
+    ticked = []
+    for t in ts:
+        ticked.append(live.values(np.array([t])))
+        live.values(t - rng.integers(1_000, 300_000, rng.integers(1, 4)))
+    assert np.concatenate(ticked).tobytes() == whole.tobytes()

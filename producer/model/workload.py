@@ -283,7 +283,7 @@ class Model:
         if missing:
             fresh = self._state_at(np.array(missing, np.int64))
             if len(self._seconds) + len(missing) > _SECONDS_CACHED:
-                self._seconds.clear()
+                self._seconds = {k: self._seconds[k] for k in keys if k in self._seconds}
             self._seconds.update(zip(missing, fresh, strict=True))
         return np.stack([self._seconds[k] for k in keys])
 

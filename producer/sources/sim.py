@@ -167,13 +167,14 @@ class SimSource:
 
     def _values_before(self, ts_ms: np.ndarray) -> np.ndarray:
         """Model values at these instants, kept: a stuck sensor's instant recurs every tick."""
-        missing = [int(t) for t in dict.fromkeys(ts_ms.tolist()) if t not in self._before]
+        wanted = [int(t) for t in ts_ms.tolist()]
+        missing = [t for t in dict.fromkeys(wanted) if t not in self._before]
         if missing:
             if len(self._before) + len(missing) > _BEFORE_KEPT:
-                self._before.clear()
+                self._before = {t: self._before[t] for t in wanted if t in self._before}
             fresh = self.model.values(np.array(missing, np.int64))
             self._before.update(zip(missing, fresh, strict=True))
-        return np.stack([self._before[int(t)] for t in ts_ms])
+        return np.stack([self._before[t] for t in wanted])
 
 
 def _owned(fleet: int, devices: np.ndarray | Sequence[int] | None) -> np.ndarray:
