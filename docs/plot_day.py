@@ -1,7 +1,7 @@
 """Draw a simulated day of one device with its labelled anomalies: docs/day.png.
 
 pip install -r docs/requirements.txt
-python docs/plot_day.py [--seed 7] [--out docs/day.png]
+python docs/plot_day.py [--seed 7] [--role web] [--out docs/day.png]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import schema  # noqa: E402
+from producer.model.roles import ROLES, RoleMix  # noqa: E402
 from producer.series import Series  # noqa: E402
 from producer.sources.sim import SimSource  # noqa: E402
 
@@ -30,11 +31,13 @@ UNITS = {"cpu": "cpu %", "mem": "mem %", "disk_io": "disk_io MB/s", "net": "net 
 @click.command()
 @click.option("--seed", default=7, show_default=True)
 @click.option("--anomaly-rate", default=1.0, show_default=True, help="Per device per hour.")
+@click.option("--role", default="web", show_default=True, type=click.Choice(list(ROLES)))
 @click.option("--out", default="docs/day.png", show_default=True, type=click.Path())
-def main(seed: int, anomaly_rate: float, out: str) -> None:
+def main(seed: int, anomaly_rate: float, role: str, out: str) -> None:
     """One device, one day at 1 Hz, anomalies shaded by kind."""
     series = Series(seed, 1, 1.0, START_MS, START_MS, 0)
-    rows = SimSource(series, anomaly_rate, schema.ANOMALY_KINDS).batch(0, 86_399).rows
+    source = SimSource(series, anomaly_rate, schema.ANOMALY_KINDS, roles=RoleMix.parse(role))
+    rows = source.batch(0, 86_399).rows
     time = pd.to_datetime(rows["ts_ms"], unit="ms")
     kinds = np.array(["", *schema.ANOMALY_KINDS])[rows["anomaly"]]
     colours = dict(zip(schema.ANOMALY_KINDS, plt.cm.tab10.colors, strict=False))
@@ -57,7 +60,8 @@ def main(seed: int, anomaly_rate: float, out: str) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.45) for c in colours.values()]
     fig.legend(handles, colours.keys(), loc="upper center", ncol=9, fontsize=8, frameon=False)
     axes[0].set_title(
-        f"One simulated day (seed {seed}, 1 Hz, {anomaly_rate:g} anomalies/hour); "
+        f"One simulated day of a {role} device (seed {seed}, 1 Hz, {anomaly_rate:g} "
+        "anomalies/hour); "
         "shading: labelled anomaly (darker on the metrics it alters)",
         fontsize=9,
         pad=22,

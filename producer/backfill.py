@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -24,6 +24,7 @@ from common.errors import StartupError
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import WindowTracker, windows_path
 from producer import outputs
+from producer.model.roles import DEFAULT_MIX, RoleMix
 from producer.series import Series
 from producer.sources.sim import SimSource
 
@@ -33,11 +34,9 @@ _source: SimSource | None = None  # one per worker process
 _encode: Callable[[schema.Batch], Any] | None = None
 
 
-def _start_worker(
-    series: Series, anomaly_rate: float, kinds: tuple[str, ...], fmt: str = "csv"
-) -> None:
+def _start_worker(series: Series, anomaly_rate: float, kinds, durations, roles, fmt: str) -> None:
     global _source, _encode
-    _source = SimSource(series, anomaly_rate, kinds)
+    _source = SimSource(series, anomaly_rate, kinds, anomaly_durations=durations, roles=roles)
     _encode = outputs.encoder(fmt)
 
 
@@ -84,9 +83,11 @@ def run(
     series: Series,
     ticks: int,
     anomaly_rate: float,
-    anomaly_kinds: tuple[str, ...],
+    anomaly_kinds: Iterable[str] | Mapping[str, float],
     progress: Callable[[int], None] = lambda rows: None,
     workers: int | None = None,
+    anomaly_durations: Mapping[str, tuple[float, float]] | None = None,
+    roles: RoleMix = DEFAULT_MIX,
 ) -> int:
     """Write `ticks` ticks of `series` to `files` (from `open_files`); return the number of
     samples written."""
@@ -97,7 +98,9 @@ def run(
     chunk = max(1, ROWS_PER_CHUNK // series.devices)
     rows = 0
     with ProcessPoolExecutor(
-        workers, initializer=_start_worker, initargs=(series, anomaly_rate, anomaly_kinds, fmt)
+        workers,
+        initializer=_start_worker,
+        initargs=(series, anomaly_rate, anomaly_kinds, anomaly_durations, roles, fmt),
     ) as pool:
         pending: deque[tuple[Future, int]] = deque()
         for first in range(0, ticks, chunk):
@@ -116,17 +119,29 @@ def generate(
     series: Series,
     ticks: int,
     anomaly_rate: float,
-    anomaly_kinds: tuple[str, ...],
+    anomaly_kinds: Iterable[str] | Mapping[str, float],
     progress: Callable[[int], None] = lambda rows: None,
     workers: int | None = None,
     fmt: str = "csv",
     compression: str = outputs.COMPRESSION,
+    anomaly_durations: Mapping[str, tuple[float, float]] | None = None,
+    roles: RoleMix = DEFAULT_MIX,
 ) -> tuple[int, float]:
     """Write `ticks` ticks of `series` to `out` in `fmt` (and the windows file beside it);
     return (rows, seconds), the seconds from creating the files to closing them."""
     started = time.perf_counter()
     with open_files(out, fmt, compression) as files:
-        rows = run(files, series, ticks, anomaly_rate, anomaly_kinds, progress, workers)
+        rows = run(
+            files,
+            series,
+            ticks,
+            anomaly_rate,
+            anomaly_kinds,
+            progress,
+            workers,
+            anomaly_durations,
+            roles,
+        )
     return rows, time.perf_counter() - started
 
 

@@ -38,6 +38,7 @@ from common.schema import METRICS, device_problem
 from producer import service
 from producer.config import ON_BAD_ROW, SOURCES, ProducerConfig
 from producer.model import anomalies
+from producer.model.roles import ROLES, RoleMix
 from producer.outputs import FORMATS
 
 
@@ -70,11 +71,16 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    try:
-        return anomalies.parse_kinds(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, str], Any]:
+    """A click callback that turns a parser's ValueError into a one-line usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
 
 
 def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,16 +111,35 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
             option(
                 "--anomaly-rate",
                 "STREAM_ANOMALY_RATE",
-                default=4.0,
+                default=anomalies.DEFAULT_RATE_PER_HOUR,
                 type=click.FloatRange(0, anomalies.MAX_RATE_PER_HOUR),
-                help="Anomalies per device per hour (0 turns them off).",
+                help="Anomalies per device per hour, all kinds together (0 turns them off).",
             ),
             option(
                 "--anomaly-kinds",
                 "STREAM_ANOMALY_KINDS",
                 default="all",
-                callback=_kinds,
-                help="Comma list of: " + ", ".join(anomalies.CATALOGUE) + ".",
+                callback=_parsed(anomalies.parse_kinds),
+                help="Comma list of kinds, each KIND or KIND=WEIGHT (all,spike=3,drift=0): "
+                + ", ".join(anomalies.CATALOGUE)
+                + ".",
+            ),
+            option(
+                "--anomaly-duration",
+                "STREAM_ANOMALY_DURATION",
+                "anomaly_durations",
+                default="",
+                callback=_parsed(anomalies.parse_durations),
+                help="Durations instead of the catalogue's, KIND=MIN-MAX "
+                "(spike=1s-10s,drift=5m-20m).",
+            ),
+            option(
+                "--roles",
+                "STREAM_ROLES",
+                default="mix",
+                callback=_parsed(RoleMix.parse),
+                help="Device roles: mix (the default fleet), one role, or counts per block "
+                "(web=3,db=1): " + ", ".join(ROLES) + ".",
             ),
         ]
     ):
@@ -252,7 +277,9 @@ def generate(
     devices: int,
     seed: int | None,
     anomaly_rate: float,
-    anomaly_kinds: tuple[str, ...],
+    anomaly_kinds: dict[str, float],
+    anomaly_durations: dict[str, tuple[float, float]],
+    roles: RoleMix,
     duration: float,
     start: int | None,
     out: Path | None,
@@ -294,6 +321,8 @@ def generate(
             anomaly_rate,
             anomaly_kinds,
             progress=bar.update if progress else lambda _: None,
+            anomaly_durations=anomaly_durations,
+            roles=roles,
         )
     seconds = time.perf_counter() - started
     click.echo(
@@ -301,6 +330,22 @@ def generate(
         f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",
         err=True,
     )
+
+
+@main.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option("--roles", "STREAM_ROLES", default="mix", callback=_parsed(RoleMix.parse))
+@option("--devices", "STREAM_DEVICES", default=None, type=click.IntRange(1, 100_000))
+@option("--seed", "STREAM_SEED", default=None, type=click.IntRange(0, 2**63 - 1))
+def roles(roles: RoleMix, devices: int | None, seed: int | None) -> None:
+    """List the device roles; with --seed and --devices, which role each device has."""
+    from producer.config import device_name
+    from producer.model.roles import describe
+
+    click.echo(describe(roles))
+    if seed is not None and devices is not None:
+        names = roles.names(seed, list(range(devices)))
+        click.echo("")
+        click.echo("\n".join(f"{device_name(i)}  {name}" for i, name in enumerate(names)))
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})

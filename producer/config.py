@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from common.bus import DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security
 from common.errors import StartupError
-from common.schema import ANOMALY_KINDS
 from common.shards import ALL, Shard, instance_path, own_endpoint
+from producer.model.anomalies import DEFAULT_RATE_PER_HOUR, SIMULATED_KINDS
+from producer.model.roles import DEFAULT_MIX, RoleMix
 
 SOURCES = ("sim", "replay", "live")
 ON_BAD_ROW = ("error", "skip")  # what a replay row that is not a valid sample gets
@@ -30,8 +32,10 @@ class ProducerConfig:
     state: Path = Path("data/producer_state.json")
     start_ms: int | None = None  # simulated time of the first sample; None: now
     speed: float = 1.0  # simulated seconds per wall second
-    anomaly_rate: float = 4.0  # anomalies per device per hour
-    anomaly_kinds: tuple[str, ...] = ANOMALY_KINDS
+    anomaly_rate: float = DEFAULT_RATE_PER_HOUR  # anomalies per device per hour
+    anomaly_kinds: tuple[str, ...] | Mapping[str, float] = SIMULATED_KINDS  # or kind -> weight
+    anomaly_durations: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    roles: RoleMix = DEFAULT_MIX  # which role each device has
     replay_file: Path | None = None
     replay_loop: bool = False
     replay_metric: str = "cpu"  # where the value of a `timestamp,value` file goes

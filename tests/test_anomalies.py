@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from common.schema import ANOMALY_KINDS, METRICS
-from producer.model.anomalies import SIMULATED_KINDS
+from conftest import REPO
+from producer.config import ProducerConfig
+from producer.model.anomalies import SIMULATED_KINDS, parse_durations, parse_kinds
 from producer.series import Series
 from producer.sources.sim import SimSource
 
@@ -105,3 +110,89 @@ def test_a_rolling_detector_finds_the_spikes():
             hit += flags[events == event].any()
     assert found >= 50
     assert hit / found >= 0.9, f"recall {hit / found:.2f}"
+
+
+def events_of(on: np.ndarray) -> pd.DataFrame:
+    """One row per labelled event: its kind and its labelled span in seconds (1 Hz)."""
+    labelled = pd.DataFrame(on[on["anomaly_id"] > 0][["anomaly_id", "anomaly", "ts_ms"]])
+    return labelled.groupby("anomaly_id").agg(
+        kind=("anomaly", "first"), span_s=("ts_ms", lambda t: (t.max() - t.min()) / 1000 + 1)
+    )
+
+
+def test_kind_weights_set_each_kinds_share():
+    """`spike=3,dip=1`: three spikes for every dip, within sampling error, and no other kind."""
+    series = Series(5, 4, 1.0, START_MS, START_MS, 0)
+    on = SimSource(series, 30, parse_kinds("spike=3,dip=1")).batch(0, 6 * 3600 - 1).rows
+    kinds = events_of(on)["kind"].map(lambda code: ANOMALY_KINDS[code - 1]).value_counts()
+    assert set(kinds.index) == {"spike", "dip"}
+    assert 2.3 <= kinds["spike"] / kinds["dip"] <= 4.0, kinds.to_dict()
+
+
+def test_all_with_a_zero_weight_leaves_that_kind_out():
+    """`all,spike=0` is every kind but spike, each equally likely."""
+    weights = parse_kinds("all,spike=0")
+    assert list(weights) == list(ANOMALY_KINDS[1:]) and set(weights.values()) == {1.0}
+
+
+def test_durations_replace_the_catalogues():
+    """`--anomaly-duration level_shift=20m-30m`: level shifts last 20-30 minutes (or until the
+    next candidate starts); spikes keep their 1-5 s."""
+    series = Series(6, 3, 1.0, START_MS, START_MS, 0)
+    durations = parse_durations("level_shift=20m-30m")
+    source = SimSource(series, 1, parse_kinds("level_shift,spike"), anomaly_durations=durations)
+    plan = source.anomalies.events(START_MS, START_MS + 48 * 3_600_000)
+    shifts = plan[plan["kind"] == ANOMALY_KINDS.index("level_shift") + 1]
+    spikes = plan[plan["kind"] == ANOMALY_KINDS.index("spike") + 1]
+    assert len(shifts) >= 20 and len(spikes) >= 20
+    assert shifts["length"].min() >= 1_200_000 and shifts["length"].max() <= 1_800_000
+    assert spikes["length"].min() >= 1000 and spikes["length"].max() <= 5000
+    untruncated = shifts[shifts["end"] - shifts["start"] == shifts["length"]]
+    assert len(untruncated) >= len(shifts) // 3
+
+
+def test_default_density_is_about_one_anomaly_per_device_hour():
+    """The producer's default is 1 anomaly per device-hour; on 10 devices over two days the
+    labelled share stays below 5 % (the full 7-day figure is pinned in test_fidelity)."""
+    config = ProducerConfig()
+    assert config.anomaly_rate == 1.0
+    series = Series(11, 10, 1.0, START_MS, START_MS, 0)
+    on = SimSource(series, config.anomaly_rate, config.anomaly_kinds).batch(0, 2 * 86_400 - 1).rows
+    assert 0.5 * 480 <= len(events_of(on)) <= 1.25 * 480
+    assert (on["anomaly"] > 0).mean() < 0.05
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--anomaly-kinds", "spike=lots"], "weight of spike must be a number 0..1000, got 'lots'"),
+        (["--anomaly-kinds", "spike=0"], "every anomaly kind has weight 0 in 'spike=0'"),
+        (["--anomaly-duration", "spike=9-1"], "duration of spike must be within 0..6h"),
+        (["--anomaly-duration", "drift=5 minutes"], "'drift=5 minutes' is not a duration range"),
+        (["--anomaly-duration", "leak=1-2"], "unknown anomaly kind 'leak'"),
+    ],
+)
+def test_bad_anomaly_settings_are_one_line_errors(args, message, tmp_path):
+    """A bad weight or duration stops `generate` with one line naming it, exit status 2."""
+    run = subprocess.run(
+        [sys.executable, "-m", "producer", "generate", "--duration", "1m", *args],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_many_stuck_sensors_live_equal_the_backfill():
+    """With more stuck sensors at once than the source keeps earlier instants for, publishing
+    tick by tick gives the rows of one batch."""
+    series = Series(12, 600, 10.0, START_MS, START_MS, 0)
+    whole = SimSource(series, 60, ("stuck",)).batch(0, 39).rows
+    live = SimSource(series, 60, ("stuck",))
+    assert len(np.unique(whole["anomaly_id"][whole["anomaly_id"] > 0])) > 512
+    ticked = np.concatenate([live.batch(k, k).rows for k in range(40)])
+    assert ticked.tobytes() == whole.tobytes()

@@ -65,6 +65,9 @@ class Controller:
         names = getattr(self.source, "device_names", None)
         if names is not None:
             status["owned_devices"] = list(names)
+        roles = getattr(self.source, "role_names", None)
+        if roles is not None:
+            status["roles"] = dict(zip(names, roles, strict=True))
         series = getattr(self.source, "series", None)
         if series is not None:
             status.update(rate=series.rate, devices=series.devices, seed=series.seed)
@@ -80,7 +83,9 @@ class Controller:
     def _inject(self, sim, request: dict[str, Any]) -> dict[str, Any]:
         kind = request.get("kind")
         if kind not in anomalies.CATALOGUE:
-            raise ControlError(f"unknown kind {kind!r}; allowed: {', '.join(ANOMALY_KINDS)}")
+            raise ControlError(
+                f"unknown kind {kind!r}; allowed: {', '.join(anomalies.SIMULATED_KINDS)}"
+            )
         spec = anomalies.CATALOGUE[kind]
         device = request.get("device", sim.device_names[0])
         if not isinstance(device, str):

@@ -1,9 +1,10 @@
 """Anomalies with exact ground truth: when they happen, what they do, how they are labelled.
 
 Each device has, in every minute, a chance of an anomaly *candidate* starting at a random
-moment; a candidate lasts its kind's duration or until the device's next candidate
-starts, whichever is first, so anomalies never overlap and the rate is what was asked.
-All of it is a pure function of (seed, device, minute), like the base model.
+moment, of a kind drawn by weight; a candidate lasts its kind's duration or until the
+device's next candidate starts, whichever is first, so anomalies never overlap and the
+rate is what was asked. All of it is a pure function of (seed, device, minute), like the
+base model.
 
 A sample is labelled if and only if the anomaly changed at least one of its rounded
 values: the label is computed by comparing the altered values with the normal ones.
@@ -11,7 +12,8 @@ values: the label is computed by comparing the altered values with the normal on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,8 +57,10 @@ CATALOGUE: dict[str, Kind] = {
 }
 SIMULATED_KINDS = tuple(CATALOGUE)
 assert SIMULATED_KINDS == ANOMALY_KINDS[: len(CATALOGUE)]  # the others are imported
-MAX_DURATION_MS = int(max(k.max_s for k in CATALOGUE.values()) * 1000)
 MAX_RATE_PER_HOUR = 60.0
+MAX_DURATION_S = 6 * 3600.0  # longest settable duration: bounds how far back events are sought
+MAX_WEIGHT = 1000.0
+DEFAULT_RATE_PER_HOUR = 1.0  # about 4 % of samples labelled (measured in the tests)
 
 
 EVENT = np.dtype(
@@ -74,24 +78,72 @@ EVENT = np.dtype(
 )
 
 
-def parse_kinds(text: str) -> tuple[str, ...]:
-    """`all` or a comma list of kinds; raise ValueError naming the allowed ones."""
-    if text.strip().lower() in ("", "all"):
-        return SIMULATED_KINDS
-    kinds = tuple(k.strip().lower() for k in text.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in CATALOGUE]
-    if unknown:
-        raise ValueError(
-            f"unknown anomaly kind {unknown[0]!r}; allowed: all, {', '.join(CATALOGUE)}"
-        )
-    return kinds
+def parse_kinds(text: str) -> dict[str, float]:
+    """Kinds and their relative weights, in catalogue order: `all` (every kind, weight 1), a
+    comma list of kinds (weight 1 each) or of `kind=weight`; `all,spike=3` changes one of
+    all, and weight 0 leaves a kind out. Raise ValueError with a one-line reason."""
+    weights: dict[str, float] = {}
+    for part in (p.strip().lower() for p in text.split(",")):
+        if part == "all":
+            weights.update(dict.fromkeys(SIMULATED_KINDS, 1.0))
+            continue
+        if not part:
+            continue
+        name, equals, number = (x.strip() for x in part.partition("="))
+        if name not in CATALOGUE:
+            raise ValueError(
+                f"unknown anomaly kind {name!r}; allowed: all, {', '.join(SIMULATED_KINDS)}"
+            )
+        try:
+            weight = float(number) if equals else 1.0
+        except ValueError:
+            weight = -1.0
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight of {name} must be a number 0..{MAX_WEIGHT:g}, got {number!r}")
+        weights[name] = weight
+    if not weights:
+        weights = dict.fromkeys(SIMULATED_KINDS, 1.0)
+    chosen = {k: weights[k] for k in SIMULATED_KINDS if weights.get(k, 0) > 0}
+    if not chosen:
+        raise ValueError(f"every anomaly kind has weight 0 in {text!r}; use --anomaly-rate 0")
+    return chosen
+
+
+_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_durations(text: str) -> dict[str, tuple[float, float]]:
+    """Durations that replace the catalogue's: `kind=MIN-MAX` pairs, comma separated, each
+    `90`, `90s`, `5m` or `1h` (`spike=1-10,drift=5m-20m`); `kind=N` fixes it to N.
+    Raise ValueError with a one-line reason."""
+    durations: dict[str, tuple[float, float]] = {}
+    for part in (p.strip().lower() for p in text.split(",")):
+        if not part:
+            continue
+        name, equals, span = (x.strip() for x in part.partition("="))
+        if name not in CATALOGUE:
+            raise ValueError(
+                f"unknown anomaly kind {name!r}; allowed: {', '.join(SIMULATED_KINDS)}"
+            )
+        low_text, _, high_text = span.partition("-")
+        low, high = _seconds(low_text), _seconds(high_text or low_text)
+        if not equals or low is None or high is None:
+            raise ValueError(f"{part!r} is not a duration range like {name}=30s-5m")
+        if not 0 < low <= high <= MAX_DURATION_S:
+            raise ValueError(
+                f"duration of {name} must be within 0..6h with MIN <= MAX, got {span!r}"
+            )
+        durations[name] = (low, high)
+    return durations
+
+
+def _seconds(text: str) -> float | None:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    return float(match[1]) * _UNITS_S[match[2] or "s"] if match else None
 
 
 _WINDOW_SLOTS = 10  # events are computed ten minutes at a time and cached
-_LOOKAHEAD_SLOTS = MAX_DURATION_MS // SLOT_MS + 1  # far enough to find the next candidate
 
-_KIND_LOW_S = np.array([0.0] + [k.min_s for k in CATALOGUE.values()])
-_KIND_HIGH_S = np.array([0.0] + [k.max_s for k in CATALOGUE.values()])
 _KIND_OPTIONS = np.zeros((len(ANOMALY_KINDS) + 1, len(METRICS)), np.int64)
 _KIND_OPTION_COUNT = np.ones(len(ANOMALY_KINDS) + 1, np.int64)
 _KIND_ALL_MASK = np.zeros(len(ANOMALY_KINDS) + 1, np.uint8)
@@ -108,6 +160,8 @@ class AnomalyPlan:
 
     `devices` is a count (devices 0..n-1) or an array of global indices; a device's events
     depend on nothing but (seed, its index, time), so a subset has the fleet's events.
+    `kinds` names the kinds (equally likely) or maps them to relative weights; `durations`
+    replaces the catalogue's (min_s, max_s) of some kinds.
     """
 
     def __init__(
@@ -115,13 +169,23 @@ class AnomalyPlan:
         seed: int,
         devices: int | np.ndarray,
         rate_per_hour: float,
-        kinds: tuple[str, ...] = ANOMALY_KINDS,
+        kinds: Iterable[str] | Mapping[str, float] = SIMULATED_KINDS,
+        durations: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.seed = seed
         self.indices = device_indices(devices)
         self.devices = len(self.indices)
         self.chance = min(1.0, rate_per_hour * SLOT_MS / 3_600_000)
-        self.kind_codes = np.array([ANOMALY_KINDS.index(k) + 1 for k in kinds], np.int64)
+        weights = kinds if isinstance(kinds, Mapping) else dict.fromkeys(kinds, 1.0)
+        weights = {k: w for k, w in weights.items() if w > 0}
+        self.kind_codes = np.array([ANOMALY_KINDS.index(k) + 1 for k in weights], np.int64)
+        cumulative = np.cumsum(list(weights.values()), dtype=np.float64)
+        self._kind_bounds = cumulative[:-1] / cumulative[-1] if len(cumulative) else cumulative
+        spans = {k.name: (k.min_s, k.max_s) for k in CATALOGUE.values()} | dict(durations or {})
+        self.low_s = np.array([0.0] + [spans[k][0] for k in SIMULATED_KINDS])
+        self.high_s = np.array([0.0] + [spans[k][1] for k in SIMULATED_KINDS])
+        self.max_duration_ms = int(self.high_s[self.kind_codes].max() * 1000) if weights else 0
+        self._lookahead_slots = self.max_duration_ms // SLOT_MS + 1  # to find the next candidate
         self._windows: dict[int, np.ndarray] = {}
 
     def events(self, first_ms: int, last_ms: int) -> np.ndarray:
@@ -129,7 +193,7 @@ class AnomalyPlan:
         sorted by (global) device, then start."""
         if self.chance <= 0 or not len(self.kind_codes):
             return np.zeros(0, EVENT)
-        lo = (first_ms - MAX_DURATION_MS) // SLOT_MS // _WINDOW_SLOTS
+        lo = (first_ms - self.max_duration_ms) // SLOT_MS // _WINDOW_SLOTS
         hi = last_ms // SLOT_MS // _WINDOW_SLOTS
         tables = [self._window(w) for w in range(lo, hi + 1)]
         if hi - lo < 8 and len(self._windows) > 16:
@@ -148,14 +212,14 @@ class AnomalyPlan:
         """Events starting in this window's slots, each ended by the device's next candidate."""
         seed, device = self.seed, self.indices
         first_slot = window * _WINDOW_SLOTS
-        slots = np.arange(first_slot, first_slot + _WINDOW_SLOTS + _LOOKAHEAD_SLOTS)
+        slots = np.arange(first_slot, first_slot + _WINDOW_SLOTS + self._lookahead_slots)
         s = slots[:, None]
         has = noise.uniform(seed, _HAS, device, s) < self.chance
         offset = (noise.uniform(seed, _OFFSET, device, s) * SLOT_MS).astype(np.int64)
         start = s * SLOT_MS + offset
-        pick = (noise.uniform(seed, _KIND, device, s) * len(self.kind_codes)).astype(np.int64)
+        pick = np.searchsorted(self._kind_bounds, noise.uniform(seed, _KIND, device, s), "right")
         code = self.kind_codes[pick]
-        low, high = _KIND_LOW_S[code], _KIND_HIGH_S[code]
+        low, high = self.low_s[code], self.high_s[code]
         fraction = noise.uniform(seed, _DURATION, device, s)
         length = ((low + (high - low) * fraction) * 1000).astype(np.int64)
         # The next candidate's start, per device: a reversed running minimum over slots.

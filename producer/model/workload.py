@@ -1,28 +1,38 @@
-"""The simulation model: coupled, smooth, bounded host metrics per device.
+"""The simulation model: coupled, bursty, bounded host metrics per device, by role.
 
-Each device has a latent *workload* in roughly [0, 1]: a daily cycle, a weekend dip, an
-AR(1) process on a one-second grid and occasional bursts of activity. cpu follows the
-workload; net and disk_io rise and fall with it under their own log-normal noise and
-heavy-tailed bursts; mem drifts over hours and grows in a sawtooth that garbage
-collection releases. Every value is a pure function of (seed, device, timestamp), so
-live, fast-forwarded, backfilled and restarted series agree sample for sample.
+Each device has a role (producer.model.roles) and a latent *load* whose logarithm sums a
+daily cycle, a weekend dip, AR(1) processes at three time scales (seconds, half an hour,
+hours) and short bursts. cpu is the role's level times the load (log-normal: mostly
+low, sometimes high); disk_io and net follow the load under log-normal noise, bursts of
+seconds and long episodes (batch runs, backups, transfers, traffic surges: minutes to
+hours, heavy-tailed) that survive aggregation; mem drifts over hours and grows in a
+sawtooth that garbage collection releases. Every value is a pure function of (seed,
+device, timestamp), so live, fast-forwarded, backfilled and restarted series agree
+sample for sample.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from producer.model import noise
+from producer.model.episodes import EpisodeProcess
+from producer.model.roles import DEFAULT_MIX, Role, RoleMix, columns, distinct
 
 # Streams keep the random numbers of different purposes independent.
-_PARAMS, _AR, _CPU, _MEM, _DISK, _NET, _BURST, _GC, _DISK_BURST, _NET_BURST = range(1, 11)
+_PARAMS, _AR, _NOISE_CPU_MEM, _NOISE_IO, _SLOW, _DRIFT = 1, 2, 3, 5, 6, 11
+_BURST, _GC, _DISK_BURST, _NET_BURST = 7, 8, 9, 10
+_EPISODES = {"jobs": 20, "surges": 24, "transfers": 28, "backups": 32}  # 4 streams each
 
-AR_BLOCK_S = 1024  # the AR process restarts from zero two blocks back: exp(-1024 / tau) ~ 0
+AR_BLOCK = 1024  # grid steps: an AR process restarts from zero two blocks back
 DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
 _MONDAY_MS = 4 * DAY_MS  # 1970-01-05, the first Monday after the epoch
+CPU, MEM, DISK, NET = range(4)
+_SECONDS_CACHED = 16  # whole seconds of latent state kept for live ticks
 
 
 def device_indices(devices: int | np.ndarray) -> np.ndarray:
@@ -43,50 +53,59 @@ def device_indices(devices: int | np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DeviceParams:
-    """Per-device constants drawn from the seed, so devices differ but stay stable."""
+    """Per-device constants: the role's values, varied per device from the seed."""
 
-    load: np.ndarray  # mean workload, 0..1
-    daily_amplitude: np.ndarray
+    cpu_level: np.ndarray  # median cpu %
+    cpu_noise: np.ndarray  # per-sample cpu jitter, points
+    daily: np.ndarray  # daily cycle amplitude (log of load)
     peak_hour: np.ndarray  # hour of day (UTC) with the highest load
-    weekend_dip: np.ndarray  # workload removed on Saturdays and Sundays
-    ar_sigma: np.ndarray  # stationary std of the workload's random part
-    ar_tau: np.ndarray  # its correlation time, seconds
-    burst_chance: np.ndarray  # probability of a workload burst in a 15-minute slot
-    cpu_noise: np.ndarray  # per-sample cpu jitter, percentage points
-    net_base: np.ndarray  # KB/s at workload 0.5
-    disk_base: np.ndarray  # MB/s at workload 0.5
-    mem_base: np.ndarray  # percent
+    weekend: np.ndarray  # log of load removed on Saturdays and Sundays
+    slow_sigma: np.ndarray  # sd of each of the two slow log-load processes
+    fast_sigma: np.ndarray  # sd of the fast log-load process
+    fast_tau: np.ndarray  # its correlation time, seconds
+    burst_chance: np.ndarray  # probability of a load burst in a 15-minute slot
+    mem_level: np.ndarray  # percent
     mem_swing: np.ndarray  # amplitude of the slow drift, percentage points
     mem_period: np.ndarray  # period of the slow drift, seconds
     mem_phase: np.ndarray  # 0..1
     gc_period: np.ndarray  # milliseconds between garbage collections
     gc_growth: np.ndarray  # mean percentage points mem grows between two collections
+    disk_base: np.ndarray  # MB/s at median load
+    net_base: np.ndarray  # KB/s at median load
+    io_follow: np.ndarray  # exponent of the load in disk_io and net
 
     @classmethod
-    def draw(cls, seed: int, devices: int | np.ndarray) -> DeviceParams:
-        """A count means devices 0..n-1; an array, those global indices (in its order)."""
+    def draw(cls, seed: int, devices: int | np.ndarray, roles: Sequence[Role]) -> DeviceParams:
+        """A count means devices 0..n-1; an array, those global indices (in its order); `roles`
+        gives each one's role."""
         device = device_indices(devices)
+        unique, which = distinct(roles)
 
         def between(index: int, low: float, high: float) -> np.ndarray:
             return low + (high - low) * noise.uniform(seed, _PARAMS, index, device)
 
+        def role(name: str) -> np.ndarray:
+            return columns(unique, which, name)
+
         return cls(
-            load=between(0, 0.35, 0.55),
-            daily_amplitude=between(1, 0.06, 0.16),
-            peak_hour=between(2, 11.0, 17.0),
-            weekend_dip=between(12, 0.04, 0.12),
-            ar_sigma=between(3, 0.05, 0.09),
-            ar_tau=between(4, 20.0, 60.0),
-            burst_chance=between(13, 0.15, 0.45),
-            cpu_noise=between(5, 0.8, 2.0),
-            net_base=between(6, 60.0, 160.0),
-            disk_base=between(7, 40.0, 120.0),
-            mem_base=between(8, 45.0, 65.0),
-            mem_swing=between(9, 3.0, 8.0),
+            cpu_level=role("cpu") * np.exp(between(0, -0.25, 0.25)),
+            cpu_noise=role("cpu_noise"),
+            daily=role("daily") * between(1, 0.8, 1.2),
+            peak_hour=role("peak_hour") + between(2, -1.5, 1.5),
+            weekend=role("weekend") * between(12, 0.8, 1.2),
+            slow_sigma=role("cpu_spread") * between(3, 0.8, 1.2) / np.sqrt(2.0),
+            fast_sigma=between(16, 0.06, 0.12),
+            fast_tau=between(4, 20.0, 60.0),
+            burst_chance=between(13, 0.1, 0.3),
+            mem_level=role("mem") + between(8, -4.0, 4.0),
+            mem_swing=role("mem_swing") * between(9, 0.7, 1.3),
             mem_period=between(10, 2 * 3600.0, 8 * 3600.0),
             mem_phase=between(11, 0.0, 1.0),
             gc_period=np.round(between(14, 8 * 60_000.0, 30 * 60_000.0)),
-            gc_growth=between(15, 3.0, 9.0),
+            gc_growth=role("gc_growth") * between(15, 0.6, 1.4),
+            disk_base=role("disk") * np.exp(between(7, -0.4, 0.4)),
+            net_base=role("net") * np.exp(between(6, -0.4, 0.4)),
+            io_follow=role("io_follow"),
         )
 
 
@@ -124,70 +143,189 @@ class SlotEvents:
         return active, position, size[row]
 
 
-_WORKLOAD_BURSTS = SlotEvents(slot_ms=900_000, min_ms=60_000, max_ms=420_000)
+_LOAD_BURSTS = SlotEvents(slot_ms=900_000, min_ms=60_000, max_ms=420_000)
 _IO_BURSTS = SlotEvents(slot_ms=60_000, min_ms=2_000, max_ms=30_000)
+
+
+class ARProcess:
+    """A stationary AR(1) process on a grid of `step_s` seconds, per device, without state.
+
+    Each block of AR_BLOCK steps is computed from zero a block earlier (the correlation
+    time must be far below a block), so a value depends on its block alone. Between grid
+    points it is interpolated linearly.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        stream: int,
+        indices: np.ndarray,
+        step_s: int,
+        tau_steps: np.ndarray,
+        sigma: np.ndarray,
+    ) -> None:
+        self.seed, self.stream, self.indices, self.step_s = seed, stream, indices, step_s
+        self.phi = np.exp(-1.0 / tau_steps)
+        self.scale = sigma * np.sqrt(1.0 - self.phi**2)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def at(self, seconds: np.ndarray) -> np.ndarray:
+        """Values at these whole seconds, (n, devices)."""
+        if self.step_s == 1:
+            step, frac = seconds, None
+        else:
+            step = seconds // self.step_s
+            frac = ((seconds - step * self.step_s) / self.step_s)[:, None]
+        first_block = int(step.min()) // AR_BLOCK
+        last_block = (int(step.max()) + (frac is not None)) // AR_BLOCK
+        blocks = self._blocks(range(first_block, last_block + 1))
+        grid = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+        index = step - first_block * AR_BLOCK
+        if frac is None:
+            return grid[index]
+        low = grid[index]
+        return low + frac * (grid[index + 1] - low)
+
+    def _blocks(self, blocks: range) -> list[np.ndarray]:
+        """Values per block; live use asks for the same one or two blocks each tick."""
+        missing = [b for b in blocks if b not in self._cache]
+        fresh = dict(zip(missing, self._compute(np.array(missing)), strict=True)) if missing else {}
+        result = [self._cache[b] if b in self._cache else fresh[b] for b in blocks]
+        if len(blocks) <= 2:
+            if len(self._cache) + len(fresh) > 4:
+                self._cache.clear()
+            self._cache.update(fresh)
+        return result
+
+    def _compute(self, blocks: np.ndarray) -> list[np.ndarray]:
+        """Run the AR(1) over each block and the one before it, from zero, with a parallel scan.
+
+        The scan (log2 steps of y[i] += phi^s * y[i - s]) gives the same numbers whatever
+        set of blocks is computed together, which keeps the series chunk-independent.
+        """
+        window = 2 * AR_BLOCK
+        steps = (blocks[None, :] - 1) * AR_BLOCK + np.arange(window)[:, None]
+        y = self.scale * noise.normal(self.seed, self.stream, self.indices, steps[:, :, None])
+        step, factor = 1, self.phi
+        while step < window:
+            y[step:] = y[step:] + factor * y[:-step]
+            step, factor = step * 2, factor * factor
+        return list(np.moveaxis(y[AR_BLOCK:], 1, 0))
 
 
 class Model:
     """Generates the values of every device, or of a subset of them, at given timestamps.
 
     `devices` is a count (devices 0..n-1) or an array of global indices: a subset costs
-    in proportion to its size and gives exactly the full fleet's columns for it.
+    in proportion to its size and gives exactly the full fleet's columns for it. `roles`
+    is a RoleMix (default: the seed's default mix) or one Role per device, in order.
+
+    The slowly varying state (load, daily cycle, episodes, bursts, mem) is computed at
+    whole seconds and interpolated between them; per-sample noise is added on top.
     """
 
-    def __init__(self, seed: int, devices: int | np.ndarray) -> None:
+    def __init__(
+        self,
+        seed: int,
+        devices: int | np.ndarray,
+        roles: RoleMix | Sequence[Role] | None = None,
+    ) -> None:
         self.seed = seed
         self.indices = device_indices(devices)  # the global index of each column
         self.devices = len(self.indices)
-        self.params = DeviceParams.draw(seed, self.indices)
-        self._ar_cache: dict[int, np.ndarray] = {}
+        if roles is None or isinstance(roles, RoleMix):
+            roles = (roles or DEFAULT_MIX).roles(seed, self.indices)
+        elif len(roles) != self.devices:
+            raise ValueError(
+                f"roles must name one role per device: {len(roles)} for {self.devices}"
+            )
+        self.roles: list[Role] = list(roles)
+        p = self.params = DeviceParams.draw(seed, self.indices, self.roles)
+        index = self.indices
+        self._fast = ARProcess(seed, _AR, index, 1, p.fast_tau, p.fast_sigma)
+        self._slow = ARProcess(seed, _SLOW, index, 30, np.full(len(index), 60.0), p.slow_sigma)
+        self._drift = ARProcess(seed, _DRIFT, index, 300, np.full(len(index), 72.0), p.slow_sigma)
+        self._episodes = [
+            EpisodeProcess(seed, stream, index, distinct(self.roles), kind)
+            for kind, stream in _EPISODES.items()
+        ]
+        self._seconds: dict[int, np.ndarray] = {}
 
     def values(self, ts_ms: np.ndarray) -> np.ndarray:
         """Array (len(ts_ms), devices, 4) of cpu, mem, disk_io, net, before rounding."""
-        p = self.params
-        seed, device = self.seed, self.indices
         ts_ms = np.asarray(ts_ms, dtype=np.int64)
-        seconds = (ts_ms / 1000.0)[:, None]
+        whole = ts_ms // 1000
+        part = ts_ms - whole * 1000
+        if not part.any():
+            state = self._state(whole)
+        else:
+            seconds, inverse = np.unique(np.concatenate([whole, whole + 1]), return_inverse=True)
+            grid = self._state(seconds)
+            low = grid[inverse[: len(whole)]]
+            frac = (part / 1000.0)[:, None, None]
+            state = low + frac * (grid[inverse[len(whole) :]] - low)
         key = ts_ms[:, None]
+        z_cpu, z_mem = noise.normal_pair(self.seed, _NOISE_CPU_MEM, self.indices, key)
+        z_disk, z_net = noise.normal_pair(self.seed, _NOISE_IO, self.indices, key)
+        out = np.empty((len(ts_ms), self.devices, 4))
+        out[..., CPU] = state[:, CPU] + self.params.cpu_noise * z_cpu
+        out[..., MEM] = state[:, MEM] + 0.3 * z_mem
+        out[..., DISK] = state[:, DISK] * np.exp(0.3 * z_disk)
+        out[..., NET] = state[:, NET] * np.exp(0.25 * z_net)
+        return out
 
-        workload = (
-            p.load
-            + p.daily_amplitude * np.cos(2 * np.pi * (seconds / 86_400 - p.peak_hour / 24))
-            - p.weekend_dip * _weekend(ts_ms)[:, None]
-            + self._ar(ts_ms)
-            + self._bursts(ts_ms)
+    def _state(self, seconds: np.ndarray) -> np.ndarray:
+        """The slow state at whole seconds, (n, 4, devices); live ticks reuse recent seconds."""
+        if len(seconds) > 4:
+            return self._state_at(seconds)
+        keys = [int(s) for s in seconds]
+        missing = sorted({k for k in keys if k not in self._seconds})
+        if missing:
+            fresh = self._state_at(np.array(missing, np.int64))
+            if len(self._seconds) + len(missing) > _SECONDS_CACHED:
+                self._seconds = {k: self._seconds[k] for k in keys if k in self._seconds}
+            self._seconds.update(zip(missing, fresh, strict=True))
+        return np.stack([self._seconds[k] for k in keys])
+
+    def _state_at(self, seconds: np.ndarray) -> np.ndarray:
+        """cpu, mem, disk_io and net without per-sample noise at these whole seconds."""
+        order = None
+        if len(seconds) > 1 and not (np.diff(seconds) > 0).all():
+            seconds, order = np.unique(seconds, return_inverse=True)
+        p = self.params
+        ms = seconds * 1000
+        t = seconds[:, None].astype(np.float64)
+        log_load = (
+            p.daily * np.cos(2 * np.pi * (t / 86_400 - p.peak_hour / 24))
+            - p.weekend * _weekend(ms)[:, None]
+            + self._fast.at(seconds)
+            + self._slow.at(seconds)
+            + self._drift.at(seconds)
+            + self._bursts(ms)
         )
-        busy = np.clip(workload, 0.0, 1.0)
-
-        cpu = 100.0 * workload + p.cpu_noise * noise.normal(seed, _CPU, device, key)
+        load = np.exp(log_load)
+        io = np.exp(p.io_follow * log_load)
+        cpu = p.cpu_level * load
         mem = (
-            p.mem_base
-            + p.mem_swing * np.sin(2 * np.pi * (seconds / p.mem_period + p.mem_phase))
-            + self._garbage(ts_ms)
-            + 10.0 * (workload - p.load)
-            + 0.3 * noise.normal(seed, _MEM, device, key)
+            p.mem_level
+            + p.mem_swing * np.sin(2 * np.pi * (t / p.mem_period + p.mem_phase))
+            + self._garbage(ms)
+            + 4.0 * log_load
         )
-        disk = (
-            p.disk_base
-            * (0.3 + 1.4 * busy)
-            * np.exp(0.3 * noise.normal(seed, _DISK, device, key))
-            * self._io_bursts(_DISK_BURST, ts_ms)
-        )
-        net = (
-            p.net_base
-            * (0.4 + 1.2 * busy)
-            * np.exp(0.25 * noise.normal(seed, _NET, device, key))
-            * self._io_bursts(_NET_BURST, ts_ms)
-        )
-        return np.stack([cpu, mem, disk, net], axis=-1)
+        disk = p.disk_base * io * self._io_bursts(_DISK_BURST, ms)
+        net = p.net_base * io * self._io_bursts(_NET_BURST, ms)
+        for process in self._episodes:
+            process.add(seconds, [cpu, mem, disk, net])
+        state = np.stack([cpu, mem, disk, net], axis=1)
+        return state if order is None else state[order]
 
     def _bursts(self, ts_ms: np.ndarray) -> np.ndarray:
-        """Workload bursts: a smooth bump of 0.08-0.25 lasting 1-7 minutes."""
-        active, position, size = _WORKLOAD_BURSTS.at(
+        """Load bursts: a smooth bump of 0.2-0.6 (log of load) lasting 1-7 minutes."""
+        active, position, size = _LOAD_BURSTS.at(
             self.seed, _BURST, self.params.burst_chance, self.indices, ts_ms
         )
         shape = np.sin(np.pi * np.clip(position, 0.0, 1.0)) ** 0.5
-        return np.where(active, (0.08 + 0.17 * size) * shape, 0.0)
+        return np.where(active, (0.2 + 0.4 * size) * shape, 0.0)
 
     def _io_bursts(self, stream: int, ts_ms: np.ndarray) -> np.ndarray:
         """Heavy-tailed multipliers (Pareto, alpha 1.5, capped at 8x) for seconds at a time."""
@@ -202,49 +340,6 @@ class Model:
         progress = (since - cycle * p.gc_period) / p.gc_period
         growth = p.gc_growth * (0.5 + noise.uniform(self.seed, _GC, self.indices, cycle))
         return growth * (progress - 0.5)
-
-    def _ar(self, ts_ms: np.ndarray) -> np.ndarray:
-        """The workload's AR(1) part, linearly interpolated between whole seconds."""
-        whole = ts_ms // 1000
-        frac = ((ts_ms - whole * 1000) / 1000.0)[:, None]
-        first_block = int(whole.min()) // AR_BLOCK_S
-        last_block = (int(whole.max()) + 1) // AR_BLOCK_S
-        grid = np.concatenate(self._ar_blocks(range(first_block, last_block + 1)))
-        index = whole - first_block * AR_BLOCK_S
-        return (1.0 - frac) * grid[index] + frac * grid[index + 1]
-
-    def _ar_blocks(self, blocks: range) -> list[np.ndarray]:
-        """AR values per block; live use asks for the same one or two blocks each tick."""
-        missing = [b for b in blocks if b not in self._ar_cache]
-        fresh = (
-            dict(zip(missing, self._compute_ar_blocks(np.array(missing)), strict=True))
-            if missing
-            else {}
-        )
-        result = [self._ar_cache[b] if b in self._ar_cache else fresh[b] for b in blocks]
-        if len(blocks) <= 2:
-            if len(self._ar_cache) + len(fresh) > 4:
-                self._ar_cache.clear()
-            self._ar_cache.update(fresh)
-        return result
-
-    def _compute_ar_blocks(self, blocks: np.ndarray) -> list[np.ndarray]:
-        """Run AR(1) over each block and the one before it, from zero, with a parallel scan.
-
-        The scan (log2 steps of y[i] += phi^s * y[i - s]) gives the same numbers whatever
-        set of blocks is computed together, which keeps the series chunk-independent.
-        """
-        p = self.params
-        window = 2 * AR_BLOCK_S
-        seconds = (blocks[None, :] - 1) * AR_BLOCK_S + np.arange(window)[:, None]
-        phi = np.exp(-1.0 / p.ar_tau)
-        scale = p.ar_sigma * np.sqrt(1.0 - phi**2)
-        y = scale * noise.normal(self.seed, _AR, self.indices, seconds[:, :, None])
-        step, factor = 1, phi
-        while step < window:
-            y[step:] = y[step:] + factor * y[:-step]
-            step, factor = step * 2, factor * factor
-        return list(np.moveaxis(y[AR_BLOCK_S:], 1, 0))
 
 
 def _weekend(ts_ms: np.ndarray) -> np.ndarray:

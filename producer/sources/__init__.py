@@ -97,6 +97,8 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
             first_tick=series.tick_due_at_or_after(now_ms),
             max_lag_s=config.max_lag,
             devices=None if len(owned) == config.devices else np.array(owned),
+            anomaly_durations=config.anomaly_durations,
+            roles=config.roles,
         )
     if config.source == "live":
         from producer.sources.live import LiveSource

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from common import schema
 from producer.config import device_name
 from producer.model.anomalies import EVENT, AnomalyPlan, apply
+from producer.model.roles import DEFAULT_MIX, Role, RoleMix
 from producer.model.workload import Model, finish
 from producer.series import Series
 from producer.sources import build_rows
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 PREFETCH_S = 0.1  # generate this much wall time of ticks at once, ahead of their deadlines
 PREFETCH_MIN_TICKS = 32  # at low rates: generating one tick costs about as much as 32
 PREFETCH_ROWS = 20_000
+_BEFORE_KEPT = 512  # instants whose model values are kept for stuck sensors
 
 
 class SimSource:
@@ -26,25 +28,40 @@ class SimSource:
 
     `devices` are the global indices this source owns (None: all of the series'); it
     publishes exactly the full fleet's rows for them, at a cost in proportion to them.
+    `anomaly_kinds` names kinds or maps them to weights, `anomaly_durations` replaces
+    some kinds' (min_s, max_s), and `roles` gives each device its role: a mix, or one Role
+    per device of the whole fleet (by global index).
     """
 
     def __init__(
         self,
         series: Series,
         anomaly_rate: float,
-        anomaly_kinds: tuple[str, ...],
+        anomaly_kinds: Iterable[str] | Mapping[str, float],
         first_tick: int = 0,
         max_lag_s: float = 5.0,
         devices: np.ndarray | Sequence[int] | None = None,
+        anomaly_durations: Mapping[str, tuple[float, float]] | None = None,
+        roles: RoleMix | Sequence[Role] = DEFAULT_MIX,
     ) -> None:
         self.device_indices = _owned(series.devices, devices)  # increasing global indices
-        self.model = Model(series.seed, self.device_indices)
-        self.anomalies = AnomalyPlan(series.seed, self.device_indices, anomaly_rate, anomaly_kinds)
+        if not isinstance(roles, RoleMix):
+            if len(roles) != series.devices:
+                raise ValueError(
+                    f"roles must name one role per device: {len(roles)} for {series.devices}"
+                )
+            roles = [roles[int(i)] for i in self.device_indices]
+        self.model = Model(series.seed, self.device_indices, roles)
+        self.anomalies = AnomalyPlan(
+            series.seed, self.device_indices, anomaly_rate, anomaly_kinds, anomaly_durations
+        )
         names = [device_name(int(i)) for i in self.device_indices]
         self.device_names = names
+        self.role_names = [r.name for r in self.model.roles]
         self._devices = np.array(names, dtype=schema.DEVICE_DTYPE)
         self.max_lag_s = max_lag_s
         self.injected = np.zeros(0, EVENT)  # anomalies asked for at run time
+        self._before: dict[int, np.ndarray] = {}  # model values at the instants stuck sensors hold
         self.follow(series, first_tick)
 
     def follow(self, series: Series, first_tick: int) -> None:
@@ -133,7 +150,7 @@ class SimSource:
             events = np.concatenate([events, live])
             events = events[np.lexsort((events["start"], events["device"]))]
         raw, kind, mask, ids = apply(
-            raw, ts_ms, events, self.series.seed, self.model.values, self.device_indices
+            raw, ts_ms, events, self.series.seed, self._values_before, self.device_indices
         )
         values = finish(raw)
         n, d = len(ticks), len(self.device_indices)
@@ -147,6 +164,17 @@ class SimSource:
             anomaly_id=ids.ravel(),
         )
         return schema.Batch(rows=rows, precision=self.precision)
+
+    def _values_before(self, ts_ms: np.ndarray) -> np.ndarray:
+        """Model values at these instants, kept: a stuck sensor's instant recurs every tick."""
+        wanted = [int(t) for t in ts_ms.tolist()]
+        missing = [t for t in dict.fromkeys(wanted) if t not in self._before]
+        if missing:
+            if len(self._before) + len(missing) > _BEFORE_KEPT:
+                self._before = {t: self._before[t] for t in wanted if t in self._before}
+            fresh = self.model.values(np.array(missing, np.int64))
+            self._before.update(zip(missing, fresh, strict=True))
+        return np.stack([self._before[t] for t in wanted])
 
 
 def _owned(fleet: int, devices: np.ndarray | Sequence[int] | None) -> np.ndarray:
