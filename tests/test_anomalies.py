@@ -132,7 +132,7 @@ def test_kind_weights_set_each_kinds_share():
 def test_all_with_a_zero_weight_leaves_that_kind_out():
     """`all,spike=0` is every kind but spike, each equally likely."""
     weights = parse_kinds("all,spike=0")
-    assert list(weights) == list(ANOMALY_KINDS[1:]) and set(weights.values()) == {1.0}
+    assert list(weights) == list(SIMULATED_KINDS[1:]) and set(weights.values()) == {1.0}
 
 
 def test_durations_replace_the_catalogues():
