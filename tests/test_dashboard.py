@@ -219,3 +219,41 @@ def test_dashboard_resumes_across_a_broadcaster_restart(pipeline: Pipeline, brow
     wait.until(lambda d: js(d, "window.dashboard.samples") >= before + 80, "no samples after")
     state = js(browser, "window.dashboard")
     assert (state["jumps"], state["repeats"], state["gaps"]) == (0, 0, []), state
+
+
+HOSTILE_IDS = [
+    '<img src=x onerror="window.pwned=1">',
+    "</option><script>window.pwned=2</script>",
+    'rack 4, "top" & co',
+    "温度センサー-7",
+]
+
+
+@pytest.mark.skipif(
+    not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium and chromium-driver)",
+)
+def test_device_ids_are_shown_as_text_never_as_html(pipeline: Pipeline, browser: WebDriver):
+    """Device ids holding markup, quotes and other scripts, replayed from a file, appear in the
+    device picker exactly as written, and none of their markup runs in the page."""
+    lines = ["timestamp,cpu,mem,disk_io,net,device"]
+    for second in range(600):
+        for device in HOSTILE_IDS:
+            quoted = '"' + device.replace('"', '""') + '"'
+            lines.append(
+                f"2025-08-04 00:{second // 60:02d}:{second % 60:02d},5.0,6.0,7.0,8.0,{quoted}"
+            )
+    replay = pipeline.cwd / "hostile.csv"
+    replay.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pipeline.producer("--source", "replay", "--replay-file", str(replay), "--speed", "20")
+    pipeline.broadcaster()
+    browser.get(http(pipeline) + "/")
+    wait = WebDriverWait(browser, timeout=20, poll_frequency=0.1)
+    wait.until(
+        lambda d: js(d, "document.getElementById('device').options.length") == len(HOSTILE_IDS),
+        "not every device reached the picker",
+    )
+    shown = js(browser, "Array.from(document.getElementById('device').options, o => o.text)")
+    assert sorted(shown) == sorted(HOSTILE_IDS)
+    assert js(browser, "window.pwned === undefined")
+    assert js(browser, "document.querySelectorAll('img').length") == 0
