@@ -245,10 +245,16 @@ def _read(path: Path, on_bad_row: str) -> tuple[pd.DataFrame, np.ndarray, np.nda
     lines = np.arange(len(frame), dtype=np.int64) + 2
     blank = (frame == "").all(axis=1).to_numpy()
     frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
+    _check_columns(path, frame)
     wide = np.zeros(len(frame), np.int64)
     if wide_lines:
-        wide[np.flatnonzero((frame.iloc[:, 0] == _MARK).to_numpy())] = wide_lines
-    _check_columns(path, frame)
+        marked = np.flatnonzero((frame.iloc[:, 0] == _MARK).to_numpy())
+        if len(marked) != len(wide_lines):  # the parser did not keep their places
+            raise InputError(
+                f"replay file {path}: {len(wide_lines)} row(s) have more fields than the "
+                "header (quote a field that holds a comma)"
+            )
+        wide[marked] = wide_lines
     return frame, lines, wide
 
 
