@@ -226,7 +226,9 @@ class Producers:
             if not wanted():
                 return Answer([], [], asked=0, answered=0)
             self.requests += 1
-            answers = await asyncio.gather(*(self._ask(d, request) for d in self._dealers))
+            answers = await asyncio.gather(
+                *(catchup.ask(d, request, ANSWER_TIMEOUT_S) for d in self._dealers)
+            )
         batches: list[schema.Batch] = []
         ends: list[catchup.End] = []
         for answer in answers:
@@ -234,26 +236,6 @@ class Producers:
                 batches += answer[0]
                 ends.append(answer[1])
         return Answer(batches, ends, asked=len(answers), answered=len(ends))
-
-    async def _ask(
-        self, dealer: Dealer, request: list[bytes]
-    ) -> tuple[list[schema.Batch], catchup.End] | None:
-        await dealer.send(request)
-        batches: list[schema.Batch] = []
-        while True:
-            frames = await dealer.receive(ANSWER_TIMEOUT_S)
-            if frames is None:
-                log.warning("no answer from the catch-up endpoint %s", dealer.endpoint)
-                return None
-            try:
-                reply = catchup.decode_reply(frames)
-            except (catchup.ProtocolError, schema.MessageError) as exc:
-                log.warning("bad catch-up message from %s (%s)", dealer.endpoint, exc)
-                dealer.reset()  # a late remainder must not be taken for the next answer
-                return None
-            if isinstance(reply, catchup.End):
-                return batches, reply
-            batches.append(reply)
 
     def close(self) -> None:
         for dealer in self._dealers:

@@ -32,9 +32,16 @@ sends them and skips them in answers.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from common import schema
+
+if TYPE_CHECKING:
+    from common.bus import Dealer
+
+log = logging.getLogger(__name__)
 
 REQUEST = b"catchup"
 BATCH = b"batch"
@@ -141,3 +148,26 @@ def decode_reply(frames: list[bytes]) -> schema.Batch | End:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(f"malformed end of catch-up: {exc}") from None
     raise ProtocolError("unexpected catch-up message")
+
+
+async def ask(
+    dealer: Dealer, request: list[bytes], timeout: float
+) -> tuple[list[schema.Batch], End] | None:
+    """Send `request` and gather the answer: its batches and its End; None (logged) if the
+    producer does not answer within `timeout` s of each message, or answers nonsense."""
+    await dealer.send(request)
+    batches: list[schema.Batch] = []
+    while True:
+        frames = await dealer.receive(timeout)
+        if frames is None:
+            log.warning("no answer from the catch-up endpoint %s", dealer.endpoint)
+            return None
+        try:
+            reply = decode_reply(frames)
+        except (ProtocolError, schema.MessageError) as exc:
+            log.warning("bad catch-up message from %s (%s)", dealer.endpoint, exc)
+            dealer.reset()  # a late remainder must not be taken for the next answer
+            return None
+        if isinstance(reply, End):
+            return batches, reply
+        batches.append(reply)

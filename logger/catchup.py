@@ -52,7 +52,9 @@ class CatchupClient:
         are then "lost"."""
         self.requests += 1
         request = catchup.encode_request(after, after_ts_ms)
-        answers = await asyncio.gather(*(self._ask(d, request) for d in self._dealers))
+        answers = await asyncio.gather(
+            *(catchup.ask(d, request, self.idle_timeout) for d in self._dealers)
+        )
         batches: list[schema.Batch] = []
         facts = Facts({}, {})
         answered = False
@@ -71,24 +73,6 @@ class CatchupClient:
         if not answered:
             return None
         return batches, facts
-
-    async def _ask(self, dealer: Dealer, request: list[bytes]):
-        await dealer.send(request)
-        batches: list[schema.Batch] = []
-        while True:
-            frames = await dealer.receive(self.idle_timeout)
-            if frames is None:
-                log.warning("no answer from the catch-up endpoint %s", dealer.endpoint)
-                return None
-            try:
-                reply = catchup.decode_reply(frames)
-            except (catchup.ProtocolError, schema.MessageError) as exc:
-                log.warning("bad catch-up message from %s (%s)", dealer.endpoint, exc)
-                dealer.reset()  # a late remainder must not be taken for the next answer
-                return None
-            if isinstance(reply, catchup.End):
-                return batches, reply
-            batches.append(reply)
 
     def close(self) -> None:
         for dealer in self._dealers:
