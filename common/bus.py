@@ -248,9 +248,8 @@ class Publisher:
         if schema.TOPIC in self._topics:
             self._socket.send_multipart(schema.encode(batch), copy=False)
         if self._wanted_groups:
-            for group, part in self._groups.split(batch):
-                if group in self._wanted_groups:
-                    self._socket.send_multipart(schema.encode(part, group), copy=False)
+            for group, part in self._groups.split(batch, self._wanted_groups):
+                self._socket.send_multipart(schema.encode(part, group), copy=False)
         for shard in self._wanted_shards:
             part = self._groups.shard_part(batch, shard)
             if len(part):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from common import schema
+from common.layout import Layout
 
 GROUPS = 16
 _SIM_NAME = re.compile(rb"host-0*([1-9][0-9]*)")
@@ -51,7 +52,7 @@ class GroupIndex:
 
     def __init__(self) -> None:
         self._groups: dict[bytes, int] = {}
-        self._layout = np.zeros(0, schema.DEVICE_DTYPE)
+        self._layout = Layout()
         self._layout_groups = np.zeros(0, np.int64)
         self._split: dict[int, list[tuple[int, np.ndarray]]] = {}  # ticks -> [(group, rows)]
         self._shard_rows: dict[tuple[int, int, int], np.ndarray] = {}
@@ -65,8 +66,11 @@ class GroupIndex:
         )
         return per_name[inverse]
 
-    def split(self, batch: schema.Batch) -> list[tuple[int, schema.Batch]]:
-        """(group, rows of that group) for each group present, rows in their original order."""
+    def split(
+        self, batch: schema.Batch, wanted: set[int] | None = None
+    ) -> list[tuple[int, schema.Batch]]:
+        """(group, rows of that group) for each group present (and in `wanted`, if given),
+        rows in their original order."""
         rows = batch.rows
         if not len(rows):
             return []
@@ -74,7 +78,9 @@ class GroupIndex:
         if ticks is None:
             row_groups = self.groups(rows["device"])
             present = np.unique(row_groups)
-            if len(present) == 1:
+            if wanted is not None:
+                present = [g for g in present.tolist() if g in wanted]
+            if len(present) == 1 and len(row_groups) and (row_groups == present[0]).all():
                 return [(int(present[0]), batch)]
             return [(int(g), batch.with_rows(rows[row_groups == g])) for g in present]
         parts = self._split.get(ticks)
@@ -85,8 +91,10 @@ class GroupIndex:
                 self._split.clear()
             self._split[ticks] = parts
         if len(parts) == 1:
-            return [(parts[0][0], batch)]
-        return [(g, batch.with_rows(rows[index])) for g, index in parts]
+            return [(parts[0][0], batch)] if wanted is None or parts[0][0] in wanted else []
+        return [
+            (g, batch.with_rows(rows[index])) for g, index in parts if wanted is None or g in wanted
+        ]
 
     def shard_part(self, batch: schema.Batch, shard: Shard) -> schema.Batch:
         """The rows of `shard`'s devices, in their original order."""
@@ -110,23 +118,19 @@ class GroupIndex:
         return batch.with_rows(rows[index])
 
     def _grid_ticks(self, devices: np.ndarray) -> int | None:
-        """How many ticks the batch holds, if it is a grid of the remembered layout."""
-        d = len(self._layout)
-        n = len(devices)
-        if not d or n % d or not (devices.reshape(-1, d) == self._layout).all():
-            first = devices[0]
-            repeats = np.flatnonzero(devices == first)
-            d = int(repeats[1]) if len(repeats) > 1 else n
-            layout = devices[:d]
-            if n % d or not (devices.reshape(-1, d) == layout).all():
-                return None
-            if len(np.unique(layout)) != d:
-                return None
-            self._layout = layout.copy()
-            self._layout_groups = self.groups(layout)
-            self._split.clear()
-            self._shard_rows.clear()
-        return n // d
+        """How many ticks the batch holds, if it is a grid of the remembered layout (one
+        comparison of 64-bit words; see common.layout), or of a new one, then remembered."""
+        ticks = self._layout.ticks(devices)
+        if ticks is not None:
+            return ticks
+        layout = Layout.of(devices)
+        if layout is None:
+            return None
+        self._layout = layout
+        self._layout_groups = self.groups(layout.devices)
+        self._split.clear()
+        self._shard_rows.clear()
+        return len(devices) // len(layout)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from conftest import REPO
         ("fanout.py", "fanout-20x1x10.json"),
         ("idle.py", "idle.json"),
         ("resume.py", "resume.json"),
+        ("stop.py", "stop.json"),
     ],
 )
 def test_benchmark_runs(tmp_path, script, result):
