@@ -423,7 +423,7 @@ def format_timestamps(batch: Batch) -> np.ndarray:
 def format_values(values: np.ndarray, missing: str, decimals: int = DECIMALS) -> np.ndarray:
     """`decimals` decimals (one, like the spec's example, unless the source had more); NaN
     (no value) becomes `missing`."""
-    text = np.char.mod(f"%.{decimals}f", values)
+    text = np.char.mod(f"%.{decimals}f", values + 0.0)  # -0.0 shows as 0.0, as in render
     nan = np.isnan(values)
     if nan.any():
         text = np.where(nan, missing, text)
