@@ -54,6 +54,8 @@ def build_rows(
     anomaly: np.ndarray | None = None,
     anomaly_metrics: np.ndarray | None = None,
     anomaly_id: np.ndarray | None = None,
+    anomaly_root: np.ndarray | None = None,
+    event: np.ndarray | None = None,
 ) -> np.ndarray:
     """Records from flat, equally long columns (`values` is (n, 4) in METRICS order)."""
     rows = schema.empty_rows(len(ts_ms))
@@ -66,6 +68,10 @@ def build_rows(
         rows["anomaly"] = anomaly
         rows["anomaly_metrics"] = anomaly_metrics
         rows["anomaly_id"] = anomaly_id
+    if anomaly_root is not None:
+        rows["anomaly_root"] = anomaly_root
+    if event is not None:
+        rows["event"] = event
     return rows
 
 
@@ -87,7 +93,10 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
         _log_series(continued)
         from producer.config import device_name
 
-        owned = [i for i in range(config.devices) if config.shard.owns(device_name(i))]
+        names = (
+            config.scenario.devices if config.scenario else map(device_name, range(config.devices))
+        )
+        owned = [i for i, name in enumerate(names) if config.shard.owns(name)]
         if not owned:
             return _idle(config, f"{config.devices} device(s)")
         return SimSource(
@@ -99,6 +108,7 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
             devices=None if len(owned) == config.devices else np.array(owned),
             anomaly_durations=config.anomaly_durations,
             roles=config.roles,
+            scenario=config.scenario,
         )
     if config.source == "live":
         from producer.sources.live import LiveSource
