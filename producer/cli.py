@@ -391,6 +391,21 @@ def roles(roles: RoleMix, devices: int | None, seed: int | None) -> None:
         click.echo("\n".join(f"{device_name(i)}  {name}" for i, name in enumerate(names)))
 
 
+@main.command("scenario", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("file", type=click.Path(dir_okay=False), callback=_scenario)
+@click.option(
+    "--start",
+    callback=_start,
+    help="Simulated time of the series' first sample (UTC). [default: now]",
+)
+def scenario_command(file: Scenario, start: int | None) -> None:
+    """Check a scenario file; list its fleet and its episodes with their times and ids."""
+    from producer.model.timeline import describe
+
+    origin = start if start is not None else math.ceil(time.time()) * 1000
+    click.echo(describe(file, origin))
+
+
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--dir",

@@ -243,6 +243,29 @@ kinds = {spike = 3, dip = 1}
             assert len(lines) == 1 and lines[0].startswith("producer: error: "), lines
             assert expected in lines[0], lines[0]
 
+    def test_the_scenario_command_lists_the_fleet_and_the_episodes_with_their_ids(self):
+        """`producer scenario FILE --start` prints each group and every episode in time order,
+        with the anomaly ids the samples will carry."""
+        result = subprocess.run(
+            [sys.executable, "-m", "producer", "scenario", "scenarios/db-outage.toml"]
+            + ["--start", START],
+            cwd=REPO,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert "  web: 4 x web, web-01 .. web-04" in lines
+        episodes = [line for line in lines if line.startswith("  2025-")]
+        assert episodes[0] == (
+            "  2025-08-04 01:00:00  incident 1 (primary database stalls): root db-01 incident "
+            f"for 20m, anomaly_id {ROOT_ID}"
+        )
+        assert episodes[1].endswith(f"symptom web-01 level_shift for 19m, anomaly_id {ROOT_ID + 1}")
+        assert episodes == sorted(episodes)
+
 
 class TestIncidents:
     def test_root_and_symptoms_are_labelled_with_the_roots_id_after_their_delays(self):

@@ -275,3 +275,56 @@ def _load_test(values: np.ndarray, position: np.ndarray, event: np.ndarray) -> N
 
 
 _EFFECTS = {"maintenance": _maintenance, "deploy": _deploy, "load_test": _load_test}
+
+
+def describe(scenario: Scenario, origin_ms: int) -> str:
+    """The fleet by group and every episode with its time and ids, for a series starting at
+    `origin_ms` (`python -m producer scenario`)."""
+    names = scenario.devices
+    lines = [f"{scenario.name}: {scenario.description}" if scenario.description else scenario.name]
+    lines += ["", f"fleet ({len(names)} devices):"]
+    for group in scenario.groups:
+        ids = group.devices[0] + (f" .. {group.devices[-1]}" if len(group.devices) > 1 else "")
+        rate = "" if group.anomaly_rate is None else f", {group.anomaly_rate:g} anomalies/h"
+        lines.append(f"  {group.name}: {len(group.devices)} x {group.role.name}, {ids}{rate}")
+    lines += ["", f"timeline (the series starting {_when(origin_ms)}):"]
+    episodes: list[tuple[int, str]] = []
+    for incident in scenario.incidents:
+        start = incident.at.resolve(origin_ms)
+        root_id = ID_BASE + incident.number * PER_INCIDENT
+        for j, anomaly in enumerate((incident.root, *incident.symptoms)):
+            what = f"incident {incident.number} ({incident.name}): root" if not j else "  symptom"
+            episodes.append(
+                (
+                    start + anomaly.delay_ms,
+                    f"{what} {names[anomaly.device]} {anomaly.kind} "
+                    f"for {_span(anomaly.duration_ms)}, anomaly_id {root_id + j}",
+                )
+            )
+    for episode in scenario.planned:
+        start = episode.at.resolve(origin_ms)
+        mode = " (quiet)" if episode.quiet else " (down)" if episode.kind == "maintenance" else ""
+        factor = f" x{episode.factor:g}" if episode.kind == "load_test" else ""
+        for turn, device in enumerate(episode.devices):
+            episodes.append(
+                (
+                    start + turn * episode.every_ms,
+                    f"{episode.kind}{mode}{factor} {names[device]} "
+                    f"for {_span(episode.duration_ms)}",
+                )
+            )
+    lines += [f"  {_when(at)}  {text}" for at, text in sorted(episodes, key=lambda e: e[0])]
+    if not episodes:
+        lines.append("  no episodes: each group's random anomalies only")
+    return "\n".join(lines)
+
+
+def _when(ms: int) -> str:
+    return np.datetime_as_string(np.datetime64(ms, "ms"), unit="s").replace("T", " ")
+
+
+def _span(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms / 1000:g}s"

@@ -184,12 +184,20 @@ class SimSource:
             seq=np.repeat(self.series.seq_base + ticks, d),
             devices=np.tile(self._devices, n),
             values=values.reshape(n * d, len(schema.METRICS)),
-            anomaly=kind.ravel(),
-            anomaly_metrics=mask.ravel(),
-            anomaly_id=ids.ravel(),
-            anomaly_root=root_ids(ids.ravel()),
-            event=None if planned is None else planned.ravel(),
         )
+        # Labels are rare: written to the labelled rows only (a whole strided column each
+        # cost 17 ns a sample, as much as the few rows' gather and scatter per batch).
+        labelled = np.flatnonzero(kind)
+        if len(labelled):
+            part = rows[labelled]
+            part["anomaly"] = kind.ravel()[labelled]
+            part["anomaly_metrics"] = mask.ravel()[labelled]
+            part["anomaly_id"] = ids.ravel()[labelled]
+            part["anomaly_root"] = root_ids(part["anomaly_id"])
+            rows[labelled] = part
+        if planned is not None:
+            marked = np.flatnonzero(planned)
+            rows["event"][marked] = planned.ravel()[marked]
         return schema.Batch(rows=rows, precision=self.precision)
 
     def _values_before(self, ts_ms: np.ndarray) -> np.ndarray:
