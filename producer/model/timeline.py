@@ -122,7 +122,6 @@ class Timeline:
         self.scheduled = _one_at_a_time(table[np.isin(table["device"], owned)])
         plan = planned(scenario, origin_ms)
         self.planned = _one_at_a_time(plan[np.isin(plan["device"], owned)])
-        self._column = {int(d): i for i, d in enumerate(owned)}
         maintenance = self.planned[self.planned["code"] == _MAINTENANCE]
         self._blocks = _union(
             np.concatenate([self.scheduled["device"], maintenance["device"]]),
@@ -188,7 +187,7 @@ class Timeline:
         which = np.repeat(np.arange(len(plan)), counts)
         row = lo[which] + np.arange(len(which)) - np.repeat(np.cumsum(counts) - counts, counts)
         event = plan[which]
-        column = np.array([self._column[int(d)] for d in event["device"]], np.int64)
+        column = np.searchsorted(self.devices, plan["device"])[which]
         position = (ts_ms[row] - event["start"]) / event["length"]
         for code in np.unique(event["code"]):
             sel = event["code"] == code
