@@ -230,9 +230,13 @@ kinds = {spike = 3, dip = 1}
             (["--scenario", str(good), "--devices", "3"], {}, "--devices conflicts with"),
             (["--scenario", str(good)], {"STREAM_ROLES": "db"}, "STREAM_ROLES conflicts with"),
             ([], {"STREAM_SCENARIO": str(tmp_path / "none.toml")}, "cannot read scenario"),
+            (["--source", "live", "--scenario", str(good)], {}, "--scenario needs the sim"),
         ):
+            command = (
+                base[:3] if args[:1] == ["--source"] else [*base, "--out", str(tmp_path / "x.csv")]
+            )
             result = subprocess.run(
-                [*base, *args, "--out", str(tmp_path / "x.csv")],
+                [*command, *args],
                 env={**ENV, **env},
                 capture_output=True,
                 text=True,

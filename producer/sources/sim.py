@@ -111,8 +111,12 @@ class SimSource:
         speed = f", speed x{s.speed:g}" if s.speed != 1 else ""
         owned = len(self.device_indices)
         count = f"{owned} of {s.devices}" if owned < s.devices else f"{s.devices}"
+        scenario = ""
+        if self.timeline is not None:
+            episodes = len(self.timeline.scheduled) + len(self.timeline.planned)
+            scenario = f" of scenario {self.timeline.scenario.name!r} ({episodes} episode(s) here)"
         return (
-            f"simulating {count} device(s) at {s.rate:g} Hz{speed}, seed {s.seed}, "
+            f"simulating {count} device(s){scenario} at {s.rate:g} Hz{speed}, seed {s.seed}, "
             f"from seq {s.seq_base + self.next_tick}"
         )
 
