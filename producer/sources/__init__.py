@@ -54,8 +54,6 @@ def build_rows(
     anomaly: np.ndarray | None = None,
     anomaly_metrics: np.ndarray | None = None,
     anomaly_id: np.ndarray | None = None,
-    anomaly_root: np.ndarray | None = None,
-    event: np.ndarray | None = None,
 ) -> np.ndarray:
     """Records from flat, equally long columns (`values` is (n, 4) in METRICS order)."""
     rows = schema.empty_rows(len(ts_ms))
@@ -68,10 +66,6 @@ def build_rows(
         rows["anomaly"] = anomaly
         rows["anomaly_metrics"] = anomaly_metrics
         rows["anomaly_id"] = anomaly_id
-    if anomaly_root is not None:
-        rows["anomaly_root"] = anomaly_root
-    if event is not None:
-        rows["event"] = event
     return rows
 
 
