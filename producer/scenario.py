@@ -26,6 +26,7 @@ from producer.model.roles import EPISODE_KINDS, ROLES, Role, override
 MAX_DEVICES = 100_000  # as --devices
 MAX_EPISODE_MS = 7 * 86_400_000  # longest scheduled anomaly or planned event
 MAX_FACTOR = 20.0  # a load test multiplies the load by at most this
+MAX_SYMPTOMS = 999_999  # per incident: its ids are the root's plus 1..MAX_SYMPTOMS
 DAY_MS = 86_400_000
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS, "w": 7 * DAY_MS}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
@@ -306,6 +307,8 @@ class _Reader:
             devices = self.devices(item, spath)
             delay = self.duration(item, (*spath, "delay"), default=30_000, zero=True)
             stagger = self.duration(item, (*spath, "stagger"), default=0, zero=True)
+            if len(symptoms) + len(devices) > MAX_SYMPTOMS:
+                self.fail(spath, f"an incident has at most {MAX_SYMPTOMS:,} symptoms")
             for k, device in enumerate(devices):
                 symptoms.append(self.anomaly(item, spath, device, delay + k * stagger, root))
         name = self.text(data, (*path, "name"), default=f"incident {number}")

@@ -17,6 +17,7 @@ from common.schema import ANOMALY_KINDS, CSV_HEADER, EVENT_KINDS
 from common.shards import Shard
 from common.windows import EVENT_ID_BASE, merge, to_nab
 from conftest import REPO, Pipeline, wait_until
+from producer import series as series_store
 from producer.backfill import generate
 from producer.model.anomalies import SIMULATED_KINDS, AnomalyPlan
 from producer.model.roles import ROLES
@@ -269,6 +270,21 @@ kinds = {spike = 3, dip = 1}
         )
         assert episodes[1].endswith(f"symptom web-01 level_shift for 19m, anomaly_id {ROOT_ID + 1}")
         assert episodes == sorted(episodes)
+
+    def test_another_scenario_starts_a_new_series_and_older_state_files_continue(self, tmp_path):
+        """A producer given another scenario starts a new series (the scenario's clock starts
+        then) whose seqs follow the old ones; a state file from before scenarios continues."""
+        state = tmp_path / "state.json"
+        plain, _ = series_store.resume_or_start(state, 1, 4, 1.0, 5_000)
+        data = json.loads(state.read_text())
+        del data["scenario"]  # as written before scenarios existed
+        state.write_text(json.dumps(data))
+        again, continued = series_store.resume_or_start(state, 1, 4, 1.0, 9_000)
+        assert continued and again == plain
+        outage, continued = series_store.resume_or_start(state, 1, 4, 1.0, 9_000, scenario="x")
+        assert not continued and outage.origin_ms == 9_000 and outage.seq_base > 0
+        back, continued = series_store.resume_or_start(state, 1, 4, 1.0, 12_000, scenario="x")
+        assert continued and back == outage
 
 
 class TestIncidents:

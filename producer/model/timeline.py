@@ -21,10 +21,10 @@ import numpy as np
 
 from common.schema import ANOMALY_KINDS, EVENT_KINDS
 from producer.model.anomalies import EVENT, AnomalyPlan
-from producer.scenario import Scenario
+from producer.scenario import MAX_SYMPTOMS, Scenario
 
 ID_BASE = 8 * 10**15  # above random (< 2**49) and injected (2**52 + shard * 2**44) ids, < 2**53
-PER_INCIDENT = 10**6  # ids of one incident: its root, then up to 999,999 symptoms
+PER_INCIDENT = MAX_SYMPTOMS + 1  # ids of one incident: its root, then its symptoms (10**6)
 CPU, MEM, DISK, NET = range(4)
 
 PLANNED = np.dtype(

@@ -83,6 +83,7 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
             now_ms,
             speed=config.speed,
             start_ms=config.start_ms,
+            scenario=config.scenario.name if config.scenario else "",
         )
         _log_series(continued)
         from producer.config import device_name
