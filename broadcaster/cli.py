@@ -8,6 +8,7 @@ import click
 
 from broadcaster import service
 from broadcaster.config import DEFAULT_RESUME_MAX, BroadcasterConfig
+from broadcaster.pages import scenario_title
 from common.cli import (
     catchup_from,
     log_level_option,
@@ -23,6 +24,16 @@ from common.cli import (
     zmq_pub_option,
 )
 from common.logs import setup_logging
+
+
+def _scenario(ctx: click.Context, param: click.Parameter, value: Path | None) -> str | None:
+    """The scenario's name, for the dashboard; an unreadable file is a one-line error."""
+    if value is None:
+        return None
+    try:
+        return scenario_title(value)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,6 +123,13 @@ from common.logs import setup_logging
     help="Samples one resuming client (?since=) may be sent from the producers' history, "
     "and have held live meanwhile; older ones are named in a gap message.",
 )
+@option(
+    "--scenario",
+    "STREAM_SCENARIO",
+    callback=_scenario,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The producers' scenario file: the dashboard shows its name.",
+)
 @metrics_port_option("STREAM_BROADCASTER_METRICS_PORT")
 @ready_file_option
 @log_level_option
@@ -135,6 +153,7 @@ def main(
     tls_key: str | None,
     stale_after: float,
     resume_max: int,
+    scenario: str | None,
     metrics_port: int,
     ready_file: str | None,
     log_level: str,
@@ -161,5 +180,6 @@ def main(
         resume_max=resume_max,
         metrics_port=metrics_port,
         ready_file=ready_file,
+        scenario=scenario,
     )
     serve(service.run, config)

@@ -34,3 +34,4 @@ class BroadcasterConfig:
     metrics_port: int = 0  # /metrics on 127.0.0.1 without the token (0: off)
     stats_interval: float = 60.0
     ready_file: str | None = None  # written once serving (common.ready)
+    scenario: str | None = None  # name of the scenario the producers run, for the dashboard

@@ -1,4 +1,4 @@
-"""Plain HTTP on the WebSocket port: the dashboard, /healthz and /metrics.
+"""Plain HTTP on the WebSocket port: the dashboard, /healthz, /metrics and /schema.json.
 
 With an access token, every page but /healthz needs it, like the stream itself: /metrics
 tells who is connected and how much flows, the dashboard is only useful with the token
@@ -15,6 +15,7 @@ import http
 import json
 import os
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,33 @@ from websockets.http11 import Request, Response
 from common import metrics, schema
 
 STATIC = Path(__file__).resolve().parent / "static"
-# What the dashboard needs to know of the data, from the one place that defines it.
-_SCHEMA = json.dumps({"metrics": schema.METRICS, "anomaly_kinds": schema.ANOMALY_KINDS}).encode()
+
+
+def schema_document(scenario: str | None = None) -> bytes:
+    """What the dashboard needs to know of the data, from the one place that defines it, and
+    the name of the scenario being run (None: none)."""
+    return json.dumps(
+        {
+            "metrics": schema.METRICS,
+            "anomaly_kinds": schema.ANOMALY_KINDS,
+            "event_kinds": schema.EVENT_KINDS,
+            "scenario": scenario,
+        }
+    ).encode()
+
+
+def scenario_title(path: Path) -> str:
+    """The `name` of a scenario file (its file name without .toml if it has none); ValueError
+    with one line if it cannot be read. The producer checks the rest of the file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc).lower()
+        raise ValueError(f"cannot read scenario {path}: {reason}") from None
+    name = data.get("name", path.stem)
+    return name if isinstance(name, str) and name.strip() else path.stem
+
+
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -79,6 +105,7 @@ def page(
     clients: int,
     registry,
     authorized: bool = True,
+    schema_body: bytes = schema_document(),
 ) -> Response:
     """Answer a plain HTTP GET (anything that is not a WebSocket upgrade); `authorized`:
     the request carries the access token, or none is needed."""
@@ -97,7 +124,7 @@ def page(
     if path == "/metrics":
         return respond(http.HTTPStatus.OK, metrics.exposition(registry), metrics.CONTENT_TYPE)
     if path == "/schema.json":
-        return respond(http.HTTPStatus.OK, _SCHEMA, "application/json")
+        return respond(http.HTTPStatus.OK, schema_body, "application/json")
     name = "index.html" if path in ("", "/") else path.lstrip("/")
     file = (STATIC / name).resolve()
     if file.parent != STATIC or not file.is_file() or file.suffix not in _TYPES:

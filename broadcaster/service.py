@@ -20,7 +20,7 @@ from broadcaster import backlog, resume
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
-from broadcaster.pages import Health, page
+from broadcaster.pages import Health, page, schema_document
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import metrics, schema
 from common.bus import Subscriber
@@ -65,6 +65,7 @@ class State:
     def __init__(self, config: BroadcasterConfig) -> None:
         self.fanout = Fanout(config.max_client_buffer, config.close_timeout)
         self.health = Health(config.stale_after)
+        self.schema = schema_document(config.scenario)  # /schema.json
         self.subscriber: Subscriber | None = None
         self.disconnects = 0
         self.registry = metrics.registry(self.figures)
@@ -341,6 +342,7 @@ def _requests(admission: Admission, clients, state: State):
                 len(state.fanout.clients),
                 state.registry,
                 admission.authorized(request),
+                state.schema,
             )
         return admit(connection, request)
 

@@ -2,13 +2,20 @@
 
 `data/stream_log.csv` gets `data/stream_log.windows.csv`, one row per event:
 anomaly_id, device, kind, metrics (`cpu|net`), start and end (timestamps of its first
-and last labelled sample) and the number of labelled samples. An event seen in parts
-(a logger restart, or a sample inside it that the anomaly left unchanged) has several
-rows with the same anomaly_id; `merge` joins them.
+and last labelled sample), the number of labelled samples and root (the anomaly_id of its
+root cause; its own for a root). An event seen in parts (a logger restart, or a sample
+inside it that the anomaly left unchanged) has several rows with the same anomaly_id;
+`merge` joins them.
+
+Planned events (maintenance, deploy, load_test: `event` labels) get rows too, with the
+event's name as kind, no metrics and no root, and an id of their own made from the device,
+the kind and the first sample's time: a run of consecutive samples (by seq) of a device
+with the same event label is one row.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +28,8 @@ from common import schema
 if TYPE_CHECKING:
     import pandas as pd
 
-HEADER = "anomaly_id,device,kind,metrics,start,end,samples"
+HEADER = "anomaly_id,device,kind,metrics,start,end,samples,root"
+EVENT_ID_BASE = 1 << 62  # planned events' ids: [2**62, 2**63), apart from every anomaly's
 
 
 def windows_path(csv_path: Path) -> Path:
@@ -38,14 +46,26 @@ class Window:
     end_ms: int
     samples: int
     precision: int
+    root: int = 0  # 0: none (an event)
+    last_seq: int = -1  # of an event's last sample: the next one must follow it
 
     def row(self) -> str:
         stamps = schema.format_timestamps(
             schema.Batch(_stamp_rows([self.start_ms, self.end_ms]), self.precision)
         )
         device = schema.csv_field(self.device)
-        fields = (self.anomaly_id, device, self.kind, self.metrics, *stamps, self.samples)
+        root = self.root or ""
+        fields = (self.anomaly_id, device, self.kind, self.metrics, *stamps, self.samples, root)
         return ",".join(map(str, fields)) + "\n"
+
+
+def event_id(device: bytes, code: int, start_ms: int) -> int:
+    """A planned event's id: the same wherever its first sample is seen (logger, backfill)."""
+    digest = hashlib.blake2b(
+        device.rstrip(b"\0") + bytes([code]) + start_ms.to_bytes(8, "little", signed=True),
+        digest_size=8,
+    ).digest()
+    return EVENT_ID_BASE | (int.from_bytes(digest, "little") >> 2)
 
 
 def _stamp_rows(ts: list[int]) -> np.ndarray:
@@ -59,9 +79,17 @@ class WindowTracker:
 
     def __init__(self) -> None:
         self.open: dict[bytes, Window] = {}
+        self.open_events: dict[bytes, Window] = {}
 
     def update(self, batch: schema.Batch) -> list[Window]:
         """Windows that ended with this batch (a device moved on to another label or none)."""
+        closed = self._anomalies(batch)
+        marked = np.flatnonzero(batch.rows["event"])
+        if len(marked) or self.open_events:
+            closed += self._events(batch, marked)
+        return closed
+
+    def _anomalies(self, batch: schema.Batch) -> list[Window]:
         rows = batch.rows
         closed: list[Window] = []
         ids = rows["anomaly_id"]
@@ -89,6 +117,7 @@ class WindowTracker:
                         end_ms=int(first["ts_ms"]),
                         samples=0,
                         precision=batch.precision,
+                        root=int(first["anomaly_root"]),
                     )
                 window.end_ms = int(last["ts_ms"])
                 window.samples += int(end - start + 1)
@@ -100,9 +129,60 @@ class WindowTracker:
                     closed.append(self.open.pop(device))
         return closed
 
+    def _events(self, batch: schema.Batch, marked: np.ndarray) -> list[Window]:
+        """Planned events: runs of a device's consecutive samples with one event label."""
+        rows = batch.rows
+        closed: list[Window] = []
+        if len(marked):
+            sub = rows[marked]
+            names, device = np.unique(sub["device"], return_inverse=True)
+            order = np.lexsort((np.arange(len(sub)), device))
+            sub, device = sub[order], device[order]
+            code, seq = sub["event"], sub["seq"]
+            breaks = np.flatnonzero(
+                np.r_[
+                    True,
+                    (device[1:] != device[:-1])
+                    | (code[1:] != code[:-1])
+                    | (seq[1:] != seq[:-1] + np.uint64(1)),
+                ]
+            )
+            ends = np.r_[breaks[1:], len(sub)] - 1
+            for start, end in sorted(zip(breaks, ends, strict=True), key=lambda se: order[se[0]]):
+                first, last = sub[start], sub[end]
+                name = bytes(names[device[start]])
+                kind = schema.EVENT_KINDS[first["event"] - 1]
+                window = self.open_events.get(name)
+                if window is not None and (
+                    window.kind != kind or window.last_seq + 1 != int(first["seq"])
+                ):
+                    closed.append(self.open_events.pop(name))
+                    window = None
+                if window is None:
+                    window = self.open_events[name] = Window(
+                        anomaly_id=event_id(name, int(first["event"]), int(first["ts_ms"])),
+                        device=schema.device_name(name),
+                        kind=kind,
+                        metrics="",
+                        start_ms=int(first["ts_ms"]),
+                        end_ms=int(first["ts_ms"]),
+                        samples=0,
+                        precision=batch.precision,
+                    )
+                window.end_ms = int(last["ts_ms"])
+                window.last_seq = int(last["seq"])
+                window.samples += int(end - start + 1)
+        if self.open_events:
+            latest = _latest_rows(rows, list(self.open_events))
+            for name, row in latest.items():
+                if int(rows["seq"][row]) != self.open_events[name].last_seq:
+                    closed.append(self.open_events.pop(name))
+        return closed
+
     def close_all(self) -> list[Window]:
-        closed = list(self.open.values())
+        closed = [*self.open.values(), *self.open_events.values()]
         self.open.clear()
+        self.open_events.clear()
         return closed
 
 
@@ -147,13 +227,15 @@ def _latest_rows(rows: np.ndarray, devices: list[bytes]) -> dict[bytes, int]:
 
 
 def merge(paths: Path | list[Path]) -> pd.DataFrame:
-    """One row per event from windows files (parts joined by anomaly_id)."""
+    """One row per anomaly or planned event from windows files (parts joined by anomaly_id)."""
     import pandas as pd  # only here: importing it costs the services 0.3 s at start-up
 
     paths = [paths] if isinstance(paths, Path) else paths
     frame = pd.concat(
         [pd.read_csv(p, parse_dates=["start", "end"]) for p in paths], ignore_index=True
     )
+    if "root" not in frame:  # written before roots were kept
+        frame["root"] = pd.NA
     return (
         frame.groupby("anomaly_id", sort=False)
         .agg(
@@ -163,6 +245,7 @@ def merge(paths: Path | list[Path]) -> pd.DataFrame:
             start=("start", "min"),
             end=("end", "max"),
             samples=("samples", "sum"),
+            root=("root", "first"),
         )
         .reset_index()
         .sort_values(["start", "device"])
@@ -173,7 +256,8 @@ def to_nab(paths: Path | list[Path], log_name: str) -> str:
     """NAB's combined_windows.json shape: {data file: [[start, end], ...]}, one file per
     device, named `<log_name>/<device>.csv`."""
     windows: dict[str, list[list[str]]] = {}
-    for row in merge(paths).itertuples():
+    merged = merge(paths)
+    for row in merged[~merged["kind"].isin(schema.EVENT_KINDS)].itertuples():
         key = f"{log_name}/{row.device}.csv"
         windows.setdefault(key, []).append(
             [row.start.strftime("%Y-%m-%d %H:%M:%S.%f"), row.end.strftime("%Y-%m-%d %H:%M:%S.%f")]

@@ -25,6 +25,7 @@ from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import WindowTracker, windows_path
 from producer import outputs
 from producer.model.roles import DEFAULT_MIX, RoleMix
+from producer.scenario import Scenario
 from producer.series import Series
 from producer.sources.sim import SimSource
 
@@ -34,19 +35,25 @@ _source: SimSource | None = None  # one per worker process
 _encode: Callable[[schema.Batch], Any] | None = None
 
 
-def _start_worker(series: Series, anomaly_rate: float, kinds, durations, roles, fmt: str) -> None:
+def _start_worker(
+    series: Series, anomaly_rate: float, kinds, durations, roles, scenario, fmt: str
+) -> None:
     global _source, _encode
-    _source = SimSource(series, anomaly_rate, kinds, anomaly_durations=durations, roles=roles)
+    _source = SimSource(
+        series, anomaly_rate, kinds, anomaly_durations=durations, roles=roles, scenario=scenario
+    )
     _encode = outputs.encoder(fmt)
 
 
 def _chunk(first: int, last: int) -> tuple[Any, schema.Batch]:
     """Ticks first..last encoded for the file, and the rows the window tracker needs from
-    them: the labelled ones and each device's last one."""
+    them: the labelled ones (anomalies and events) and each device's last one."""
     assert _source is not None and _encode is not None
     batch = _source.batch(first, last)
     rows = batch.rows
     keep = rows["anomaly_id"] > 0
+    if _source.timeline is not None:
+        keep |= rows["event"] > 0
     keep[-_source.series.devices :] = True
     return _encode(batch), batch.with_rows(np.ascontiguousarray(rows[keep]))
 
@@ -88,9 +95,10 @@ def run(
     workers: int | None = None,
     anomaly_durations: Mapping[str, tuple[float, float]] | None = None,
     roles: RoleMix = DEFAULT_MIX,
+    scenario: Scenario | None = None,
 ) -> int:
     """Write `ticks` ticks of `series` to `files` (from `open_files`); return the number of
-    samples written."""
+    samples written. A `scenario` gives the fleet (`series.devices` must be its size)."""
     data, windows = files
     fmt = data.FORMAT
     workers = workers or os.cpu_count() or 1
@@ -100,7 +108,7 @@ def run(
     with ProcessPoolExecutor(
         workers,
         initializer=_start_worker,
-        initargs=(series, anomaly_rate, anomaly_kinds, anomaly_durations, roles, fmt),
+        initargs=(series, anomaly_rate, anomaly_kinds, anomaly_durations, roles, scenario, fmt),
     ) as pool:
         pending: deque[tuple[Future, int]] = deque()
         for first in range(0, ticks, chunk):
@@ -126,6 +134,7 @@ def generate(
     compression: str = outputs.COMPRESSION,
     anomaly_durations: Mapping[str, tuple[float, float]] | None = None,
     roles: RoleMix = DEFAULT_MIX,
+    scenario: Scenario | None = None,
 ) -> tuple[int, float]:
     """Write `ticks` ticks of `series` to `out` in `fmt` (and the windows file beside it);
     return (rows, seconds), the seconds from creating the files to closing them."""
@@ -141,6 +150,7 @@ def generate(
             workers,
             anomaly_durations,
             roles,
+            scenario,
         )
     return rows, time.perf_counter() - started
 

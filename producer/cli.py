@@ -40,6 +40,7 @@ from producer.config import ON_BAD_ROW, SOURCES, ProducerConfig
 from producer.model import anomalies
 from producer.model.roles import ROLES, RoleMix
 from producer.outputs import FORMATS
+from producer.scenario import Scenario, ScenarioError, load
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -81,6 +82,32 @@ def _parsed(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Param
             raise click.BadParameter(str(exc)) from None
 
     return callback
+
+
+def _scenario(ctx: click.Context, param: click.Parameter, value: str | None) -> Scenario | None:
+    """The scenario file, read and checked; a bad one is a one-line usage error."""
+    if not value:
+        return None
+    try:
+        return load(value)
+    except ScenarioError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _fleet(ctx: click.Context, scenario: Scenario | None, devices: int) -> int:
+    """The number of devices: the scenario's fleet, which --devices and --roles must not
+    contradict."""
+    if scenario is None:
+        return devices
+    for name in ("devices", "roles"):
+        source = ctx.get_parameter_source(name)
+        if source not in (None, click.core.ParameterSource.DEFAULT):
+            how = "STREAM_" + name.upper() if source.name == "ENVIRONMENT" else f"--{name}"
+            raise click.UsageError(
+                f"{how} conflicts with --scenario {scenario.file}: its [[group]] tables make "
+                "the fleet; leave it out"
+            )
+    return len(scenario.devices)
 
 
 def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,6 +167,14 @@ def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 callback=_parsed(RoleMix.parse),
                 help="Device roles: mix (the default fleet), one role, or counts per block "
                 "(web=3,db=1): " + ", ".join(ROLES) + ".",
+            ),
+            option(
+                "--scenario",
+                "STREAM_SCENARIO",
+                callback=_scenario,
+                type=click.Path(dir_okay=False),
+                help="TOML file of a fleet (instead of --devices and --roles) and a timeline of "
+                "incidents, maintenance, deploys and load tests (see scenarios/).",
             ),
         ]
     ):
@@ -242,6 +277,9 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     options["history_bytes"] = options.pop("history_mb") * 1024 * 1024
     options["security"] = security_from(options.pop("curve_dir"), options.pop("allow_insecure"))
     options["zmq_catchup"] = catchup_from(ctx, options["zmq_catchup"])
+    if options["scenario"] is not None and options["source"] != "sim":
+        raise click.UsageError(f"--scenario needs the sim source, not --source {options['source']}")
+    options["devices"] = _fleet(ctx, options["scenario"], options["devices"])
     config = ProducerConfig(**options)
     serve(service.run, config)
 
@@ -272,7 +310,9 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     help="File format. [default: parquet if --out ends in .parquet or .pq, else csv]",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.pass_context
 def generate(
+    ctx: click.Context,
     rate: float,
     devices: int,
     seed: int | None,
@@ -280,6 +320,7 @@ def generate(
     anomaly_kinds: dict[str, float],
     anomaly_durations: dict[str, tuple[float, float]],
     roles: RoleMix,
+    scenario: Scenario | None,
     duration: float,
     start: int | None,
     out: Path | None,
@@ -295,6 +336,7 @@ def generate(
     from producer.outputs import format_for
     from producer.series import Series
 
+    devices = _fleet(ctx, scenario, devices)
     if out is None:
         out = Path(f"data/train.{fmt or 'csv'}")
     fmt = format_for(out, fmt)
@@ -323,6 +365,7 @@ def generate(
             progress=bar.update if progress else lambda _: None,
             anomaly_durations=anomaly_durations,
             roles=roles,
+            scenario=scenario,
         )
     seconds = time.perf_counter() - started
     click.echo(
@@ -346,6 +389,21 @@ def roles(roles: RoleMix, devices: int | None, seed: int | None) -> None:
         names = roles.names(seed, list(range(devices)))
         click.echo("")
         click.echo("\n".join(f"{device_name(i)}  {name}" for i, name in enumerate(names)))
+
+
+@main.command("scenario", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("file", type=click.Path(dir_okay=False), callback=_scenario)
+@click.option(
+    "--start",
+    callback=_start,
+    help="Simulated time of the series' first sample (UTC). [default: now]",
+)
+def scenario_command(file: Scenario, start: int | None) -> None:
+    """Check a scenario file; list its fleet and its episodes with their times and ids."""
+    from producer.model.timeline import describe
+
+    origin = start if start is not None else math.ceil(time.time()) * 1000
+    click.echo(describe(file, origin))
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,6 +11,7 @@ from common.errors import StartupError
 from common.shards import ALL, Shard, instance_path, own_endpoint
 from producer.model.anomalies import DEFAULT_RATE_PER_HOUR, SIMULATED_KINDS
 from producer.model.roles import DEFAULT_MIX, RoleMix
+from producer.scenario import Scenario
 
 SOURCES = ("sim", "replay", "live")
 ON_BAD_ROW = ("error", "skip")  # what a replay row that is not a valid sample gets
@@ -36,6 +37,7 @@ class ProducerConfig:
     anomaly_kinds: tuple[str, ...] | Mapping[str, float] = SIMULATED_KINDS  # or kind -> weight
     anomaly_durations: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     roles: RoleMix = DEFAULT_MIX  # which role each device has
+    scenario: Scenario | None = None  # a fleet and a timeline (devices and roles are its own)
     replay_file: Path | None = None
     replay_loop: bool = False
     replay_metric: str = "cpu"  # where the value of a `timestamp,value` file goes

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import secrets
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ class Series:
     speed: float = 1.0  # simulated seconds per wall second
     start_ms: int | None = None  # the requested simulated start, None for "now"
     source: str = "sim"
+    scenario: str = ""  # the scenario's name: another scenario starts a new series (its clock)
 
     def time_ms(self, ticks: np.ndarray) -> np.ndarray:
         """Simulated timestamps of ticks, on an absolute grid (no drift however long it runs)."""
@@ -64,7 +65,15 @@ class Series:
 
     def identity(self) -> tuple:
         """What must match for a restarted producer to continue this series."""
-        return (self.source, self.seed, self.devices, self.rate, self.speed, self.start_ms)
+        return (
+            self.source,
+            self.seed,
+            self.devices,
+            self.rate,
+            self.speed,
+            self.start_ms,
+            self.scenario,
+        )
 
 
 def load(path: Path) -> Series | None:
@@ -80,7 +89,13 @@ def load(path: Path) -> Series | None:
         log.warning("ignoring series state %s of an unknown version", path)
         return None
     try:
-        return Series(**{f.name: data[f.name] for f in fields(Series)})
+        # Fields added later have defaults, so older state files still continue their series.
+        return Series(
+            **{
+                f.name: data[f.name] if f.default is MISSING else data.get(f.name, f.default)
+                for f in fields(Series)
+            }
+        )
     except (KeyError, TypeError) as exc:
         log.warning("ignoring malformed series state %s: %s", path, exc)
         return None
@@ -108,6 +123,7 @@ def resume_or_start(
     start_ms: int | None = None,
     source: str = "sim",
     fresh: bool = False,
+    scenario: str = "",
 ) -> tuple[Series, bool]:
     """The series to publish, and whether it continues the saved one (never if `fresh`)."""
     saved = load(path)
@@ -124,6 +140,7 @@ def resume_or_start(
         speed=speed,
         start_ms=start_ms,
         source=source,
+        scenario=scenario,
     )
     if not fresh and saved is not None and saved.identity() == wanted.identity():
         return saved, True
@@ -152,6 +169,7 @@ def rerate(path: Path, old: Series, next_tick: int, rate: float) -> Series:
         speed=old.speed,
         start_ms=int(old.time_ms(np.int64(next_tick))),
         source=old.source,
+        scenario=old.scenario,
     )
     save(path, series)
     return series

@@ -257,3 +257,34 @@ def test_device_ids_are_shown_as_text_never_as_html(pipeline: Pipeline, browser:
     assert sorted(shown) == sorted(HOSTILE_IDS)
     assert js(browser, "window.pwned === undefined")
     assert js(browser, "document.querySelectorAll('img').length") == 0
+
+
+@pytest.mark.skipif(
+    not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+    reason=f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium and chromium-driver)",
+)
+def test_dashboard_shows_a_scenarios_name_and_planned_events(
+    pipeline: Pipeline, browser: WebDriver
+):
+    """With --scenario the header names the scenario, the legend lists the event kinds after
+    the anomaly kinds, and a deploy shows as an event bar, not as a shaded anomaly."""
+    scenario = pipeline.cwd / "demo.toml"
+    scenario.write_text(
+        'name = "demo day"\n'
+        '[[group]]\nrole = "web"\ncount = 2\nid = "web-{n:02d}"\n'
+        '[[deploy]]\nat = "+3s"\ndevices = "web-01"\nduration = "60s"\n'
+    )
+    pipeline.producer("--rate", "10", "--anomaly-rate", "0", "--scenario", str(scenario))
+    pipeline.broadcaster("--scenario", str(scenario))
+    browser.get(http(pipeline) + "/")
+    wait = WebDriverWait(browser, timeout=20, poll_frequency=0.1)
+    wait.until(lambda d: js(d, "window.dashboard.scenario") == "demo day", "no scenario name")
+    assert "demo day" in js(browser, "document.getElementById('scenario').textContent")
+    legend = js(browser, "document.getElementById('legend').textContent")
+    assert legend.endswith("windowmaintenancedeployload_test"), legend
+    wait.until(lambda d: js(d, "window.dashboard.device") == "web-01", "web-01 not shown")
+    wait.until(lambda d: "deploy" in (js(d, "window.dashboard.events") or []), "no deploy bar")
+    assert js(browser, "window.dashboard.shaded") == []  # a deploy is not an anomaly
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / "dashboard-scenario.png"
+    assert browser.save_screenshot(str(path)), path

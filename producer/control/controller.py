@@ -68,6 +68,9 @@ class Controller:
         roles = getattr(self.source, "role_names", None)
         if roles is not None:
             status["roles"] = dict(zip(names, roles, strict=True))
+        scenario = getattr(self.source, "scenario", None)
+        if scenario is not None:
+            status["scenario"] = scenario.name
         series = getattr(self.source, "series", None)
         if series is not None:
             status.update(rate=series.rate, devices=series.devices, seed=series.seed)

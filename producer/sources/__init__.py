@@ -83,11 +83,15 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
             now_ms,
             speed=config.speed,
             start_ms=config.start_ms,
+            scenario=config.scenario.name if config.scenario else "",
         )
         _log_series(continued)
         from producer.config import device_name
 
-        owned = [i for i in range(config.devices) if config.shard.owns(device_name(i))]
+        names = (
+            config.scenario.devices if config.scenario else map(device_name, range(config.devices))
+        )
+        owned = [i for i, name in enumerate(names) if config.shard.owns(name)]
         if not owned:
             return _idle(config, f"{config.devices} device(s)")
         return SimSource(
@@ -99,6 +103,7 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
             devices=None if len(owned) == config.devices else np.array(owned),
             anomaly_durations=config.anomaly_durations,
             roles=config.roles,
+            scenario=config.scenario,
         )
     if config.source == "live":
         from producer.sources.live import LiveSource
