@@ -259,7 +259,7 @@ def test_the_test_client_prints_contiguous_seqs_across_a_broadcaster_restart(
     for client in (resuming, plain):
         client.wait_for("reconnecting to")
     before = {d: s[-1] for d, s in printed(resuming).items()}
-    # Starting a Python process takes about a second: 20 ticks are published meanwhile.
+    time.sleep(1.0)  # the scenario: the broadcaster stays down a second (20 ticks at least)
     pipeline.broadcaster("--ws-host", "127.0.0.1", "--ws-port", str(port))
     for client in (resuming, plain):
         wait_until(
@@ -268,5 +268,5 @@ def test_the_test_client_prints_contiguous_seqs_across_a_broadcaster_restart(
     for device, seqs in printed(resuming).items():
         assert contiguous(seqs, seqs[0]), (device, seqs)
     jumps = [b - a for seqs in printed(plain).values() for a, b in itertools.pairwise(seqs)]
-    assert max(jumps) > 5, "the outage lost nothing: the test proves nothing"
+    assert max(jumps) > 15, "the outage lost nothing: the test proves nothing"
     assert not any('"gap"' in line for line in resuming.out)
