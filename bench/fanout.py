@@ -1,16 +1,20 @@
-"""WebSocket fan-out: many clients, delivery and producer-to-client latency, against a plain
-`websockets.broadcast()` relay fed by the same producer in the same run.
+"""WebSocket fan-out: many clients, delivery and producer-to-client latency, against the
+thing to beat, measured in the same run with the same client processes: a plain
+`websockets.broadcast()` server that makes the same messages (size, devices, rate) itself.
+With --relay, also a `broadcast()` relay fed by the same producer (our extra hop, without
+our fan-out).
 
     python bench/fanout.py [--clients 1000 --devices 1 --rate 10 --duration 30] [--quick]
     python bench/fanout.py --clients 10 --rate 100          # the latency case
     python bench/fanout.py --broadcasters 2                 # two of ours sharing a port
 
 With --broadcasters K, K of our broadcasters listen on one port (SO_REUSEPORT), the kernel
-spreads the clients over them, and their CPU is summed; the relay stays a single process.
+spreads the clients over them, and their CPU is summed; the baselines stay one process.
 
 Clients run in a separate process (asyncio) and record, per frame, now minus the
 sample's timestamp (its deadline at the producer). Delivered % counts frames against
-what the producer published while every client was connected.
+what the producer published while every client was connected. The client processes'
+CPU is reported too: if it nears 100 % of a core each, the clients are the bottleneck.
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ class Client(asyncio.Protocol):
             if opcode == 1 and counting:
                 out["lat"].append(now * 1000 - stamp_ms(payload))
                 out["frames"] += 1
+                out["bytes"] += length
             elif opcode == 9 and length < 126:  # pong, masked with a zero key
                 self.transport.write(bytes((0x8A, 0x80 | length)) + bytes(4) + payload)
             elif opcode == 8:
@@ -109,7 +114,7 @@ class Client(asyncio.Protocol):
         del buf[:pos]
 
 async def main(url, n):
-    out = {"frames": 0, "lat": [], "begin": float("inf"), "end": float("inf")}
+    out = {"frames": 0, "bytes": 0, "lat": [], "begin": float("inf"), "end": float("inf")}
     loop, split, clients = asyncio.get_running_loop(), urlsplit(url), []
     for _ in range(n):
         client = Client(url, out)
@@ -122,7 +127,9 @@ async def main(url, n):
     await asyncio.sleep(max(0.0, out["end"] - time.time()) + 0.5)
     for client in clients:
         client.transport.close()
-    json.dump({"frames": out["frames"], "lat": out["lat"][:1000000]}, sys.stdout)
+    json.dump(
+        {"frames": out["frames"], "bytes": out["bytes"], "lat": out["lat"][:1000000]}, sys.stdout
+    )
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
@@ -153,6 +160,47 @@ async def main(zmq_pub):
 
 asyncio.run(main(sys.argv[1]))
 """
+
+
+PLAIN_CODE = r"""
+# The thing to beat: one websockets server that makes the same messages itself (the
+# producer's JSON, same devices, same rate, stamped with their deadline) and hands each
+# to websockets.broadcast(); no ZeroMQ, no other process.
+import asyncio, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[4])
+from websockets.asyncio.server import serve, broadcast
+from common import render, schema
+
+async def main(devices, rate):
+    clients = set()
+    async def handler(ws):
+        clients.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            clients.discard(ws)
+    rows = np.zeros(devices, schema.RECORD)
+    rows["device"] = schema.device_array([f"host-{i + 1:02d}" for i in range(devices)])
+    rows["cpu"], rows["mem"], rows["disk_io"], rows["net"] = 37.4, 61.2, 12.8, 345.6
+    precision = schema.precision_for_rate(rate)
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        print("ready", server.sockets[0].getsockname()[1], flush=True)
+        tick = int(time.time() * rate) + 1
+        while True:
+            due = tick / rate
+            if (delay := due - time.time()) > 0:
+                await asyncio.sleep(delay)
+            rows["ts_ms"], rows["seq"] = int(due * 1000), tick
+            for frame in render.json_objects(schema.Batch(rows, precision)):
+                broadcast(clients, frame.decode())
+            tick += 1
+
+asyncio.run(main(int(sys.argv[2]), float(sys.argv[3])))
+"""
+
+# what each server kind is called in the tables and the JSON
+OURS, PLAIN, RELAY = "ours", "plain broadcast()", "broadcast() relay"
 
 
 class Usages:
@@ -217,22 +265,27 @@ def run_clients(
         for proc in procs:
             assert proc.stdout.readline().strip() == "connected", "clients did not connect"
         connected()
+        client_usage = Usages([proc.pid for proc in procs])
         begin = time.time() + 1.0
         for proc in procs:
             proc.stdin.write(f"{begin} {begin + seconds}\n")
             proc.stdin.flush()
         time.sleep(max(0.0, begin - time.time()))
         server.restart()
+        client_usage.restart()
         time.sleep(max(0.0, begin + seconds - time.time()))
         usage = server.report()
+        clients_cpu = client_usage.report()["cpu_percent"]
         results = [json.loads(proc.communicate(timeout=seconds + 60)[0]) for proc in procs]
     finally:
         for proc in procs:
             proc.kill()
     return {
         "frames": sum(r["frames"] for r in results),
+        "bytes": sum(r["bytes"] for r in results),
         "lat": [x for r in results for x in r["lat"]],
         "server": usage,
+        "client_cpu_percent": clients_cpu,  # summed over the client processes
     }
 
 
@@ -245,10 +298,12 @@ def measure(
     expected: float,
     processes: int,
     broadcasters: int = 1,
+    devices: int = 1,
+    rate: float = 10.0,
 ) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     per_server: dict[int, int] = {}
-    if kind == "ours":
+    if kind == OURS:
         # The first picks a free port; the others share it (SO_REUSEPORT, on by default).
         port = 0
         servers = []
@@ -265,15 +320,17 @@ def measure(
             stop(*servers)
             raise
     else:
+        args = (
+            [RELAY_CODE, zmq_pub, str(REPO)]
+            if kind == RELAY
+            else [PLAIN_CODE, "-", str(devices), str(rate), str(REPO)]
+        )
         server = subprocess.Popen(
-            [sys.executable, "-c", RELAY_CODE, zmq_pub, str(REPO)],
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
+            [sys.executable, "-c", *args], env=env, stdout=subprocess.PIPE, text=True
         )
         servers = [server]
         port = int(server.stdout.readline().split()[1])  # "ready PORT"
-    time.sleep(1.5)  # both servers: let the first ticks arrive before clients count
+    time.sleep(1.5)  # every server: let the first ticks arrive before clients count
     pids = [server.pid for server in servers]
 
     def connected() -> None:
@@ -292,12 +349,14 @@ def measure(
     return {
         "frames": result["frames"],
         "frames_per_s": result["frames"] / seconds,
+        "bytes_per_frame": result["bytes"] / result["frames"] if result["frames"] else 0.0,
         # what the server could deliver with a whole core: its capacity, load-independent
         "frames_per_cpu_s": result["frames"] / cpu_s if cpu_s else 0.0,
         "delivered": delivered,
         "latency_ms": percentiles(result["lat"]),
         "processes": len(servers),
         "clients_per_process": list(per_server.values()) or [clients],
+        "client_cpu_percent": result["client_cpu_percent"],
         **report,
     }
 
@@ -317,6 +376,12 @@ def measure(
     type=click.IntRange(1, 64),
     help="Our broadcasters sharing one port (SO_REUSEPORT); their CPU is summed.",
 )
+@click.option(
+    "--relay/--no-relay",
+    default=False,
+    show_default=True,
+    help="Also measure a broadcast() relay fed by the same producer.",
+)
 @click.option("--quick", is_flag=True, help="20 clients, 10 Hz, 3 s.")
 def main(
     clients: int,
@@ -325,6 +390,7 @@ def main(
     duration: float,
     client_processes: int,
     broadcasters: int,
+    relay: bool,
     quick: bool,
 ) -> None:
     if quick:
@@ -349,11 +415,13 @@ def main(
     )
     expected = devices * rate * duration
     try:
+        kinds = (OURS, PLAIN, RELAY) if relay else (OURS, PLAIN)
         results = {
             kind: measure(
-                kind, zmq_pub, work, clients, duration, expected, client_processes, broadcasters
+                *(kind, zmq_pub, work, clients, duration, expected, client_processes),
+                *(broadcasters, devices, rate),
             )
-            for kind in ("ours", "broadcast() relay")
+            for kind in kinds
         }
     finally:
         stop(producer)
@@ -362,12 +430,14 @@ def main(
             "server",
             "frames/s",
             "frames/CPU-s",
+            "bytes/frame",
             "delivered",
             "lat p50",
             "p99",
             "p99.9",
             "CPU %",
             "RSS MB",
+            "client CPU %",
             "clients/process",
         ]
     ]
@@ -376,15 +446,17 @@ def main(
         lat = r["latency_ms"]
         rows.append(
             [
-                ours_name if kind == "ours" else kind,
+                ours_name if kind == OURS else kind,
                 f"{r['frames_per_s']:,.0f}",
                 f"{r['frames_per_cpu_s']:,.0f}",
+                f"{r['bytes_per_frame']:.0f}",
                 f"{100 * r['delivered']:.1f} %",
                 f"{lat['p50']:.1f} ms",
                 f"{lat['p99']:.1f} ms",
                 f"{lat['p99.9']:.1f} ms",
                 f"{r['cpu_percent']:.0f}",
                 f"{r['peak_rss_mb']:.0f}",
+                f"{r['client_cpu_percent']:.0f}",
                 "/".join(map(str, r["clients_per_process"])),
             ]
         )
@@ -393,9 +465,11 @@ def main(
         f"{broadcasters} broadcaster(s) of ours on one port (CPU % and RSS summed over them)"
     )
     print(table(rows))
-    ours, relay = results["ours"], results["broadcast() relay"]
-    ratio = ours["frames_per_cpu_s"] / max(relay["frames_per_cpu_s"], 1)
+    ours, plain = results[OURS], results[PLAIN]
+    ratio = ours["frames_per_cpu_s"] / max(plain["frames_per_cpu_s"], 1)
+    p99_ratio = ours["latency_ms"]["p99"] / plain["latency_ms"]["p99"]
     print(f"frames per server CPU-second, ours / plain broadcast(): {ratio:.2f}")
+    print(f"latency p99, ours / plain broadcast(): {p99_ratio:.2f}")
     suffix = "" if broadcasters == 1 else f"-k{broadcasters}"
     path = write(
         f"fanout-{clients}x{devices}x{rate:g}{suffix}",
@@ -407,6 +481,7 @@ def main(
             "duration_s": duration,
             "results": results,
             "ratio": ratio,
+            "p99_ratio": p99_ratio,
         },
     )
     print(f"wrote {path}")
