@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -382,6 +383,13 @@ def measure(
     show_default=True,
     help="Also measure a broadcast() relay fed by the same producer.",
 )
+@click.option(
+    "--rounds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Measure each server this many times, alternating with the baseline.",
+)
 @click.option("--quick", is_flag=True, help="20 clients, 10 Hz, 3 s.")
 def main(
     clients: int,
@@ -391,6 +399,7 @@ def main(
     client_processes: int,
     broadcasters: int,
     relay: bool,
+    rounds: int,
     quick: bool,
 ) -> None:
     if quick:
@@ -416,17 +425,22 @@ def main(
     expected = devices * rate * duration
     try:
         kinds = (OURS, PLAIN, RELAY) if relay else (OURS, PLAIN)
-        results = {
-            kind: measure(
-                *(kind, zmq_pub, work, clients, duration, expected, client_processes),
-                *(broadcasters, devices, rate),
-            )
-            for kind in kinds
-        }
+        results: dict[str, list[dict]] = {kind: [] for kind in kinds}
+        for turn in range(rounds):
+            # alternate the order, so that neither always runs first on a machine whose
+            # load changes from minute to minute
+            for kind in kinds if turn % 2 == 0 else kinds[::-1]:
+                results[kind].append(
+                    measure(
+                        *(kind, zmq_pub, work, clients, duration, expected, client_processes),
+                        *(broadcasters, devices, rate),
+                    )
+                )
     finally:
         stop(producer)
     rows = [
         [
+            "round",
             "server",
             "frames/s",
             "frames/CPU-s",
@@ -442,34 +456,26 @@ def main(
         ]
     ]
     ours_name = "ours" if broadcasters == 1 else f"ours x{broadcasters}"
-    for kind, r in results.items():
-        lat = r["latency_ms"]
-        rows.append(
-            [
-                ours_name if kind == OURS else kind,
-                f"{r['frames_per_s']:,.0f}",
-                f"{r['frames_per_cpu_s']:,.0f}",
-                f"{r['bytes_per_frame']:.0f}",
-                f"{100 * r['delivered']:.1f} %",
-                f"{lat['p50']:.1f} ms",
-                f"{lat['p99']:.1f} ms",
-                f"{lat['p99.9']:.1f} ms",
-                f"{r['cpu_percent']:.0f}",
-                f"{r['peak_rss_mb']:.0f}",
-                f"{r['client_cpu_percent']:.0f}",
-                "/".join(map(str, r["clients_per_process"])),
-            ]
-        )
+    for turn in range(rounds):
+        for kind in kinds:
+            rows.append(_row(ours_name if kind == OURS else kind, results[kind][turn], turn))
     print(
-        f"{clients} clients x {devices} device(s) x {rate:g} Hz for {duration:g} s; "
-        f"{broadcasters} broadcaster(s) of ours on one port (CPU % and RSS summed over them)"
+        f"{clients} clients x {devices} device(s) x {rate:g} Hz for {duration:g} s, "
+        f"{rounds} round(s); {broadcasters} broadcaster(s) of ours on one port "
+        "(CPU % and RSS summed over them)"
     )
     print(table(rows))
-    ours, plain = results[OURS], results[PLAIN]
-    ratio = ours["frames_per_cpu_s"] / max(plain["frames_per_cpu_s"], 1)
-    p99_ratio = ours["latency_ms"]["p99"] / plain["latency_ms"]["p99"]
-    print(f"frames per server CPU-second, ours / plain broadcast(): {ratio:.2f}")
-    print(f"latency p99, ours / plain broadcast(): {p99_ratio:.2f}")
+    ratios = [
+        o["frames_per_cpu_s"] / max(p["frames_per_cpu_s"], 1)
+        for o, p in zip(results[OURS], results[PLAIN], strict=True)
+    ]
+    p99_ratios = [
+        o["latency_ms"]["p99"] / p["latency_ms"]["p99"]
+        for o, p in zip(results[OURS], results[PLAIN], strict=True)
+    ]
+    ratio, p99_ratio = statistics.median(ratios), statistics.median(p99_ratios)
+    print(f"frames per server CPU-second, ours / plain broadcast(): {_spread(ratios)}")
+    print(f"latency p99, ours / plain broadcast() (same round): {_spread(p99_ratios)}")
     suffix = "" if broadcasters == 1 else f"-k{broadcasters}"
     path = write(
         f"fanout-{clients}x{devices}x{rate:g}{suffix}",
@@ -479,12 +485,39 @@ def main(
             "devices": devices,
             "rate": rate,
             "duration_s": duration,
+            "rounds": rounds,
             "results": results,
             "ratio": ratio,
             "p99_ratio": p99_ratio,
         },
     )
     print(f"wrote {path}")
+
+
+def _spread(values: list[float]) -> str:
+    """Median and range of per-round ratios."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} (median; {min(values):.2f}-{max(values):.2f})"
+
+
+def _row(name: str, r: dict, turn: int) -> list[str]:
+    lat = r["latency_ms"]
+    return [
+        str(turn + 1),
+        name,
+        f"{r['frames_per_s']:,.0f}",
+        f"{r['frames_per_cpu_s']:,.0f}",
+        f"{r['bytes_per_frame']:.0f}",
+        f"{100 * r['delivered']:.1f} %",
+        f"{lat['p50']:.1f} ms",
+        f"{lat['p99']:.1f} ms",
+        f"{lat['p99.9']:.1f} ms",
+        f"{r['cpu_percent']:.0f}",
+        f"{r['peak_rss_mb']:.0f}",
+        f"{r['client_cpu_percent']:.0f}",
+        "/".join(map(str, r["clients_per_process"])),
+    ]
 
 
 if __name__ == "__main__":
