@@ -15,6 +15,8 @@ Clients run in a separate process (asyncio) and record, per frame, now minus the
 sample's timestamp (its deadline at the producer). Delivered % counts frames against
 what the producer published while every client was connected. The client processes'
 CPU is reported too: if it nears 100 % of a core each, the clients are the bottleneck.
+"bus p99 / max" is how late the producer's messages reached a SUB beside our broadcaster:
+a latency outlier that shows there too happened upstream of the fan-out.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,10 +35,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import REPO, Usage, percentiles, ready, start, stop, table, write  # noqa: E402
+from common import schema  # noqa: E402
 
 CLIENTS_CODE = r"""
 # Many WebSocket clients in one process, each a bare asyncio protocol (RFC 6455 framing,
@@ -204,6 +209,41 @@ asyncio.run(main(int(sys.argv[2]), float(sys.argv[3])))
 OURS, PLAIN, RELAY = "ours", "plain broadcast()", "broadcast() relay"
 
 
+class BusWatch:
+    """Lateness of the producer's messages at a SUB beside the broadcasters (arrival minus
+    the newest sample's deadline): tells a stall upstream from one in the fan-out."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.seen: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, args=(endpoint,), daemon=True)
+        self._thread.start()
+
+    def _listen(self, endpoint: str) -> None:
+        context = zmq.Context()
+        sub = context.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(endpoint)
+        try:
+            while not self._stop.is_set():
+                if sub.poll(200):
+                    now = time.time()
+                    batch = schema.decode(sub.recv_multipart())
+                    self.seen.append((now, now * 1000 - float(batch.rows["ts_ms"][-1])))
+        finally:
+            sub.close(0)
+            context.term()
+
+    def lateness(self, begin: float, end: float) -> dict[str, float]:
+        """p50, p99 and max of the lateness in ms between begin and end (epoch s)."""
+        late = [ms for at, ms in self.seen if begin <= at < end]
+        return {**percentiles(late), "max": max(late, default=float("nan"))}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
 class Usages:
     """Usage summed over several server processes: CPU seconds and peak RSS added up."""
 
@@ -287,6 +327,7 @@ def run_clients(
         "lat": [x for r in results for x in r["lat"]],
         "server": usage,
         "client_cpu_percent": clients_cpu,  # summed over the client processes
+        "window": (begin, begin + seconds),
     }
 
 
@@ -358,6 +399,7 @@ def measure(
         "processes": len(servers),
         "clients_per_process": list(per_server.values()) or [clients],
         "client_cpu_percent": result["client_cpu_percent"],
+        "window": result["window"],
         **report,
     }
 
@@ -423,6 +465,7 @@ def main(
         cwd=work,
     )
     expected = devices * rate * duration
+    bus = BusWatch(zmq_pub)
     try:
         kinds = (OURS, PLAIN, RELAY) if relay else (OURS, PLAIN)
         results: dict[str, list[dict]] = {kind: [] for kind in kinds}
@@ -438,6 +481,9 @@ def main(
                 )
     finally:
         stop(producer)
+        bus.close()
+    for r in results[OURS]:
+        r["bus_lateness_ms"] = bus.lateness(*r["window"])
     rows = [
         [
             "round",
@@ -453,6 +499,7 @@ def main(
             "RSS MB",
             "client CPU %",
             "clients/process",
+            "bus p99 / max",
         ]
     ]
     ours_name = "ours" if broadcasters == 1 else f"ours x{broadcasters}"
@@ -517,6 +564,7 @@ def _row(name: str, r: dict, turn: int) -> list[str]:
         f"{r['peak_rss_mb']:.0f}",
         f"{r['client_cpu_percent']:.0f}",
         "/".join(map(str, r["clients_per_process"])),
+        f"{bus['p99']:.1f} / {bus['max']:.1f} ms" if (bus := r.get("bus_lateness_ms")) else "",
     ]
 
 
