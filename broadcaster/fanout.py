@@ -75,6 +75,15 @@ def write(connections: Iterable[ServerConnection], messages: list[bytes]) -> int
     return written
 
 
+def _last_per_device(rows: np.ndarray, count: int) -> np.ndarray:
+    """The last `count` rows of each device, in their order."""
+    keep = np.zeros(len(rows), bool)
+    _, inverse = np.unique(rows["device"], return_inverse=True)
+    for i in range(int(inverse.max()) + 1 if len(rows) else 0):
+        keep[np.flatnonzero(inverse == i)[-count:]] = True
+    return rows[keep]
+
+
 class Held:
     """The live samples of a resuming client, kept until its missed ones are written."""
 
@@ -103,6 +112,8 @@ class Fanout:
     """
 
     STALL_S = 10.0  # a resuming client that takes none of a chunk for this long is dropped
+    LATEST_MS = 10_000  # a new client's first samples: each device's newest of this span
+    LATEST_ROWS = 10_000
 
     def __init__(self, max_buffer: int, close_timeout: float, recent_rows: int = 100_000) -> None:
         self.max_buffer = max_buffer
@@ -170,18 +181,46 @@ class Fanout:
             frames = self._frames(subscription, batch)
             self.sent += len(frames) * write(connections, frames)
 
-    def history(self, connection: ServerConnection, subscription: Subscription) -> None:
-        """Send the last `subscription.history` samples per device to one client, now."""
-        if not subscription.history or not self._recent:
+    def history(
+        self, connection: ServerConnection, subscription: Subscription, connecting: bool = False
+    ) -> None:
+        """Send the last `subscription.history` samples per device to one client, now; when
+        `connecting` without a history asked for, the latest sample of each device."""
+        count = subscription.history
+        if count is None and connecting:
+            self._send_latest(connection, subscription)
+            return
+        if not count or not self._recent:
             return
         rows = np.concatenate([b.rows for b in self._recent])
         rows = rows[subscription.wants(rows)]
-        keep = np.zeros(len(rows), bool)
-        names, inverse = np.unique(rows["device"], return_inverse=True)
-        for i in range(len(names)):
-            keep[np.flatnonzero(inverse == i)[-subscription.history :]] = True
-        recent = self._recent[-1].with_rows(rows[keep])
+        recent = self._recent[-1].with_rows(_last_per_device(rows, count))
         write([connection], self._render(subscription, recent))
+
+    def _send_latest(self, connection: ServerConnection, subscription: Subscription) -> None:
+        """The newest sample of each device among the recent ones: at most LATEST_ROWS
+        samples of the last LATEST_MS are looked at, so a thousand clients connecting at
+        once cost a thousand small searches, not a thousand copies of the history."""
+        parts: list[np.ndarray] = []
+        seen = 0
+        newest = None
+        for batch in reversed(self._recent):
+            last = int(batch.rows["ts_ms"][-1]) if len(batch) else None
+            if newest is None:
+                newest = last
+            if seen >= self.LATEST_ROWS or (
+                last is not None and newest is not None and last < newest - self.LATEST_MS
+            ):
+                break
+            parts.append(batch.rows)
+            seen += len(batch)
+        if not parts:
+            return
+        rows = np.concatenate(parts[::-1])
+        rows = rows[subscription.wants(rows)]
+        if len(rows):
+            latest = self._recent[-1].with_rows(_last_per_device(rows, 1))
+            write([connection], self._render(subscription, latest))
 
     def hold(self, connection: ServerConnection, limit: int) -> None:
         """Keep the client's live samples (up to `limit`) instead of writing them."""
