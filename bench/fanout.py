@@ -2,7 +2,8 @@
 thing to beat, measured in the same run with the same client processes: a plain
 `websockets.broadcast()` server that makes the same messages (size, devices, rate) itself.
 With --relay, also a `broadcast()` relay fed by the same producer (our extra hop, without
-our fan-out).
+our fan-out); with --floor, the machine's floor: a bare process that sleeps to each deadline
+and writes the frame to every client's socket, nothing else.
 
     python bench/fanout.py [--clients 1000 --devices 1 --rate 10 --duration 30] [--quick]
     python bench/fanout.py --clients 10 --rate 100          # the latency case
@@ -205,8 +206,63 @@ async def main(devices, rate):
 asyncio.run(main(int(sys.argv[2]), float(sys.argv[3])))
 """
 
+# The machine's floor: the least a server can do, one process that sleeps to each
+# deadline and writes the frame (the producer's JSON shape) to each client's socket.
+FLOOR_WS_CODE = r"""
+import base64, hashlib, socket, sys, threading, time
+rate, devices = float(sys.argv[1]), int(sys.argv[2])
+server = socket.create_server(("127.0.0.1", 0))
+clients = []
+
+def accept():
+    # the least WebSocket server: read the upgrade request, answer 101, then only write
+    while True:
+        conn, _ = server.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept_key = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        conn.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key + b"\r\n\r\n"
+        )
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        clients.append(conn)
+
+threading.Thread(target=accept, daemon=True).start()
+print("ready", server.getsockname()[1], flush=True)
+tick = int(time.time() * rate) + 1
+while True:
+    due = tick / rate
+    if (delay := due - time.time()) > 0:
+        time.sleep(delay)
+    ms = int(due * 1000)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
+    frames = []
+    for device in range(1, devices + 1):
+        text = (
+            '{"timestamp":"' + stamp + '","cpu":37.4,"mem":61.2,"disk_io":12.8,"net":345.6,'
+            f'"device":"host-{device:02d}","seq":{tick},"anomaly":null,"anomaly_id":null}}'
+        ).encode().ljust(126)  # JSON allows trailing blanks; the length stays in one form
+        frames.append(bytes((0x81, 126)) + len(text).to_bytes(2, "big") + text)
+    frame = b"".join(frames)
+    for conn in list(clients):
+        try:
+            conn.send(frame)
+        except OSError:
+            clients.remove(conn)
+    tick += 1
+"""
+
 # what each server kind is called in the tables and the JSON
-OURS, PLAIN, RELAY = "ours", "plain broadcast()", "broadcast() relay"
+OURS, PLAIN, RELAY, FLOOR = "ours", "plain broadcast()", "broadcast() relay", "floor: bare sends"
 
 
 class BusWatch:
@@ -362,11 +418,11 @@ def measure(
             stop(*servers)
             raise
     else:
-        args = (
-            [RELAY_CODE, zmq_pub, str(REPO)]
-            if kind == RELAY
-            else [PLAIN_CODE, "-", str(devices), str(rate), str(REPO)]
-        )
+        args = {
+            RELAY: [RELAY_CODE, zmq_pub, str(REPO)],
+            PLAIN: [PLAIN_CODE, "-", str(devices), str(rate), str(REPO)],
+            FLOOR: [FLOOR_WS_CODE, str(rate), str(devices)],
+        }[kind]
         server = subprocess.Popen(
             [sys.executable, "-c", *args], env=env, stdout=subprocess.PIPE, text=True
         )
@@ -426,6 +482,12 @@ def measure(
     help="Also measure a broadcast() relay fed by the same producer.",
 )
 @click.option(
+    "--floor/--no-floor",
+    default=False,
+    show_default=True,
+    help="Also measure the floor: a bare process writing each frame to every socket.",
+)
+@click.option(
     "--rounds",
     default=1,
     show_default=True,
@@ -441,6 +503,7 @@ def main(
     client_processes: int,
     broadcasters: int,
     relay: bool,
+    floor: bool,
     rounds: int,
     quick: bool,
 ) -> None:
@@ -467,7 +530,7 @@ def main(
     expected = devices * rate * duration
     bus = BusWatch(zmq_pub)
     try:
-        kinds = (OURS, PLAIN, RELAY) if relay else (OURS, PLAIN)
+        kinds = (OURS, PLAIN) + ((RELAY,) if relay else ()) + ((FLOOR,) if floor else ())
         results: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for turn in range(rounds):
             # alternate the order, so that neither always runs first on a machine whose

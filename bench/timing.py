@@ -58,57 +58,6 @@ while time.time() < end:
 """
 
 
-FLOOR_WS_CODE = r"""
-import base64, hashlib, socket, sys, threading, time
-rate = float(sys.argv[1])
-server = socket.create_server(("127.0.0.1", 0))
-clients = []
-
-def accept():
-    # the least WebSocket server: read the upgrade request, answer 101, then only write
-    while True:
-        conn, _ = server.accept()
-        request = b""
-        while b"\r\n\r\n" not in request:
-            request += conn.recv(4096)
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key:")
-        )
-        accept_key = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        conn.sendall(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key + b"\r\n\r\n"
-        )
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        clients.append(conn)
-
-threading.Thread(target=accept, daemon=True).start()
-print("ready", server.getsockname()[1], flush=True)
-tick = int(time.time() * rate) + 1
-while True:
-    due = tick / rate
-    if (delay := due - time.time()) > 0:
-        time.sleep(delay)
-    ms = int(due * 1000)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}"
-    text = (
-        '{"timestamp":"' + stamp + '","cpu":37.4,"mem":61.2,"disk_io":12.8,"net":345.6,'
-        f'"device":"host-01","seq":{tick},"anomaly":null,"anomaly_id":null}}'
-    ).encode().ljust(126)  # JSON allows trailing blanks; the length stays in one form
-    frame = bytes((0x81, 126)) + len(text).to_bytes(2, "big") + text  # 126..65535 bytes
-    for conn in list(clients):
-        try:
-            conn.send(frame)
-        except OSError:
-            clients.remove(conn)
-    tick += 1
-"""
-
-
 def listen(endpoint: str, seconds: float) -> dict:
     """Count samples and their lateness for `seconds` after the first one arrives."""
     context = zmq.Context()
@@ -190,7 +139,9 @@ def measure_client_latency(clients: int, rate: float, seconds: float, work: Path
 def measure_client_floor(clients: int, rate: float, seconds: float) -> dict:
     """The same, from the floor: a bare process writing to the clients' sockets on time."""
     floor = subprocess.Popen(
-        [sys.executable, "-c", FLOOR_WS_CODE, str(rate)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", fanout.FLOOR_WS_CODE, str(rate), "1"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         port = int(floor.stdout.readline().split()[1])  # "ready PORT"
@@ -228,7 +179,7 @@ def measure_naive(rate: float, seconds: float) -> dict:
     type=click.IntRange(0, 20),
     help="Rounds of pipeline and floor, alternating; 0 to skip.",
 )
-@click.option("--quick", is_flag=True, help="10 and 100 Hz for 5 s each; 1 latency round of 5 s.")
+@click.option("--quick", is_flag=True, help="100 Hz for 5 s; 1 latency round of 3 s.")
 def main(
     duration: float,
     rates: str,
@@ -238,10 +189,10 @@ def main(
     latency_rounds: int,
     quick: bool,
 ) -> None:
-    chosen = [10.0, 100.0] if quick else [float(r) for r in rates.split(",") if r.strip()]
+    chosen = [100.0] if quick else [float(r) for r in rates.split(",") if r.strip()]
     duration = 5.0 if quick else duration
     if quick:
-        latency_duration, latency_rounds = 5.0, 1
+        latency_duration, latency_rounds = 3.0, 1
     work = Path(tempfile.mkdtemp(prefix="bench-timing-"))
     results, rows = {}, [["rate Hz", "design", "count", "expected", "jitter p50", "p99", "p99.9"]]
     for rate in chosen:
