@@ -4,7 +4,9 @@
 
 Measures the CPU each process uses while idling (target: under 1 % of a core for all
 three together, i.e. no busy waiting) and the time from `honcho start` to the first
-sample at the test client. Baseline: an idle `python -c "import time; time.sleep(...)"`.
+sample at the test client, with its parts: the producer and the broadcaster ready, and
+when that first sample was due (ticks at 1 Hz fall on whole seconds). Baseline: an idle
+`python -c "import time; time.sleep(...)"`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -57,7 +60,7 @@ def main(duration: float, quick: bool) -> None:
     )
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
     honcho = subprocess.Popen(
         [os.path.join(bin_dir, "honcho"), "start"],
         cwd=work,
@@ -67,6 +70,7 @@ def main(duration: float, quick: bool) -> None:
         start_new_session=True,
     )
     port = _broadcaster_port(work / "ready" / "broadcaster.1.json", honcho)
+    broadcaster_ready_s = time.monotonic() - began
     client = subprocess.Popen(
         [
             sys.executable,
@@ -80,8 +84,15 @@ def main(duration: float, quick: bool) -> None:
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    client.wait(30)
+    output, _ = client.communicate(timeout=30)
     first_sample_s = time.monotonic() - began
+    producer_ready_s = (work / "ready" / "producer.1.json").stat().st_mtime - began_wall
+    # the first frame's sample: when it was due, against the start (the 1 Hz grid's wait)
+    frame = json.loads(
+        next(line for line in output.splitlines() if line.startswith("Received:"))[9:]
+    )
+    stamp = datetime.fromisoformat(frame["timestamp"]).replace(tzinfo=UTC).timestamp()
+    first_due_s = stamp - began_wall
     time.sleep(2)
     children = psutil.Process(honcho.pid).children(recursive=True)
     pythons = [p for p in children if "python" in p.name().lower()]
@@ -106,7 +117,11 @@ def main(duration: float, quick: bool) -> None:
         ["idle sleep (baseline)", f"{base['cpu_percent']:.2f}", f"{base['peak_rss_mb']:.0f}"],
     ]
     print(table(rows))
-    print(f"honcho start -> first sample at the test client: {first_sample_s:.2f} s")
+    print(
+        f"honcho start -> producer ready {producer_ready_s:.2f} s, broadcaster ready "
+        f"{broadcaster_ready_s:.2f} s, first sample due (1 Hz grid) {first_due_s:.2f} s, "
+        f"first sample at the test client {first_sample_s:.2f} s"
+    )
     path = write(
         "idle",
         {
@@ -115,6 +130,9 @@ def main(duration: float, quick: bool) -> None:
             "total_cpu_percent": total,
             "baseline_cpu_percent": base["cpu_percent"],
             "first_sample_s": first_sample_s,
+            "producer_ready_s": producer_ready_s,
+            "broadcaster_ready_s": broadcaster_ready_s,
+            "first_due_s": first_due_s,
         },
     )
     print(f"wrote {path}")

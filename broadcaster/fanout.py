@@ -75,6 +75,15 @@ def write(connections: Iterable[ServerConnection], messages: list[bytes]) -> int
     return written
 
 
+def _last_per_device(rows: np.ndarray, count: int) -> np.ndarray:
+    """The last `count` rows of each device, in their order."""
+    keep = np.zeros(len(rows), bool)
+    _, inverse = np.unique(rows["device"], return_inverse=True)
+    for i in range(int(inverse.max()) + 1 if len(rows) else 0):
+        keep[np.flatnonzero(inverse == i)[-count:]] = True
+    return rows[keep]
+
+
 class Held:
     """The live samples of a resuming client, kept until its missed ones are written."""
 
@@ -103,6 +112,8 @@ class Fanout:
     """
 
     STALL_S = 10.0  # a resuming client that takes none of a chunk for this long is dropped
+    LATEST_MS = 10_000  # a new client's first samples: each device's newest of this span
+    LATEST_ROWS = 10_000
 
     def __init__(self, max_buffer: int, close_timeout: float, recent_rows: int = 100_000) -> None:
         self.max_buffer = max_buffer
@@ -129,16 +140,25 @@ class Fanout:
             self._samplers.pop(subscription, None)
 
     def send(self, batch: schema.Batch) -> None:
-        """Write the batch to every client that is keeping up, as each subscribed to it."""
+        """Write the batch to every client that is keeping up, as each subscribed to it.
+
+        One pass over the clients: those of the first subscription seen (usually the only
+        one) are written as they are met, the others grouped and written after; the
+        per-client checks are inlined (the write system call is the only cost left that
+        grows with the clients: about 10 us each here)."""
         self._remember(batch)
+        limit, held_all = self.max_buffer, self.held
+        first: Subscription | None = None
+        wire = b""
+        count = written = 0
         groups: dict[Subscription, list[ServerConnection]] = {}
         for connection, subscription in list(self.clients.items()):
             transport = connection.transport
             if transport is None or transport.is_closing():
                 continue
-            if transport.get_write_buffer_size() > self.max_buffer:
+            if transport.get_write_buffer_size() > limit:
                 self._drop(connection)
-            elif (held := self.held.get(connection)) is not None:
+            elif held_all and (held := held_all.get(connection)) is not None:
                 rows = (
                     batch.rows
                     if subscription.devices is None
@@ -146,24 +166,61 @@ class Fanout:
                 )
                 if not held.add(schema.Batch(rows, batch.precision)):
                     self._drop(connection, f"{held.rows} live samples held while resuming")
+            elif subscription is first or first is None:
+                if first is None:
+                    first = subscription
+                    frames = self._frames(subscription, batch)
+                    count, wire = len(frames), text_frames(frames)
+                if wire and connection.protocol.state is State.OPEN:
+                    transport.write(wire)
+                    written += 1
             else:
                 groups.setdefault(subscription, []).append(connection)
+        self.sent += count * written
         for subscription, connections in groups.items():
             frames = self._frames(subscription, batch)
             self.sent += len(frames) * write(connections, frames)
 
-    def history(self, connection: ServerConnection, subscription: Subscription) -> None:
-        """Send the last `subscription.history` samples per device to one client, now."""
-        if not subscription.history or not self._recent:
+    def history(
+        self, connection: ServerConnection, subscription: Subscription, connecting: bool = False
+    ) -> None:
+        """Send the last `subscription.history` samples per device to one client, now; when
+        `connecting` without a history asked for, the latest sample of each device."""
+        count = subscription.history
+        if count is None and connecting:
+            self._send_latest(connection, subscription)
+            return
+        if not count or not self._recent:
             return
         rows = np.concatenate([b.rows for b in self._recent])
         rows = rows[subscription.wants(rows)]
-        keep = np.zeros(len(rows), bool)
-        names, inverse = np.unique(rows["device"], return_inverse=True)
-        for i in range(len(names)):
-            keep[np.flatnonzero(inverse == i)[-subscription.history :]] = True
-        recent = self._recent[-1].with_rows(rows[keep])
+        recent = self._recent[-1].with_rows(_last_per_device(rows, count))
         write([connection], self._render(subscription, recent))
+
+    def _send_latest(self, connection: ServerConnection, subscription: Subscription) -> None:
+        """The newest sample of each device among the recent ones: at most LATEST_ROWS
+        samples of the last LATEST_MS are looked at, so a thousand clients connecting at
+        once cost a thousand small searches, not a thousand copies of the history."""
+        parts: list[np.ndarray] = []
+        seen = 0
+        newest = None
+        for batch in reversed(self._recent):
+            last = int(batch.rows["ts_ms"][-1]) if len(batch) else None
+            if newest is None:
+                newest = last
+            if seen >= self.LATEST_ROWS or (
+                last is not None and newest is not None and last < newest - self.LATEST_MS
+            ):
+                break
+            parts.append(batch.rows)
+            seen += len(batch)
+        if not parts:
+            return
+        rows = np.concatenate(parts[::-1])
+        rows = rows[subscription.wants(rows)]
+        if len(rows):
+            latest = self._recent[-1].with_rows(_last_per_device(rows, 1))
+            write([connection], self._render(subscription, latest))
 
     def hold(self, connection: ServerConnection, limit: int) -> None:
         """Keep the client's live samples (up to `limit`) instead of writing them."""

@@ -194,7 +194,7 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             if since is not None:
                 await _resume(config, state, connection, subscription, since)
             else:
-                fanout.history(connection, subscription)
+                fanout.history(connection, subscription, connecting=True)
             async for message in connection:
                 if not limit.allow(time.monotonic()):
                     log.warning("client %s sends too many messages: closing", peer(connection))

@@ -35,7 +35,9 @@ class Subscription:
     fields: tuple[str, ...] = schema.METRICS
     max_rate: float | None = None  # samples per second per device, at most
     batch: bool = False  # a JSON array per frame instead of one object
-    history: int = 0  # the last N samples per device, sent on subscribing
+    # the last N samples per device, sent on subscribing; None (not asked): on connecting,
+    # the latest sample of each device, so that a client shows data without waiting a period
+    history: int | None = None
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> Subscription:
@@ -61,7 +63,7 @@ class Subscription:
             fields=tuple(m for m in schema.METRICS if m in fields) if fields else schema.METRICS,
             max_rate=max_rate,
             batch=_flag(params.get("batch")),
-            history=int(history or 0),
+            history=None if history is None else int(history),
         )
 
     @classmethod

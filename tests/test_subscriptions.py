@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.request
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -137,6 +139,35 @@ def test_history_fills_a_chart_at_once(pipeline: Pipeline):
     for seqs in by_device.values():
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # history, then live: no gap
         assert len(seqs) >= 15
+
+
+def _stamp(sample: dict) -> float:
+    return datetime.fromisoformat(sample["timestamp"]).replace(tzinfo=UTC).timestamp()
+
+
+def _connect_after_a_tick(url: str, query: str) -> tuple[float, float, list[dict]]:
+    """Connect right after the broadcaster gets a 1 Hz tick; (time connected, seconds until
+    two frames came, those frames)."""
+    before = received(url)
+    wait_until(lambda: received(url) > before, timeout=10)
+    connected = time.time()
+    with connect(url + query, open_timeout=10) as ws:
+        got = [json.loads(ws.recv(timeout=10)) for _ in range(2)]
+    return connected, time.time() - connected, got
+
+
+def test_new_client_gets_each_devices_latest_sample_at_once(pipeline: Pipeline):
+    """At 1 Hz a new client gets each device's latest sample at once (stamped before it
+    connected), instead of waiting up to a second; history=0 waits for the next tick."""
+    pipeline.producer("--rate", "1", "--devices", "2")
+    pipeline.broadcaster()
+    wait_until(lambda: received(pipeline.ws_url) >= 2, timeout=10)
+    connected, took, got = _connect_after_a_tick(pipeline.ws_url, "/")
+    assert took < 0.5, took
+    assert {s["device"] for s in got} == {"host-01", "host-02"}
+    assert all(_stamp(s) <= connected for s in got), (connected, got)
+    connected, took, got = _connect_after_a_tick(pipeline.ws_url, "/?history=0")
+    assert all(_stamp(s) > connected for s in got), (connected, got)
 
 
 def test_subscribe_message_and_errors_keep_the_connection(pipeline: Pipeline):
