@@ -84,7 +84,7 @@ class Watermark:
             running = np.maximum.accumulate(np.concatenate(([mark], ours)))[:-1]
             keep[index] = ours > running
             self.marks[name] = max(mark, int(ours.max()))
-        return schema.Batch(rows[keep], batch.precision)
+        return batch.with_rows(rows[keep])
 
 
 @dataclass
@@ -102,10 +102,10 @@ def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: in
 
     `after` and `after_seq` are what was asked (seqs above `after[device]`, and for every
     other device above `after_seq` unless it is None)."""
-    rows, precision = _by_time(answer.batches)
+    rows, shown = _by_time(answer.batches)
     cut = max(0, len(rows) - limit)
-    over, rows, precision = rows[:cut], rows[cut:], precision[cut:]
-    kept, dropped = _spans(rows), _spans(over)
+    over, rows, shown = rows[:cut], rows[cut:], shown[cut:]
+    kept, dropped = schema.seq_spans(rows), schema.seq_spans(over)
     given_up: dict[str, tuple[int, int]] = {}
     known: set[str] = set()
     skipped: dict[str, list[tuple[int, int]]] = {}
@@ -145,7 +145,7 @@ def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: in
     if missing and after_seq is not None:
         gaps.append(Gap(None, after_seq + 1, None, "unavailable"))
     return Plan(
-        batches=_runs(rows, precision),
+        batches=_runs(rows, shown),
         gaps=gaps,
         # A device the history does not mention has nothing in it: its live samples are
         # all new (also when its seqs are below a bare `since` of another series).
@@ -154,40 +154,31 @@ def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: in
 
 
 def _by_time(batches: list[schema.Batch]) -> tuple[np.ndarray, np.ndarray]:
-    """All rows, oldest first (stable: each producer's own order is kept), with the
-    timestamp precision of each."""
+    """All rows, oldest first (stable: each producer's own order is kept), with how each
+    is shown (its batch's timestamp precision and decimals, as one code)."""
     if not batches:
         return schema.empty_rows(0), np.zeros(0, np.uint8)
     rows = np.concatenate([b.rows for b in batches])
-    precision = np.concatenate([np.full(len(b), b.precision, np.uint8) for b in batches])
+    shown = np.concatenate([np.full(len(b), _shown(b), np.uint8) for b in batches])
     order = np.argsort(rows["ts_ms"], kind="stable")
-    return rows[order], precision[order]
+    return rows[order], shown[order]
 
 
-def _runs(rows: np.ndarray, precision: np.ndarray) -> list[schema.Batch]:
-    """The rows as batches of one precision each, in order."""
+def _shown(batch: schema.Batch) -> int:
+    return batch.precision * (schema.MAX_DECIMALS + 1) + batch.decimals
+
+
+def _runs(rows: np.ndarray, shown: np.ndarray) -> list[schema.Batch]:
+    """The rows as batches each shown one way (precision, decimals), in order."""
     if not len(rows):
         return []
-    edges = np.flatnonzero(np.diff(precision)) + 1
+    edges = np.flatnonzero(np.diff(shown)) + 1
     starts = [0, *edges.tolist()]
     ends = [*edges.tolist(), len(rows)]
-    return [schema.Batch(rows[a:b], int(precision[a])) for a, b in zip(starts, ends, strict=True)]
-
-
-def _spans(rows: np.ndarray) -> dict[str, tuple[int, int]]:
-    """(lowest, highest) seq per device."""
-    if not len(rows):
-        return {}
-    names, inverse = np.unique(rows["device"], return_inverse=True)
-    seqs = rows["seq"].astype(np.int64)
-    low = np.full(len(names), np.iinfo(np.int64).max)
-    high = np.full(len(names), np.iinfo(np.int64).min)
-    np.minimum.at(low, inverse, seqs)
-    np.maximum.at(high, inverse, seqs)
-    return {
-        bytes(n).decode(): (int(a), int(b))
-        for n, a, b in zip(names, low.tolist(), high.tolist(), strict=True)
-    }
+    return [
+        schema.Batch(rows[a:b], *divmod(int(shown[a]), schema.MAX_DECIMALS + 1))
+        for a, b in zip(starts, ends, strict=True)
+    ]
 
 
 def _union(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:

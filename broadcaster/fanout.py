@@ -164,7 +164,7 @@ class Fanout:
                     if subscription.devices is None
                     else batch.rows[subscription.wants(batch.rows)]
                 )
-                if not held.add(schema.Batch(rows, batch.precision)):
+                if not held.add(batch.with_rows(rows)):
                     self._drop(connection, f"{held.rows} live samples held while resuming")
             elif subscription is first or first is None:
                 if first is None:
@@ -243,7 +243,7 @@ class Fanout:
         the one before has drained; False if the client left or was dropped as too slow."""
         for batch in batches:
             for start in range(0, len(batch), self.chunk_rows):
-                part = schema.Batch(batch.rows[start : start + self.chunk_rows], batch.precision)
+                part = batch.with_rows(batch.rows[start : start + self.chunk_rows])
                 frames = self._render(subscription, part)
                 if connection not in self.clients or not write([connection], frames):
                     return False

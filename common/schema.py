@@ -267,6 +267,22 @@ def device_array(names: list[str]) -> np.ndarray:
     return np.array([device_bytes(n) for n in names], dtype=DEVICE_DTYPE)
 
 
+def seq_spans(rows: np.ndarray) -> dict[str, tuple[int, int]]:
+    """(lowest, highest) seq of each device among `rows`."""
+    if not len(rows):
+        return {}
+    names, inverse = np.unique(rows["device"], return_inverse=True)
+    seqs = rows["seq"].astype(np.int64)
+    low = np.full(len(names), np.iinfo(np.int64).max)
+    high = np.full(len(names), np.iinfo(np.int64).min)
+    np.minimum.at(low, inverse, seqs)
+    np.maximum.at(high, inverse, seqs)
+    return {
+        device_name(n): (int(a), int(b))
+        for n, a, b in zip(names, low.tolist(), high.tolist(), strict=True)
+    }
+
+
 def validate(rows: np.ndarray) -> None:
     """Raise ValueError naming the first problem if `rows` hold a sample that is not valid.
 

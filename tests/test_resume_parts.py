@@ -187,6 +187,18 @@ class TestPlan:
         live = plan.watermark.admit(ticks(14, 4, ["a"]))
         assert pairs([live]) == [("a", 16), ("a", 17)]  # overlap with the history dropped
 
+    def test_history_is_shown_as_it_was_published(self):
+        """A replay's samples keep their decimals and timestamp precision when resumed, also
+        when two producers' batches differ in both (a resume shows what live showed)."""
+        three = schema.Batch(ticks(11, 3, ["a"]).rows, schema.MILLISECONDS, decimals=3)
+        one = schema.Batch(ticks(11, 3, ["b"], start_ms=50).rows, schema.SECONDS)
+        answer = backlog.Answer([three, one], [end({"a": 11}), end({"b": 11})], 2, 2)
+        plan = backlog.plan({}, 10, answer, limit=100)
+        shown = {(b.rows["device"][0].decode(), b.precision, b.decimals) for b in plan.batches}
+        assert shown == {("a", schema.MILLISECONDS, 3), ("b", schema.SECONDS, 1)}
+        live = plan.watermark.admit(schema.Batch(ticks(13, 2, ["a"]).rows, decimals=3))
+        assert live.decimals == 3
+
     def test_older_than_held_and_over_the_bound_are_separate_ranges(self):
         """Seqs older than the producer holds are not_held; held ones cut by the bound are
         over_limit; together they end just before the first sample sent."""

@@ -222,16 +222,4 @@ class History:
             skip -= len(picked)
         if not parts:
             return {}
-        rows = np.concatenate(parts)
-        if not len(rows):
-            return {}
-        names, inverse = np.unique(rows["device"], return_inverse=True)
-        seqs = rows["seq"].astype(np.int64)
-        first = np.full(len(names), np.iinfo(np.int64).max)
-        last = np.full(len(names), np.iinfo(np.int64).min)
-        np.minimum.at(first, inverse, seqs)
-        np.maximum.at(last, inverse, seqs)
-        return {
-            schema.device_name(n): (int(a), int(b))
-            for n, a, b in zip(names, first.tolist(), last.tolist(), strict=True)
-        }
+        return schema.seq_spans(np.concatenate(parts))
