@@ -231,3 +231,18 @@ def test_replay_files(tmp_path_factory, header, rows, on_bad_row):
         rows_out[label] = getattr(recording, label)[ok]
     schema.validate(rows_out)
     _check_delivered(schema.Batch(rows_out, decimals=recording.decimals))
+
+
+@given(rows(), st.integers(0, 1).map(lambda p: p * 3), st.integers(0, 12))
+def test_the_compiled_csv_rows_are_the_references(rows, precision, decimals):
+    """Whatever a subscriber accepts, the compiled CSV loop (where it applies) writes the
+    numpy renderer's text."""
+    from common import render_compiled
+
+    try:
+        schema.validate(rows)
+    except ValueError:
+        return
+    batch = schema.Batch(rows, precision, decimals)
+    if len(batch) and render._exact(batch) and render_compiled.handles(batch):
+        assert render_compiled.csv_rows(batch) == render._matrix_csv(batch)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from common import render, schema
+from common import render, render_compiled, schema
 
 # Device ids a user may really have: long cloud ids, punctuation that CSV must quote and
 # JSON must escape, and names in other scripts (up to 64 bytes of UTF-8).
@@ -86,6 +86,18 @@ def test_json_objects_parse_and_agree_with_csv():
             assert fields[i] == ("" if sample[metric] is None else json.dumps(sample[metric]))
 
 
+def test_sixteen_digit_values_fall_back_to_the_reference():
+    """A value of 16 significant digits (9838.138080716093 at 12 decimals), which scaling by
+    10**12 in float64 would print as ...094, takes the reference path and keeps its digits."""
+    batch = random_batch(200, schema.SECONDS, seed=2, decimals=12)
+    for metric in schema.METRICS:
+        batch.rows[metric] = np.round(batch.rows[metric] % 999, 12)
+    batch.rows["mem"][7] = 9838.138080716093
+    assert not render._exact(batch)
+    assert b",9838.138080716093," in render.csv_rows(batch)
+    assert render.csv_rows(batch) == schema.to_csv(batch).encode()
+
+
 def test_huge_values_fall_back_to_the_reference():
     """A metric too large for exact int64 tenths (1e20) makes csv_rows fall back to the reference
     renderer and give schema.to_csv's text."""
@@ -130,3 +142,48 @@ def test_small_batches_render_like_large_ones(precision: int) -> None:
         assert render._small_csv(batch) == render._matrix_csv(batch)
         for metrics in (schema.METRICS, ("cpu", "net"), ("disk_io",)):
             assert render._small_json(batch, metrics) == render._matrix_json(batch, metrics)
+
+
+needs_numba = pytest.mark.skipif(not render_compiled.AVAILABLE, reason="numba is not installed")
+
+
+@needs_numba
+@pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
+@pytest.mark.parametrize("decimals", [0, 1, 2, 5, 12])
+def test_the_compiled_rows_are_the_numpy_rows(precision: int, decimals: int) -> None:
+    """The compiled CSV loop gives the numpy matrices' text and the reference's, for awkward
+    ids, NaN, negative values, halves, unrounded values, huge ids and seqs."""
+    for seed in range(8):
+        batch = random_batch(3000, precision, seed=seed, decimals=decimals, awkward=True)
+        batch.rows["seq"][:2] = [0, 2**64 - 1]
+        batch.rows["anomaly_id"][2] = 2**64 - 1
+        if decimals == 12:  # 15 digits at most: values below 1000 (see render._exact)
+            for metric in schema.METRICS:
+                batch.rows[metric] = np.round(batch.rows[metric] % 999, 12)
+        assert render_compiled.handles(batch) and render._exact(batch)
+        assert render_compiled.csv_rows(batch) == schema.to_csv(batch).encode()
+        # Values not rounded to the batch's decimals, and halves: as the numpy path rounds.
+        rng = np.random.default_rng(seed)
+        unrounded = rng.random(len(batch)) < 0.2
+        batch.rows["mem"][unrounded] = rng.normal(0, 50, unrounded.sum())
+        batch.rows["disk_io"][:4] = [0.25, -0.05, -0.0, 0.5]
+        if render._exact(batch):
+            assert render_compiled.csv_rows(batch) == render._matrix_csv(batch)
+
+
+@needs_numba
+@pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
+def test_the_compiled_timestamps_are_numpys_over_years_1000_to_9999(precision: int) -> None:
+    """Timestamps anywhere from 1000-01-01 to 9999-12-31 (before 1970 too, leap days, the
+    last millisecond of a day) show as numpy shows them; outside, the numpy path is used."""
+    rng = np.random.default_rng(precision)
+    batch = random_batch(20_000, precision, seed=11)
+    first, end = render_compiled._FIRST_MS, render_compiled._END_MS
+    stamps = rng.integers(first, end, len(batch))
+    stamps[:6] = [first, -1, 0, 951_782_400_000, 951_868_799_999, end - 1]  # 2000-02-29
+    batch.rows["ts_ms"] = np.sort(stamps)
+    assert render_compiled.csv_rows(batch) == schema.to_csv(batch).encode()
+    for outside in (first - 1, end):
+        batch.rows["ts_ms"][-1] = outside
+        assert not render_compiled.handles(batch)
+        assert render.csv_rows(batch) == schema.to_csv(batch).encode()
