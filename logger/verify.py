@@ -6,14 +6,18 @@ recover it, or the producer never produced it); every other gap is a problem.
 
 from __future__ import annotations
 
-import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
-from common.schema import COLUMNS, CSV_HEADER
+from common.schema import CSV_HEADER
 from logger.files import families, gaps_path
 
 
@@ -55,32 +59,39 @@ def verify(paths: list[Path]) -> Report:
     device belongs to one logger."""
     logs = families(paths)
     report = Report(files=sum(len(parts) for parts in logs.values()))
-    frames = []
+    tables: list[pa.Table] = []
     recorded: list[pd.DataFrame] = []
     home: dict[str, Path] = {}  # device -> the log it was found in
     for live, parts in logs.items():
         for path in parts:
-            frame = _read(path, report)
-            if frame is None:
+            table = _read(path, report)
+            if table is None:
                 continue
-            frames.append(frame)
-            for device in frame["device"].unique():
+            tables.append(table)
+            for device in pc.unique(table["device"]).to_pylist():
                 other = home.setdefault(device, live)
                 if other != live:
                     report.problems.append(f"device {device} is in both {other} and {live}")
         gaps = gaps_path(live)
         if gaps.exists():
             recorded.append(pd.read_csv(gaps, dtype={"device": str}))
-    if not frames:
+    if not tables:
         return report
-    data = pd.concat(frames, ignore_index=True)
+    # Devices as a category: one string per device, not one per row.
+    joined = pa.concat_tables(tables)
+    data = pd.DataFrame(
+        {
+            "device": joined["device"].dictionary_encode().to_pandas(),
+            "seq": joined["seq"].to_numpy(),
+        }
+    )
     report.rows = len(data)
     report.devices = data["device"].nunique()
     known = pd.concat(recorded, ignore_index=True) if recorded else None
     if known is not None:
         missing = known["last_missing_seq"] - known["first_missing_seq"] + 1
         report.recorded = missing.groupby(known["reason"]).sum().astype(int).to_dict()
-    for device, seqs in data.groupby("device", sort=True)["seq"]:
+    for device, seqs in data.groupby("device", sort=True, observed=True)["seq"]:
         s = seqs.to_numpy(np.int64)
         report.duplicates += len(s) - len(np.unique(s))
         running = np.maximum.accumulate(s)
@@ -105,30 +116,75 @@ def _explained(known: pd.DataFrame | None, device: str, first: int, last: int) -
     return bool(covered.all())
 
 
-def _read(path: Path, report: Report) -> pd.DataFrame | None:
+def _read(path: Path, report: Report) -> pa.Table | None:
+    """The file's device and seq columns, after its header, tail and bytes are checked.
+
+    Arrow's CSV reader parses the file in C++ and keeps only those two columns, so a log of
+    tens of millions of rows takes a few hundred MB, not the tens of GB Python strings
+    would; quoted ids (a comma or a quote inside) are parsed as CSV quotes them."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            head = file.read(len(CSV_HEADER) + 1)
+            tail, nul = _scan(file)
     except OSError as exc:
         report.problems.append(f"{path}: {exc.strerror or exc}")
         return None
-    if not raw.startswith((CSV_HEADER + "\n").encode()):
+    if head != (CSV_HEADER + "\n").encode():
         report.problems.append(f"{path}: header is not {CSV_HEADER!r}")
         return None
-    if b"\0" in raw:
+    if nul:
         report.problems.append(f"{path}: contains NUL bytes")
-    if raw and not raw.endswith(b"\n"):
+    source: Path | pa.BufferReader = path
+    if tail != b"\n" and tail:
         report.problems.append(f"{path}: last row is torn (no final newline)")
-        raw = raw[: raw.rfind(b"\n") + 1]
-    lines = raw.decode("utf-8", "replace").splitlines()[1:]
-    fields = list(csv.reader(lines))  # ids holding a comma or a quote are quoted
-    bad = [i for i, f in enumerate(fields) if len(f) != len(COLUMNS)]
-    if bad:
-        report.problems.append(f"{path}: {len(bad)} malformed row(s), first at line {bad[0] + 2}")
-        fields = [f for f in fields if len(f) == len(COLUMNS)]
-    frame = pd.DataFrame(fields, columns=list(COLUMNS))
+        raw = path.read_bytes()  # rare: read all but the torn row into memory
+        source = pa.BufferReader(raw[: raw.rfind(b"\n") + 1])
+    malformed: list[int | None] = []
+
+    def skip(row: pa_csv.InvalidRow) -> str:
+        malformed.append(row.number)
+        return "skip"
+
     try:
-        frame["seq"] = frame["seq"].astype(np.int64)
-    except ValueError:
-        report.problems.append(f"{path}: a seq is not an integer")
+        table = pa_csv.read_csv(
+            source,
+            read_options=pa_csv.ReadOptions(use_threads=False),  # so bad rows have a number
+            parse_options=pa_csv.ParseOptions(invalid_row_handler=skip),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={"device": pa.string(), "seq": pa.int64()},
+                include_columns=["device", "seq"],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        report.problems.append(f"{path}: {_arrow_problem(exc)}")
         return None
-    return frame
+    if malformed:
+        first = min((n for n in malformed if n is not None), default=None)
+        where = f", first at line {first}" if first is not None else ""
+        report.problems.append(f"{path}: {len(malformed)} malformed row(s){where}")
+    return table
+
+
+def _scan(file: BinaryIO) -> tuple[bytes, bool]:
+    """The file's last byte and whether a NUL byte is anywhere in it, read in blocks."""
+    last, nul = b"", False
+    while block := file.read(1 << 24):
+        nul = nul or b"\0" in block
+        last = block[-1:]
+    return last, nul
+
+
+def _arrow_problem(exc: pa.ArrowInvalid) -> str:
+    """Arrow's words for a value it could not read, shortened to what a user can act on."""
+    text = str(exc)
+    if "UTF8" in text or "UTF-8" in text:
+        return "a row is not UTF-8 text"
+    row = re.search(r"Row #(\d+): Expected (\d+) columns, got (\d+)", text)
+    if row:  # a malformed row the handler could not be shown (its bytes are not UTF-8)
+        return f"malformed row at line {row[1]}: {row[3]} fields, not {row[2]}"
+    value = re.search(r"invalid value '(.*)'", text)
+    if value:  # the only converted column is seq
+        return f"a seq is not an integer: {value[1]!r}"
+    return text.splitlines()[0]

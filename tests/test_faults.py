@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import signal
 import subprocess
@@ -211,6 +212,53 @@ def test_verify_reports_problems(tmp_path):
     (tmp_path / "torn.csv").write_text(good + "2025-08-04 00:0")
     result = verify(tmp_path, "torn.csv")
     assert result.returncode == 1 and "torn" in result.stdout
+
+
+def test_verify_names_what_is_wrong_in_a_row(tmp_path):
+    """Quoted ids read back whole; a row with a field too many, a seq that is not a number,
+    bytes that are not UTF-8, and both, are each reported in one line naming the file."""
+    header = CSV_HEADER + "\n"
+    row = '2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,"rack 4, ""a""",{0},,,,\n'
+    good = header + "".join(row.format(i) for i in range(5))
+    (tmp_path / "quoted.csv").write_text(good)
+    result = verify(tmp_path, "quoted.csv")
+    assert result.returncode == 0 and "5 rows, 1 device(s)" in result.stdout, result.stdout
+    (tmp_path / "extra.csv").write_text(good + row.format(5)[:-1] + ",\n")
+    result = verify(tmp_path, "extra.csv")
+    assert result.returncode == 1 and "1 malformed row(s), first at line 7" in result.stdout
+    (tmp_path / "seq.csv").write_text(good + row.format(5).replace(",5,", ",5x,"))
+    result = verify(tmp_path, "seq.csv")
+    assert result.returncode == 1 and "seq.csv: a seq is not an integer: '5x'" in result.stdout
+    not_utf8 = row.format(5).encode().replace(b"rack", b"r\xffck")
+    (tmp_path / "bytes.csv").write_bytes(good.encode() + not_utf8)
+    result = verify(tmp_path, "bytes.csv")
+    assert result.returncode == 1 and "bytes.csv: a row is not UTF-8 text" in result.stdout
+    (tmp_path / "both.csv").write_bytes(good.encode() + not_utf8[:-4] + b"\n")
+    result = verify(tmp_path, "both.csv")
+    assert result.returncode == 1 and "both.csv: malformed row at line 7: 8 fields, not 11" in (
+        result.stdout
+    )
+
+
+@pytest.mark.slow
+def test_verify_reads_a_million_rows_in_little_memory(tmp_path):
+    """verify keeps only the device and seq of each row: a 1,000,000-row log is checked
+    with a peak of a few hundred MB (Python strings for every field took over 1 GB)."""
+    generate = [sys.executable, "-m", "producer", "generate", "--devices", "100"]
+    generate += ["--rate", "10", "--duration", "1000s", "--seed", "3", "--out", "big.csv"]
+    subprocess.run(generate, cwd=tmp_path, env={"PYTHONPATH": str(REPO)}, check=True, timeout=60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "logger", "verify", "big.csv"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0 and "1000000 rows, 100 device(s)" in out, out
+    assert usage.ru_maxrss < 400 * 1024, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
 
 
 @pytest.mark.slow
