@@ -4,9 +4,8 @@ render.py builds a fixed-width byte matrix per field and then drops the filler b
 about 0.45 us a row, most of it spent moving bytes that are thrown away. This loop
 writes each byte of the text once, straight into the output (about 0.1 us a row,
 nogil). The text is render.py's, byte for byte (the tests compare the two on random
-batches); render.csv_rows uses this path when numba is installed and the batch is in the
-range it handles (years 1000-9999, values exact in int64 units of their last decimal),
-and its own numpy path otherwise.
+batches); render.csv_rows uses this path when numba is installed, and its own paths for a
+batch outside the range this one handles (years 1000-9999, values of at most 15 digits).
 
 Compiled code is cached next to this file (numba's cache), so a process pays the
 compilation once per machine and then ~0.15 s to load it, on its first large batch.
@@ -128,12 +127,15 @@ def _device(out, pos, raw, row, offset, width):
 
 
 @_jit
-def _value(out, pos, value, scale, decimals):
-    """A comma, then `value` with `decimals` decimals (render._fixed's text); NaN as nothing."""
+def _value(out, pos, value, scale, decimals, limit):
+    """A comma, then `value` with `decimals` decimals (render._fixed's text); NaN as nothing.
+    -1 if the value is not below `limit` (not exact once scaled, or infinite)."""
     out[pos] = 44
     pos += 1
     if value != value:  # NaN: no value, an empty field
         return pos
+    if abs(value) >= limit:
+        return -1
     scaled = np.int64(np.rint(value * scale))
     if scaled < 0:
         out[pos] = 45
@@ -160,9 +162,12 @@ def _rows(
     device_offset,
     device_width,
     ts,
+    first_ms,
+    end_ms,
     seq,
     metrics,
     decimals,
+    limit,
     millis,
     anomaly,
     kinds,
@@ -173,7 +178,8 @@ def _rows(
     events,
     event_lengths,
 ):
-    """Every row of the batch, comma-separated and newline-ended; returns the length."""
+    """Every row of the batch, comma-separated and newline-ended; returns the length, or -1
+    if a value or a timestamp is outside what this loop renders exactly."""
     scale = 10**decimals
     pos = 0
     last_ts = ts[0] - 1
@@ -186,13 +192,15 @@ def _rows(
             pos += stamp_len
         else:
             last_ts = ts[row]
+            if not first_ms <= last_ts < end_ms:
+                return -1
             stamp_at = pos
             pos = _stamp(out, pos, last_ts, millis)
             stamp_len = pos - stamp_at
-        pos = _value(out, pos, metrics[0][row], scale, decimals)
-        pos = _value(out, pos, metrics[1][row], scale, decimals)
-        pos = _value(out, pos, metrics[2][row], scale, decimals)
-        pos = _value(out, pos, metrics[3][row], scale, decimals)
+        for m in range(4):  # unrolled by the compiler: the four metrics
+            pos = _value(out, pos, metrics[m][row], scale, decimals, limit)
+            if pos < 0:
+                return -1
         out[pos] = 44
         pos = _device(out, pos + 1, raw, row, device_offset, device_width)
         out[pos] = 44
@@ -230,15 +238,12 @@ _DEVICE_OFFSET = schema.RECORD.fields["device"][1]
 _ROW_BOUND = 23 + 4 * 31 + 2 + 2 * schema.DEVICE_MAX_BYTES + 3 * 20 + 2 * 16 + 11
 
 
-def handles(batch: schema.Batch) -> bool:
-    """Whether this path renders `batch` (numba installed, timestamps in years 1000-9999);
-    the caller has checked that its values are exact (render._exact)."""
-    ts = batch.rows["ts_ms"]
-    return AVAILABLE and len(ts) > 0 and _FIRST_MS <= ts.min() and ts.max() < _END_MS
-
-
-def csv_rows(batch: schema.Batch) -> bytes:
-    """The batch's CSV rows, each ending in a newline: render.csv_rows's text."""
+def csv_rows(batch: schema.Batch) -> bytes | None:
+    """The batch's CSV rows, each ending in a newline (render.csv_rows's text); None if a
+    timestamp is outside years 1000-9999 or a value is not exact once scaled to its decimals
+    (see render._exact), for the caller's other paths."""
+    if not len(batch):
+        return b""
     rows = np.ascontiguousarray(batch.rows)
     raw = rows.view(np.uint8).reshape(len(rows), rows.dtype.itemsize)
     out = np.empty(len(rows) * _ROW_BOUND, np.uint8)
@@ -248,9 +253,12 @@ def csv_rows(batch: schema.Batch) -> bytes:
         _DEVICE_OFFSET,
         schema.DEVICE_MAX_BYTES,
         rows["ts_ms"],
+        _FIRST_MS,
+        _END_MS,
         rows["seq"],
-        tuple(rows[metric] for metric in schema.METRICS),  # four: the loop is unrolled
+        tuple(rows[metric] for metric in schema.METRICS),
         batch.decimals,
+        float(10 ** (15 - batch.decimals)),
         batch.precision == schema.MILLISECONDS,
         rows["anomaly"],
         *_KINDS,
@@ -259,4 +267,4 @@ def csv_rows(batch: schema.Batch) -> bytes:
         rows["event"],
         *_EVENTS,
     )
-    return out[:length].tobytes()
+    return out[:length].tobytes() if length >= 0 else None
