@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import schema
+from common.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class SeqTracker:
         self._slot: dict[bytes, int] = {}
         self._seq = np.full(64, -1, np.int64)  # by slot; -1: nothing written yet
         self._ts = np.zeros(64, np.int64)
-        self._names = np.zeros(0, schema.DEVICE_DTYPE)  # the last tick layout seen
-        self._names_slots = np.zeros(0, np.int64)
+        self._layout = Layout()  # the last tick layout seen, and its devices' slots
+        self._layout_slots = np.zeros(0, np.int64)
         self._plan: tuple[np.ndarray, object] | None = None  # (rows, plan) of the last batch
 
     @classmethod
@@ -168,26 +169,19 @@ class SeqTracker:
         """The batch as a (ticks, devices) grid, if it is one: same device order every
         tick, no device twice in a tick, each device's seq +1 per tick."""
         n = len(rows)
-        keys = np.ascontiguousarray(rows["device"]).view(np.uint64).reshape(n, -1)
-        repeats = np.flatnonzero((keys == keys[0]).all(axis=1))
-        d = int(repeats[1]) if len(repeats) > 1 else n
-        if n % d:
-            return None
-        grid = keys.reshape(n // d, d, -1)
-        if not (grid == grid[0]).all():
-            return None
-        seq = rows["seq"].astype(np.int64).reshape(n // d, d)
-        if n > d and not (np.diff(seq, axis=0) == 1).all():
-            return None
-        names = rows["device"][:d]
-        if len(self._names) == d and (names == self._names).all():
-            slots = self._names_slots
-        else:
-            if len(set(names.tolist())) != d:
+        ticks = self._layout.ticks(rows["device"])  # the last layout again: one pass
+        if ticks is None:
+            layout = Layout.of(rows["device"])
+            if layout is None:
                 return None
-            slots = self._slots(names)
-            self._names, self._names_slots = names.copy(), slots
-        return _Ticks(names, slots, seq, rows["ts_ms"].reshape(n // d, d))
+            self._layout, self._layout_slots = layout, self._slots(layout.devices)
+            ticks = n // len(layout)
+        d = n // ticks
+        seq = rows["seq"].astype(np.int64).reshape(ticks, d)
+        if ticks > 1 and not (np.diff(seq, axis=0) == 1).all():
+            return None
+        names, slots = self._layout.devices, self._layout_slots
+        return _Ticks(names, slots, seq, rows["ts_ms"].reshape(ticks, d))
 
     def _sorted(self, rows: np.ndarray):
         names, inverse = np.unique(rows["device"], return_inverse=True)
