@@ -28,9 +28,19 @@ class Gate:
         self.history = history
         self.refused = 0  # samples (or replay rows) not published because they were not valid
         self._told: set[str] = set()  # kinds of problem already logged
+        self._vouched: np.ndarray | None = None  # a valid block, cut into batches later
+
+    def vouch(self, block: np.ndarray) -> None:
+        """Check at once a block of rows a source generated ahead: if every row is valid,
+        the batches later cut from it (views of it) pass admit() without a check of their
+        own. A tick of 1000 samples costs ~50 us to check, mostly per call; a block of 20
+        ticks costs little more than one tick."""
+        self._vouched = _owner(block) if not schema.problems(block) else None
 
     def admit(self, batch: schema.Batch) -> schema.Batch:
         """The valid samples of `batch` (itself if all are; checked in a few numpy passes)."""
+        if self._vouched is not None and _owner(batch.rows) is self._vouched:
+            return batch
         found = schema.problems(batch.rows)
         if not found:
             return batch
@@ -58,3 +68,10 @@ class Gate:
         if device is not None and seq is not None:
             self.history.withhold(device, seq, seq, INVALID_INPUT)
         self.refused += 1
+
+
+def _owner(rows: np.ndarray) -> np.ndarray:
+    """The array that owns the memory of `rows` (itself, or the array it is a view of)."""
+    while isinstance(rows.base, np.ndarray):
+        rows = rows.base
+    return rows

@@ -42,7 +42,7 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         cleanup.callback(catchup_server.close)
         gate = Gate(history)
         source = open_source(config, time.time() * 1000, gate.refuse)
-        source.prefetch()
+        _prefetch(source, gate)
         series = getattr(source, "series", None)  # an idle source has none
         history.series_first = series.seq_base if series is not None else None
         controller = Controller(config, source)
@@ -79,6 +79,13 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
             controller.published,
             controller.last_seq,
         )
+
+
+def _prefetch(source: Source, gate: Gate) -> None:
+    """Let the source generate ahead, and the gate check at once what it generated."""
+    block = source.prefetch()
+    if block is not None:
+        gate.vouch(block)
 
 
 async def _sleep_until(due: float, stop: asyncio.Event) -> bool:
@@ -151,7 +158,7 @@ async def _publish(
             publisher.publish(batch)
             history.add(batch)
             controller.published += len(batch)
-        source.prefetch()
+        _prefetch(source, gate)
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
             log.info(

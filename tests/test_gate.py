@@ -58,6 +58,27 @@ class TestGate:
         batch = batch_of([1.0, 2.0], [b"host-01", b"host-02"])
         assert gate.admit(batch) is batch and gate.refused == 0
 
+    def test_a_vouched_block_passes_in_parts_and_an_invalid_one_is_still_checked(self):
+        """Batches cut from a block the gate vouched for pass unchecked (the same objects);
+        a block holding a bad value is not vouched for, so the batch holding it is checked
+        and the bad sample withheld; batches from elsewhere are always checked."""
+        history = History(60, 1 << 20)
+        gate = Gate(history)
+        block = batch_of([1.0] * 8, [b"host-01", b"host-02"] * 4).rows
+        block["seq"] = np.repeat(np.arange(4), 2) + 10
+        gate.vouch(block)
+        parts = [schema.Batch(block[i : i + 2]) for i in range(0, 8, 2)]
+        assert all(gate.admit(p) is p for p in parts)
+        bad = block.copy()
+        bad["cpu"][5] = 150.0
+        gate.vouch(bad)
+        passed = [gate.admit(schema.Batch(bad[i : i + 2])) for i in range(0, 8, 2)]
+        assert [len(p) for p in passed] == [2, 2, 1, 2] and gate.refused == 1
+        assert history.end().withheld == {"host-02": [(12, 12, "invalid_input")]}
+        gate.vouch(block)
+        elsewhere = batch_of([150.0], [b"host-03"])
+        assert len(gate.admit(elsewhere)) == 0 and gate.refused == 2
+
     def test_rows_a_source_refused_are_withheld_under_their_seq(self):
         """A replay row refused with a valid device id is withheld under its seq (neighbours
         merge into one range); one without a valid id is only counted."""

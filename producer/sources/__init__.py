@@ -41,8 +41,9 @@ class Source(Protocol):
         """Every sample due by `now_ms`, in order, in batches of bounded size."""
         ...
 
-    def prefetch(self) -> None:
-        """Use the time before the next deadline to prepare what it will need."""
+    def prefetch(self) -> np.ndarray | None:
+        """Use the time before the next deadline to prepare what it will need; the rows it
+        generated ahead, if it did (take() cuts its batches from them), else None."""
         ...
 
 
@@ -173,7 +174,7 @@ class IdleSource:
         return []
 
     def prefetch(self) -> None:
-        pass
+        return None
 
 
 def _idle(config: ProducerConfig, what: str) -> IdleSource:

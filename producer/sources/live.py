@@ -72,6 +72,7 @@ class LiveSource:
 
     def prefetch(self) -> None:
         """Nothing to prepare: values are read when due."""
+        return None
 
     @staticmethod
     def _counters() -> tuple[float, int, int]:

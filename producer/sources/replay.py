@@ -63,6 +63,7 @@ class ReplaySource:
 
     def prefetch(self) -> None:
         """Nothing to prepare: the recording is in memory."""
+        return None
 
     def take(self, now_ms: float) -> list[schema.Batch]:
         r = self.recording

@@ -143,10 +143,12 @@ class SimSource:
         self.next_tick = last + 1
         return batches
 
-    def prefetch(self) -> None:
+    def prefetch(self) -> np.ndarray | None:
         if self._ready is None or not self._holds(self.next_tick, self.next_tick):
             last = self.next_tick + self.prefetch_ticks - 1
             self._ready, self._ready_first = self.batch(self.next_tick, last), self.next_tick
+            return self._ready.rows
+        return None
 
     def _holds(self, first: int, last: int) -> bool:
         ready = self._ready
