@@ -7,7 +7,9 @@ a client subscribed to one device, against the naive design and the raw ZeroMQ c
 
 Throughput is the loggers' rows written per second (read from their /metrics, summed);
 each process's CPU and peak RSS are sampled. Baselines, same run: pandas one-row appends
-(the spec's design) and plain pyzmq PUB/SUB moving batched numpy records.
+(the spec's design) and plain pyzmq PUB/SUB moving batched numpy records. Floors, same
+run: the CPU the model alone takes to generate the producer's blocks, and the CSV
+rendering alone takes for them (what no design of the producer or the logger can skip).
 
 With --producers N, producer I of N (`--shard I/N`) simulates its share of the devices on
 its own endpoints; with --loggers M, logger J of M (`--shard J/M`) connects to all the
@@ -45,6 +47,36 @@ def scrape(port: int, name: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
     return float(match[1]) if match else 0.0
+
+
+def floors(devices: int, rate: float, seconds: float = 3.0) -> dict[str, float]:
+    """CPU us per sample of the work no design can skip, measured here in this process:
+    the model generating the producer's blocks (as its prefetch does) and the CSV
+    rendering of them (the logger's one unavoidable step besides the write)."""
+    from common import render
+    from producer.model.anomalies import SIMULATED_KINDS
+    from producer.series import Series
+    from producer.sources.sim import SimSource
+
+    series = Series(seed=1, devices=devices, rate=rate, origin_ms=0, wall_origin_ms=0, seq_base=0)
+    source = SimSource(series, 1.0, SIMULATED_KINDS)
+    block = source.prefetch_ticks
+    render.csv_rows(source.batch(0, block - 1))  # compiled code loaded, caches warm
+    model = rendering = 0.0
+    samples, first = 0, block
+    while model + rendering < seconds:
+        began = time.process_time()
+        batch = source.batch(first, first + block - 1)
+        middle = time.process_time()
+        render.csv_rows(batch)
+        model += middle - began
+        rendering += time.process_time() - middle
+        samples += len(batch)
+        first += block
+    return {
+        "model_us_per_sample": model / samples * 1e6,
+        "csv_us_per_row": rendering / samples * 1e6,
+    }
 
 
 def zmq_ceiling(seconds: float, rows_per_message: int = 1000) -> float:
@@ -506,6 +538,7 @@ def main(
     print_problems(result)
     naive_rate = naive(work / "naive.csv", 2.0)
     ceiling = zmq_ceiling(3.0)
+    floor = floors(devices, rate, 1.0 if quick else 3.0)
     elapsed = result["duration_s"]
     ours = result["logger_rows_per_s"]
     published = result["published_per_s"]
@@ -547,8 +580,10 @@ def main(
     print(
         "CPU per item: producer "
         + ("n/a" if us_sample is None else f"{us_sample:.2f} us/sample")
+        + f" (the model alone: {floor['model_us_per_sample']:.2f})"
         + ", logger "
         + ("n/a" if us_row is None else f"{us_row:.2f} us/row")
+        + f" (rendering alone: {floor['csv_us_per_row']:.2f})"
     )
     print(f"client subscribed to host-01 received {result['client_frames']} frames")
     unwritten = result["unwritten_at_stop"]
@@ -567,6 +602,7 @@ def main(
             "target": target,
             "naive_rows_per_s": naive_rate,
             "zmq_ceiling_per_s": ceiling,
+            "floors": floor,
             "ratio_to_naive": ours / naive_rate,
             "verify": audit and {k: v for k, v in audit.items() if k != "report"},
         },
