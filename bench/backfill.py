@@ -4,17 +4,20 @@
 
 Ours: the model with labels and windows, encoded in batches on every core, written to
 CSV and to Parquet (each of zstd, snappy and no compression), the runs interleaved so
-the machine's load falls on all alike. Baseline: uniform random samples appended to the
+the machine's load falls on all alike. Floor: the model alone in the same worker
+processes and chunks, nothing encoded or written. Baseline: uniform random samples appended to the
 CSV one row at a time with a one-row pandas DataFrame, as the spec's simulator did.
 All write real files; the ratios are per sample.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
@@ -24,8 +27,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import summary, table, write  # noqa: E402
+from producer import backfill  # noqa: E402
 from producer.backfill import generate  # noqa: E402
 from producer.model.anomalies import SIMULATED_KINDS  # noqa: E402
+from producer.model.roles import DEFAULT_MIX  # noqa: E402
 from producer.outputs import COMPRESSION, COMPRESSIONS  # noqa: E402
 from producer.series import Series  # noqa: E402
 
@@ -72,6 +77,30 @@ def ours(
     return rows / seconds, cpu_us, size
 
 
+def _model_chunk(first: int, last: int) -> int:
+    """In a backfill worker: the chunk's samples generated, and dropped."""
+    assert backfill._source is not None
+    return len(backfill._source.batch(first, last))
+
+
+def model_only(days: float, devices: int) -> tuple[float, float]:
+    """The floor: samples per second, and CPU us per sample, of the model alone, in the
+    backfill's own worker processes and chunks, with nothing encoded or written."""
+    series = Series(
+        seed=1, devices=devices, rate=1.0, origin_ms=1_754_265_600_000, wall_origin_ms=0, seq_base=0
+    )
+    ticks = int(days * 86_400)
+    chunk = max(1, backfill.ROWS_PER_CHUNK // devices)
+    workers = os.cpu_count() or 1
+    args = (series, 4.0, SIMULATED_KINDS, None, DEFAULT_MIX, None, "csv")
+    cpu, began = _cpu_s(), time.perf_counter()
+    with ProcessPoolExecutor(workers, initializer=backfill._start_worker, initargs=args) as pool:
+        firsts = range(0, ticks, chunk)
+        rows = sum(pool.map(_model_chunk, firsts, [min(ticks, f + chunk) - 1 for f in firsts]))
+    seconds = time.perf_counter() - began
+    return rows / seconds, (_cpu_s() - cpu) / rows * 1e6
+
+
 def _row(name: str, s: dict[str, float], *extra: str) -> list[str]:
     return [name, f"{s['median']:,.0f}", f"{s['min']:,.0f}", f"{s['max']:,.0f}", *extra]
 
@@ -89,8 +118,13 @@ def main(quick: bool, days: float, devices: int, runs: int) -> None:
     rates: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
     cpus: dict[tuple[str, str], list[float]] = {k: [] for k in kinds}
     sizes: dict[tuple[str, str], int] = {}
+    floor_rates: list[float] = []
+    floor_cpus: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
+            rate, cpu = model_only(days, devices)
+            floor_rates.append(rate)
+            floor_cpus.append(cpu)
             for fmt, compression in kinds:
                 path = Path(tmp) / f"ours{i}.{fmt}"
                 rate, cpu, size = ours(path, days, devices, fmt, compression)
@@ -116,10 +150,18 @@ def main(quick: bool, days: float, devices: int, runs: int) -> None:
                 f"{sizes[fmt, compression] / samples:.1f}",
             )
         )
+    floor = summary(floor_rates)
+    rows.append(
+        _row("floor: the model alone, no file", floor, f"{summary(floor_cpus)['median']:.2f}", "")
+    )
     rows.append(_row("naive (pandas per row) -> CSV", n, "", ""))
     print(f"{days:g} days x {devices} devices at 1 Hz: {samples:,} samples per run, {runs} runs")
     print(table(rows))
     print(f"Parquet ({COMPRESSION}) / CSV: {parquet['median'] / csv['median']:.2f}x")
+    print(
+        f"CSV / floor: {csv['median'] / floor['median']:.2f}x, "
+        f"Parquet / floor: {parquet['median'] / floor['median']:.2f}x"
+    )
     print(f"CSV / naive: {csv['median'] / n['median']:,.0f}x")
     path = write(
         "backfill",
@@ -141,6 +183,8 @@ def main(quick: bool, days: float, devices: int, runs: int) -> None:
                 "csv": summary(cpus["csv", COMPRESSION]),
                 **{c: summary(cpus["parquet", c]) for c in COMPRESSIONS},
             },
+            "floor_model_only_samples_per_s": floor,
+            "floor_model_only_cpu_us_per_sample": summary(floor_cpus),
             "naive_rows_per_s": n,
             "csv_over_naive": csv["median"] / n["median"],
         },
