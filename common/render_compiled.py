@@ -7,8 +7,9 @@ nogil). The text is render.py's, byte for byte (the tests compare the two on ran
 batches); render.csv_rows uses this path when numba is installed, and its own paths for a
 batch outside the range this one handles (years 1000-9999, values of at most 15 digits).
 
-Compiled code is cached next to this file (numba's cache), so a process pays the
-compilation once per machine and then ~0.15 s to load it, on its first large batch.
+Compiled code is cached next to this file, or in the user's cache directory (numba's
+cache), so a process pays the compilation (~1 s) once per machine and then ~0.15 s to load
+it, on its first large batch; where neither is writable, each process compiles it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ _END_MS = 253_402_300_800_000  # 10000-01-01 00:00:00 UTC
 
 
 def _jit(function):
-    return numba.njit(cache=True, nogil=True)(function) if AVAILABLE else function
+    if not AVAILABLE:
+        return function
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError:  # nowhere writable to keep compiled code: compile in each process
+        return numba.njit(nogil=True)(function)
 
 
 @_jit

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from common import render, render_compiled, schema
+from conftest import REPO
 
 # Device ids a user may really have: long cloud ids, punctuation that CSV must quote and
 # JSON must escape, and names in other scripts (up to 64 bytes of UTF-8).
@@ -194,3 +199,50 @@ def test_the_compiled_timestamps_are_numpys_over_years_1000_to_9999(precision: i
         batch.rows["ts_ms"][-1] = outside
         assert render_compiled.csv_rows(batch) is None
         assert render.csv_rows(batch) == schema.to_csv(batch).encode()
+
+
+@needs_numba
+def test_the_compiled_rows_with_nowhere_to_cache_them(tmp_path) -> None:
+    """Installed read-only, with no writable cache directory either, the compiled loop is
+    compiled in the process (numba cannot cache it) and writes the same text."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare, for a read-only mount in a mount namespace")
+    source, home = tmp_path / "src", tmp_path / "home"
+    shutil.copytree(
+        REPO / "common", source / "common", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    home.mkdir()
+    script = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "from test_render import random_batch\n"
+        "from common import render_compiled\n"
+        "text = render_compiled.csv_rows(random_batch(500, 3, seed=9, awkward=True))\n"
+        "sys.stdout.buffer.write(text)\n"
+    )
+    read_only = " && ".join(
+        f"mount --bind {d} {d} && mount -o remount,ro,bind {d}" for d in (source, home)
+    )
+    run = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'{read_only} && exec "$0" -c "$1" "$2" "$3"',
+            sys.executable,
+            script,
+            str(source),
+            str(REPO / "tests"),
+        ],
+        env={"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PATH": os.environ["PATH"]},
+        capture_output=True,
+        timeout=120,
+    )
+    if run.returncode and b"mount" in run.stderr and b"Traceback" not in run.stderr:
+        pytest.skip(f"read-only bind mounts do not work here: {run.stderr.decode().strip()}")
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    batch = random_batch(500, 3, seed=9, awkward=True)
+    assert run.stdout == schema.to_csv(batch).encode()
+    assert not list(source.rglob("*.nbi"))  # nothing was cached: it could not be
