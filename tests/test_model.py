@@ -151,3 +151,20 @@ def test_live_ticks_between_other_instants_give_the_same_numbers():
         ticked.append(live.values(np.array([t])))
         live.values(t - rng.integers(1_000, 300_000, rng.integers(1, 4)))
     assert np.concatenate(ticked).tobytes() == whole.tobytes()
+
+
+@pytest.mark.parametrize("step_s", [1, 30])
+def test_scattered_instants_read_the_same_ar_values_as_a_whole_span(step_s: int) -> None:
+    """An AR process asked for a few instants far apart (only their blocks are computed)
+    gives exactly what it gives for those instants within the whole span between them."""
+    from producer.model.workload import AR_BLOCK, ARProcess
+
+    def process() -> ARProcess:
+        indices = np.arange(3)
+        return ARProcess(7, 3, indices, step_s, np.full(3, 20.0), np.full(3, 2.0))
+
+    span = np.arange(5 * AR_BLOCK * step_s + 17)
+    whole = process().at(span)
+    scattered = np.array([0, 5, AR_BLOCK * step_s - 1, 3 * AR_BLOCK * step_s + 2, span[-1]])
+    assert np.array_equal(process().at(scattered), whole[scattered])
+    assert np.array_equal(process().at(scattered[::-1].copy()), whole[scattered[::-1]])

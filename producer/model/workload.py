@@ -176,17 +176,22 @@ class ARProcess:
         else:
             step = seconds // self.step_s
             frac = ((seconds - step * self.step_s) / self.step_s)[:, None]
-        first_block = int(step.min()) // AR_BLOCK
-        last_block = (int(step.max()) + (frac is not None)) // AR_BLOCK
-        blocks = self._blocks(range(first_block, last_block + 1))
+        # Only the blocks these seconds fall in (scattered instants, such as where stuck
+        # sensors froze, would otherwise cost every block between them).
+        needed = step // AR_BLOCK if frac is None else np.r_[step, step + 1] // AR_BLOCK
+        needed = np.unique(needed)
+        blocks = self._blocks(needed.tolist())
         grid = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-        index = step - first_block * AR_BLOCK
-        if frac is None:
-            return grid[index]
-        low = grid[index]
-        return low + frac * (grid[index + 1] - low)
 
-    def _blocks(self, blocks: range) -> list[np.ndarray]:
+        def position(steps: np.ndarray) -> np.ndarray:
+            return np.searchsorted(needed, steps // AR_BLOCK) * AR_BLOCK + steps % AR_BLOCK
+
+        if frac is None:
+            return grid[position(step)]
+        low = grid[position(step)]
+        return low + frac * (grid[position(step + 1)] - low)
+
+    def _blocks(self, blocks: list[int]) -> list[np.ndarray]:
         """Values per block; live use asks for the same one or two blocks each tick."""
         missing = [b for b in blocks if b not in self._cache]
         fresh = dict(zip(missing, self._compute(np.array(missing)), strict=True)) if missing else {}
