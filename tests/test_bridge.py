@@ -3,6 +3,7 @@ tests on free ports, with the real producer, logger and bridge processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -337,14 +338,15 @@ def test_jetstream_cluster_node_killed(pipeline: Pipeline, tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_bench_bridge_quick(tmp_path: Path):
-    """bench/bridge.py --quick runs against real brokers and writes its JSON report."""
+def test_bench_bridge_smoke(tmp_path: Path):
+    """bench/bridge.py --smoke runs against real brokers and writes its JSON report, with a
+    JetStream setting with and without --batch and an MQTT one."""
     from brokers import MOSQUITTO, NATS, need
 
     need(NATS, "nats-server")
     need(MOSQUITTO, "mosquitto")
     run = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bridge.py"), "--quick"],
+        [sys.executable, str(REPO / "bench" / "bridge.py"), "--smoke"],
         cwd=REPO,
         env={**os.environ, "STREAM_BENCH_RESULTS": str(tmp_path)},
         capture_output=True,
@@ -352,4 +354,9 @@ def test_bench_bridge_quick(tmp_path: Path):
         timeout=240,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    assert (tmp_path / "bridge.json").exists()
+    report = json.loads((tmp_path / "bridge.json").read_text())
+    assert [r["setting"] for r in report["bridge"]] == [
+        "jetstream, 1 node",
+        "jetstream, 1 node, --batch",
+        "mqtt qos 1",
+    ]
