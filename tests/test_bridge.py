@@ -185,12 +185,12 @@ def test_jetstream_stopped_for_5_s(pipeline: Pipeline, tmp_path: Path):
             *("--max-unsent", "2000", "--stream", "TIGHT", "--prefix", "tight"),
             gaps="tight.gaps.csv",
         )
-        time.sleep(3)  # the scenario: 3 s of samples, 5 s without the broker, 3 s after
+        time.sleep(2)  # the scenario: 2 s of samples, 5 s without the broker, 2 s after
         nats.nodes[0].stop()
         time.sleep(5)
         nats.nodes[0].start()
         nats.wait_healthy()
-        time.sleep(3)
+        time.sleep(2)
         pipeline.procs[0].stop()
         settled(roomy, tight, timeout=40)
         assert figure(tight, "samples_dropped") > 0
@@ -263,7 +263,7 @@ def test_mqtt_stopped_for_5_s(
         *("--qos", "1", "--max-unsent", "500", "--prefix", "tight"),
         gaps="tight.gaps.csv",
     )
-    time.sleep(3)  # the scenario: 3 s of samples, 5 s without the broker, 2 s after
+    time.sleep(2)  # the scenario: 2 s of samples, 5 s without the broker, 1 s after
     broker.stop()
     for reader in (roomy_reader, tight_reader):
         reader.pause()
@@ -277,7 +277,7 @@ def test_mqtt_stopped_for_5_s(
     settled(roomy, tight, timeout=15)  # the backlog is mosquitto's now, queued for sessions
     for reader in (roomy_reader, tight_reader):
         reader.come_back()
-    time.sleep(2)
+    time.sleep(1)
     pipeline.procs[0].stop()
     settled(roomy, tight, timeout=30)
     assert figure(tight, "samples_dropped") > 0
@@ -327,9 +327,9 @@ def test_jetstream_cluster_node_killed(pipeline: Pipeline, tmp_path: Path):
     try:
         pipeline.producer("--rate", "100", "--devices", "20")
         proc = bridge(pipeline, cluster.url, "--replicas", "3")
-        time.sleep(3)  # the scenario: 3 s with three nodes, 6 s with two
+        time.sleep(2)  # the scenario: 2 s with three nodes, 4 s with two
         cluster.nodes[1].stop(signal.SIGKILL)
-        time.sleep(6)
+        time.sleep(4)
         pipeline.procs[0].stop()
         settled(proc, timeout=40)
         assert proc.stop()[0] == 0
@@ -338,7 +338,7 @@ def test_jetstream_cluster_node_killed(pipeline: Pipeline, tmp_path: Path):
         cluster.close()
     assert len(seqs) == 20
     assert_contiguous_once(seqs)
-    assert sum(len(s) for s in seqs.values()) >= 20 * 100 * 8
+    assert sum(len(s) for s in seqs.values()) >= 20 * 100 * (6 - 1)  # all but 1 s, as before
     assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")
 
 
