@@ -1,6 +1,6 @@
 """Samples per second into NATS JetStream and MQTT: the bridge against a plain client.
 
-    python bench/bridge.py [--duration 15] [--devices 100] [--rate 1000] [--quick]
+    python bench/bridge.py [--duration 15] [--devices 100] [--rate 1000] [--quick | --smoke]
 
 Baseline, in the same run on the same brokers: a plain client publishing one sample per
 message and waiting as such clients do (JetStream: publish_async, acknowledgements awaited
@@ -9,7 +9,8 @@ producer at DEVICES x RATE samples/s feeds the real bridge, with each setting, a
 rate is what the broker acknowledged per second in the second half of the run; the
 bridge "holds" the producer's rate when what it holds unacknowledged stays under a
 second of samples. Brokers: one JetStream node, a three-node cluster (three replicas)
-and mosquitto, on loopback, started here.
+and mosquitto, on loopback, started here. --smoke only checks that the script runs end to
+end: a low rate for 1.5 s per setting, without the cluster.
 """
 
 from __future__ import annotations
@@ -123,27 +124,37 @@ def _through_bridge(
 @click.option("--devices", default=100, show_default=True)
 @click.option("--rate", default=1000, show_default=True, help="Samples/s per device.")
 @click.option("--quick", is_flag=True, help="4 s per setting, 100 devices x 200 Hz.")
-def main(duration: float, devices: int, rate: int, quick: bool) -> None:
-    if quick:
+@click.option(
+    "--smoke",
+    is_flag=True,
+    help="A check that it runs, not a measurement: 1.5 s per setting at 50 Hz, one "
+    "JetStream node with and without --batch and MQTT QoS 1 (no cluster).",
+)
+def main(duration: float, devices: int, rate: int, quick: bool, smoke: bool) -> None:
+    if smoke:
+        duration, rate = 1.5, 50
+    elif quick:
         duration, rate = 4.0, 200
-    plain_count = 5_000 if quick else 30_000
+    plain_count = 1_000 if smoke else 5_000 if quick else 30_000
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     (work / "one").mkdir()
     (work / "three").mkdir()
     (work / "mqtt").mkdir()
-    one, three, mosquitto = (
-        Nats(work / "one"),
-        Nats(work / "three", nodes=3),
-        Mosquitto(work / "mqtt"),
-    )
+    brokers = [Nats(work / "one")]
     try:
+        if not smoke:
+            brokers.append(Nats(work / "three", nodes=3))
+        brokers.append(Mosquitto(work / "mqtt"))
+        one, mosquitto = brokers[0], brokers[-1]
+        three = None if smoke else brokers[1]
         baselines = {
             "jetstream, 1 node": asyncio.run(_plain_jetstream(one.url, "PLAIN", plain_count)),
-            "jetstream, 3 replicas": asyncio.run(
-                _plain_jetstream(three.url, "PLAIN3", plain_count, replicas=3)
-            ),
-            "mqtt qos 1": _plain_mqtt(mosquitto.port, plain_count // 5),
         }
+        if three:
+            baselines["jetstream, 3 replicas"] = asyncio.run(
+                _plain_jetstream(three.url, "PLAIN3", plain_count, replicas=3)
+            )
+        baselines["mqtt qos 1"] = _plain_mqtt(mosquitto.port, plain_count // 5)
         settings = [
             ("jetstream, 1 node", one.url, []),
             (
@@ -151,22 +162,28 @@ def main(duration: float, devices: int, rate: int, quick: bool) -> None:
                 one.url,
                 ["--batch", "--stream", "B1", "--prefix", "b1"],
             ),
-            ("jetstream, 3 replicas", three.url, ["--replicas", "3"]),
-            (
-                "jetstream, 3 replicas, --batch",
-                three.url,
-                ["--replicas", "3", "--batch", "--stream", "B3", "--prefix", "b3"],
-            ),
-            ("mqtt qos 1", mosquitto.url, ["--qos", "1"]),
-            ("mqtt qos 1, --batch", mosquitto.url, ["--qos", "1", "--batch"]),
-            ("mqtt qos 0", mosquitto.url, ["--qos", "0"]),
         ]
+        if three:
+            settings += [
+                ("jetstream, 3 replicas", three.url, ["--replicas", "3"]),
+                (
+                    "jetstream, 3 replicas, --batch",
+                    three.url,
+                    ["--replicas", "3", "--batch", "--stream", "B3", "--prefix", "b3"],
+                ),
+            ]
+        settings.append(("mqtt qos 1", mosquitto.url, ["--qos", "1"]))
+        if not smoke:
+            settings += [
+                ("mqtt qos 1, --batch", mosquitto.url, ["--qos", "1", "--batch"]),
+                ("mqtt qos 0", mosquitto.url, ["--qos", "0"]),
+            ]
         results = []
         for i, (name, url, args) in enumerate(settings):
             results.append(_through_bridge(work, f"s{i}", url, args, devices, rate, duration))
             results[-1]["setting"] = name
     finally:
-        for broker in (one, three, mosquitto):
+        for broker in brokers:
             broker.close()
     rows = [["setting", "plain client msgs/s", "bridge samples/s", "offered/s", "holds it"]]
     for r in results:
@@ -181,7 +198,10 @@ def main(duration: float, devices: int, rate: int, quick: bool) -> None:
             ]
         )
     print(table(rows))
-    path = write("bridge", {"baselines_msgs_per_s": baselines, "bridge": results, "quick": quick})
+    path = write(
+        "bridge",
+        {"baselines_msgs_per_s": baselines, "bridge": results, "quick": quick, "smoke": smoke},
+    )
     print(f"wrote {path}")
 
 

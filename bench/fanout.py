@@ -6,6 +6,7 @@ our fan-out); with --floor, the machine's floor: a bare process that sleeps to e
 and writes the frame to every client's socket, nothing else.
 
     python bench/fanout.py [--clients 1000 --devices 1 --rate 10 --duration 30] [--quick]
+    python bench/fanout.py --smoke                          # a check that it runs
     python bench/fanout.py --clients 10 --rate 100          # the latency case
     python bench/fanout.py --broadcasters 2                 # two of ours sharing a port
 
@@ -495,6 +496,7 @@ def measure(
     help="Measure each server this many times, alternating with the baseline.",
 )
 @click.option("--quick", is_flag=True, help="20 clients, 10 Hz, 3 s.")
+@click.option("--smoke", is_flag=True, help="A check that it runs: 20 clients, 10 Hz, 1 s.")
 def main(
     clients: int,
     devices: int,
@@ -506,9 +508,10 @@ def main(
     floor: bool,
     rounds: int,
     quick: bool,
+    smoke: bool,
 ) -> None:
-    if quick:
-        clients, devices, rate, duration = 20, 1, 10.0, 3.0
+    if quick or smoke:
+        clients, devices, rate, duration = 20, 1, 10.0, (1.0 if smoke else 3.0)
     work = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
     zmq_pub = f"ipc://{work}/pub.sock"
     producer = start(

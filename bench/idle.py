@@ -1,6 +1,6 @@
 """Idle cost and start-up: the whole pipeline at 1 Hz x 1 device.
 
-    python bench/idle.py [--duration 60] [--quick]
+    python bench/idle.py [--duration 60] [--quick | --smoke]
 
 Measures the CPU each process uses while idling (target: under 1 % of a core for all
 three together, i.e. no busy waiting) and the time from `honcho start` to the first
@@ -49,8 +49,9 @@ def _broadcaster_port(ready: Path, honcho: subprocess.Popen, timeout: float = 30
 @click.command()
 @click.option("--duration", default=60.0, show_default=True)
 @click.option("--quick", is_flag=True, help="10 s.")
-def main(duration: float, quick: bool) -> None:
-    duration = 10.0 if quick else duration
+@click.option("--smoke", is_flag=True, help="A check that it runs: 2 s.")
+def main(duration: float, quick: bool, smoke: bool) -> None:
+    duration = 2.0 if smoke else 10.0 if quick else duration
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     shutil.copy(REPO / "Procfile", work / "Procfile")
     (work / ".env").write_text(

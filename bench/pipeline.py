@@ -1,7 +1,7 @@
 """End-to-end throughput: producer -> ZeroMQ -> logger -> CSV, with the broadcaster serving
 a client subscribed to one device, against the naive design and the raw ZeroMQ ceiling.
 
-    python bench/pipeline.py [--devices 1000 --rate 1000 --duration 60] [--quick]
+    python bench/pipeline.py [--devices 1000 --rate 1000 --duration 60] [--quick | --smoke]
     python bench/pipeline.py --producers 2 --loggers 2     # scaled out: shards of the devices
     python bench/pipeline.py --compare [--producers N --loggers M]
 
@@ -251,9 +251,10 @@ def run(
     producers: int,
     loggers: int,
     verify: bool,
+    settle: float = 3.0,
 ) -> dict:
-    """One configuration: start it, let it settle for 3 s, measure for `duration`, stop it,
-    and audit its logs."""
+    """One configuration: start it, let it settle for `settle` s, measure for `duration`,
+    stop it, and audit its logs."""
     work.mkdir(parents=True, exist_ok=True)
     producer_procs, logger_procs, broadcaster = launch(work, devices, rate, producers, loggers)
     named = {label("producer", i, producers): p for i, p in enumerate(producer_procs, 1)}
@@ -284,7 +285,7 @@ def run(
 
         reader = threading.Thread(target=client, daemon=True)
         reader.start()
-        time.sleep(3)
+        time.sleep(settle)
 
         def total(ports: list[int], name: str) -> float:
             return sum(scrape(port, name) for port in ports)
@@ -408,13 +409,14 @@ def compare_runs(
     loggers: int,
     verify: bool,
     work: Path,
+    settle: float = 3.0,
 ) -> None:
     target = devices * rate
     configs = [(1, 1), (producers, loggers)]
     results = []
     for n, m in configs:
         print(f"running {describe(n, m)}: {devices} devices x {rate:g} Hz, {duration:g} s")
-        result = run(work / f"{n}p{m}l", devices, rate, duration, n, m, verify)
+        result = run(work / f"{n}p{m}l", devices, rate, duration, n, m, verify, settle)
         print_verify(result, f"verify {n}p{m}l")
         print_problems(result, f"{n}p{m}l: ")
         results.append(result)
@@ -516,6 +518,12 @@ def compare_runs(
     "--verify/--no-verify", default=True, show_default=True, help="Audit the CSV afterwards."
 )
 @click.option("--quick", is_flag=True, help="100 devices x 100 Hz for 5 s (per configuration).")
+@click.option(
+    "--smoke",
+    is_flag=True,
+    help="A check that it runs: 100 devices x 100 Hz for 1.5 s after 1 s (per configuration), "
+    "baselines for 0.5 s.",
+)
 def main(
     devices: int,
     rate: float,
@@ -525,20 +533,22 @@ def main(
     compare: bool,
     verify: bool,
     quick: bool,
+    smoke: bool,
 ) -> None:
-    if quick:
-        devices, rate, duration = 100, 100.0, 5.0
+    settle, baseline_s = (1.0, 0.5) if smoke else (3.0, None)
+    if quick or smoke:
+        devices, rate, duration = 100, 100.0, (1.5 if smoke else 5.0)
     work = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     if compare:
-        compare_runs(devices, rate, duration, producers or 2, loggers or 2, verify, work)
+        compare_runs(devices, rate, duration, producers or 2, loggers or 2, verify, work, settle)
         return
     producers, loggers = producers or 1, loggers or 1
-    result = run(work, devices, rate, duration, producers, loggers, verify)
+    result = run(work, devices, rate, duration, producers, loggers, verify, settle)
     print_verify(result)
     print_problems(result)
-    naive_rate = naive(work / "naive.csv", 2.0)
-    ceiling = zmq_ceiling(3.0)
-    floor = floors(devices, rate, 1.0 if quick else 3.0)
+    naive_rate = naive(work / "naive.csv", baseline_s or 2.0)
+    ceiling = zmq_ceiling(baseline_s or 3.0)
+    floor = floors(devices, rate, baseline_s or (1.0 if quick else 3.0))
     elapsed = result["duration_s"]
     ours = result["logger_rows_per_s"]
     published = result["published_per_s"]

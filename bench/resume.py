@@ -1,7 +1,7 @@
 """What one resume costs: a client asks for `--samples` missed samples (since=-1, the bound
 set to that many) while 100 devices x 100 Hz flow.
 
-    python bench/resume.py [--samples 100000] [--rounds 3] [--quick]
+    python bench/resume.py [--samples 100000] [--rounds 3] [--quick | --smoke]
 
 Measures the wall time from connecting to the last missed sample, the CPU seconds the
 broadcaster and the producer spend meanwhile, and the broadcaster's peak RSS. Baseline, in
@@ -71,8 +71,10 @@ def _metric(url: str, name: str) -> float:
 @click.option("--samples", default=100_000, show_default=True, help="Missed samples to resume.")
 @click.option("--rounds", default=3, show_default=True)
 @click.option("--quick", is_flag=True, help="10,000 samples, 2 rounds.")
-def main(samples: int, rounds: int, quick: bool) -> None:
-    samples, rounds = (10_000, 2) if quick else (samples, rounds)
+@click.option("--smoke", is_flag=True, help="A check that it runs: 2,000 samples, 1 round.")
+def main(samples: int, rounds: int, quick: bool, smoke: bool) -> None:
+    if quick or smoke:
+        samples, rounds = (2_000, 1) if smoke else (10_000, 2)
     work = Path(tempfile.mkdtemp(prefix="bench-resume-"))
     endpoints = (f"--zmq-pub=ipc://{work}/pub", f"--zmq-catchup=ipc://{work}/catchup")
     producer = start(

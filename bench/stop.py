@@ -1,6 +1,6 @@
 """Stop under load: how long each process takes to exit after SIGTERM, at full rate.
 
-    python bench/stop.py [--devices 1000 --rate 1000 --settle 10 --rounds 3] [--quick]
+    python bench/stop.py [--devices 1000 --rate 1000 --settle 10 --rounds 3] [--quick | --smoke]
 
 Starts producer, logger and broadcaster (with a WebSocket client on one device), lets them
 run for --settle seconds, sends SIGTERM to all three at once and times each exit (the
@@ -114,9 +114,10 @@ def one_round(devices: int, rate: float, settle: float) -> dict:
 @click.option("--settle", default=10.0, show_default=True, help="Seconds run before SIGTERM.")
 @click.option("--rounds", default=3, show_default=True)
 @click.option("--quick", is_flag=True, help="100 devices x 100 Hz, 3 s, one round.")
-def main(devices: int, rate: float, settle: float, rounds: int, quick: bool) -> None:
-    if quick:
-        devices, rate, settle, rounds = 100, 100.0, 3.0, 1
+@click.option("--smoke", is_flag=True, help="A check that it runs: as --quick, but 1 s.")
+def main(devices: int, rate: float, settle: float, rounds: int, quick: bool, smoke: bool) -> None:
+    if quick or smoke:
+        devices, rate, settle, rounds = 100, 100.0, (1.0 if smoke else 3.0), 1
     results = []
     for i in range(rounds):
         print(

@@ -1,7 +1,7 @@
 """Schedule accuracy: sample count and send jitter at 1, 10, 100 and 1000 Hz, and the
 latency to WebSocket clients against the machine's floor.
 
-    python bench/timing.py [--duration 600] [--quick]
+    python bench/timing.py [--duration 600] [--quick | --smoke]
     python bench/timing.py --rates '' --latency-rounds 3    # only the client latency
 
 A SUB socket records when each sample arrives; jitter is arrival minus the sample's
@@ -180,6 +180,9 @@ def measure_naive(rate: float, seconds: float) -> dict:
     help="Rounds of pipeline and floor, alternating; 0 to skip.",
 )
 @click.option("--quick", is_flag=True, help="100 Hz for 5 s; 1 latency round of 3 s.")
+@click.option(
+    "--smoke", is_flag=True, help="A check that it runs: 100 Hz for 1.5 s; 1 round of 1 s."
+)
 def main(
     duration: float,
     rates: str,
@@ -188,11 +191,13 @@ def main(
     latency_duration: float,
     latency_rounds: int,
     quick: bool,
+    smoke: bool,
 ) -> None:
-    chosen = [100.0] if quick else [float(r) for r in rates.split(",") if r.strip()]
-    duration = 5.0 if quick else duration
-    if quick:
-        latency_duration, latency_rounds = 3.0, 1
+    short = quick or smoke
+    chosen = [100.0] if short else [float(r) for r in rates.split(",") if r.strip()]
+    if short:
+        duration = 1.5 if smoke else 5.0
+        latency_duration, latency_rounds = (1.0 if smoke else 3.0), 1
     work = Path(tempfile.mkdtemp(prefix="bench-timing-"))
     results, rows = {}, [["rate Hz", "design", "count", "expected", "jitter p50", "p99", "p99.9"]]
     for rate in chosen:
@@ -220,7 +225,13 @@ def main(
     latency = _client_latency(latency_clients, latency_rate, latency_duration, latency_rounds, work)
     path = write(
         "timing",
-        {"duration_s": duration, "quick": quick, "rates": results, "client_latency": latency},
+        {
+            "duration_s": duration,
+            "quick": quick,
+            "smoke": smoke,
+            "rates": results,
+            "client_latency": latency,
+        },
     )
     print(f"wrote {path}")
 

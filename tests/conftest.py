@@ -227,7 +227,9 @@ def receive(url: str, count: int, timeout: float = 10.0) -> list[dict]:
     """`count` samples from a real WebSocket connection, parsed, in arrival order."""
     samples: list[dict] = []
     deadline = time.monotonic() + timeout
-    with connect(url, open_timeout=timeout, max_size=None) as ws:
+    # It leaves without reading what is on its way: with a bounded queue its reader would
+    # stop before the server's close answer, and the close would wait 10 s for it.
+    with connect(url, open_timeout=timeout, max_size=None, max_queue=None) as ws:
         while len(samples) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

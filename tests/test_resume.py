@@ -25,7 +25,9 @@ def samples_of(message: str) -> list[dict]:
 def live_seqs(url: str, count: int = 1) -> dict[str, int]:
     """The last seq per device among the next `count` samples a fresh client gets."""
     last: dict[str, int] = {}
-    with connect(url, open_timeout=5) as ws:
+    # It leaves without reading what is on its way: with a bounded queue its reader would
+    # stop before the server's close answer, and the close would wait 10 s for it.
+    with connect(url, open_timeout=5, max_queue=None) as ws:
         for _ in range(count):
             for sample in samples_of(ws.recv(timeout=5)):
                 last[sample["device"]] = sample["seq"]
