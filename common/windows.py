@@ -50,9 +50,7 @@ class Window:
     last_seq: int = -1  # of an event's last sample: the next one must follow it
 
     def row(self) -> str:
-        stamps = schema.format_timestamps(
-            schema.Batch(_stamp_rows([self.start_ms, self.end_ms]), self.precision)
-        )
+        stamps = [schema.format_timestamp(t, self.precision) for t in (self.start_ms, self.end_ms)]
         device = schema.csv_field(self.device)
         root = self.root or ""
         fields = (self.anomaly_id, device, self.kind, self.metrics, *stamps, self.samples, root)
@@ -66,12 +64,6 @@ def event_id(device: bytes, code: int, start_ms: int) -> int:
         digest_size=8,
     ).digest()
     return EVENT_ID_BASE | (int.from_bytes(digest, "little") >> 2)
-
-
-def _stamp_rows(ts: list[int]) -> np.ndarray:
-    rows = schema.empty_rows(len(ts))
-    rows["ts_ms"] = ts
-    return rows
 
 
 class WindowTracker:

@@ -269,3 +269,16 @@ class TestOneDefinition:
                 refused = True
             assert refused == bad.any()
             schema.validate(rows[~bad])
+
+
+@pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
+def test_one_timestamp_in_python_is_shown_as_numpy_shows_it(precision: int) -> None:
+    """format_timestamp (Python, for a window's start and end) gives format_timestamps's text
+    for any time, years before 1000 and after 9999 included, and the edges of that range."""
+    rng = np.random.default_rng(precision)
+    edges = [-30_610_224_000_001, -30_610_224_000_000, -1, 0, 253_402_300_800_000 - 1]
+    stamps = np.r_[rng.integers(-(2**45), 2**48, 5000), edges, 253_402_300_800_000]
+    rows = schema.empty_rows(len(stamps))
+    rows["ts_ms"] = stamps
+    expected = schema.format_timestamps(schema.Batch(rows, precision)).tolist()
+    assert [schema.format_timestamp(int(t), precision) for t in stamps] == expected
