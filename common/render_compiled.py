@@ -211,6 +211,8 @@ def _rows(
         pos = _device(out, pos + 1, raw, row, device_offset, device_width)
         out[pos] = 44
         pos = _unsigned(out, pos + 1, seq[row])
+        if anomaly[row] >= len(kind_lengths) or event[row] >= len(event_lengths):
+            return -1  # not a known label (no valid batch has one): the numpy path refuses it
         out[pos] = 44
         pos = _text(out, pos + 1, kinds, kind_lengths, anomaly[row])
         out[pos] = 44
@@ -239,8 +241,9 @@ def _table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 _KINDS = _table(["", *schema.ANOMALY_KINDS])
 _EVENTS = _table(["", *schema.EVENT_KINDS])
 _DEVICE_OFFSET = schema.RECORD.fields["device"][1]
-# Bytes a row can take at most: stamp, four metrics (sign, 17 digits, point, 12 decimals),
-# an id quoted with every byte a doubled quote, seq and two anomaly ids, labels, separators.
+# Bytes a row can take at most, with room to spare: stamp, four metrics (a sign, a point and
+# at most 16 digits each), an id quoted with every byte a doubled quote, seq and two anomaly
+# ids (20 digits each), the two labels, separators.
 _ROW_BOUND = 23 + 4 * 31 + 2 + 2 * schema.DEVICE_MAX_BYTES + 3 * 20 + 2 * 16 + 11
 
 

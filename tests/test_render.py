@@ -246,3 +246,13 @@ def test_the_compiled_rows_with_nowhere_to_cache_them(tmp_path) -> None:
     batch = random_batch(500, 3, seed=9, awkward=True)
     assert run.stdout == schema.to_csv(batch).encode()
     assert not list(source.rglob("*.nbi"))  # nothing was cached: it could not be
+
+
+@needs_numba
+def test_the_compiled_rows_decline_unknown_labels() -> None:
+    """A label code past the known kinds (never in a valid batch) makes the compiled loop
+    decline, rather than read past its tables."""
+    for label in ("anomaly", "event"):
+        batch = random_batch(200, schema.SECONDS, seed=4)
+        batch.rows[label][150] = 200
+        assert render_compiled.csv_rows(batch) is None
