@@ -14,13 +14,13 @@ SIGKILL the last second's samples are sent again (MQTT QoS 1 is at least once an
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 from pathlib import Path
 
 from common.errors import StartupError
+from common.locking import open_exclusive
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,13 @@ class StateFile:
 
     def open(self) -> None:
         """Take the file and check that it can be written; StartupError if not."""
-        lock = self.path.with_name(self.path.name + ".lock")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StartupError(f"cannot write the state file {self.path}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StartupError(
-                f"state file {self.path} is in use by another bridge; "
-                "give each bridge its own --state-file"
-            ) from None
-        self._lock = fd
+        self._lock = open_exclusive(
+            self.path.with_name(self.path.name + ".lock"),
+            os.O_RDWR,
+            f"cannot write the state file {self.path}",
+            f"state file {self.path} is in use by another bridge; "
+            "give each bridge its own --state-file",
+        )
         try:
             self.load()
             self._write(self._saved)

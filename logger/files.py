@@ -6,13 +6,13 @@ Beside `stream_log.csv` are `stream_log.windows.csv` (anomaly windows), `stream_
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
 from pathlib import Path
 
 from common.errors import StartupError
+from common.locking import open_exclusive
 from common.schema import CSV_HEADER
 
 log = logging.getLogger(__name__)
@@ -42,20 +42,13 @@ class CsvFile:
 
     def open(self) -> None:
         """Open for appending; raise StartupError with a one-line reason if that is impossible."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise StartupError(f"cannot open CSV {self.path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StartupError(
-                f"{self.path} is already being written by another logger; "
-                "give each logger its own --csv"
-            ) from None
-        self._fd = fd
+        self._fd = open_exclusive(
+            self.path,
+            os.O_RDWR | os.O_APPEND,
+            f"cannot open CSV {self.path}",
+            f"{self.path} is already being written by another logger; "
+            "give each logger its own --csv",
+        )
         try:
             self._size = self._repair_tail()
             self._check_header()
