@@ -29,7 +29,9 @@ README_LIMIT = 15_000
 SCRIPTS = ["clients/test_client.py"]
 # Folders whose code is not the product's (their STREAM_* reads are checked more narrowly).
 NOT_PRODUCT = {"tests", "bench", "docs", "data", "node_modules"}
-ENV_READ = re.compile(r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](STREAM_[A-Z0-9_]*[A-Z0-9])""")
+ENV_READ = re.compile(
+    r"""(?:environ\.get\(|environ\[|getenv\()\s*["'](STREAM_[A-Z0-9_]*[A-Z0-9])"""
+)
 ENV_NAME = re.compile(r"\bSTREAM_[A-Z0-9_]*[A-Z0-9]\b")
 
 
@@ -173,7 +175,8 @@ def test_slugs_follow_github() -> None:
     assert slug(heading_text("Acknowledgements, nothing lost or doubled")) == (
         "acknowledgements-nothing-lost-or-doubled"
     )
-    assert slug(heading_text("[Settings](settings.md) — *all* of them")) == "settings--all-of-them"
+    linked = heading_text("[Settings](settings.md) — *all* of them")
+    assert slug(linked) == "settings--all-of-them"
 
 
 # --- Settings: every option of every command ------------------------------------------------
@@ -246,7 +249,7 @@ def processes() -> list[Command]:
     found = [
         Command(f"python -m {main.parent.name}", [sys.executable, "-m", main.parent.name])
         for main in sorted(REPO.glob("*/__main__.py"))
-        if main.parent.name not in NOT_PRODUCT
+        if main.parent.name not in NOT_PRODUCT and not main.parent.name.startswith(".")
     ]
     found += [Command(f"python {script}", [sys.executable, script]) for script in SCRIPTS]
     return found
@@ -355,5 +358,5 @@ def test_settings_names_every_variable_the_code_reads() -> None:
         for name, where in sorted(readers.items())
         if not re.search(rf"\b{name}\b", text)
     ]
-    assert readers, "found no STREAM_* variable in the code: is the scan looking in the right place?"
+    assert readers, "found no STREAM_* variable in the code: does the scan look in the right place?"
     assert not missing, f"{rel(SETTINGS)} does not mention: " + ", ".join(missing)
