@@ -8,7 +8,7 @@ from common.bus import DEFAULT_CATCHUP, DEFAULT_PUB, Security
 
 # Samples one resume may send, and hold live meanwhile. 100,000 is ten minutes of 100
 # devices at 1 Hz, or 10 s of 100 devices at 100 Hz; it costs the broadcaster about 0.2 s
-# of CPU and 30 MB while it is being sent (bench/resume.py; README, Guarantees).
+# of CPU and 30 MB while it is being sent (bench/resume.py; docs/guarantees.md).
 DEFAULT_RESUME_MAX = 100_000
 
 

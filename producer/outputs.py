@@ -16,7 +16,7 @@ from common import render, schema
 FORMATS: tuple[str, ...] = ("csv", "parquet")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # zstd: the smallest file (6.8 bytes a sample against snappy's 8.0 and none's 10.8) at
-# about the same speed; see README, Performance.
+# about the same speed; see docs/benchmarks.md.
 COMPRESSIONS: tuple[str, ...] = ("zstd", "snappy", "none")
 COMPRESSION = "zstd"
 
