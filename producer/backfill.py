@@ -25,7 +25,7 @@ from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import WindowTracker, windows_path
 from producer import outputs
 from producer.model.roles import DEFAULT_MIX, RoleMix
-from producer.scenario import Scenario
+from producer.model.scenario import Scenario
 from producer.series import Series
 from producer.sources.sim import SimSource
 

@@ -40,7 +40,7 @@ from producer.config import ON_BAD_ROW, SOURCES, ProducerConfig
 from producer.model import anomalies
 from producer.model.roles import ROLES, RoleMix
 from producer.outputs import FORMATS
-from producer.scenario import Scenario, ScenarioError, load
+from producer.model.scenario import Scenario, ScenarioError, load
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:

@@ -11,7 +11,7 @@ from common.errors import StartupError
 from common.shards import ALL, Shard, instance_path, own_endpoint
 from producer.model.anomalies import DEFAULT_RATE_PER_HOUR, SIMULATED_KINDS
 from producer.model.roles import DEFAULT_MIX, RoleMix
-from producer.scenario import Scenario
+from producer.model.scenario import Scenario
 
 SOURCES = ("sim", "replay", "live")
 ON_BAD_ROW = ("error", "skip")  # what a replay row that is not a valid sample gets

@@ -22,7 +22,7 @@ from producer.backfill import generate
 from producer.model.anomalies import SIMULATED_KINDS, AnomalyPlan
 from producer.model.roles import ROLES
 from producer.model.timeline import ID_BASE, PER_INCIDENT
-from producer.scenario import ScenarioError, load, parse
+from producer.model.scenario import ScenarioError, load, parse
 from producer.series import Series
 from producer.sources.sim import SimSource
 

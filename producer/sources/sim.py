@@ -13,7 +13,7 @@ from producer.model.anomalies import EVENT, AnomalyPlan, apply
 from producer.model.roles import DEFAULT_MIX, Role, RoleMix
 from producer.model.timeline import Timeline, root_ids
 from producer.model.workload import Model, finish
-from producer.scenario import Scenario
+from producer.model.scenario import Scenario
 from producer.series import Series
 from producer.sources import build_rows
 
