@@ -26,7 +26,7 @@ from common.windows import WindowTracker, windows_path
 from producer import outputs
 from producer.model.roles import DEFAULT_MIX, RoleMix
 from producer.model.scenario import Scenario
-from producer.series import Series
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 ROWS_PER_CHUNK = 200_000

@@ -39,8 +39,8 @@ from producer import service
 from producer.config import ON_BAD_ROW, SOURCES, ProducerConfig
 from producer.model import anomalies
 from producer.model.roles import ROLES, RoleMix
-from producer.outputs import FORMATS
 from producer.model.scenario import Scenario, ScenarioError, load
+from producer.outputs import FORMATS
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -334,7 +334,7 @@ def generate(
     from common.windows import windows_path
     from producer.backfill import open_files, run
     from producer.outputs import format_for
-    from producer.series import Series
+    from producer.sources.series import Series
 
     devices = _fleet(ctx, scenario, devices)
     if out is None:
@@ -381,8 +381,8 @@ def generate(
 @option("--seed", "STREAM_SEED", default=None, type=click.IntRange(0, 2**63 - 1))
 def roles(roles: RoleMix, devices: int | None, seed: int | None) -> None:
     """List the device roles; with --seed and --devices, which role each device has."""
-    from producer.config import device_name
     from producer.model.roles import describe
+    from producer.sources.sim import device_name
 
     click.echo(describe(roles))
     if seed is not None and devices is not None:

@@ -65,8 +65,3 @@ def for_instance(config: ProducerConfig) -> ProducerConfig:
         )
     except ValueError as exc:
         raise StartupError(str(exc)) from None
-
-
-def device_name(index: int) -> str:
-    """host-01, host-02, ..., host-100: a device keeps its name when the count grows."""
-    return f"host-{index + 1:02d}"

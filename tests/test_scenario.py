@@ -17,13 +17,13 @@ from common.schema import ANOMALY_KINDS, CSV_HEADER, EVENT_KINDS
 from common.shards import Shard
 from common.windows import EVENT_ID_BASE, merge, to_nab
 from conftest import REPO, Pipeline, wait_until
-from producer import series as series_store
 from producer.backfill import generate
 from producer.model.anomalies import SIMULATED_KINDS, AnomalyPlan
 from producer.model.roles import ROLES
-from producer.model.timeline import ID_BASE, PER_INCIDENT
 from producer.model.scenario import ScenarioError, load, parse
-from producer.series import Series
+from producer.model.timeline import ID_BASE, PER_INCIDENT
+from producer.sources import series as series_store
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 START = "2025-08-04T00:00:00"

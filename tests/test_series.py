@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from producer import series as store
-from producer.series import Series
+from producer.sources import series as store
+from producer.sources.series import Series
 
 
 def test_ticks_are_exactly_one_period_apart_on_an_absolute_grid():
