@@ -332,7 +332,7 @@ def generate(
     import secrets
 
     from common.windows import windows_path
-    from producer.backfill import open_files, run
+    from producer.backfill import generate as backfill
     from producer.outputs import format_for
     from producer.sources.series import Series
 
@@ -348,31 +348,51 @@ def generate(
     series = Series(
         seed=seed, devices=devices, rate=rate, origin_ms=start, wall_origin_ms=start, seq_base=0
     )
-    total = ticks * devices
-    started = time.perf_counter()
-    with (
-        open_files(out, fmt) as files,
-        click.progressbar(
-            length=total, label=f"{total:,} samples", file=sys.stderr, show_eta=True
-        ) as bar,
-    ):
-        rows = run(
-            files,
+    with _ProgressBar(ticks * devices, shown=progress) as bar:
+        rows, seconds = backfill(
+            out,
             series,
             ticks,
             anomaly_rate,
             anomaly_kinds,
-            progress=bar.update if progress else lambda _: None,
+            progress=bar.advance,
+            fmt=fmt,
             anomaly_durations=anomaly_durations,
             roles=roles,
             scenario=scenario,
         )
-    seconds = time.perf_counter() - started
     click.echo(
         f"wrote {rows:,} samples to {out} and anomaly windows to {windows_path(out)} "
         f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",
         err=True,
     )
+
+
+class _ProgressBar:
+    """A backfill's progress on stderr, begun with the first samples written, so that a file
+    that cannot be created is one line of error with no bar before it. Not `shown`: the
+    label alone."""
+
+    def __init__(self, total: int, shown: bool) -> None:
+        self._bar = click.progressbar(
+            length=total, label=f"{total:,} samples", file=sys.stderr, show_eta=True
+        )
+        self._shown = shown
+        self._begun = False
+
+    def advance(self, samples: int) -> None:
+        if not self._begun:
+            self._bar.__enter__()
+            self._begun = True
+        if self._shown:
+            self._bar.update(samples)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._begun:
+            self._bar.__exit__(*exc)
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
