@@ -104,7 +104,7 @@ def table(series: dict[str, np.ndarray], roles: dict[str, str]) -> str:
     return "\n".join(text) + f"\n(* outside the target; cpu daily: judged on {serving})"
 
 
-def _targets(metric: str, statistic: str) -> list[fidelity.Target]:
+def _targets(metric: str, statistic: str) -> list[fidelity.StatisticTarget]:
     every = (*fidelity.TARGETS, fidelity.DAILY_TARGET)
     return [t for t in every if (t.metric, t.statistic) == (metric, statistic)]
 
