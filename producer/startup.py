@@ -21,7 +21,7 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
     if config.source == "sim":
         from producer.sources.sim import SimSource, device_name
 
-        series, continued = series_store.resume_or_start(
+        series, continued = series_store.continue_or_start(
             config.state,
             config.seed,
             config.devices,
@@ -60,7 +60,7 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
 
         if not config.shard.owns(host_device_name()):
             return _idle(config, "one device (this machine)")
-        series, continued = series_store.resume_or_start(
+        series, continued = series_store.continue_or_start(
             config.state, 0, 1, config.rate, now_ms, source="live"
         )
         _log_series(continued)
@@ -83,7 +83,7 @@ def _replay(config: ProducerConfig, now_ms: float, refuse: Refuse | None) -> Sou
         played = played.only(config.shard.owns, unattributed=config.shard.index == 1)
         if played is None:
             return _idle(config, f"the devices of {config.replay_file}")
-    series, _ = series_store.resume_or_start(
+    series, _ = series_store.continue_or_start(
         config.state,
         0,
         len(played.devices),

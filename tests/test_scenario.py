@@ -275,15 +275,15 @@ kinds = {spike = 3, dip = 1}
         """A producer given another scenario starts a new series (the scenario's clock starts
         then) whose seqs follow the old ones; a state file from before scenarios continues."""
         state = tmp_path / "state.json"
-        plain, _ = series_store.resume_or_start(state, 1, 4, 1.0, 5_000)
+        plain, _ = series_store.continue_or_start(state, 1, 4, 1.0, 5_000)
         data = json.loads(state.read_text())
         del data["scenario"]  # as written before scenarios existed
         state.write_text(json.dumps(data))
-        again, continued = series_store.resume_or_start(state, 1, 4, 1.0, 9_000)
+        again, continued = series_store.continue_or_start(state, 1, 4, 1.0, 9_000)
         assert continued and again == plain
-        outage, continued = series_store.resume_or_start(state, 1, 4, 1.0, 9_000, scenario="x")
+        outage, continued = series_store.continue_or_start(state, 1, 4, 1.0, 9_000, scenario="x")
         assert not continued and outage.origin_ms == 9_000 and outage.seq_base > 0
-        back, continued = series_store.resume_or_start(state, 1, 4, 1.0, 12_000, scenario="x")
+        back, continued = series_store.continue_or_start(state, 1, 4, 1.0, 12_000, scenario="x")
         assert continued and back == outage
 
 
