@@ -8,6 +8,8 @@ from fractions import Fraction
 import click
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from common import durations
 from common.cli import duration
@@ -65,6 +67,28 @@ def test_what_is_not_a_duration_is_refused_with_one_line(text):
     with pytest.raises(ValueError) as error:
         durations.parse(text)
     assert str(error.value) == f"{text!r} is not a duration like 90s, 30m, 1h30m or 7d"
+
+
+_NUMBERS = st.builds(
+    lambda whole, fraction: f"{whole}.{fraction}" if fraction else str(whole),
+    st.integers(0, 10_000),
+    st.one_of(st.none(), st.from_regex(r"[0-9]{1,4}", fullmatch=True)),
+)
+_PARTS = st.lists(
+    st.tuples(_NUMBERS, st.sampled_from(list(durations.SECONDS_PER_UNIT)), st.booleans()),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(_PARTS, st.sampled_from(["", " ", "  "]))
+def test_parts_add_up_exactly_whatever_the_case_and_spaces(parts, space):
+    """Any run of NUMBER UNIT parts is the exact sum of its parts, in any case, spaced or not."""
+    text = space.join(
+        f"{number}{space}{unit.upper() if upper else unit}" for number, unit, upper in parts
+    )
+    exact = sum(Fraction(n) * durations.SECONDS_PER_UNIT[u] for n, u, _ in parts)
+    assert durations.parse(f"{space}{text}{space}") == exact
 
 
 @click.command()

@@ -16,27 +16,26 @@ START = "2025-08-04T00:00:00"
 SCENARIO = """
 name = "generate check"
 [[group]]
-role = "db"
-count = 1
-id = "db-{n:02d}"
+name = "caches"
+role = "cache"
+count = 2
 [[group]]
-role = "web"
-count = 3
-id = "web-{n:02d}"
+role = "batch"
+count = 2
+id = "job-{n}"
 
 [[incident]]
 at = "+10m"
-root = "db-01"
+root = "caches-01"
 duration = "5m"
   [[incident.symptom]]
-  group = "web"
-  delay = "30s"
+  group = "batch"
   stagger = "15s"
 
-[[deploy]]
+[[load_test]]
 at = "+40m"
-group = "web"
-every = "1m"
+group = "caches"
+duration = "10m"
 """
 
 # The files of a few settings and their SHA-256, as the command wrote them before it called
@@ -71,8 +70,8 @@ SETTINGS = {
     "csv, scenario": (
         ["--scenario", "fleet.toml", "--duration", "1h", "--seed", "1", "--out", "train.csv"],
         {
-            "train.csv": "2f46afc524f52f092feb90e082a723ee56a528b752d4237c4ec76e3a30d0c497",
-            "train.windows.csv": "d42ce8e4902aa51c2ba8f03790024852c342a68a896fbaea8271a647c0673695",
+            "train.csv": "3e32d51a738853ace82ffd47682db40f6a00b59431b218969c6fe9e4f5857b03",
+            "train.windows.csv": "9db39a84c03addb092879c84eb6dc1df24c4f95b787b691175fedf6a638fcae2",
         },
     ),
 }
