@@ -32,7 +32,7 @@ from producer.backfill import generate  # noqa: E402
 from producer.model.anomalies import SIMULATED_KINDS  # noqa: E402
 from producer.model.roles import DEFAULT_MIX  # noqa: E402
 from producer.outputs import COMPRESSION, COMPRESSIONS  # noqa: E402
-from producer.series import Series  # noqa: E402
+from producer.sources.series import Series  # noqa: E402
 
 
 def naive(path: Path, seconds: float) -> float:

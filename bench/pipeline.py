@@ -55,7 +55,7 @@ def floors(devices: int, rate: float, seconds: float = 3.0) -> dict[str, float]:
     rendering of them (the logger's one unavoidable step besides the write)."""
     from common import render
     from producer.model.anomalies import SIMULATED_KINDS
-    from producer.series import Series
+    from producer.sources.series import Series
     from producer.sources.sim import SimSource
 
     series = Series(seed=1, devices=devices, rate=rate, origin_ms=0, wall_origin_ms=0, seq_base=0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from common import shards
+from common import durations, shards
 from common.bus import DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security, parse_endpoint
 from common.errors import StartupError
 from common.logs import LEVELS
@@ -209,15 +208,13 @@ def log_level_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-_UNITS_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
 def duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
-    """A click callback: `90s`, `30m`, `12h`, `7d`, `2w` (or plain seconds) as seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*", str(value))
-    if not match:
-        raise click.BadParameter(f"{value!r} is not a duration like 90s, 30m, 12h or 7d")
-    return float(match[1]) * _UNITS_S[match[2] or "s"]
+    """A click callback: a duration (common.durations: `90s`, `30m`, `1h30m`, `7d` or plain
+    seconds) as seconds."""
+    try:
+        return durations.seconds(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def serve(run: Callable[[Any, asyncio.Event], Awaitable[None]], config: Any) -> None:

@@ -22,12 +22,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.schema import ANOMALY_KINDS, METRICS  # noqa: E402
-from producer.config import device_name  # noqa: E402
 from producer.model import fidelity  # noqa: E402
 from producer.model.anomalies import DEFAULT_RATE_PER_HOUR  # noqa: E402
 from producer.model.roles import ROLES, RoleMix  # noqa: E402
-from producer.series import Series  # noqa: E402
-from producer.sources.sim import SimSource  # noqa: E402
+from producer.sources.series import Series  # noqa: E402
+from producer.sources.sim import (
+    SimSource,  # noqa: E402
+    device_name,  # noqa: E402
+)
 
 START_MS = 1_754_265_600_000  # Monday 2025-08-04 00:00 UTC
 CHUNK_TICKS_S = 18_000  # five hours: chunks end on five-minute boundaries
@@ -102,7 +104,7 @@ def table(series: dict[str, np.ndarray], roles: dict[str, str]) -> str:
     return "\n".join(text) + f"\n(* outside the target; cpu daily: judged on {serving})"
 
 
-def _targets(metric: str, statistic: str) -> list[fidelity.Target]:
+def _targets(metric: str, statistic: str) -> list[fidelity.StatisticTarget]:
     every = (*fidelity.TARGETS, fidelity.DAILY_TARGET)
     return [t for t in every if (t.metric, t.statistic) == (metric, statistic)]
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import schema  # noqa: E402
 from producer.model.roles import ROLES, RoleMix  # noqa: E402
-from producer.series import Series  # noqa: E402
+from producer.sources.series import Series  # noqa: E402
 from producer.sources.sim import SimSource  # noqa: E402
 
 START_MS = 1_754_265_600_000  # Monday 2025-08-04 00:00 UTC

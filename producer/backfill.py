@@ -25,8 +25,8 @@ from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import WindowTracker, windows_path
 from producer import outputs
 from producer.model.roles import DEFAULT_MIX, RoleMix
-from producer.scenario import Scenario
-from producer.series import Series
+from producer.model.scenario import Scenario
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 ROWS_PER_CHUNK = 200_000
@@ -61,13 +61,13 @@ def _chunk(first: int, last: int) -> tuple[Any, schema.Batch]:
 @contextmanager
 def open_files(
     out: Path, fmt: str = "csv", compression: str = outputs.COMPRESSION
-) -> Iterator[tuple[outputs.CsvFile | outputs.ParquetFile, TextIO]]:
+) -> Iterator[tuple[outputs.CsvOutput | outputs.ParquetOutput, TextIO]]:
     """The data file and its windows file, created (replaced) now; StartupError, naming
     `out`, if they cannot be created or written, now or later."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with (
-            closing(outputs.open_file(out, fmt, compression)) as data,
+            closing(outputs.open_output(out, fmt, compression)) as data,
             windows_path(out).open("w") as windows,
         ):
             windows.write(WINDOWS_HEADER + "\n")
@@ -86,7 +86,7 @@ def _reason(exc: OSError, out: Path) -> str:
 
 
 def run(
-    files: tuple[outputs.CsvFile | outputs.ParquetFile, TextIO],
+    files: tuple[outputs.CsvOutput | outputs.ParquetOutput, TextIO],
     series: Series,
     ticks: int,
     anomaly_rate: float,

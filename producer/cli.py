@@ -39,8 +39,8 @@ from producer import service
 from producer.config import ON_BAD_ROW, SOURCES, ProducerConfig
 from producer.model import anomalies
 from producer.model.roles import ROLES, RoleMix
+from producer.model.scenario import Scenario, ScenarioError, load
 from producer.outputs import FORMATS
-from producer.scenario import Scenario, ScenarioError, load
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -332,9 +332,9 @@ def generate(
     import secrets
 
     from common.windows import windows_path
-    from producer.backfill import open_files, run
+    from producer.backfill import generate as backfill
     from producer.outputs import format_for
-    from producer.series import Series
+    from producer.sources.series import Series
 
     devices = _fleet(ctx, scenario, devices)
     if out is None:
@@ -348,31 +348,51 @@ def generate(
     series = Series(
         seed=seed, devices=devices, rate=rate, origin_ms=start, wall_origin_ms=start, seq_base=0
     )
-    total = ticks * devices
-    started = time.perf_counter()
-    with (
-        open_files(out, fmt) as files,
-        click.progressbar(
-            length=total, label=f"{total:,} samples", file=sys.stderr, show_eta=True
-        ) as bar,
-    ):
-        rows = run(
-            files,
+    with _ProgressBar(ticks * devices, shown=progress) as bar:
+        rows, seconds = backfill(
+            out,
             series,
             ticks,
             anomaly_rate,
             anomaly_kinds,
-            progress=bar.update if progress else lambda _: None,
+            progress=bar.advance,
+            fmt=fmt,
             anomaly_durations=anomaly_durations,
             roles=roles,
             scenario=scenario,
         )
-    seconds = time.perf_counter() - started
     click.echo(
         f"wrote {rows:,} samples to {out} and anomaly windows to {windows_path(out)} "
         f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",
         err=True,
     )
+
+
+class _ProgressBar:
+    """A backfill's progress on stderr, begun with the first samples written, so that a file
+    that cannot be created is one line of error with no bar before it. Not `shown`: the
+    label alone."""
+
+    def __init__(self, total: int, shown: bool) -> None:
+        self._bar = click.progressbar(
+            length=total, label=f"{total:,} samples", file=sys.stderr, show_eta=True
+        )
+        self._shown = shown
+        self._begun = False
+
+    def advance(self, samples: int) -> None:
+        if not self._begun:
+            self._bar.__enter__()
+            self._begun = True
+        if self._shown:
+            self._bar.update(samples)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._begun:
+            self._bar.__exit__(*exc)
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -381,8 +401,8 @@ def generate(
 @option("--seed", "STREAM_SEED", default=None, type=click.IntRange(0, 2**63 - 1))
 def roles(roles: RoleMix, devices: int | None, seed: int | None) -> None:
     """List the device roles; with --seed and --devices, which role each device has."""
-    from producer.config import device_name
     from producer.model.roles import describe
+    from producer.sources.sim import device_name
 
     click.echo(describe(roles))
     if seed is not None and devices is not None:

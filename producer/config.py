@@ -11,7 +11,7 @@ from common.errors import StartupError
 from common.shards import ALL, Shard, instance_path, own_endpoint
 from producer.model.anomalies import DEFAULT_RATE_PER_HOUR, SIMULATED_KINDS
 from producer.model.roles import DEFAULT_MIX, RoleMix
-from producer.scenario import Scenario
+from producer.model.scenario import Scenario
 
 SOURCES = ("sim", "replay", "live")
 ON_BAD_ROW = ("error", "skip")  # what a replay row that is not a valid sample gets
@@ -65,8 +65,3 @@ def for_instance(config: ProducerConfig) -> ProducerConfig:
         )
     except ValueError as exc:
         raise StartupError(str(exc)) from None
-
-
-def device_name(index: int) -> str:
-    """host-01, host-02, ..., host-100: a device keeps its name when the count grows."""
-    return f"host-{index + 1:02d}"

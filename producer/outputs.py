@@ -40,7 +40,7 @@ def encoder(fmt: str) -> Callable[[schema.Batch], Any]:
     return render.csv_rows
 
 
-class CsvFile:
+class CsvOutput:
     """The header, then rows as rendered; each write is appended whole, in order."""
 
     FORMAT = "csv"
@@ -56,7 +56,7 @@ class CsvFile:
         self._file.close()
 
 
-class ParquetFile:
+class ParquetOutput:
     """One row group per write, in order; the file is readable once closed (footer last)."""
 
     FORMAT = "parquet"
@@ -78,6 +78,6 @@ class ParquetFile:
         self._writer.close()
 
 
-def open_file(path: Path, fmt: str, compression: str = COMPRESSION) -> CsvFile | ParquetFile:
+def open_output(path: Path, fmt: str, compression: str = COMPRESSION) -> CsvOutput | ParquetOutput:
     """A new (replaced) file of `fmt` at `path`."""
-    return ParquetFile(path, compression) if fmt == "parquet" else CsvFile(path)
+    return ParquetOutput(path, compression) if fmt == "parquet" else CsvOutput(path)

@@ -15,10 +15,11 @@ from common.signals import wait_or_stop
 from producer.catchup.history import History
 from producer.catchup.server import CatchupServer
 from producer.config import ProducerConfig, for_instance
-from producer.control.controller import Controller
 from producer.control.server import ControlServer
+from producer.controller import Controller
 from producer.gate import Gate
-from producer.sources import Source, open_source
+from producer.sources import Source
+from producer.startup import open_source
 
 log = logging.getLogger(__name__)
 

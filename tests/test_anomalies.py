@@ -13,7 +13,7 @@ from common.schema import ANOMALY_KINDS, METRICS
 from conftest import REPO
 from producer.config import ProducerConfig
 from producer.model.anomalies import SIMULATED_KINDS, parse_durations, parse_kinds
-from producer.series import Series
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 START_MS = 1_754_179_200_000  # 2025-08-03 00:00:00 UTC

@@ -18,7 +18,7 @@ from producer.config import ProducerConfig
 from producer.model import fidelity
 from producer.model.roles import DEFAULT_MIX, DEFAULT_PATTERN, ROLES, RoleMix
 from producer.model.workload import Model, finish
-from producer.series import Series
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 SEED, DEVICES, DAYS = 42, 10, 7

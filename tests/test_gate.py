@@ -13,8 +13,8 @@ from common import schema
 from producer.catchup.history import History
 from producer.gate import Gate
 from producer.model import anomalies
-from producer.series import Series
 from producer.sources.live import host_device_name
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 START_MS = 1_754_265_600_000  # 2025-08-04 00:00:00 UTC

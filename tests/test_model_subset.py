@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from producer.config import ProducerConfig, device_name
-from producer.control.controller import Controller
+from producer.config import ProducerConfig
+from producer.controller import Controller
 from producer.model.anomalies import SIMULATED_KINDS, AnomalyPlan, apply
 from producer.model.workload import Model
-from producer.series import Series
-from producer.sources.sim import SimSource
+from producer.sources.series import Series
+from producer.sources.sim import SimSource, device_name
 
 START_MS = 1_754_179_200_000  # 2025-08-03 00:00:00 UTC, a Sunday
 DAY_MS = 86_400_000

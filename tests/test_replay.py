@@ -21,9 +21,9 @@ from websockets.sync.client import connect
 from common import schema
 from common.errors import InputError
 from conftest import REPO, Pipeline, wait_until
-from producer.series import Series
 from producer.sources import recording
 from producer.sources.replay import ReplaySource
+from producer.sources.series import Series
 
 CSV = "data/stream_log.csv"
 NAB_START = pd.Timestamp("2014-02-14 14:30:00")

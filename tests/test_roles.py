@@ -12,10 +12,10 @@ import pytest
 
 from conftest import REPO
 from producer.config import ProducerConfig
-from producer.control.controller import Controller
+from producer.controller import Controller
 from producer.model.roles import DEFAULT_MIX, ROLES, Episodes, RoleMix, override
 from producer.model.workload import Model
-from producer.series import Series
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 START_MS = 1_754_265_600_000  # Monday 2025-08-04 00:00 UTC

@@ -17,13 +17,13 @@ from common.schema import ANOMALY_KINDS, CSV_HEADER, EVENT_KINDS
 from common.shards import Shard
 from common.windows import EVENT_ID_BASE, merge, to_nab
 from conftest import REPO, Pipeline, wait_until
-from producer import series as series_store
 from producer.backfill import generate
 from producer.model.anomalies import SIMULATED_KINDS, AnomalyPlan
 from producer.model.roles import ROLES
+from producer.model.scenario import ScenarioError, load, parse
 from producer.model.timeline import ID_BASE, PER_INCIDENT
-from producer.scenario import ScenarioError, load, parse
-from producer.series import Series
+from producer.sources import series as series_store
+from producer.sources.series import Series
 from producer.sources.sim import SimSource
 
 START = "2025-08-04T00:00:00"
@@ -275,15 +275,15 @@ kinds = {spike = 3, dip = 1}
         """A producer given another scenario starts a new series (the scenario's clock starts
         then) whose seqs follow the old ones; a state file from before scenarios continues."""
         state = tmp_path / "state.json"
-        plain, _ = series_store.resume_or_start(state, 1, 4, 1.0, 5_000)
+        plain, _ = series_store.continue_or_start(state, 1, 4, 1.0, 5_000)
         data = json.loads(state.read_text())
         del data["scenario"]  # as written before scenarios existed
         state.write_text(json.dumps(data))
-        again, continued = series_store.resume_or_start(state, 1, 4, 1.0, 9_000)
+        again, continued = series_store.continue_or_start(state, 1, 4, 1.0, 9_000)
         assert continued and again == plain
-        outage, continued = series_store.resume_or_start(state, 1, 4, 1.0, 9_000, scenario="x")
+        outage, continued = series_store.continue_or_start(state, 1, 4, 1.0, 9_000, scenario="x")
         assert not continued and outage.origin_ms == 9_000 and outage.seq_base > 0
-        back, continued = series_store.resume_or_start(state, 1, 4, 1.0, 12_000, scenario="x")
+        back, continued = series_store.continue_or_start(state, 1, 4, 1.0, 12_000, scenario="x")
         assert continued and back == outage
 
 

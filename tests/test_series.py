@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from producer import series as store
-from producer.series import Series
+from producer.sources import series as store
+from producer.sources.series import Series
 
 
 def test_ticks_are_exactly_one_period_apart_on_an_absolute_grid():
@@ -41,19 +41,19 @@ def test_restart_with_same_settings_continues_the_series(tmp_path):
     """A new series starts on the next whole wall second with seq_base 0 and is saved, and a later
     restart with the same settings returns it unchanged, random seed included."""
     path = tmp_path / "state.json"
-    first, continued = store.resume_or_start(path, None, 2, 1.0, 1_000_000.5)
+    first, continued = store.continue_or_start(path, None, 2, 1.0, 1_000_000.5)
     assert not continued and first.origin_ms == 1_001_000 and first.seq_base == 0
     assert first.wall_origin_ms == 1_001_000
-    again, continued = store.resume_or_start(path, None, 2, 1.0, 9_000_000)
+    again, continued = store.continue_or_start(path, None, 2, 1.0, 9_000_000)
     assert continued and again == first  # the random seed was remembered too
 
 
 def test_new_settings_start_a_new_series_after_every_used_seq(tmp_path):
     """Changing the rate never reuses a seq the old series could have published."""
     path = tmp_path / "state.json"
-    old, _ = store.resume_or_start(path, 5, 1, 100.0, 0)
+    old, _ = store.continue_or_start(path, 5, 1, 100.0, 0)
     now = 60_000  # 6,000 ticks later
-    new, continued = store.resume_or_start(path, 5, 1, 1.0, now)
+    new, continued = store.continue_or_start(path, 5, 1, 1.0, now)
     assert not continued
     assert new.seq_base > old.seq_base + old.last_tick_due_by(now)
     assert json.loads(path.read_text())["rate"] == 1.0
@@ -64,16 +64,16 @@ def test_unreadable_state_is_ignored(tmp_path):
     instead of an error."""
     path = tmp_path / "state.json"
     path.write_text("{not json")
-    s, continued = store.resume_or_start(path, 3, 1, 1.0, 0)
+    s, continued = store.continue_or_start(path, 3, 1, 1.0, 0)
     assert not continued and s.seed == 3
 
 
 def test_a_requested_start_is_part_of_the_series(tmp_path):
     """--start sets simulated time; restarting with another start begins a new series."""
     path = tmp_path / "state.json"
-    s, _ = store.resume_or_start(path, 1, 1, 1.0, 5_000, start_ms=42_000)
+    s, _ = store.continue_or_start(path, 1, 1, 1.0, 5_000, start_ms=42_000)
     assert s.time_ms(np.array([0, 2])).tolist() == [42_000, 44_000]
-    again, continued = store.resume_or_start(path, 1, 1, 1.0, 9_000, start_ms=42_000)
+    again, continued = store.continue_or_start(path, 1, 1, 1.0, 9_000, start_ms=42_000)
     assert continued
-    other, continued = store.resume_or_start(path, 1, 1, 1.0, 9_000, start_ms=0)
+    other, continued = store.continue_or_start(path, 1, 1, 1.0, 9_000, start_ms=0)
     assert not continued and other.seq_base > 0

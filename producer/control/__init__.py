@@ -1,1 +1,2 @@
-"""Runtime control of a running producer: the `ctl` client, its server, what commands do."""
+"""Runtime control of a running producer: the `ctl` client and the endpoint it talks to
+(what each command does is producer.controller's)."""

@@ -12,12 +12,12 @@ values: the label is computed by comparing the altered values with the normal on
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from common import durations
 from common.schema import ANOMALY_KINDS, METRICS
 from producer.model import noise
 from producer.model.workload import device_indices, finish
@@ -109,14 +109,11 @@ def parse_kinds(text: str) -> dict[str, float]:
     return chosen
 
 
-_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_durations(text: str) -> dict[str, tuple[float, float]]:
     """Durations that replace the catalogue's: `kind=MIN-MAX` pairs, comma separated, each
-    `90`, `90s`, `5m` or `1h` (`spike=1-10,drift=5m-20m`); `kind=N` fixes it to N.
-    Raise ValueError with a one-line reason."""
-    durations: dict[str, tuple[float, float]] = {}
+    a duration (common.durations: `90`, `90s`, `5m`, `1h30m`), as in `spike=1-10,drift=5m-20m`;
+    `kind=N` fixes it to N. Raise ValueError with a one-line reason."""
+    spans: dict[str, tuple[float, float]] = {}
     for part in (p.strip().lower() for p in text.split(",")):
         if not part:
             continue
@@ -133,13 +130,15 @@ def parse_durations(text: str) -> dict[str, tuple[float, float]]:
             raise ValueError(
                 f"duration of {name} must be within 0..6h with MIN <= MAX, got {span!r}"
             )
-        durations[name] = (low, high)
-    return durations
+        spans[name] = (low, high)
+    return spans
 
 
 def _seconds(text: str) -> float | None:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    return float(match[1]) * _UNITS_S[match[2] or "s"] if match else None
+    try:
+        return durations.seconds(text)
+    except ValueError:
+        return None
 
 
 _WINDOW_SLOTS = 10  # events are computed ten minutes at a time and cached

@@ -18,7 +18,7 @@ DAY_STEPS = 288  # five-minute steps in a day
 
 
 @dataclass(frozen=True)
-class Target:
+class StatisticTarget:
     """A statistic of one metric and the range real series fall in (None: unbounded)."""
 
     metric: str
@@ -39,15 +39,15 @@ class Target:
 
 
 TARGETS = (
-    Target("cpu", "lag1", 0.3, 0.99, "real cpu changes slowly, not a random walk"),
-    Target("cpu", "skew", 0.5, None, "real cpu: skew median 1.9 (0.5-14), mostly idle"),
-    Target("disk_io", "cv", 1.0, None, "real disk: 4.6-6.1"),
-    Target("disk_io", "skew", 4.0, None, "bursts of minutes to hours"),
-    Target("net", "cv", 1.0, None, "real net: 1.0-8.1"),
-    Target("net", "skew", 4.0, None, "bursts of minutes to hours"),
-    Target("net", "hurst", 0.6, 0.95, "real traffic is self-similar, H about 0.7-0.9"),
+    StatisticTarget("cpu", "lag1", 0.3, 0.99, "real cpu changes slowly, not a random walk"),
+    StatisticTarget("cpu", "skew", 0.5, None, "real cpu: skew median 1.9 (0.5-14), mostly idle"),
+    StatisticTarget("disk_io", "cv", 1.0, None, "real disk: 4.6-6.1"),
+    StatisticTarget("disk_io", "skew", 4.0, None, "bursts of minutes to hours"),
+    StatisticTarget("net", "cv", 1.0, None, "real net: 1.0-8.1"),
+    StatisticTarget("net", "skew", 4.0, None, "bursts of minutes to hours"),
+    StatisticTarget("net", "hurst", 0.6, 0.95, "real traffic is self-similar, H about 0.7-0.9"),
 )
-DAILY_TARGET = Target("cpu", "daily", 0.3, None, "roles that serve users follow the day")
+DAILY_TARGET = StatisticTarget("cpu", "daily", 0.3, None, "roles that serve users follow the day")
 SERVING_ROLES = ("web", "db", "cache")  # the roles DAILY_TARGET is about
 LABELLED_MAX = 0.05  # at most this fraction of samples labelled at default settings
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from common.schema import ANOMALY_KINDS, EVENT_KINDS
 from producer.model.anomalies import EVENT, AnomalyPlan
-from producer.scenario import MAX_SYMPTOMS, Scenario
+from producer.model.scenario import MAX_SYMPTOMS, Scenario
 
 ID_BASE = 8 * 10**15  # above random (< 2**49) and injected (2**52 + shard * 2**44) ids, < 2**53
 PER_INCIDENT = MAX_SYMPTOMS + 1  # ids of one incident: its root, then its symptoms (10**6)

@@ -9,8 +9,8 @@ import numpy as np
 import psutil
 
 from common import schema
-from producer.series import Series
 from producer.sources import build_rows
+from producer.sources.series import Series
 
 
 def host_device_name(hostname: str | None = None) -> str:

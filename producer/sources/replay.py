@@ -15,9 +15,9 @@ import logging
 import numpy as np
 
 from common import schema
-from producer.series import Series
 from producer.sources import Refuse, build_rows
 from producer.sources.recording import Recording
+from producer.sources.series import Series
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,13 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from common import schema
-from producer.config import device_name
 from producer.model.anomalies import EVENT, AnomalyPlan, apply
 from producer.model.roles import DEFAULT_MIX, Role, RoleMix
+from producer.model.scenario import Scenario
 from producer.model.timeline import Timeline, root_ids
 from producer.model.workload import Model, finish
-from producer.scenario import Scenario
-from producer.series import Series
 from producer.sources import build_rows
+from producer.sources.series import Series
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +22,11 @@ PREFETCH_S = 0.1  # generate this much wall time of ticks at once, ahead of thei
 PREFETCH_MIN_TICKS = 32  # at low rates: generating one tick costs about as much as 32
 PREFETCH_ROWS = 20_000
 _BEFORE_KEPT = 512  # instants whose model values are kept for stuck sensors
+
+
+def device_name(index: int) -> str:
+    """host-01, host-02, ..., host-100: a device keeps its name when the count grows."""
+    return f"host-{index + 1:02d}"
 
 
 class SimSource:

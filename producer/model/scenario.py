@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any, NoReturn
 
+from common import durations
 from common.schema import EVENT_KINDS, METRICS, device_problem
 from producer.model import anomalies
 from producer.model.roles import EPISODE_KINDS, ROLES, Role, override
@@ -28,8 +29,6 @@ MAX_EPISODE_MS = 7 * 86_400_000  # longest scheduled anomaly or planned event
 MAX_FACTOR = 20.0  # a load test multiplies the load by at most this
 MAX_SYMPTOMS = 999_999  # per incident: its ids are the root's plus 1..MAX_SYMPTOMS
 DAY_MS = 86_400_000
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": DAY_MS, "w": 7 * DAY_MS}
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _DAY = re.compile(r"day\s+(\d+)(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?")
 
 Path_ = tuple[str | int, ...]  # a key path: ("group", 1, "role")
@@ -456,7 +455,8 @@ class _Reader:
     def duration(
         self, data: dict[str, Any], path: Path_, default: int | None = None, zero: bool = False
     ) -> int:
-        """Milliseconds from `90s`, `20m`, `1h30m`, `2d` or a number of seconds."""
+        """Milliseconds from a duration (common.durations: `90s`, `20m`, `1h30m`, `2d`, or a
+        number of seconds)."""
         key = path[-1]
         if key not in data:
             if default is None:
@@ -465,7 +465,7 @@ class _Reader:
         value = data[key]
         ms = _duration_ms(value)
         low = "0" if zero else "above 0"
-        if ms is None or ms < 0 or (ms == 0 and not zero) or ms > MAX_EPISODE_MS:
+        if ms is None or (ms == 0 and not zero) or ms > MAX_EPISODE_MS:
             message = f"must be a duration like 90s, 20m or 1h30m, {low} to 7d, got {value!r}"
             self.fail(path, message)
         return ms
@@ -489,16 +489,10 @@ _EPISODES = ("incident", *EVENT_KINDS)
 
 
 def _duration_ms(value: Any) -> int | None:
-    if isinstance(value, bool):
+    try:
+        return durations.milliseconds(value)
+    except ValueError:
         return None
-    if isinstance(value, int | float):
-        return round(value * 1000)
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower()
-    if not text or _PART.sub("", text).strip():
-        return None
-    return round(sum(float(n) * _UNITS_MS[u] for n, u in _PART.findall(text)))
 
 
 def _moment(value: Any) -> Moment | None:

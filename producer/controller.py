@@ -1,4 +1,5 @@
-"""Runtime control of a running producer: what each control command does."""
+"""Runtime control of a running producer: what each control command does (the endpoint
+and the `ctl` client that carry the commands are in producer.control)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import numpy as np
 from common.bounds import number_in
 from common.control import ControlError
 from common.schema import ANOMALY_KINDS, METRICS, device_problem
-from producer import series as series_store
 from producer.config import ProducerConfig
 from producer.model import anomalies
 from producer.sources import Source
+from producer.sources import series as series_store
 
 _INJECTED_ID_BASE = 1 << 52  # above every random id, below 2**53 (exact in JavaScript)
 _INJECTED_IDS_PER_SHARD = 1 << 44  # each producer of several counts in a range of its own

@@ -5,7 +5,9 @@ the simulated timestamp `origin + k / rate`, and `seq = seq_base + k` for every 
 The series is saved when it starts, so a producer restarted with the same settings
 continues it: the seq of a sample follows from its time, ticks missed while the producer
 was down are never produced, and no seq is ever used twice. Other settings start a new
-series whose seqs begin after anything the old one can have published.
+series whose seqs begin after anything the old one can have published. (Continuing a series
+across a restart is not `ctl pause`/`ctl resume`, which stop and restart publishing within
+one running series.)
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def save(path: Path, series: Series) -> None:
         raise StartupError(f"cannot write series state {path}: {exc.strerror or exc}") from None
 
 
-def resume_or_start(
+def continue_or_start(
     path: Path,
     seed: int | None,
     devices: int,
