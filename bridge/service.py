@@ -16,12 +16,14 @@ from bridge.outbox import GIVEN_UP, Outbox
 from bridge.state import StateFile
 from common import metrics, schema
 from common.bus import Subscriber
+from common.csvfile import CsvFile
 from common.logs import Every
 from common.metrics import Figure
 from common.ready import Readiness
-from logger.catchup import CatchupClient, describe, fill
-from logger.files import GAPS_HEADER, CsvFile
-from logger.seqs import Gap, SeqTracker
+from delivery.client import CatchupClient
+from delivery.gaps import GapRecord, gaps_file
+from delivery.refill import fill
+from delivery.seqs import SeqTracker
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,9 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
     """Bridge until `stop` is set, then publish what is held for `stop_grace` seconds and
     record the rest as gaps. Raises StartupError on what retrying cannot fix."""
     async with AsyncExitStack() as cleanup:
-        gaps_file = CsvFile(config.gaps_file, header=GAPS_HEADER)
-        gaps_file.open()
-        cleanup.callback(gaps_file.close)
+        gaps = gaps_file(config.gaps_file, "bridge", "--gaps-file")
+        gaps.open()
+        cleanup.callback(gaps.close)
         state = None
         if config.target.kind == "mqtt" and config.state_file is not None:
             state = StateFile(config.state_file)  # JetStream is asked instead
@@ -47,7 +49,7 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
-        bridge = Bridge(config, sink, subscriber, client, gaps_file, state)
+        bridge = Bridge(config, sink, subscriber, client, gaps, state)
         scrape = metrics.serve(config.metrics_port, metrics.registry(bridge.figures))
         if scrape is not None:
             cleanup.callback(scrape.close)
@@ -151,15 +153,15 @@ class Bridge:
     def _hold(self, batch: schema.Batch) -> None:
         given_up = self.outbox.add(batch)
         if given_up:
-            self._record([(g, GIVEN_UP) for g in given_up])
+            self._record([GapRecord(g, GIVEN_UP) for g in given_up])
 
-    def _record(self, gaps: list[tuple[Gap, str]]) -> None:
+    def _record(self, gaps: list[GapRecord]) -> None:
         """Gap records go to the gaps file at once: they are what an operator audits."""
         if not gaps:
             return
         self.gaps_recorded += len(gaps)
         if self._warn(time.monotonic()):
-            shown = "; ".join(describe(g, reason) for g, reason in gaps[:3])
+            shown = "; ".join(r.text() for r in gaps[:3])
             more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
             log.warning("gap: %s%s", shown, more)
         rows = "".join(g.row(reason, self._precision) for g, reason in gaps)

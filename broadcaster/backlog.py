@@ -1,7 +1,7 @@
 """What a resuming WebSocket client missed: asked of the producers' history, bounded, and
 the seqs it cannot have named exactly.
 
-The producers answer on their catch-up endpoints (common.catchup), so a resume works
+The producers answer on their catch-up endpoints (delivery.protocol), so a resume works
 whichever broadcaster the client reaches. Each producer sends at most `limit` samples, the
 newest; of all answers the newest `limit` are kept. Per device, what the client gets is then
 a run of seqs ending at the newest held, and what lies between its `since` and that run is
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from common import catchup, schema
+from common import schema
 from common.bus import PLAIN, Dealer, Security
+from delivery import protocol
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Answer:
     """What the producers sent for one resume."""
 
     batches: list[schema.Batch]
-    ends: list[catchup.End]
+    ends: list[protocol.End]
     asked: int  # producers asked
     answered: int  # producers that answered in time
 
@@ -212,16 +213,16 @@ class Producers:
         """Everything held after `after` (and `after_seq` for other devices), at most
         `limit` samples from each producer; nothing if no longer `wanted` once its turn
         comes (the client left while others were served)."""
-        request = catchup.encode_request(after, _FAR_FUTURE_MS, after_seq, limit)
+        request = protocol.encode_request(after, _FAR_FUTURE_MS, after_seq, limit)
         async with self._lock:
             if not wanted():
                 return Answer([], [], asked=0, answered=0)
             self.requests += 1
             answers = await asyncio.gather(
-                *(catchup.ask(d, request, ANSWER_TIMEOUT_S) for d in self._dealers)
+                *(protocol.ask(d, request, ANSWER_TIMEOUT_S) for d in self._dealers)
             )
         batches: list[schema.Batch] = []
-        ends: list[catchup.End] = []
+        ends: list[protocol.End] = []
         for answer in answers:
             if answer is not None:
                 batches += answer[0]

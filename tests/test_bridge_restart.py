@@ -99,7 +99,7 @@ def test_mqtt_bridge_down_longer_than_the_history(
     assert again.stop()[0] == 0
     wait_until(lambda: len(reader.samples) >= acknowledged, 10)
     got = by_device(reader.samples)
-    lost = given_up(pipeline.cwd / "again.gaps.csv", reason="lost")
+    lost = given_up(pipeline.cwd / "again.gaps.csv", reason="not_held")
     assert set(lost) == set(got) == {f"host-{d}" for d in ("01", "02", "03", "04", "05")}
     assert all(b - a + 1 >= 50 for ranges in lost.values() for a, b in ranges)  # > 1 s of it
     assert_accounted_for(got, lost)
@@ -130,6 +130,6 @@ def test_jetstream_bridge_continues_where_it_stopped(
         assert_accounted_for(stored, {})
         assert not gap_rows(pipeline.cwd / "again.gaps.csv")
     else:
-        lost = given_up(pipeline.cwd / "again.gaps.csv", reason="lost")
+        lost = given_up(pipeline.cwd / "again.gaps.csv", reason="not_held")
         assert set(lost) == set(stored)
         assert_accounted_for(stored, lost)

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from broadcaster import resume
 from broadcaster.subscription import Subscription, SubscriptionError
-from common import catchup, render, schema
+from common import render, schema
 from common.errors import StartupError
+from delivery import protocol
 from producer.sources import recording as recording_module
 
 _floats = st.one_of(
@@ -108,8 +109,8 @@ def test_corrupted_messages(rows, frame, patch, at):
 def test_catchup_requests(body):
     """Any catch-up request body is parsed or refused with ProtocolError."""
     try:
-        after, after_ts = catchup.decode_request([catchup.REQUEST, body])
-    except catchup.ProtocolError:
+        after, after_ts = protocol.decode_request([protocol.REQUEST, body])
+    except protocol.ProtocolError:
         return
     assert all(isinstance(k, str) and isinstance(v, int) for k, v in after.items())
     assert isinstance(after_ts, int)

@@ -13,9 +13,9 @@ from test_faults import CSV, metrics, rows, verify
 
 from common import schema
 from conftest import Pipeline, wait_until
-from logger.catchup import Facts
-from logger.seqs import Gap
-from logger.starts import before_first
+from delivery.client import Facts
+from delivery.gaps import Gap
+from delivery.starts import before_first
 
 
 def gaps(pipeline: Pipeline) -> pd.DataFrame:
@@ -27,7 +27,7 @@ def gaps(pipeline: Pipeline) -> pd.DataFrame:
 def test_a_log_started_mid_series_records_what_came_before(pipeline: Pipeline):
     """A logger started after the producer has run longer than its history writes what the
     history holds, and records the older samples of the series, from its first seq, as one
-    'lost' gap per device; verify then passes."""
+    'not_held' gap per device; verify then passes."""
     pipeline.producer("--rate", "20", "--devices", "2", "--history", "1")
     time.sleep(3)  # the scenario: the series runs 3 s (60 samples a device) before the logger
     path = pipeline.cwd / CSV
@@ -41,11 +41,11 @@ def test_a_log_started_mid_series_records_what_came_before(pipeline: Pipeline):
         gap = recorded.loc[device]
         assert gap["first_missing_seq"] == 0  # a new series begins at seq 0
         assert gap["last_missing_seq"] == first_logged - 1
-        assert gap["reason"] == "lost"
+        assert gap["reason"] == "not_held"
         assert first_logged > 10  # 3 s in: the oldest seconds are no longer held
     result = verify(pipeline.cwd, CSV)
     assert result.returncode == 0, result.stdout
-    assert "lost" in result.stdout
+    assert "not_held" in result.stdout
 
 
 def test_a_log_started_with_the_series_has_no_gap(pipeline: Pipeline):
@@ -114,7 +114,7 @@ def test_refused_messages_become_gap_records(pipeline: Pipeline, tmp_path: Path)
     columns = ["first_missing_seq", "last_missing_seq", "reason"]
     assert by_device["dev,1"][columns].values.tolist() == [[3, 4, "refused"]]
     ghost = by_device["ghost \u00e9"][columns].values.tolist()
-    assert [7, 8, "refused"] in ghost  # and seqs 0-6 'unconfirmed': nobody could say
+    assert [7, 8, "refused"] in ghost  # and seqs 0-6 'unavailable': nobody could say
     frame = pd.read_csv(path)
     assert frame[frame["device"] == "dev,1"]["seq"].tolist() == [0, 1, 2, 5, 6]
     result = verify(pipeline.cwd, CSV)
@@ -124,7 +124,7 @@ def test_refused_messages_become_gap_records(pipeline: Pipeline, tmp_path: Path)
 
 def test_before_first_splits_earlier_runs_from_lost():
     """Between a series' first seq and the first seq written: what precedes the producer's
-    current run is 'earlier_run', what this run published and no longer holds is 'lost'."""
+    current run is 'earlier_run', what this run published and no longer holds is 'not_held'."""
     facts = Facts(
         run_first={"a": 100, "b": 0, "c": 100},
         skipped={},
@@ -133,8 +133,8 @@ def test_before_first_splits_earlier_runs_from_lost():
     got = before_first({"a": (150, 5), "b": (30, 5), "c": (100, 5)}, facts)
     assert got == [
         (Gap("a", 0, 99, 5, 5), "earlier_run"),
-        (Gap("a", 100, 149, 5, 5), "lost"),
-        (Gap("b", 0, 29, 5, 5), "lost"),
+        (Gap("a", 100, 149, 5, 5), "not_held"),
+        (Gap("b", 0, 29, 5, 5), "not_held"),
         (Gap("c", 0, 99, 5, 5), "earlier_run"),
     ]
     assert before_first({"a": (0, 5)}, facts) == []

@@ -12,7 +12,8 @@ import pytest
 from broadcaster import backlog, resume
 from broadcaster.resume import ResumeError, Since
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
-from common import catchup, schema
+from common import schema
+from delivery import protocol
 from producer.catchup.history import History
 
 
@@ -157,25 +158,25 @@ class TestProtocol:
     def test_old_requests_and_answers_still_read(self):
         """A request without the new keys decodes as before; an answer without the optional
         keys decodes with their defaults, and one with them round-trips."""
-        old = [catchup.REQUEST, json.dumps({"after": {"a": 1}, "after_ts_ms": 5}).encode()]
-        assert catchup.decode_request(old) == catchup.Request({"a": 1}, 5, None, None)
-        full = catchup.End({"a": 1}, {"a": 0}, [(3, 4)], {"a": (1, 9)}, 0, {"a": [(5, 5, "x")]})
-        assert catchup.decode_reply(catchup.encode_end(full)) == full
+        old = [protocol.REQUEST, json.dumps({"after": {"a": 1}, "after_ts_ms": 5}).encode()]
+        assert protocol.decode_request(old) == protocol.Request({"a": 1}, 5, None, None)
+        full = protocol.End({"a": 1}, {"a": 0}, [(3, 4)], {"a": (1, 9)}, 0, {"a": [(5, 5, "x")]})
+        assert protocol.decode_reply(protocol.encode_end(full)) == full
         plain = {"oldest": {"a": 1}, "run_first": {"a": 0}, "skipped": [[3, 4]]}
-        old_end = [catchup.END, json.dumps(plain).encode()]
-        assert catchup.decode_reply(old_end) == catchup.End({"a": 1}, {"a": 0}, [(3, 4)])
-        assert "given_up" not in json.loads(catchup.encode_end(catchup.End())[1])
+        old_end = [protocol.END, json.dumps(plain).encode()]
+        assert protocol.decode_reply(old_end) == protocol.End({"a": 1}, {"a": 0}, [(3, 4)])
+        assert "given_up" not in json.loads(protocol.encode_end(protocol.End())[1])
 
     def test_new_request_keys_round_trip_and_are_checked(self):
         """after_seq and limit travel in the request; a limit below 1 is refused."""
-        frames = catchup.encode_request({"a": 1}, 5, after_seq=7, limit=100)
-        assert catchup.decode_request(frames) == catchup.Request({"a": 1}, 5, 7, 100)
-        with pytest.raises(catchup.ProtocolError, match="limit must be >= 1"):
-            catchup.decode_request(catchup.encode_request({}, 0, limit=0))
+        frames = protocol.encode_request({"a": 1}, 5, after_seq=7, limit=100)
+        assert protocol.decode_request(frames) == protocol.Request({"a": 1}, 5, 7, 100)
+        with pytest.raises(protocol.ProtocolError, match="limit must be >= 1"):
+            protocol.decode_request(protocol.encode_request({}, 0, limit=0))
 
 
-def end(oldest, run_first=None, skipped=(), given_up=None) -> catchup.End:
-    return catchup.End(oldest, run_first or oldest, list(skipped), given_up or {})
+def end(oldest, run_first=None, skipped=(), given_up=None) -> protocol.End:
+    return protocol.End(oldest, run_first or oldest, list(skipped), given_up or {})
 
 
 class TestPlan:
