@@ -28,6 +28,7 @@ from common.errors import StartupError
 from common.metrics import Figure
 from common.ready import Readiness
 from common.shards import device_group
+from delivery.client import CatchupClient
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class State:
         self.registry = metrics.registry(self.figures)
         self.groups: list[int] | None = None  # device groups taken from the bus; None: all
         self.bus_changed_at = time.monotonic()
-        self.producers = backlog.Producers(config.zmq_catchup.split(","), config.security)
+        self.producers = CatchupClient(
+            config.zmq_catchup, config.security, idle_timeout=backlog.ANSWER_TIMEOUT_S
+        )
         self.resumes = 0
         self.resumed_samples = 0
 
@@ -281,8 +284,8 @@ async def _resume(
     try:
         await asyncio.sleep(state.settled())
         after, after_seq = since.after(subscription.devices)
-        answer = await state.producers.fetch(
-            after, after_seq, config.resume_max, lambda: connection in fanout.held
+        answer = await backlog.fetch(
+            state.producers, after, after_seq, config.resume_max, lambda: connection in fanout.held
         )
         if connection not in fanout.held:
             return  # gone (or dropped for holding too much) meanwhile

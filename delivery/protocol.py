@@ -47,6 +47,7 @@ REQUEST = b"catchup"
 BATCH = b"batch"
 END = b"end"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+PAST_ALL = 2**62  # an `after` seq or `after_ts_ms` past anything: ask for no samples by it
 
 
 class ProtocolError(ValueError):

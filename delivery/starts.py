@@ -30,6 +30,7 @@ import numpy as np
 from common import schema
 from delivery.client import CatchupClient, Facts
 from delivery.gaps import Gap, GapRecord
+from delivery.protocol import PAST_ALL
 from delivery.reasons import Reason
 from delivery.refill import refill
 from delivery.seqs import SeqTracker, first_seqs
@@ -37,7 +38,6 @@ from delivery.seqs import SeqTracker, first_seqs
 log = logging.getLogger(__name__)
 
 RETRY_S = 5.0
-_NOTHING_NEWER = 2**62  # an `after` seq or time past anything: ask for facts, not samples
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class SeriesStarts:
             return Met([], [])
         after = dict.fromkeys(devices, -1)  # everything held of these, nothing of others
         fresh, left, facts = await refill(
-            self.tracker, self.client, after, _NOTHING_NEWER, keep=self.keep
+            self.tracker, self.client, after, PAST_ALL, keep=self.keep
         )
         firsts = first_seqs([*fresh, batch])
         met = {d: firsts[d] for d in devices if d in firsts}
@@ -90,7 +90,7 @@ class SeriesStarts:
         if not self.unconfirmed or now < self._next_retry:
             return []
         self._next_retry = now + self.retry_s
-        answer = await self.client.fetch(dict.fromkeys(self.unconfirmed, _NOTHING_NEWER), 0)
+        answer = await self.client.fetch(dict.fromkeys(self.unconfirmed, PAST_ALL), PAST_ALL)
         if answer is None:
             return []
         _, facts = answer

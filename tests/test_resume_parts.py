@@ -219,6 +219,14 @@ class TestPlan:
         gaps = backlog.plan({"a": 19}, None, answer, limit=10).gaps
         assert [(g.from_seq, g.to_seq, g.reason) for g in gaps] == [(20, 29, "not_produced")]
 
+    def test_a_withheld_range_is_named_with_the_producers_reason(self):
+        """A gap the producer withheld whole (invalid replay rows) is named with its reason,
+        as a logger's gaps file names it."""
+        withheld = protocol.End({"a": 0}, {"a": 0}, [], {}, 0, {"a": [(20, 29, "invalid_input")]})
+        answer = backlog.Answer([ticks(30, 2, ["a"])], [withheld], 1, 1)
+        gaps = backlog.plan({"a": 19}, None, answer, limit=10).gaps
+        assert [(g.from_seq, g.to_seq, g.reason) for g in gaps] == [(20, 29, "invalid_input")]
+
     def test_a_device_cut_entirely_has_its_gap_end_at_its_last_held_seq(self):
         """When the bound leaves nothing of a device, its gap ends at the newest seq held, so
         its next live sample follows the gap exactly."""
