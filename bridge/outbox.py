@@ -14,10 +14,7 @@ from collections import deque
 from bridge.message import Message, messages, runs
 from common import schema
 from delivery.gaps import Gap, GapRecord
-
-GIVEN_UP = "given_up"  # gap reason: past the bound of unsent samples
-UNSENT = "unsent"  # gap reason: never sent, and the bridge stopped
-UNACKNOWLEDGED = "unacknowledged"  # gap reason: sent, not acknowledged when the bridge stopped
+from delivery.reasons import Reason
 
 
 class Outbox:
@@ -139,8 +136,8 @@ class Outbox:
         counted = self.given_up  # `given_up` counts what the bound dropped, not this
         unsent = self._give_up(self._held)
         self.given_up = counted
-        return [GapRecord(_gap(m), UNACKNOWLEDGED) for m in sent] + [
-            GapRecord(g, UNSENT) for g in unsent
+        return [GapRecord(_gap(m), Reason.UNACKNOWLEDGED) for m in sent] + [
+            GapRecord(g, Reason.UNSENT) for g in unsent
         ]
 
     def _give_up(self, count: int) -> list[Gap]:

@@ -67,6 +67,13 @@ async def account(
     if gaps:
         fresh, missing = await fill(tracker, client, gaps, schema.Batch(schema.empty_rows(0)))
         left += [GapRecord(r.gap, Reason.REFUSED) if r.reason in _UNKNOWN else r for r in missing]
+        now = tracker.last
+        for gap in gaps:  # what the history did not give up to the last refused seq
+            assert gap.device is not None and gap.last is not None
+            done, done_ms = now[gap.device.encode()]
+            if done < gap.last:
+                tail = Gap(gap.device, max(gap.first, done + 1), gap.last, done_ms, gap.before_ms)
+                left.append(GapRecord(tail, Reason.REFUSED))
     for gap, _ in left:  # accounted for: a later sample must not report them again
         assert gap.device is not None and gap.last is not None
         if tracker.last.get(gap.device.encode(), (-1, 0))[0] < gap.last:

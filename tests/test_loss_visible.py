@@ -78,37 +78,55 @@ def _message(device: str, seqs: range, cpu: float = 50.0, version: int | None = 
     return frames
 
 
+class Foreign:
+    """A PUB socket standing in for a producer, sending what the refused-message tests need:
+    valid samples of 'dev,1', then messages a subscriber must refuse among valid ones."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.endpoint = f"ipc://{tmp_path}/foreign.sock"
+        self.nobody = f"ipc://{tmp_path}/nobody.sock"  # a catch-up endpoint that never answers
+        self._context = zmq.Context()
+        self._pub = self._context.socket(zmq.PUB)
+        self._pub.linger = 0
+        self._pub.bind(self.endpoint)
+
+    def first(self) -> None:
+        """Seqs 0-2 of dev,1 (sent until they arrive: the slow joiner)."""
+        self._pub.send_multipart(_message("dev,1", range(0, 3)))
+
+    def then(self) -> None:
+        """Seqs 3-4 of dev,1 refused, 7-8 of a device never seen refused, 9 unreadable, then
+        seqs 5-6 of dev,1 valid again."""
+        self._pub.send_multipart(_message("dev,1", range(3, 5), cpu=150.0))  # refused
+        self._pub.send_multipart(_message("ghost \u00e9", range(7, 9), cpu=-1.0))  # never seen
+        self._pub.send_multipart(_message("dev,1", range(9, 10), version=2))  # unreadable
+        self._pub.send_multipart(_message("dev,1", range(5, 7)))  # valid again
+
+    def __enter__(self) -> Foreign:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pub.close()
+        self._context.term()
+
+
 def test_refused_messages_become_gap_records(pipeline: Pipeline, tmp_path: Path):
     """Messages a logger must refuse (a value out of its domain) are recorded as 'refused'
     gaps naming their device and seqs, for a device already logged and for one never seen;
     an unreadable message (an old wire version) is counted; verify reports the gaps."""
-    endpoint = f"ipc://{tmp_path}/foreign.sock"
-    context = zmq.Context()
-    pub = context.socket(zmq.PUB)
-    pub.linger = 0
-    pub.bind(endpoint)
-    try:
+    with Foreign(tmp_path) as foreign:
         logger = pipeline.start(
             "logger",
-            *("--zmq-pub", endpoint, "--zmq-catchup", f"ipc://{tmp_path}/nobody.sock"),
+            *("--zmq-pub", foreign.endpoint, "--zmq-catchup", foreign.nobody),
             *("--flush-interval", "0.1", "--metrics-port", "any"),
         )
         logger.ready()
         path = pipeline.cwd / CSV
-        # The slow joiner: send until the logger has the first rows.
-        wait_until(
-            lambda: pub.send_multipart(_message("dev,1", range(0, 3))) or rows(path) >= 3, 10
-        )
-        pub.send_multipart(_message("dev,1", range(3, 5), cpu=150.0))  # refused
-        pub.send_multipart(_message("ghost \u00e9", range(7, 9), cpu=-1.0))  # never seen
-        pub.send_multipart(_message("dev,1", range(9, 10), version=2))  # unreadable
-        pub.send_multipart(_message("dev,1", range(5, 7)))  # valid again
+        wait_until(lambda: foreign.first() or rows(path) >= 3, 10)
+        foreign.then()
         wait_until(lambda: rows(path) >= 5 and len(gaps(pipeline)) >= 2, timeout=15)
         wait_until(lambda: metrics(logger).get("stream_malformed_messages_total") == 3, 10)
         logger.stop()
-    finally:
-        pub.close()
-        context.term()
     recorded = gaps(pipeline)
     by_device = {d: g for d, g in recorded.groupby("device")}
     columns = ["first_missing_seq", "last_missing_seq", "reason"]
