@@ -138,7 +138,7 @@ class Bridge:
         stores, or what the state file says it acknowledged; the intake continues after it,
         so the gap up to now is refilled and nothing is sent twice."""
         where = {d: self._saved[d] for d in devices if d in self._saved}
-        where.update(await self.sink.resume(devices))
+        where.update(await self.sink.last_stored(devices))
         if where:
             log.info("resuming %d device(s) where the last run stopped", len(where))
         return where

@@ -9,8 +9,8 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from broadcaster import backlog, resume
-from broadcaster.resume import ResumeError, Since
+from broadcaster import backlog
+from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import schema
 from delivery import protocol
@@ -20,36 +20,36 @@ from producer.catchup.history import History
 class TestSinceParser:
     def test_bare_seq_means_every_device(self):
         """since=SEQ resumes every device subscribed to after SEQ."""
-        since = resume.from_query("since=123")
+        since = from_query("since=123")
         assert since == Since(123, {})
         assert since.after(None) == ({}, 123)
         assert since.after(frozenset({"b", "a"})) == ({"a": 123, "b": 123}, None)
 
     def test_no_since_is_no_resume(self):
         """Without since there is nothing to resume (the token and filters are not ours)."""
-        assert resume.from_query("devices=host-01&token=x") is None
+        assert from_query("devices=host-01&token=x") is None
 
     def test_per_device_values_split_at_the_last_colon(self):
         """Repeated DEVICE:SEQ values, percent-encoded, may name ids holding colons, commas,
         quotes, spaces and non-ASCII letters; the last colon separates the seq."""
         odd = ['rack:1,"a"', "höst 7", "x:y:z", "123"]
         query = urlencode([("since", f"{d}:{i}") for i, d in enumerate(odd)])
-        since = resume.from_query(query)
+        since = from_query(query)
         assert since == Since(None, {d: i for i, d in enumerate(odd)})
         assert since.after(None) == ({d: i for i, d in enumerate(odd)}, None)
 
     def test_a_bare_seq_and_per_device_values_mix(self):
         """A bare seq covers the devices not named; named ones use their own."""
-        since = resume.from_query("since=100&since=host-02%3A456")
+        since = from_query("since=100&since=host-02%3A456")
         assert since == Since(100, {"host-02": 456})
         subscribed = frozenset({"host-01", "host-02"})
         assert since.after(subscribed) == ({"host-01": 100, "host-02": 456}, None)
 
     def test_message_forms_mean_the_same_as_the_query(self):
         """{"resume": {"since": N}} and {"resume": {"since": {device: N}}} parse like the URL."""
-        assert parse_message('{"resume": {"since": 7}}') == resume.from_query("since=7")
+        assert parse_message('{"resume": {"since": 7}}') == from_query("since=7")
         by_device = parse_message('{"resume": {"since": {"a:b": 1, "c": 2}}}')
-        assert by_device == resume.from_query("since=a:b:1&since=c:2")
+        assert by_device == from_query("since=a:b:1&since=c:2")
         assert isinstance(parse_message('{"subscribe": {"batch": true}}'), Subscription)
 
     @pytest.mark.parametrize(
@@ -71,8 +71,8 @@ class TestSinceParser:
     )
     def test_bad_query_values_are_named(self, query, words):
         """Each bad since value is refused with a message naming it and what is allowed."""
-        with pytest.raises(ResumeError, match=words):
-            resume.from_query(query)
+        with pytest.raises(SinceError, match=words):
+            from_query(query)
 
     @pytest.mark.parametrize(
         "body, words",
@@ -90,13 +90,13 @@ class TestSinceParser:
     )
     def test_bad_messages_are_named(self, body, words):
         """A bad resume message is refused with a message naming what is wrong."""
-        with pytest.raises(ResumeError, match=words):
+        with pytest.raises(SinceError, match=words):
             parse_message(json.dumps({"resume": body}))
 
     def test_other_messages_are_refused(self):
         """Anything but one subscribe or resume object is a subscription error."""
         for text in ["hello", "[]", '{"resume": {}, "subscribe": {}}', '{"unsubscribe": {}}']:
-            with pytest.raises((SubscriptionError, ResumeError)):
+            with pytest.raises((SubscriptionError, SinceError)):
                 parse_message(text)
 
     @pytest.mark.parametrize(
@@ -109,8 +109,8 @@ class TestSinceParser:
     )
     def test_a_resume_must_fit_the_subscription(self, subscription, since, words):
         """A resume the subscription cannot give exactly is refused, naming why."""
-        with pytest.raises(ResumeError, match=words):
-            resume.check(resume.from_query(since), Subscription.from_query(subscription))
+        with pytest.raises(SinceError, match=words):
+            check(from_query(since), Subscription.from_query(subscription))
 
 
 def ticks(first_seq: int, count: int, devices: list[str], start_ms: int = 0) -> schema.Batch:
