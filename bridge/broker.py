@@ -23,7 +23,7 @@ class Sink(Protocol):
     reconnects: int
     overlaps: int  # batches another bridge had partly stored first (cut down, sent again)
 
-    async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
+    async def last_stored(self, devices: list[str]) -> dict[str, tuple[int, int]]:
         """Per device, (seq, timestamp ms) of the newest sample the broker already holds."""
         ...
 

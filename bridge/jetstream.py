@@ -158,7 +158,7 @@ class JetStreamSink:
     def reconnects(self) -> int:
         return int(self._nc.stats.get("reconnects", 0))
 
-    async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
+    async def last_stored(self, devices: list[str]) -> dict[str, tuple[int, int]]:
         """Per device, (seq, timestamp ms) of the last sample the stream holds."""
         limit = asyncio.Semaphore(32)
 

@@ -102,7 +102,7 @@ class MqttSink:
             await wait_or_stop(stop, delay)
         return None
 
-    async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
+    async def last_stored(self, devices: list[str]) -> dict[str, tuple[int, int]]:
         """MQTT keeps no history to ask: the bridge's state file says (bridge.state)."""
         return {}
 

@@ -13,11 +13,8 @@ from collections import deque
 
 from bridge.message import Message, messages, runs
 from common import schema
-from logger.seqs import Gap
-
-GIVEN_UP = "given_up"  # gap reason: past the bound of unsent samples
-UNSENT = "unsent"  # gap reason: never sent, and the bridge stopped
-UNACKNOWLEDGED = "unacknowledged"  # gap reason: sent, not acknowledged when the bridge stopped
+from delivery.gaps import Gap, GapRecord
+from delivery.reasons import Reason
 
 
 class Outbox:
@@ -128,7 +125,7 @@ class Outbox:
         except TimeoutError:
             pass
 
-    def drain(self) -> list[tuple[Gap, str]]:
+    def drain(self) -> list[GapRecord]:
         """Give up everything held (the bridge is stopping): the gaps and their reasons,
         `unacknowledged` for what was sent, `unsent` for the rest."""
         sent = [*self._in_flight.values(), *self._retry]
@@ -139,7 +136,9 @@ class Outbox:
         counted = self.given_up  # `given_up` counts what the bound dropped, not this
         unsent = self._give_up(self._held)
         self.given_up = counted
-        return [(_gap(m), UNACKNOWLEDGED) for m in sent] + [(g, UNSENT) for g in unsent]
+        return [GapRecord(_gap(m), Reason.UNACKNOWLEDGED) for m in sent] + [
+            GapRecord(g, Reason.UNSENT) for g in unsent
+        ]
 
     def _give_up(self, count: int) -> list[Gap]:
         """Drop the `count` oldest samples never sent (or as many as there are); their gaps."""

@@ -1,5 +1,5 @@
-"""The bridge's loop: receive samples, drop duplicates, refill gaps, hand the rest to the
-broker through the outbox, and record what cannot be delivered."""
+"""The bridge's loop: receive samples, put them through the intake (delivery.intake), hand
+what comes out to the broker through the outbox, and record what cannot be delivered."""
 
 from __future__ import annotations
 
@@ -8,20 +8,20 @@ import logging
 import time
 from contextlib import AsyncExitStack, suppress
 
-import numpy as np
-
 from bridge.broker import Backoff, Sink, open_sink
 from bridge.config import BridgeConfig
-from bridge.outbox import GIVEN_UP, Outbox
+from bridge.outbox import Outbox
 from bridge.state import StateFile
 from common import metrics, schema
 from common.bus import Subscriber
+from common.csvfile import CsvFile
 from common.logs import Every
 from common.metrics import Figure
 from common.ready import Readiness
-from logger.catchup import CatchupClient, describe, fill
-from logger.files import GAPS_HEADER, CsvFile
-from logger.seqs import Gap, SeqTracker
+from delivery.client import CatchupClient
+from delivery.gaps import GapRecord, gaps_file, rows
+from delivery.intake import Delivery, Intake, Positions
+from delivery.reasons import Reason
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
     """Bridge until `stop` is set, then publish what is held for `stop_grace` seconds and
     record the rest as gaps. Raises StartupError on what retrying cannot fix."""
     async with AsyncExitStack() as cleanup:
-        gaps_file = CsvFile(config.gaps_file, header=GAPS_HEADER)
-        gaps_file.open()
-        cleanup.callback(gaps_file.close)
+        gaps = gaps_file(config.gaps_file, "bridge", "--gaps-file")
+        gaps.open()
+        cleanup.callback(gaps.close)
         state = None
         if config.target.kind == "mqtt" and config.state_file is not None:
             state = StateFile(config.state_file)  # JetStream is asked instead
@@ -43,11 +43,13 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         if sink is None:
             return
         cleanup.push_async_callback(sink.close)
-        subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
+        subscriber = Subscriber(
+            config.zmq_pub.split(","), security=config.security, keep_refused=True
+        )
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
-        bridge = Bridge(config, sink, subscriber, client, gaps_file, state)
+        bridge = Bridge(config, sink, subscriber, client, gaps, state)
         scrape = metrics.serve(config.metrics_port, metrics.registry(bridge.figures))
         if scrape is not None:
             cleanup.callback(scrape.close)
@@ -84,10 +86,9 @@ class Bridge:
         self.gaps_file = gaps_file
         self.state = state
         self._saved = state.saved if state else {}  # where the last run got to (MQTT)
-        self.seqs = SeqTracker()
+        self.intake = Intake(client, place=self._last_delivered)
         self.outbox = Outbox(config.max_unsent, config.batch_max if config.batch else 1)
-        self._known: set[bytes] = set()  # devices whose place in the broker was looked up
-        self._precision = schema.SECONDS
+        self._precision = schema.SECONDS  # of the samples last received
         self._closing = asyncio.Event()
         self.refilled = 0
         self.published = 0  # samples sent (a retry counts again)
@@ -104,8 +105,11 @@ class Bridge:
         try:
             while not stop.is_set():
                 wait = max(0.0, min(next_stats, next_save) - time.monotonic())
-                for batch in schema.merge(await self.subscriber.receive(wait, stop)):
-                    await self._take_in(batch)
+                received = await self.subscriber.receive(min(wait, self.intake.retry_s), stop)
+                refused = self.subscriber.take_refused()
+                for delivery in await self.intake.take(received, refused):
+                    self._deliver(delivery)
+                self._deliver(await self.intake.retry())
                 if publisher.done():
                     publisher.result()  # a bug in the publisher must not go unnoticed
                     return
@@ -120,51 +124,41 @@ class Bridge:
         finally:
             await self._finish(publisher)
 
-    async def _take_in(self, batch: schema.Batch) -> None:
-        self._precision = batch.precision
-        await self._resume(batch)
-        gaps = self.seqs.gaps(batch)
-        if gaps:
-            fresh, left = await fill(self.seqs, self.client, gaps, batch)
-            for part in fresh:
-                self.refilled += len(part)
-                self._hold(part)
-            self._record(left)
-        self._hold(self.seqs.admit(batch))
+    def _deliver(self, delivery: Delivery) -> None:
+        """Rows into the outbox in order; gap records to the gaps file."""
+        if delivery.rows:
+            self._precision = delivery.precision
+        self.refilled += delivery.refilled
+        for part in delivery.rows:
+            self._hold(part)
+        self._record(delivery.gaps, delivery.precision)
 
-    async def _resume(self, batch: schema.Batch) -> None:
-        """Devices seen for the first time: continue after what the broker already holds
-        (a restarted bridge), so the gap up to now is refilled and nothing is sent twice."""
-        names = np.unique(batch.rows["device"]).tolist()
-        new = [d for d in names if d not in self._known]
-        if not new:
-            return
-        self._known.update(new)
-        names = [d.decode() for d in new]
-        where = {d: self._saved[d] for d in names if d in self._saved}
-        where.update(await self.sink.resume(names))
-        for device, (seq, ts_ms) in where.items():
-            self.seqs.remember(device.encode(), seq, ts_ms)
+    async def _last_delivered(self, devices: list[str]) -> Positions:
+        """Where the broker stands for devices first met (a restarted bridge): what it
+        stores, or what the state file says it acknowledged; the intake continues after it,
+        so the gap up to now is refilled and nothing is sent twice."""
+        where = {d: self._saved[d] for d in devices if d in self._saved}
+        where.update(await self.sink.last_stored(devices))
         if where:
             log.info("resuming %d device(s) where the last run stopped", len(where))
+        return where
 
     def _hold(self, batch: schema.Batch) -> None:
         given_up = self.outbox.add(batch)
         if given_up:
-            self._record([(g, GIVEN_UP) for g in given_up])
+            self._record([GapRecord(g, Reason.GIVEN_UP) for g in given_up], self._precision)
 
-    def _record(self, gaps: list[tuple[Gap, str]]) -> None:
+    def _record(self, gaps: list[GapRecord], precision: int) -> None:
         """Gap records go to the gaps file at once: they are what an operator audits."""
         if not gaps:
             return
         self.gaps_recorded += len(gaps)
         if self._warn(time.monotonic()):
-            shown = "; ".join(describe(g, reason) for g, reason in gaps[:3])
+            shown = "; ".join(r.text() for r in gaps[:3])
             more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
             log.warning("gap: %s%s", shown, more)
-        rows = "".join(g.row(reason, self._precision) for g, reason in gaps)
         try:
-            self.gaps_file.write(rows.encode())
+            self.gaps_file.write(rows(gaps, precision))
         except OSError as exc:
             log.error("cannot write gap records to %s: %s", self.gaps_file.path, exc)
 
@@ -197,8 +191,9 @@ class Bridge:
             with suppress(asyncio.CancelledError):
                 await publisher
         left = self.outbox.drain()
-        self.unsent_at_stop = sum(g.last - g.first + 1 for g, _ in left)
-        self._record(left)
+        self.unsent_at_stop = sum(g.last - g.first + 1 for g, _ in left if g.last is not None)
+        self._record(left, self._precision)
+        self._deliver(self.intake.close())
         if self.state:
             self.state.save(self.outbox.done)
         log.info(
@@ -211,7 +206,7 @@ class Bridge:
     def _stats(self) -> None:
         log.info(
             "received %d samples; %d acknowledged by %s; %d held; %d retried message(s); "
-            "%d given up; %d gap(s) recorded",
+            "%d given up; %d gap(s) recorded; %d malformed message(s) dropped",
             self.subscriber.received,
             self.acknowledged,
             self.sink.url,
@@ -219,6 +214,7 @@ class Bridge:
             self.outbox.retried,
             self.outbox.given_up,
             self.gaps_recorded,
+            self.subscriber.rejected,
         )
 
     def figures(self) -> list[Figure]:
@@ -256,9 +252,12 @@ class Bridge:
                 True,
             ),
             Figure(
-                "gaps",
-                "Gaps recorded (lost, not_produced, given_up, unsent, unacknowledged)",
-                self.gaps_recorded,
+                "gaps", "Gap records (samples not delivered, and why)", self.gaps_recorded, True
+            ),
+            Figure(
+                "malformed_messages",
+                "Malformed ZeroMQ messages dropped",
+                self.subscriber.rejected,
                 True,
             ),
             Figure("bridge_lag_samples", "Samples received and not acknowledged yet", held),

@@ -1,63 +1,30 @@
 """What a resuming WebSocket client missed: asked of the producers' history, bounded, and
 the seqs it cannot have named exactly.
 
-The producers answer on their catch-up endpoints (common.catchup), so a resume works
+The producers answer on their catch-up endpoints (delivery.protocol), so a resume works
 whichever broadcaster the client reaches. Each producer sends at most `limit` samples, the
 newest; of all answers the newest `limit` are kept. Per device, what the client gets is then
 a run of seqs ending at the newest held, and what lies between its `since` and that run is
-one or two gaps: `not_held` (older than the producer keeps, or from before it restarted),
-`not_produced` (a range the producer skipped: paused, or behind schedule) and `over_limit`
-(held, but beyond the bound of one resume).
+one or two gaps, named with the reasons of delivery.reasons: `not_held` (older than the
+producer keeps, or from before it restarted), `not_produced` (a range the producer skipped:
+paused, or behind schedule), `invalid_input` (a range it withheld), `over_limit` (held, but
+beyond the bound of one resume) and `unavailable` (a producer did not answer).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from common import catchup, schema
-from common.bus import PLAIN, Dealer, Security
-
-log = logging.getLogger(__name__)
+from common import schema
+from delivery import protocol
+from delivery.client import Answer, CatchupClient, Facts
+from delivery.gaps import Gap, GapRecord
+from delivery.reasons import Reason
 
 ANSWER_TIMEOUT_S = 1.0  # silence after which a producer's answer is given up
-_FAR_FUTURE_MS = 2**62  # after_ts_ms: no device is asked for by time
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Seqs `from_seq`..`to_seq` of `device` that the client will not get, and why.
-
-    `to_seq` None: up to the first sample of the device the client gets next (a producer
-    did not answer); `device` None: every device of such a producer not named otherwise."""
-
-    device: str | None
-    from_seq: int
-    to_seq: int | None
-    reason: str  # not_held, not_produced, over_limit, unavailable
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "from_seq": self.from_seq,
-            "to_seq": self.to_seq,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the producers sent for one resume."""
-
-    batches: list[schema.Batch]
-    ends: list[catchup.End]
-    asked: int  # producers asked
-    answered: int  # producers that answered in time
 
 
 class Watermark:
@@ -93,7 +60,7 @@ class Plan:
     that `watermark` admits."""
 
     batches: list[schema.Batch]
-    gaps: list[Gap]
+    gaps: list[GapRecord]
     watermark: Watermark
 
 
@@ -106,24 +73,18 @@ def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: in
     cut = max(0, len(rows) - limit)
     over, rows, shown = rows[:cut], rows[cut:], shown[cut:]
     kept, dropped = schema.seq_spans(rows), schema.seq_spans(over)
-    given_up: dict[str, tuple[int, int]] = {}
-    known: set[str] = set()
-    skipped: dict[str, list[tuple[int, int]]] = {}
-    for end in answer.ends:
-        given_up.update(end.given_up)
-        for device in {*end.oldest, *end.run_first}:
-            known.add(device)
-            skipped[device] = end.skipped
+    facts = Facts.of(answer.ends)
+    known = facts.known
     devices = set(after)
     if after_seq is not None:
-        devices |= {*kept, *dropped, *given_up, *known}
+        devices |= {*kept, *dropped, *facts.given_up, *known}
     missing = answer.answered < answer.asked
-    gaps: list[Gap] = []
+    gaps: list[GapRecord] = []
     marks: dict[str, int] = {}
     for device in sorted(devices):
         since = after.get(device, after_seq)
         assert since is not None
-        over_span = _union(dropped.get(device), given_up.get(device))
+        over_span = _union(dropped.get(device), facts.given_up.get(device))
         if device in kept:
             first = kept[device][0]
             marks[device] = kept[device][1]
@@ -134,16 +95,16 @@ def plan(after: dict[str, int], after_seq: int | None, answer: Answer, limit: in
             if device in after:
                 marks[device] = since
                 if missing and device not in known:
-                    gaps.append(Gap(device, since + 1, None, "unavailable"))
+                    gaps.append(GapRecord(Gap(device, since + 1, None), Reason.UNAVAILABLE))
             continue
         low = max(over_span[0], since + 1) if over_span else first
         if low > since + 1:
-            reason = _reason(since + 1, low - 1, skipped.get(device, []))
-            gaps.append(Gap(device, since + 1, low - 1, reason))
+            reason = facts.reason(device, since + 1, low - 1)
+            gaps.append(GapRecord(Gap(device, since + 1, low - 1), reason))
         if over_span is not None and first > low:
-            gaps.append(Gap(device, low, first - 1, "over_limit"))
+            gaps.append(GapRecord(Gap(device, low, first - 1), Reason.OVER_LIMIT))
     if missing and after_seq is not None:
-        gaps.append(Gap(None, after_seq + 1, None, "unavailable"))
+        gaps.append(GapRecord(Gap(None, after_seq + 1, None), Reason.UNAVAILABLE))
     return Plan(
         batches=_runs(rows, shown),
         gaps=gaps,
@@ -187,47 +148,14 @@ def _union(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, i
     return min(a[0], b[0]), max(a[1], b[1])
 
 
-def _reason(first: int, last: int, skipped: list[tuple[int, int]]) -> str:
-    if any(a <= first and last <= b for a, b in skipped):
-        return "not_produced"
-    return "not_held"
-
-
-class Producers:
-    """The producers' catch-up endpoints, asked for one resume at a time (a DEALER each)."""
-
-    def __init__(self, endpoints: list[str], security: Security = PLAIN) -> None:
-        self.endpoints = endpoints
-        self._dealers = [Dealer(e, security) for e in endpoints]  # connected on first use
-        self._lock = asyncio.Lock()
-        self.requests = 0
-
-    async def fetch(
-        self,
-        after: dict[str, int],
-        after_seq: int | None,
-        limit: int,
-        wanted: Callable[[], bool] = lambda: True,
-    ) -> Answer:
-        """Everything held after `after` (and `after_seq` for other devices), at most
-        `limit` samples from each producer; nothing if no longer `wanted` once its turn
-        comes (the client left while others were served)."""
-        request = catchup.encode_request(after, _FAR_FUTURE_MS, after_seq, limit)
-        async with self._lock:
-            if not wanted():
-                return Answer([], [], asked=0, answered=0)
-            self.requests += 1
-            answers = await asyncio.gather(
-                *(catchup.ask(d, request, ANSWER_TIMEOUT_S) for d in self._dealers)
-            )
-        batches: list[schema.Batch] = []
-        ends: list[catchup.End] = []
-        for answer in answers:
-            if answer is not None:
-                batches += answer[0]
-                ends.append(answer[1])
-        return Answer(batches, ends, asked=len(answers), answered=len(ends))
-
-    def close(self) -> None:
-        for dealer in self._dealers:
-            dealer.close()
+async def fetch(
+    client: CatchupClient,
+    after: dict[str, int],
+    after_seq: int | None,
+    limit: int,
+    wanted: Callable[[], bool] = lambda: True,
+) -> Answer:
+    """Everything held after `after` (and `after_seq` for other devices: none by time), at
+    most `limit` samples from each producer; nothing if no longer `wanted` once its turn
+    comes (the client left while others were served)."""
+    return await client.ask(after, protocol.PAST_ALL, after_seq, limit, wanted)

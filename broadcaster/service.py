@@ -16,11 +16,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from broadcaster import backlog, resume
+from broadcaster import backlog
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
 from broadcaster.pages import Health, page, schema_document
+from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import metrics, schema
 from common.bus import Subscriber
@@ -28,6 +29,7 @@ from common.errors import StartupError
 from common.metrics import Figure
 from common.ready import Readiness
 from common.shards import device_group
+from delivery.client import CatchupClient
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,9 @@ class State:
         self.registry = metrics.registry(self.figures)
         self.groups: list[int] | None = None  # device groups taken from the bus; None: all
         self.bus_changed_at = time.monotonic()
-        self.producers = backlog.Producers(config.zmq_catchup.split(","), config.security)
+        self.producers = CatchupClient(
+            config.zmq_catchup, config.security, idle_timeout=backlog.ANSWER_TIMEOUT_S
+        )
         self.resumes = 0
         self.resumed_samples = 0
 
@@ -180,10 +184,10 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             await connection.send(json.dumps({"error": str(exc)}))
             subscription = Subscription()
         try:
-            since = resume.from_query(query)
+            since = from_query(query)
             if since is not None:
-                resume.check(since, subscription)
-        except resume.ResumeError as exc:
+                check(since, subscription)
+        except SinceError as exc:
             await connection.send(json.dumps({"error": str(exc)}))
             since = None
         fanout.add(connection, subscription)
@@ -192,7 +196,7 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
         limit = InboundLimit(config.inbound_rate, _INBOUND_BURST)
         try:
             if since is not None:
-                await _resume(config, state, connection, subscription, since)
+                await _send_since(config, state, connection, subscription, since)
             else:
                 fanout.history(connection, subscription, connecting=True)
             async for message in connection:
@@ -205,13 +209,13 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
                     break
                 try:
                     asked = parse_message(message)
-                    if isinstance(asked, resume.Since):
-                        resume.check(asked, subscription)
-                except (SubscriptionError, resume.ResumeError) as exc:
+                    if isinstance(asked, Since):
+                        check(asked, subscription)
+                except (SubscriptionError, SinceError) as exc:
                     await connection.send(json.dumps({"error": str(exc)}))
                     continue
-                if isinstance(asked, resume.Since):
-                    await _resume(config, state, connection, subscription, asked)
+                if isinstance(asked, Since):
+                    await _send_since(config, state, connection, subscription, asked)
                     continue
                 subscription = asked
                 fanout.add(connection, subscription)
@@ -263,12 +267,12 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
     return server
 
 
-async def _resume(
+async def _send_since(
     config: BroadcasterConfig,
     state: State,
     connection: ServerConnection,
     subscription: Subscription,
-    since: resume.Since,
+    since: Since,
 ) -> None:
     """Send the client what it missed after `since`, then the live samples, with nothing
     twice and nothing left out that is not named in one gap message.
@@ -281,8 +285,8 @@ async def _resume(
     try:
         await asyncio.sleep(state.settled())
         after, after_seq = since.after(subscription.devices)
-        answer = await state.producers.fetch(
-            after, after_seq, config.resume_max, lambda: connection in fanout.held
+        answer = await backlog.fetch(
+            state.producers, after, after_seq, config.resume_max, lambda: connection in fanout.held
         )
         if connection not in fanout.held:
             return  # gone (or dropped for holding too much) meanwhile

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from broadcaster import resume
+from broadcaster.since import Since, SinceError, from_message
 from common import schema
 from common.bounds import number_in
 
@@ -69,7 +69,7 @@ class Subscription:
     @classmethod
     def from_query(cls, query: str) -> Subscription:
         """From the URL's query string (the access token and `since`, also sent there, are
-        not ours: see broadcaster.admission and broadcaster.resume)."""
+        not ours: see broadcaster.admission and broadcaster.since)."""
         return cls.parse({k: v[-1] for k, v in parse_qs(query).items() if k not in _NOT_OURS})
 
     @classmethod
@@ -77,7 +77,7 @@ class Subscription:
         """From a `{"subscribe": {...}}` message (see `parse_message` for any message)."""
         try:
             parsed = parse_message(text)
-        except resume.ResumeError:
+        except SinceError:
             parsed = None
         if not isinstance(parsed, Subscription):
             raise SubscriptionError('expected {"subscribe": {...}}')
@@ -99,15 +99,15 @@ class Subscription:
         return np.isin(rows["device"], [d.encode() for d in self.devices])
 
 
-def parse_message(text: str) -> Subscription | resume.Since:
+def parse_message(text: str) -> Subscription | Since:
     """A client's message: `{"subscribe": {...}}` or `{"resume": {...}}`. Raises
-    SubscriptionError or resume.ResumeError, whose message is for the client."""
+    SubscriptionError or SinceError, whose message is for the client."""
     try:
         message = json.loads(text)
     except ValueError:
         raise SubscriptionError('messages must be JSON, like {"subscribe": {...}}') from None
     if isinstance(message, dict) and set(message) == {"resume"}:
-        return resume.from_message(message["resume"])
+        return from_message(message["resume"])
     if isinstance(message, dict) and set(message) == {"subscribe"}:
         if not isinstance(message["subscribe"], dict):
             raise SubscriptionError('"subscribe" must be an object')

@@ -11,14 +11,17 @@ import os
 import re
 import time
 from collections import deque
+from pathlib import Path
 
 from common import render, schema
+from common.csvfile import CsvFile
 from common.logs import Every
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import Window, WindowTracker, windows_path
+from delivery import gaps
+from delivery.gaps import GapRecord
 from logger.config import LoggerConfig
-from logger.files import GAPS_HEADER, CsvFile, gaps_path, rotated_files
-from logger.seqs import Gap
+from logger.files import gaps_path, rotated_files
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +40,10 @@ class LogSink:
 
     def __init__(self, config: LoggerConfig) -> None:
         self.config = config
-        self.csv = CsvFile(config.log_path)
+        self.csv = _csv(config.log_path)
         self.csv.open()  # first: it holds the lock that keeps a second logger out
-        self._windows_file = CsvFile(windows_path(config.log_path), header=WINDOWS_HEADER)
-        self._gaps_file = CsvFile(gaps_path(config.log_path), header=GAPS_HEADER)
+        self._windows_file = _csv(windows_path(config.log_path), WINDOWS_HEADER)
+        self._gaps_file = gaps.gaps_file(gaps_path(config.log_path), *_OWNER)
         try:
             self._windows_file.open()
             self._gaps_file.open()
@@ -53,7 +56,7 @@ class LogSink:
         # small messages a second.
         self._batches: deque[schema.Batch] = deque()
         self._windows: list[Window] = []  # ended with the rows pending now
-        self._gaps: list[str] = []  # gap records found with the rows pending now
+        self._gaps: list[bytes] = []  # gap records found with the rows pending now
         self.rows_pending = 0
         self.pending_since: float | None = None  # monotonic time the oldest pending row came
         self.rows_written = 0
@@ -81,11 +84,11 @@ class LogSink:
                 dropped,
             )
 
-    def write_gaps(self, gaps: list[tuple[Gap, str]], precision: int) -> None:
-        """Queue gap records (with their reasons), written after the rows now pending."""
-        for gap, reason in gaps:
-            self.gaps_recorded += 1
-            self._gaps.append(gap.row(reason, precision))
+    def write_gaps(self, records: list[GapRecord], precision: int) -> None:
+        """Queue gap records, written after the rows now pending."""
+        if records:
+            self.gaps_recorded += len(records)
+            self._gaps.append(gaps.rows(records, precision))
 
     def flush_due(self, now: float) -> bool:
         """Enough rows, or rows old enough, or gap records with no rows to wait for."""
@@ -125,7 +128,7 @@ class LogSink:
             self._windows_file.write("".join(w.row() for w in self._windows).encode())
             self._windows = []
         if self._gaps:
-            self._gaps_file.write("".join(self._gaps).encode())
+            self._gaps_file.write(b"".join(self._gaps))
             self._gaps = []
         self.pending_since = None
         self._sync_if_due()
@@ -171,7 +174,7 @@ class LogSink:
         target = live.with_name(f"{live.stem}-{number:06d}{live.suffix}")
         self.csv.sync()
         os.rename(live, target)
-        fresh = CsvFile(live)
+        fresh = _csv(live)
         fresh.open()
         self.csv.close()
         self.csv = fresh
@@ -194,3 +197,10 @@ class LogSink:
                 if self.config.fsync_seconds is not None:
                     file.sync()
                 file.close()
+
+
+_OWNER = ("logger", "--csv")  # who writes a logger's files, and how each gets its own
+
+
+def _csv(path: Path, header: str = schema.CSV_HEADER) -> CsvFile:
+    return CsvFile(path, header, *_OWNER)

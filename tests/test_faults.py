@@ -72,7 +72,7 @@ def test_kill_9_logger_and_restart_within_the_window(pipeline: Pipeline):
 
 @pytest.mark.slow
 def test_logger_down_longer_than_the_history_records_exactly_the_lost_range(pipeline: Pipeline):
-    """Samples older than the producer's history are recorded as one 'lost' gap per device,
+    """Samples older than the producer's history are recorded as one 'not_held' gap per device,
     from the first seq after the CSV's last to the last one before the refilled rows."""
     pipeline.producer("--rate", "20", "--devices", "2", "--history", "1")
     path = pipeline.cwd / CSV
@@ -97,7 +97,7 @@ def test_logger_down_longer_than_the_history_records_exactly_the_lost_range(pipe
         assert gap["first_missing_seq"] == last_held + 1
         after = frame[(frame["device"] == device) & (frame["seq"] > last_held)]["seq"].min()
         assert gap["last_missing_seq"] == after - 1
-        assert gap["reason"] == "lost"
+        assert gap["reason"] == "not_held"
         # The history keeps the last 1 to 1.5 s (it drops whole 0.5 s blocks), so what is lost
         # is the time down less that: about 2 s at 20 Hz, more if the restart was slow.
         lost = gap["last_missing_seq"] - gap["first_missing_seq"] + 1

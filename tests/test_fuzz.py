@@ -16,10 +16,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broadcaster import resume
+from broadcaster.since import SinceError, from_message, from_query
 from broadcaster.subscription import Subscription, SubscriptionError
-from common import catchup, render, schema
+from common import render, schema
 from common.errors import StartupError
+from delivery import protocol
 from producer.sources import recording as recording_module
 
 _floats = st.one_of(
@@ -108,8 +109,8 @@ def test_corrupted_messages(rows, frame, patch, at):
 def test_catchup_requests(body):
     """Any catch-up request body is parsed or refused with ProtocolError."""
     try:
-        after, after_ts = catchup.decode_request([catchup.REQUEST, body])
-    except catchup.ProtocolError:
+        after, after_ts = protocol.decode_request([protocol.REQUEST, body])
+    except protocol.ProtocolError:
         return
     assert all(isinstance(k, str) and isinstance(v, int) for k, v in after.items())
     assert isinstance(after_ts, int)
@@ -163,11 +164,11 @@ _since_values = st.one_of(
 @given(st.lists(_since_values, max_size=4), st.booleans())
 def test_resume_queries(values, encode):
     """Any `since=` values in a query give a resume point (device ids valid, seqs integers)
-    or a ResumeError with a message."""
+    or a SinceError with a message."""
     query = "&".join("since=" + (urllib.parse.quote(v, safe="") if encode else v) for v in values)
     try:
-        since = resume.from_query(query)
-    except resume.ResumeError as exc:
+        since = from_query(query)
+    except SinceError as exc:
         assert str(exc)
         return
     if since is None:
@@ -179,10 +180,10 @@ def test_resume_queries(values, encode):
 
 @given(_json_values)
 def test_resume_messages(body):
-    """Any JSON body of a resume message gives a resume point or a ResumeError."""
+    """Any JSON body of a resume message gives a resume point or a SinceError."""
     try:
-        resume.from_message(body)
-    except resume.ResumeError as exc:
+        from_message(body)
+    except SinceError as exc:
         assert str(exc)
 
 

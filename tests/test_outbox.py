@@ -7,8 +7,9 @@ import json
 import numpy as np
 
 from bridge.message import after, messages
-from bridge.outbox import GIVEN_UP, UNACKNOWLEDGED, UNSENT, Outbox
+from bridge.outbox import Outbox
 from common import schema
+from delivery.reasons import Reason
 
 
 def ticks(first: int, count: int, devices: int = 2) -> schema.Batch:
@@ -75,10 +76,10 @@ def test_drain_names_unsent_and_unacknowledged():
     taken = box.take(2)
     left = box.drain()
     reasons = {(g.device, g.first, g.last): r for g, r in left}
-    assert reasons[("host-01", 0, 0)] == UNACKNOWLEDGED and len(taken) == 2
-    assert reasons[("host-01", 1, 2)] == UNSENT
+    assert reasons[("host-01", 0, 0)] == Reason.UNACKNOWLEDGED and len(taken) == 2
+    assert reasons[("host-01", 1, 2)] == Reason.UNSENT
     assert box.held == 0 and box.given_up == 0
-    assert GIVEN_UP == "given_up"
+    assert Reason.GIVEN_UP == "given_up"
 
 
 def test_done_stops_before_the_first_unacknowledged_message_of_a_device():

@@ -9,46 +9,47 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from broadcaster import backlog, resume
-from broadcaster.resume import ResumeError, Since
+from broadcaster import backlog
+from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
-from common import catchup, schema
+from common import schema
+from delivery import protocol
 from producer.catchup.history import History
 
 
 class TestSinceParser:
     def test_bare_seq_means_every_device(self):
         """since=SEQ resumes every device subscribed to after SEQ."""
-        since = resume.from_query("since=123")
+        since = from_query("since=123")
         assert since == Since(123, {})
         assert since.after(None) == ({}, 123)
         assert since.after(frozenset({"b", "a"})) == ({"a": 123, "b": 123}, None)
 
     def test_no_since_is_no_resume(self):
         """Without since there is nothing to resume (the token and filters are not ours)."""
-        assert resume.from_query("devices=host-01&token=x") is None
+        assert from_query("devices=host-01&token=x") is None
 
     def test_per_device_values_split_at_the_last_colon(self):
         """Repeated DEVICE:SEQ values, percent-encoded, may name ids holding colons, commas,
         quotes, spaces and non-ASCII letters; the last colon separates the seq."""
         odd = ['rack:1,"a"', "höst 7", "x:y:z", "123"]
         query = urlencode([("since", f"{d}:{i}") for i, d in enumerate(odd)])
-        since = resume.from_query(query)
+        since = from_query(query)
         assert since == Since(None, {d: i for i, d in enumerate(odd)})
         assert since.after(None) == ({d: i for i, d in enumerate(odd)}, None)
 
     def test_a_bare_seq_and_per_device_values_mix(self):
         """A bare seq covers the devices not named; named ones use their own."""
-        since = resume.from_query("since=100&since=host-02%3A456")
+        since = from_query("since=100&since=host-02%3A456")
         assert since == Since(100, {"host-02": 456})
         subscribed = frozenset({"host-01", "host-02"})
         assert since.after(subscribed) == ({"host-01": 100, "host-02": 456}, None)
 
     def test_message_forms_mean_the_same_as_the_query(self):
         """{"resume": {"since": N}} and {"resume": {"since": {device: N}}} parse like the URL."""
-        assert parse_message('{"resume": {"since": 7}}') == resume.from_query("since=7")
+        assert parse_message('{"resume": {"since": 7}}') == from_query("since=7")
         by_device = parse_message('{"resume": {"since": {"a:b": 1, "c": 2}}}')
-        assert by_device == resume.from_query("since=a:b:1&since=c:2")
+        assert by_device == from_query("since=a:b:1&since=c:2")
         assert isinstance(parse_message('{"subscribe": {"batch": true}}'), Subscription)
 
     @pytest.mark.parametrize(
@@ -70,8 +71,8 @@ class TestSinceParser:
     )
     def test_bad_query_values_are_named(self, query, words):
         """Each bad since value is refused with a message naming it and what is allowed."""
-        with pytest.raises(ResumeError, match=words):
-            resume.from_query(query)
+        with pytest.raises(SinceError, match=words):
+            from_query(query)
 
     @pytest.mark.parametrize(
         "body, words",
@@ -89,13 +90,13 @@ class TestSinceParser:
     )
     def test_bad_messages_are_named(self, body, words):
         """A bad resume message is refused with a message naming what is wrong."""
-        with pytest.raises(ResumeError, match=words):
+        with pytest.raises(SinceError, match=words):
             parse_message(json.dumps({"resume": body}))
 
     def test_other_messages_are_refused(self):
         """Anything but one subscribe or resume object is a subscription error."""
         for text in ["hello", "[]", '{"resume": {}, "subscribe": {}}', '{"unsubscribe": {}}']:
-            with pytest.raises((SubscriptionError, ResumeError)):
+            with pytest.raises((SubscriptionError, SinceError)):
                 parse_message(text)
 
     @pytest.mark.parametrize(
@@ -108,8 +109,8 @@ class TestSinceParser:
     )
     def test_a_resume_must_fit_the_subscription(self, subscription, since, words):
         """A resume the subscription cannot give exactly is refused, naming why."""
-        with pytest.raises(ResumeError, match=words):
-            resume.check(resume.from_query(since), Subscription.from_query(subscription))
+        with pytest.raises(SinceError, match=words):
+            check(from_query(since), Subscription.from_query(subscription))
 
 
 def ticks(first_seq: int, count: int, devices: list[str], start_ms: int = 0) -> schema.Batch:
@@ -157,25 +158,25 @@ class TestProtocol:
     def test_old_requests_and_answers_still_read(self):
         """A request without the new keys decodes as before; an answer without the optional
         keys decodes with their defaults, and one with them round-trips."""
-        old = [catchup.REQUEST, json.dumps({"after": {"a": 1}, "after_ts_ms": 5}).encode()]
-        assert catchup.decode_request(old) == catchup.Request({"a": 1}, 5, None, None)
-        full = catchup.End({"a": 1}, {"a": 0}, [(3, 4)], {"a": (1, 9)}, 0, {"a": [(5, 5, "x")]})
-        assert catchup.decode_reply(catchup.encode_end(full)) == full
+        old = [protocol.REQUEST, json.dumps({"after": {"a": 1}, "after_ts_ms": 5}).encode()]
+        assert protocol.decode_request(old) == protocol.Request({"a": 1}, 5, None, None)
+        full = protocol.End({"a": 1}, {"a": 0}, [(3, 4)], {"a": (1, 9)}, 0, {"a": [(5, 5, "x")]})
+        assert protocol.decode_reply(protocol.encode_end(full)) == full
         plain = {"oldest": {"a": 1}, "run_first": {"a": 0}, "skipped": [[3, 4]]}
-        old_end = [catchup.END, json.dumps(plain).encode()]
-        assert catchup.decode_reply(old_end) == catchup.End({"a": 1}, {"a": 0}, [(3, 4)])
-        assert "given_up" not in json.loads(catchup.encode_end(catchup.End())[1])
+        old_end = [protocol.END, json.dumps(plain).encode()]
+        assert protocol.decode_reply(old_end) == protocol.End({"a": 1}, {"a": 0}, [(3, 4)])
+        assert "given_up" not in json.loads(protocol.encode_end(protocol.End())[1])
 
     def test_new_request_keys_round_trip_and_are_checked(self):
         """after_seq and limit travel in the request; a limit below 1 is refused."""
-        frames = catchup.encode_request({"a": 1}, 5, after_seq=7, limit=100)
-        assert catchup.decode_request(frames) == catchup.Request({"a": 1}, 5, 7, 100)
-        with pytest.raises(catchup.ProtocolError, match="limit must be >= 1"):
-            catchup.decode_request(catchup.encode_request({}, 0, limit=0))
+        frames = protocol.encode_request({"a": 1}, 5, after_seq=7, limit=100)
+        assert protocol.decode_request(frames) == protocol.Request({"a": 1}, 5, 7, 100)
+        with pytest.raises(protocol.ProtocolError, match="limit must be >= 1"):
+            protocol.decode_request(protocol.encode_request({}, 0, limit=0))
 
 
-def end(oldest, run_first=None, skipped=(), given_up=None) -> catchup.End:
-    return catchup.End(oldest, run_first or oldest, list(skipped), given_up or {})
+def end(oldest, run_first=None, skipped=(), given_up=None) -> protocol.End:
+    return protocol.End(oldest, run_first or oldest, list(skipped), given_up or {})
 
 
 class TestPlan:
@@ -217,6 +218,14 @@ class TestPlan:
         answer = backlog.Answer([ticks(30, 2, ["a"])], [end({"a": 0}, skipped=[(20, 29)])], 1, 1)
         gaps = backlog.plan({"a": 19}, None, answer, limit=10).gaps
         assert [(g.from_seq, g.to_seq, g.reason) for g in gaps] == [(20, 29, "not_produced")]
+
+    def test_a_withheld_range_is_named_with_the_producers_reason(self):
+        """A gap the producer withheld whole (invalid replay rows) is named with its reason,
+        as a logger's gaps file names it."""
+        withheld = protocol.End({"a": 0}, {"a": 0}, [], {}, 0, {"a": [(20, 29, "invalid_input")]})
+        answer = backlog.Answer([ticks(30, 2, ["a"])], [withheld], 1, 1)
+        gaps = backlog.plan({"a": 19}, None, answer, limit=10).gaps
+        assert [(g.from_seq, g.to_seq, g.reason) for g in gaps] == [(20, 29, "invalid_input")]
 
     def test_a_device_cut_entirely_has_its_gap_end_at_its_last_held_seq(self):
         """When the bound leaves nothing of a device, its gap ends at the newest seq held, so

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common import schema
-from logger.seqs import SeqTracker
+from delivery.seqs import SeqTracker
 
 
 class SortingTracker(SeqTracker):

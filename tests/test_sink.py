@@ -8,9 +8,9 @@ import signal
 import pandas as pd
 import pytest
 
+from common.csvfile import CsvFile
 from common.errors import StartupError
 from common.schema import CSV_HEADER
-from logger.files import CsvFile
 
 ROW = "2025-08-03 14:00:00,47.2,62.1,120.0,58.0,host-01,{},,\n"
 

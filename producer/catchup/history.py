@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from common import catchup, schema
+from common import schema
 from common.layout import Layout
+from delivery import protocol
+from delivery.reasons import Reason
 
 _BLOCK_ROWS = 10_000
 _BLOCK_SECONDS = 0.5  # a block also closes after this long, so that age limits apply promptly
@@ -77,17 +79,17 @@ class History:
         """Seqs this run skipped (paused, or too far behind): no subscriber can get them."""
         self.skipped.append((first, last))
 
-    def withhold(self, device: str, first: int, last: int, reason: str) -> None:
-        """Seqs of `device` a source refused to publish (e.g. invalid input), and why."""
+    def withhold(self, device: str, first: int, last: int, reason: Reason) -> None:
+        """Seqs of `device` a source refused to publish (Reason.INVALID_INPUT), and why."""
         ranges = self.withheld.setdefault(device, deque(maxlen=1000))
         if ranges and ranges[-1][1] == first - 1 and ranges[-1][2] == reason:
             ranges[-1] = (ranges[-1][0], last, reason)
         else:
             ranges.append((first, last, reason))
 
-    def end(self) -> catchup.End:
+    def end(self) -> protocol.End:
         """What closes every catch-up answer: what this history cannot send, and why."""
-        return catchup.End(
+        return protocol.End(
             oldest=self.oldest(),
             run_first=self.run_first,
             skipped=list(self.skipped),

@@ -1,4 +1,4 @@
-"""What a WebSocket client asks to resume from: `since` in the URL, or a resume message.
+"""Where a WebSocket client resumes from: `since` in the URL, or a resume message.
 
     ?since=123                                   every device, samples with seq > 123
     ?since=host-01:123&since=host-02:456         per device (percent-encoded, repeated)
@@ -7,7 +7,7 @@
     {"resume": {"since": {"host-01": 123, "host-02": 456}}}
 
 A per-device value is split at its last colon, so a device id may hold colons, commas or
-quotes. Pure functions, no I/O: bad input raises ResumeError with a message for the client.
+quotes. Pure functions, no I/O: bad input raises SinceError with a message for the client.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ MAX_DEVICES = 100_000  # per-device entries in one resume
 _SEQ = re.compile(r"-?[0-9]+")
 
 
-class ResumeError(ValueError):
+class SinceError(ValueError):
     """A resume request that cannot be followed; the message says what is wrong."""
 
 
@@ -64,12 +64,12 @@ def from_query(query: str) -> Since | None:
     for value in values:
         if _SEQ.fullmatch(value):
             if default is not None:
-                raise ResumeError(f"since={value!r}: a bare seq may be given once")
+                raise SinceError(f"since={value!r}: a bare seq may be given once")
             default = _seq(value, "since")
             continue
         device, colon, seq = value.rpartition(":")
         if not colon or not _SEQ.fullmatch(seq):
-            raise ResumeError(f"since must be SEQ or DEVICE:SEQ (an integer seq), got {value!r}")
+            raise SinceError(f"since must be SEQ or DEVICE:SEQ (an integer seq), got {value!r}")
         _add(devices, device, _seq(seq, f"since for {device!r}"))
     return Since(default, devices)
 
@@ -77,12 +77,12 @@ def from_query(query: str) -> Since | None:
 def from_message(body: Any) -> Since:
     """The body of a `{"resume": {...}}` message (already parsed JSON)."""
     if not isinstance(body, dict):
-        raise ResumeError('"resume" must be an object, like {"since": 123}')
+        raise SinceError('"resume" must be an object, like {"since": 123}')
     extra = sorted(set(body) - {"since"})
     if extra:
-        raise ResumeError(f"unknown key {extra[0]!r} in resume; allowed: since")
+        raise SinceError(f"unknown key {extra[0]!r} in resume; allowed: since")
     if "since" not in body:
-        raise ResumeError('resume needs "since": a seq, or an object of device: seq')
+        raise SinceError('resume needs "since": a seq, or an object of device: seq')
     since = body["since"]
     if isinstance(since, dict):
         devices: dict[str, int] = {}
@@ -95,15 +95,15 @@ def from_message(body: Any) -> Since:
 def check(since: Since, subscription: Subscription) -> None:
     """Refuse a resume that the client's subscription cannot give exactly."""
     if subscription.max_rate is not None:
-        raise ResumeError("since cannot be combined with max_rate: a downsampled stream has gaps")
+        raise SinceError("since cannot be combined with max_rate: a downsampled stream has gaps")
     if subscription.history:
-        raise ResumeError("since and history are alternatives: ask for one of them")
+        raise SinceError("since and history are alternatives: ask for one of them")
     if subscription.devices is not None:
         outside = sorted(set(since.devices) - subscription.devices)
         if outside:
-            raise ResumeError(f"since names {outside[0]!r}, which is not among the devices asked")
+            raise SinceError(f"since names {outside[0]!r}, which is not among the devices asked")
     if since.default is None and not since.devices:
-        raise ResumeError("since names no device")
+        raise SinceError("since names no device")
 
 
 def _seq(value: Any, what: str) -> int:
@@ -112,29 +112,29 @@ def _seq(value: Any, what: str) -> int:
         try:
             value = int(value)
         except ValueError:  # longer than Python converts
-            raise ResumeError(f"{what} must be between {SEQ_MIN} and {SEQ_MAX}") from None
+            raise SinceError(f"{what} must be between {SEQ_MIN} and {SEQ_MAX}") from None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ResumeError(f"{what} must be an integer seq, got {value!r}")
+        raise SinceError(f"{what} must be an integer seq, got {value!r}")
     seq = value
     if not SEQ_MIN <= seq <= SEQ_MAX:
-        raise ResumeError(f"{what} must be between {SEQ_MIN} and {SEQ_MAX}, got {seq}")
+        raise SinceError(f"{what} must be between {SEQ_MIN} and {SEQ_MAX}, got {seq}")
     return seq
 
 
 def _json_seq(value: Any, what: str) -> int:
     if isinstance(value, str):
-        raise ResumeError(f"{what} must be a JSON integer, got the string {value!r}")
+        raise SinceError(f"{what} must be a JSON integer, got the string {value!r}")
     return _seq(value, what)
 
 
 def _add(devices: dict[str, int], device: Any, seq: int) -> None:
     if not isinstance(device, str) or not device:
-        raise ResumeError(f"since needs a device id before the last colon, got {device!r}")
+        raise SinceError(f"since needs a device id before the last colon, got {device!r}")
     problem = schema.device_problem(device)
     if problem:
-        raise ResumeError(f"bad device id in since: {problem}")
+        raise SinceError(f"bad device id in since: {problem}")
     if device in devices:
-        raise ResumeError(f"since gives {device!r} twice")
+        raise SinceError(f"since gives {device!r} twice")
     if len(devices) >= MAX_DEVICES:
-        raise ResumeError(f"since names more than {MAX_DEVICES} devices")
+        raise SinceError(f"since names more than {MAX_DEVICES} devices")
     devices[device] = seq

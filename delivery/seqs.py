@@ -1,7 +1,7 @@
-"""Which samples are new: the last seq written per device, duplicates dropped, jumps found.
+"""Which samples are new: the last seq delivered per device, duplicates dropped, jumps found.
 
-A jump in a device's seq is a gap: the logger asks the producer to fill it (logger.catchup)
-before writing the later rows, and records what cannot be filled.
+A jump in a device's seq is a gap: the intake asks the producers to fill it (delivery.refill)
+before delivering the later rows, and records what cannot be filled.
 """
 
 from __future__ import annotations
@@ -12,26 +12,11 @@ import numpy as np
 
 from common import schema
 from common.layout import Layout
-
-
-@dataclass(frozen=True)
-class Gap:
-    device: str
-    first: int  # first missing seq
-    last: int  # last missing seq
-    after_ms: int  # timestamp of the sample before the gap
-    before_ms: int  # timestamp of the sample after it
-
-    def row(self, reason: str, precision: int) -> str:
-        rows = schema.empty_rows(2)
-        rows["ts_ms"] = [self.after_ms, self.before_ms]
-        after, before = schema.format_timestamps(schema.Batch(rows, precision))
-        device = schema.csv_field(self.device)
-        return f"{device},{self.first},{self.last},{after},{before},{reason}\n"
+from delivery.gaps import Gap
 
 
 class SeqTracker:
-    """The newest (seq, timestamp) written per device.
+    """The newest (seq, timestamp) delivered per device.
 
     Kept in arrays indexed by a slot per device, so a batch costs a few numpy passes
     whatever its number of devices. The producer's batches are tick-major (every device
@@ -50,7 +35,7 @@ class SeqTracker:
 
     @classmethod
     def resuming(cls, last: dict[str, tuple[int, int]]) -> SeqTracker:
-        """A tracker that knows what a log already holds (see logger.resume)."""
+        """A tracker that knows what a destination already holds (a log's tail, say)."""
         tracker = cls()
         for device, (seq, ts_ms) in last.items():
             tracker.remember(device.encode(), seq, ts_ms)

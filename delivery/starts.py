@@ -1,20 +1,21 @@
-"""Devices first met mid-series: what came before them in their series is fetched or recorded.
+"""Series starts: what came before a device first met mid-series is fetched or recorded.
 
-A logger that starts while the producer has been running (or that meets a device for the
-first time after it began) would otherwise begin that device's log at whatever seq came
-first, and nothing would show that earlier samples exist. So when a device is first met,
-the logger asks the producers for everything they still hold of it (written before the live
-rows), and records as a gap what lies between the start of its series (`series_first`,
-from the catch-up answer) and the first seq it could write:
+A consumer that starts while the producer has been running (or that meets a device for the
+first time after it began) would otherwise begin that device's delivery at whatever seq
+came first, and nothing would show that earlier samples exist. So when a device is first
+met, the intake asks the producers for everything they still hold of it (delivered before
+the live rows), and records as a gap what lies between the start of its series
+(`series_first`, from the catch-up answer) and the first seq it could deliver:
 
 - `earlier_run`: seqs before the producer's current run began (published by an earlier
   run, or never while it was down: it cannot tell which, and no longer holds them);
-- `lost`: seqs this run published that it no longer holds.
+- `not_held`: seqs this run published that it no longer holds.
 
-If no producer answers, the devices stay "unconfirmed" and are asked about again every few
+If no producer answers, the devices stay unconfirmed and are asked about again every few
 seconds; the gap is recorded once an answer comes (the rows are no longer fetched then:
-they would be written out of order). A logger stopped before any answer records, for each
-such device, seqs 0 to its first written one as `unconfirmed`: they may or may not exist.
+they would be delivered out of order). A consumer stopped before any answer records, for
+each such device, seqs 0 to its first delivered one as `unavailable`: they may or may not
+exist.
 """
 
 from __future__ import annotations
@@ -27,25 +28,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from common import schema
-from logger.catchup import CatchupClient, Facts, refill
-from logger.seqs import Gap, SeqTracker, first_seqs
+from delivery.client import CatchupClient, Facts
+from delivery.gaps import Gap, GapRecord
+from delivery.protocol import PAST_ALL
+from delivery.reasons import Reason
+from delivery.refill import refill
+from delivery.seqs import SeqTracker, first_seqs
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 5.0
-_NOTHING_NEWER = 2**62  # an `after` seq or time past anything: ask for facts, not samples
 
 
 @dataclass(frozen=True)
 class Met:
-    """What a first meeting gave: rows to write before the live ones, gaps to record."""
+    """What a first meeting gave: rows to deliver before the live ones, gaps to record."""
 
     rows: list[schema.Batch]
-    gaps: list[tuple[Gap, str]]
+    gaps: list[GapRecord]
 
 
 class SeriesStarts:
-    """Finds what came before the first seq written of each device first met."""
+    """Finds what came before the first seq delivered of each device first met."""
 
     def __init__(
         self,
@@ -58,7 +62,7 @@ class SeriesStarts:
         self.client = client
         self.keep = keep
         self.retry_s = retry_s
-        self.unconfirmed: dict[str, tuple[int, int]] = {}  # device -> (first seq written, ts)
+        self.unconfirmed: dict[str, tuple[int, int]] = {}  # device -> (first seq delivered, ts)
         self._next_retry = 0.0
 
     async def meet(self, devices: list[str], batch: schema.Batch) -> Met:
@@ -70,7 +74,7 @@ class SeriesStarts:
             return Met([], [])
         after = dict.fromkeys(devices, -1)  # everything held of these, nothing of others
         fresh, left, facts = await refill(
-            self.tracker, self.client, after, _NOTHING_NEWER, keep=self.keep
+            self.tracker, self.client, after, PAST_ALL, keep=self.keep
         )
         firsts = first_seqs([*fresh, batch])
         met = {d: firsts[d] for d in devices if d in firsts}
@@ -80,13 +84,13 @@ class SeriesStarts:
             return Met(fresh, left)
         return Met(fresh, left + before_first(met, facts))
 
-    async def retry(self, now: float | None = None) -> list[tuple[Gap, str]]:
+    async def retry(self, now: float | None = None) -> list[GapRecord]:
         """Ask again about unconfirmed devices (at most every `retry_s`): their gaps, if any."""
         now = time.monotonic() if now is None else now
         if not self.unconfirmed or now < self._next_retry:
             return []
         self._next_retry = now + self.retry_s
-        answer = await self.client.fetch(dict.fromkeys(self.unconfirmed, _NOTHING_NEWER), 0)
+        answer = await self.client.fetch(dict.fromkeys(self.unconfirmed, PAST_ALL), PAST_ALL)
         if answer is None:
             return []
         _, facts = answer
@@ -95,11 +99,11 @@ class SeriesStarts:
         asked, self.unconfirmed = self.unconfirmed, {}
         return before_first({d: f for d, f in asked.items() if d in facts.series_first}, facts)
 
-    def unanswered(self) -> list[tuple[Gap, str]]:
+    def unanswered(self) -> list[GapRecord]:
         """On stop: devices no producer ever answered about. What came before their first
-        written seq is not known; it is recorded from seq 0, as 'unconfirmed'."""
+        delivered seq is not known; it is recorded from seq 0, as 'unavailable'."""
         gaps = [
-            (Gap(device, 0, first - 1, ts_ms, ts_ms), "unconfirmed")
+            GapRecord(Gap(device, 0, first - 1, ts_ms, ts_ms), Reason.UNAVAILABLE)
             for device, (first, ts_ms) in self.unconfirmed.items()
             if first > 0
         ]
@@ -117,9 +121,9 @@ class SeriesStarts:
         self.unconfirmed.update(met)
 
 
-def before_first(met: dict[str, tuple[int, int]], facts: Facts) -> list[tuple[Gap, str]]:
+def before_first(met: dict[str, tuple[int, int]], facts: Facts) -> list[GapRecord]:
     """The gaps between each device's series start and `met[device]`, the (seq, timestamp)
-    of the first sample written of it."""
+    of the first sample delivered of it."""
     gaps = []
     for device, (first, ts_ms) in met.items():
         start = facts.series_first.get(device)
@@ -129,16 +133,16 @@ def before_first(met: dict[str, tuple[int, int]], facts: Facts) -> list[tuple[Ga
         split = min(max(run_first, start), first)
         if split > start:
             gaps.append(
-                _withheld_or(Gap(device, start, split - 1, ts_ms, ts_ms), "earlier_run", facts)
+                _withheld_or(Gap(device, start, split - 1, ts_ms, ts_ms), Reason.EARLIER_RUN, facts)
             )
         if first > split:
-            gaps.append(_withheld_or(Gap(device, split, first - 1, ts_ms, ts_ms), "lost", facts))
+            gaps.append(
+                _withheld_or(Gap(device, split, first - 1, ts_ms, ts_ms), Reason.NOT_HELD, facts)
+            )
     return gaps
 
 
-def _withheld_or(gap: Gap, reason: str, facts: Facts) -> tuple[Gap, str]:
+def _withheld_or(gap: Gap, reason: Reason, facts: Facts) -> GapRecord:
     """The producer's own reason where it withheld the whole range (e.g. a bad first row)."""
-    for first, last, why in facts.withheld.get(gap.device, []):
-        if first <= gap.first and gap.last <= last:
-            return gap, why
-    return gap, reason
+    assert gap.device is not None and gap.last is not None
+    return GapRecord(gap, facts.withheld_reason(gap.device, gap.first, gap.last) or reason)

@@ -1,4 +1,4 @@
-"""The catch-up protocol: how a subscriber asks the producer for samples it missed.
+"""The catch-up protocol: how a consumer asks the producer for samples it missed.
 
 ZeroMQ PUB/SUB drops what a subscriber misses while it is down or slow. The producer
 keeps recent samples and answers on a ROUTER socket (the ZeroMQ Guide's "Clone" pattern):
@@ -17,12 +17,12 @@ above it (a broadcaster resuming a WebSocket client knows a seq, not the devices
 `limit`, at most that many samples are sent, the newest; `given_up` then names, per
 device, the first and last seq held but not sent. `oldest` tells what the buffer could not
 cover; `run_first` is the first seq this producer run published per device, so a jump
-across a producer restart is known as "not produced" rather than "lost"; `skipped` lists
+across a producer restart is known as `not_produced` rather than `not_held`; `skipped` lists
 the seq ranges this run skipped on purpose (paused, or too far behind schedule);
 `series_first` is the first seq of the producer's series (before its current run, if it
 was restarted), so a subscriber that starts mid-series knows what it never saw;
 `withheld` lists, per device, seqs the producer refused to publish and why (a replay row
-that is not a valid sample: "invalid_input").
+that is not a valid sample: `invalid_input`; reasons are words of delivery.reasons).
 
 `after_seq`, `limit`, `given_up`, `series_first` and `withheld` are optional both ways: a
 producer that does not know them ignores them, a subscriber that does not know them never
@@ -47,6 +47,7 @@ REQUEST = b"catchup"
 BATCH = b"batch"
 END = b"end"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
+PAST_ALL = 2**62  # an `after` seq or `after_ts_ms` past anything: ask for no samples by it
 
 
 class ProtocolError(ValueError):
