@@ -1,0 +1,32 @@
+"""streamsim: the stream simulator from Python, in one import.
+
+    samples, windows = streamsim.generate("7d", devices=10, seed=42, start="2025-08-04")
+    samples, windows, gaps = streamsim.read_log("data/stream_log.csv")
+    for sample in streamsim.stream("ws://localhost:8765", count=100): ...
+
+See docs/python.md.
+"""
+
+from __future__ import annotations
+
+from streamsim.generate import Dataset, generate
+from streamsim.live import DEFAULT_URL, AsyncStream, Gap, GapError, Stream, astream, stream
+from streamsim.logs import Log, read_log
+from streamsim.options import OptionError
+from streamsim.pipeline import Pipeline
+
+__all__ = [
+    "DEFAULT_URL",
+    "AsyncStream",
+    "Dataset",
+    "Gap",
+    "GapError",
+    "Log",
+    "OptionError",
+    "Pipeline",
+    "Stream",
+    "astream",
+    "generate",
+    "read_log",
+    "stream",
+]
