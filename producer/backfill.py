@@ -98,7 +98,12 @@ def plan(
     if start_ms is None:
         start_ms = math.floor(time.time() - duration_s) * 1000
     series = Series(
-        seed=seed, devices=devices, rate=rate, origin_ms=start_ms, wall_origin_ms=start_ms, seq_base=0
+        seed=seed,
+        devices=devices,
+        rate=rate,
+        origin_ms=start_ms,
+        wall_origin_ms=start_ms,
+        seq_base=0,
     )
     return series, math.ceil(duration_s * rate)
 
@@ -116,7 +121,8 @@ def run(
     scenario: Scenario | None = None,
 ) -> int:
     """Write `ticks` ticks of `series` to `files` (from `open_files`, or an ArrowTable and any
-    text file for the windows); return the number of samples written. A `scenario` gives the fleet (`series.devices` must be its size)."""
+    text file for the windows); return the number of samples written. A `scenario` gives the
+    fleet (`series.devices` must be its size)."""
     data, windows = files
     fmt = data.FORMAT
     workers = workers or os.cpu_count() or 1

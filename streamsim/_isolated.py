@@ -80,7 +80,9 @@ class _Finder(importlib.abc.MetaPathFinder):
             if not init.is_file():
                 return _namespace(fullname, [str(base)])
             return importlib.util.spec_from_file_location(
-                fullname, init, loader=_Loader(fullname, str(init)),
+                fullname,
+                init,
+                loader=_Loader(fullname, str(init)),
                 submodule_search_locations=[str(base)],
             )
         source = base.with_suffix(".py")

@@ -84,10 +84,11 @@ def timestamps(column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
         return column.cast(pa.timestamp("ms", tz="UTC"))
     except pa.ArrowInvalid:
         pass
-    try:  # a mix of both
-        parsed = pd.to_datetime(column.to_pandas(), format="ISO8601", utc=True)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{where}: a timestamp is not a date and time: {exc}") from None
+    text = column.to_pandas()
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")  # a mix of both
+    bad = parsed.isna() & text.notna()
+    if bad.any():
+        raise ValueError(f"{where}: timestamp {text[bad].iloc[0]!r} is not a date and time")
     return pa.chunked_array([pa.array(parsed.astype(TIMESTAMP))])
 
 

@@ -107,9 +107,7 @@ def generate(
         scenario=given["scenario"],
     )
     windows_table = frames.read_csv(
-        pa.py_buffer(
-            (project("common.windows").HEADER + "\n" + windows.getvalue()).encode()
-        ),
+        pa.py_buffer((project("common.windows").HEADER + "\n" + windows.getvalue()).encode()),
         frames.WINDOW_TYPES,
         "windows",
     )

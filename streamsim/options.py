@@ -49,10 +49,11 @@ def message(exc: click.ClickException) -> str:
 
 
 def _without_env(param: click.Parameter) -> click.Parameter:
+    """The option as it is (its messages name its variable, as the CLI's do), but never
+    reading the environment."""
     plain = copy.copy(param)
-    if isinstance(plain, click.Option):
-        plain.envvar = None
-        plain.show_envvar = False
+    plain.resolve_envvar_value = lambda ctx: None  # type: ignore[method-assign]
+    plain.value_from_envvar = lambda ctx: None  # type: ignore[method-assign]
     return plain
 
 

@@ -37,9 +37,7 @@ class Process:
         self.name = name
         self.log = folder / f"{name}.log"
         ready = folder / "ready" / f"{name}.json"
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("STREAM_", "HONCHO_"))
-        }
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM_", "HONCHO_"))}
         env["PYTHONPATH"] = os.pathsep.join(
             [str(repository()), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
@@ -118,7 +116,9 @@ class Pipeline:
         folder: str | Path | None = None,
         timeout: float = READY_TIMEOUT_S,
     ) -> None:
-        self._temporary = tempfile.TemporaryDirectory(prefix="streamsim-") if folder is None else None
+        self._temporary = (
+            tempfile.TemporaryDirectory(prefix="streamsim-") if folder is None else None
+        )
         self.folder = Path(self._temporary.name if self._temporary else folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.zmq_pub = f"ipc://{self.folder}/samples.sock"
@@ -145,7 +145,12 @@ class Pipeline:
         producer = [
             *bus,
             *("--zmq-control", self.zmq_control, "--state", str(self.folder / "state.json")),
-            *(a for flag, v in simulation.items() if v is not None for a in (flag, options.text(v))),
+            *(
+                a
+                for flag, v in simulation.items()
+                if v is not None
+                for a in (flag, options.text(v))
+            ),
         ]
         try:
             self.processes.append(Process("producer", producer, self.folder, timeout))
