@@ -10,7 +10,16 @@ See docs/python.md.
 from __future__ import annotations
 
 from streamsim.generate import Dataset, generate
-from streamsim.live import DEFAULT_URL, AsyncStream, Gap, GapError, Stream, astream, stream
+from streamsim.live import (
+    DEFAULT_URL,
+    AsyncStream,
+    Gap,
+    GapError,
+    Stream,
+    astream,
+    stream,
+    to_frame,
+)
 from streamsim.logs import Log, read_log
 from streamsim.options import OptionError
 from streamsim.pipeline import Pipeline
@@ -29,4 +38,5 @@ __all__ = [
     "generate",
     "read_log",
     "stream",
+    "to_frame",
 ]

@@ -45,6 +45,14 @@ _metrics: tuple[str, ...] = project("common.schema").METRICS
 Sample = dict[str, Any]
 
 
+def to_frame(samples: Iterable[Sample]) -> Any:
+    """Samples from `stream` (or any dicts of the stream's keys) as a DataFrame with the
+    dtypes `generate` gives; only the columns the samples have (`fields`, `labels`)."""
+    from streamsim import frames
+
+    return frames.from_samples(samples)
+
+
 class GapError(RuntimeError):
     """Samples the stream will not deliver (raised only with `raise_on_gap=True`); `gaps`
     names them, as the server did or as the seqs show."""
