@@ -9,6 +9,8 @@ See docs/python.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from streamsim.generate import Dataset, generate
 from streamsim.live import (
     DEFAULT_URL,
@@ -21,11 +23,16 @@ from streamsim.live import (
     to_frame,
 )
 from streamsim.logs import Log, read_log
+from streamsim.online import pairs, xy
 from streamsim.options import OptionError
 from streamsim.pipeline import Pipeline
 
+if TYPE_CHECKING:
+    from streamsim.learning import LiveDataset
+
 __all__ = [
     "DEFAULT_URL",
+    "LiveDataset",
     "AsyncStream",
     "Dataset",
     "Gap",
@@ -36,7 +43,18 @@ __all__ = [
     "Stream",
     "astream",
     "generate",
+    "pairs",
     "read_log",
     "stream",
     "to_frame",
+    "xy",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`LiveDataset` is imported on first use: it needs River, which takes seconds to import."""
+    if name == "LiveDataset":
+        from streamsim.learning import LiveDataset
+
+        return LiveDataset
+    raise AttributeError(f"module 'streamsim' has no attribute {name!r}")
