@@ -12,13 +12,16 @@ so a restarted broadcaster costs no sample unless the server says so in a gap me
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import math
 import queue
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,13 +37,15 @@ DEFAULT_URL = "ws://localhost:8765"
 CONNECT_TIMEOUT_S = 10.0
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
-_REFUSED = (400, 401, 403, 404)  # asking again would get the same answer
+_REFUSED = (400, 401, 403, 404)
+_ALERTS_PER_MESSAGE = 1000  # asking again would get the same answer
 _LABELS = ("anomaly", "anomaly_id", "anomaly_root", "event")
 _QUEUE = 10_000  # samples read ahead of a slow consumer; then the socket pushes back
 
 Gap = project("broadcaster.backlog").Gap
 _client = project("clients.test_client")
 _metrics: tuple[str, ...] = project("common.schema").METRICS
+_kinds: tuple[str, ...] = project("common.schema").ANOMALY_KINDS
 
 Sample = dict[str, Any]
 
@@ -84,6 +89,7 @@ class _Session:
         resume: bool,
         token: str | None,
         connect_timeout: float,
+        detector: str | None = None,
     ) -> None:
         if count is not None and count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
@@ -100,6 +106,8 @@ class _Session:
             params.append(("fields", _names(fields, "fields")))
         if token is not None:
             params.append(("token", token))
+        if detector is not None:
+            params.append(("detector", detector))
         self.url = url
         self.base = _client.with_params(url, params)
         self.labels = labels
@@ -114,6 +122,12 @@ class _Session:
         self.connections = 0
         self._excused: dict[str, int | None] = {}  # device -> last seq a gap message named
         self._excuse_all = False
+        self._answered = False  # this connection has sent a sample: its subscription stands
+        self.outbox: deque[dict[str, Any]] = deque()  # alerts not sent yet
+        self.wake: Callable[[], None] = lambda: None  # tells the connection there are some
+        self.alerts_sent = 0
+        self.alerts_acknowledged = 0
+        self.errors: list[str] = []
 
     def target(self) -> str:
         """The URL of the next connection: after a first one, resuming where it left off."""
@@ -122,18 +136,26 @@ class _Session:
     def connected(self) -> None:
         self.connections += 1
         self._excuse_all = False
+        self._answered = False
 
     def receive(self, message: str | bytes) -> list[Sample]:
         """The samples in one message, each device's after the last delivered; raises
-        ValueError on the server's `{"error": ...}` (it refused what this stream asked) and,
-        with raise_on_gap, GapError on a gap."""
+        ValueError on the server's `{"error": ...}` before any sample (it refused the
+        subscription), GapError on a gap with raise_on_gap. A later error (an alert refused)
+        is kept in `errors`; an acknowledgement of alerts counted."""
         parsed = json.loads(message)
         if isinstance(parsed, dict) and "timestamp" not in parsed:
             if "error" in parsed:
-                raise ValueError(f"{self.url}: {parsed['error']}")
+                if not self._answered:
+                    raise ValueError(f"{self.url}: {parsed['error']}")
+                self.errors.append(str(parsed["error"]))
+                log.warning("%s: %s", self.url, parsed["error"])
             if "gap" in parsed:
                 self._told(parsed["gap"].get("ranges", []))
+            if "alerted" in parsed:
+                self.alerts_acknowledged += int(parsed["alerted"])
             return []
+        self._answered = True
         items = parsed if isinstance(parsed, list) else [parsed]
         found = [s for s in items if isinstance(s, dict) and "seq" in s]
         jumps = self._jumps(found)
@@ -146,6 +168,47 @@ class _Session:
                 for key in _LABELS:
                     sample.pop(key, None)
         return fresh
+
+    def alert(
+        self,
+        sample: Mapping[str, Any] | str,
+        seq: int | None,
+        timestamp: datetime | int | None,
+        score: float | None,
+        kind: str | None,
+    ) -> None:
+        """Queue an alert naming one sample: a sample dict, or a device and its seq or its
+        timestamp; ValueError (one line) if it names none, or a kind that is not one."""
+        if isinstance(sample, Mapping):
+            device = sample["device"]
+            if seq is None and timestamp is None:
+                seq = sample["seq"]
+        else:
+            device = sample
+        if seq is None and timestamp is None:
+            raise ValueError(f"an alert on {device!r} needs the sample's seq or timestamp")
+        alert: dict[str, Any] = {"device": device}
+        if seq is not None:
+            alert["seq"] = int(seq)
+        else:
+            alert["timestamp"] = (
+                round(timestamp.timestamp() * 1000)
+                if isinstance(timestamp, datetime)
+                else int(timestamp)
+            )
+        if score is not None:
+            if not math.isfinite(score):
+                raise ValueError(f"an alert's score must be a finite number, got {score!r}")
+            alert["score"] = float(score)
+        if kind is not None:
+            if kind not in _kinds:
+                raise ValueError(f"unknown anomaly kind {kind!r}; allowed: {', '.join(_kinds)}")
+            alert["kind"] = kind
+        self.outbox.append(alert)
+        try:
+            self.wake()
+        except RuntimeError:  # the connection's loop has just ended: the next one sends it
+            pass
 
     def _told(self, ranges: list[dict[str, Any]]) -> None:
         gaps = [
@@ -198,6 +261,25 @@ def _names(values: Iterable[str], what: str) -> str:
     return ",".join(names)
 
 
+async def _send_alerts(ws: Any, session: _Session, wake: asyncio.Event) -> None:
+    """Send queued alerts on the connection, up to _ALERTS_PER_MESSAGE a message; what a
+    closing connection could not take waits for the next one."""
+    while True:
+        await wake.wait()
+        wake.clear()
+        while session.outbox:
+            batch = [
+                session.outbox.popleft()
+                for _ in range(min(_ALERTS_PER_MESSAGE, len(session.outbox)))
+            ]
+            try:
+                await ws.send(json.dumps({"alert": batch}, separators=(",", ":")))
+            except ConnectionClosed:
+                session.outbox.extendleft(reversed(batch))
+                return
+            session.alerts_sent += len(batch)
+
+
 async def _samples(session: _Session) -> AsyncIterator[Sample]:
     """Every sample the session should deliver, connecting as often as needed, until its
     count or timeout (None: forever)."""
@@ -216,17 +298,26 @@ async def _samples(session: _Session) -> AsyncIterator[Sample]:
             ) as ws:
                 session.connected()
                 delay = _BACKOFF_FIRST_S
-                while True:
-                    try:
-                        async with asyncio.timeout(_left(deadline, None)):
-                            message = await ws.recv()
-                    except TimeoutError:
-                        return
-                    for sample in session.receive(message):
-                        yield sample
-                        session.received += 1
-                        if session.count is not None and session.received >= session.count:
+                wake = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                session.wake = functools.partial(loop.call_soon_threadsafe, wake.set)
+                wake.set()  # alerts queued while it was away
+                sender = asyncio.create_task(_send_alerts(ws, session, wake))
+                try:
+                    while True:
+                        try:
+                            async with asyncio.timeout(_left(deadline, None)):
+                                message = await ws.recv()
+                        except TimeoutError:
                             return
+                        for sample in session.receive(message):
+                            yield sample
+                            session.received += 1
+                            if session.count is not None and session.received >= session.count:
+                                return
+                finally:
+                    session.wake = lambda: None
+                    sender.cancel()
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in _REFUSED:
@@ -280,6 +371,38 @@ class _Progress:
     def connections(self) -> int:
         """Connections made so far (more than one: it reconnected)."""
         return self._session.connections
+
+    @property
+    def alerts_sent(self) -> int:
+        """Alerts written to the connection so far."""
+        return self._session.alerts_sent
+
+    @property
+    def alerts_acknowledged(self) -> int:
+        """Alerts the server said it took (`{"alerted": n}`)."""
+        return self._session.alerts_acknowledged
+
+    @property
+    def errors(self) -> list[str]:
+        """What the server refused after the subscription stood (alerts), in its words."""
+        return list(self._session.errors)
+
+    def alert(
+        self,
+        sample: Mapping[str, Any] | str,
+        seq: int | None = None,
+        *,
+        timestamp: datetime | int | None = None,
+        score: float | None = None,
+        kind: str | None = None,
+    ) -> None:
+        """Report an anomaly found in `sample` (a dict this stream gave, or a device id with
+        the sample's `seq` or `timestamp`) to the scorer, on this stream's connection, with an
+        optional `score` and `kind` guess. It returns at once: alerts go out in order, in
+        messages of up to 1,000; those queued while the connection is away go out on the
+        next. The server's acknowledgements count in `alerts_acknowledged`, its refusals
+        land in `errors`. Needs a broadcaster that takes alerts (the scorer's)."""
+        self._session.alert(sample, seq, timestamp, score, kind)
 
 
 class AsyncStream(_Progress):
@@ -426,6 +549,7 @@ def stream(
     resume: bool = True,
     token: str | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
+    detector: str | None = None,
 ) -> Stream:
     """The live samples of the broadcaster at `url`, one dict each, in a `for` loop.
 
@@ -445,6 +569,9 @@ def stream(
     `connect_timeout` seconds raises ConnectionError, one that refuses the connection (a
     token is needed: `token=`) ConnectionRefusedError, and a subscription it refuses
     ValueError with its message.
+
+    A detector reports what it finds with `.alert(sample, score=...)` on the same
+    connection; `detector` names it to the scorer (`?detector=`).
     """
     return Stream(
         _Session(
@@ -458,6 +585,7 @@ def stream(
             resume,
             token,
             connect_timeout,
+            detector,
         )
     )
 
@@ -474,6 +602,7 @@ def astream(
     resume: bool = True,
     token: str | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
+    detector: str | None = None,
 ) -> AsyncStream:
     """`stream` for `async for`, on the caller's event loop: the same samples, options and
     guarantees."""
@@ -489,5 +618,6 @@ def astream(
             resume,
             token,
             connect_timeout,
+            detector,
         )
     )
