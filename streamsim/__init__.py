@@ -26,6 +26,7 @@ from streamsim.logs import Log, read_log
 from streamsim.online import pairs, xy
 from streamsim.options import OptionError
 from streamsim.pipeline import Pipeline
+from streamsim.scoring import score
 
 if TYPE_CHECKING:
     from streamsim.learning import LiveDataset
@@ -45,6 +46,7 @@ __all__ = [
     "generate",
     "pairs",
     "read_log",
+    "score",
     "stream",
     "to_frame",
     "xy",

@@ -30,7 +30,7 @@ from types import ModuleType
 
 PREFIX = "streamsim._project"
 # The repository's top-level packages (clients/ holds the test client, a script).
-PACKAGES = ("common", "producer", "logger", "broadcaster", "bridge", "clients")
+PACKAGES = ("common", "producer", "logger", "broadcaster", "bridge", "scorer", "clients")
 _TAG = "streamsim"
 _FORMAT = 1  # of the cached code: bump when the rewriting changes
 _STAMP = struct.Struct("<qqI")  # source mtime (ns), source size, _FORMAT
