@@ -39,21 +39,20 @@ def frame(table: pa.Table) -> pd.DataFrame:
     """Arrow columns (samples of `common.arrow.SCHEMA`, or a windows or gaps file read by
     `read_csv`) as a DataFrame of the API's dtypes, columns in the table's order."""
     table = table.unify_dictionaries()
-    columns: dict[str, Any] = {}
+    # One column a block, nothing consolidated: a copy of every column saved.
+    result = table.to_pandas(split_blocks=True)
     for name in table.column_names:
         column = table[name]
         if name in _IDS:
-            columns[name] = column.to_pandas(types_mapper=_INT64)
+            result[name] = column.to_pandas(types_mapper=_INT64)
         elif name in _FIXED:
-            columns[name] = column.to_pandas().astype(_FIXED[name])
+            result[name] = result[name].astype(_FIXED[name])
         elif pa.types.is_dictionary(column.type) or name == "reason":
-            values = column.to_pandas().astype("category")
+            values = result[name].astype("category")
             if not len(values.cat.categories):  # empty: text categories all the same
                 values = values.cat.set_categories(pd.Index([], dtype="str"))
-            columns[name] = values
-        else:
-            columns[name] = column.to_pandas()
-    return pd.DataFrame(columns, index=pd.RangeIndex(table.num_rows))
+            result[name] = values
+    return result
 
 
 def samples_table(table: pa.Table, where: str) -> pa.Table:
