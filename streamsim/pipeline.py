@@ -10,7 +10,6 @@ passed on.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import signal
@@ -126,8 +125,8 @@ class Pipeline:
         self.zmq_control = f"ipc://{self.folder}/control.sock"
         self.csv: Path | None = self.folder / "stream_log.csv" if logger else None
         self.processes: list[Process] = []
+        # Called by stop(), when the object is collected, or at the interpreter's exit.
         self._stopper = weakref.finalize(self, _stop_all, self.processes, self._temporary)
-        atexit.register(self._stopper)
         bus = ["--zmq-pub", self.zmq_pub, "--zmq-catchup", self.zmq_catchup]
         simulation = {
             "--devices": devices,
