@@ -25,6 +25,7 @@ import marshal
 import os
 import struct
 import sys
+import types
 from pathlib import Path
 from types import ModuleType
 
@@ -66,7 +67,9 @@ class _Finder(importlib.abc.MetaPathFinder):
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001 (importlib's API)
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname == PREFIX:
             return _namespace(fullname, [])
         if not fullname.startswith(PREFIX + "."):
@@ -102,7 +105,7 @@ def _namespace(name: str, locations: list[str]) -> importlib.machinery.ModuleSpe
 class _Loader(importlib.machinery.SourceFileLoader):
     """Compiles a module with its imports of the repository's packages renamed."""
 
-    def get_code(self, fullname: str):  # noqa: ANN201 (a code object)
+    def get_code(self, fullname: str) -> types.CodeType:
         path = self.get_filename(fullname)
         source = self.get_data(path)
         stat = os.stat(path)

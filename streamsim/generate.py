@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import click
 import pandas as pd
 import pyarrow as pa
 
@@ -88,7 +89,7 @@ def generate(
     given = ctx.params
     try:
         fleet = cli._fleet(ctx, given["scenario"], given["devices"])
-    except options.click.ClickException as exc:
+    except click.ClickException as exc:
         raise options.OptionError(options.message(exc)) from None
     series, ticks = backfill.plan(
         fleet, given["rate"], given["duration"], given["seed"], given["start"]

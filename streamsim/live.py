@@ -446,7 +446,7 @@ class _Worker:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
-        except BaseException as exc:  # noqa: BLE001 (handed to the consumer's thread)
+        except BaseException as exc:  # handed to the consumer's thread, raised there
             if not self.stopping.is_set():
                 self._put(exc)
 

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -124,7 +125,7 @@ def _samples(path: Path) -> pa.Table:
     return frames.samples_table(raw, str(path))
 
 
-def _whole_rows(file) -> int:  # noqa: ANN001 (a binary file)
+def _whole_rows(file: BinaryIO) -> int:
     """Where the file's last whole row ends: a row being written (or a torn one, NUL
     padding) after the last newline is not read."""
     size = file.seek(0, os.SEEK_END)
