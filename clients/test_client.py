@@ -154,6 +154,16 @@ class Seqs:
             return message
         samples = parsed if isinstance(parsed, list) else [parsed]
         samples = [s for s in samples if isinstance(s, dict)]
+        keep = self.keep(samples)
+        if len(keep) == len(samples):
+            return message
+        if not keep:
+            return None
+        return json.dumps(keep if isinstance(parsed, list) else keep[0], separators=(",", ":"))
+
+    def keep(self, samples: list[dict]) -> list[dict]:
+        """The parsed objects not shown already (anything that is not a sample is kept),
+        noting each sample's seq."""
         keep = []
         for sample in samples:
             device, seq = sample.get("device"), sample.get("seq")
@@ -164,11 +174,7 @@ class Seqs:
                 continue
             self.last[device] = seq
             keep.append(sample)
-        if len(keep) == len(samples):
-            return message
-        if not keep:
-            return None
-        return json.dumps(keep if isinstance(parsed, list) else keep[0], separators=(",", ":"))
+        return keep
 
 
 async def listen(url: str, count: int | None, output: Output, resume: bool = True) -> None:

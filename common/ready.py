@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +62,26 @@ class Readiness:
                 self.path.unlink()
         except (OSError, ValueError):
             pass
+
+
+def read(path: Path) -> dict[str, Any] | None:
+    """What a ready file says, or None while there is none (it is replaced atomically)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def wait(path: Path, pid: int, timeout: float, alive: Callable[[], bool]) -> dict[str, Any]:
+    """The ready file of process `pid`, once it has written it; ChildProcessError as soon as
+    `alive()` says the process ended first, TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = read(path)
+        if info is not None and info.get("pid") == pid:
+            return info
+        if not alive():
+            raise ChildProcessError(f"process {pid} ended before it was ready")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} not ready within {timeout:g} s")
+        time.sleep(0.02)

@@ -8,7 +8,9 @@ chunks are generated and encoded by one worker process per core and written in o
 
 from __future__ import annotations
 
+import math
 import os
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -61,7 +63,7 @@ def _chunk(first: int, last: int) -> tuple[Any, schema.Batch]:
 @contextmanager
 def open_files(
     out: Path, fmt: str = "csv", compression: str = outputs.COMPRESSION
-) -> Iterator[tuple[outputs.CsvOutput | outputs.ParquetOutput, TextIO]]:
+) -> Iterator[tuple[outputs.Output, TextIO]]:
     """The data file and its windows file, created (replaced) now; StartupError, naming
     `out`, if they cannot be created or written, now or later."""
     try:
@@ -85,8 +87,29 @@ def _reason(exc: OSError, out: Path) -> str:
     return reason
 
 
+def plan(
+    devices: int, rate: float, duration_s: float, seed: int | None, start_ms: int | None
+) -> tuple[Series, int]:
+    """The series a backfill of `duration_s` simulated seconds covers, and its tick count:
+    from `start_ms` (None: the span that ends now, from a whole second) with `seed` (None: a
+    random one, which the series keeps)."""
+    if seed is None:
+        seed = secrets.randbits(32)
+    if start_ms is None:
+        start_ms = math.floor(time.time() - duration_s) * 1000
+    series = Series(
+        seed=seed,
+        devices=devices,
+        rate=rate,
+        origin_ms=start_ms,
+        wall_origin_ms=start_ms,
+        seq_base=0,
+    )
+    return series, math.ceil(duration_s * rate)
+
+
 def run(
-    files: tuple[outputs.CsvOutput | outputs.ParquetOutput, TextIO],
+    files: tuple[outputs.Output, TextIO],
     series: Series,
     ticks: int,
     anomaly_rate: float,
@@ -97,8 +120,9 @@ def run(
     roles: RoleMix = DEFAULT_MIX,
     scenario: Scenario | None = None,
 ) -> int:
-    """Write `ticks` ticks of `series` to `files` (from `open_files`); return the number of
-    samples written. A `scenario` gives the fleet (`series.devices` must be its size)."""
+    """Write `ticks` ticks of `series` to `files` (from `open_files`, or an ArrowTable and any
+    text file for the windows); return the number of samples written. A `scenario` gives the
+    fleet (`series.devices` must be its size)."""
     data, windows = files
     fmt = data.FORMAT
     workers = workers or os.cpu_count() or 1

@@ -329,25 +329,16 @@ def generate(
 ) -> None:
     """Write the simulation for a span of time straight to CSV or Parquet, with labels and
     windows."""
-    import secrets
-
     from common.windows import windows_path
     from producer.backfill import generate as backfill
+    from producer.backfill import plan
     from producer.outputs import format_for
-    from producer.sources.series import Series
 
     devices = _fleet(ctx, scenario, devices)
     if out is None:
         out = Path(f"data/train.{fmt or 'csv'}")
     fmt = format_for(out, fmt)
-    if seed is None:
-        seed = secrets.randbits(32)
-    if start is None:
-        start = (math.floor(time.time() - duration)) * 1000
-    ticks = math.ceil(duration * rate)
-    series = Series(
-        seed=seed, devices=devices, rate=rate, origin_ms=start, wall_origin_ms=start, seq_base=0
-    )
+    series, ticks = plan(devices, rate, duration, seed, start)
     with _ProgressBar(ticks * devices, shown=progress) as bar:
         rows, seconds = backfill(
             out,
@@ -363,7 +354,7 @@ def generate(
         )
     click.echo(
         f"wrote {rows:,} samples to {out} and anomaly windows to {windows_path(out)} "
-        f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",
+        f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {series.seed}",
         err=True,
     )
 

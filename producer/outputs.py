@@ -78,6 +78,33 @@ class ParquetOutput:
         self._writer.close()
 
 
+class ArrowTable:
+    """The rows kept in memory as Arrow record batches, in order (the Python API's backfill):
+    encoded like a Parquet file's, so they hold exactly what it would."""
+
+    FORMAT = "parquet"
+
+    def __init__(self) -> None:
+        self.batches: list[Any] = []
+
+    def write(self, rows: Any) -> None:
+        self.batches.append(rows)
+
+    def table(self) -> Any:
+        """Everything written, as one `pyarrow.Table` of `common.arrow.SCHEMA`."""
+        import pyarrow as pa
+
+        from common import arrow
+
+        return pa.Table.from_batches(self.batches, schema=arrow.SCHEMA)
+
+    def close(self) -> None:
+        pass
+
+
+Output = CsvOutput | ParquetOutput | ArrowTable
+
+
 def open_output(path: Path, fmt: str, compression: str = COMPRESSION) -> CsvOutput | ParquetOutput:
     """A new (replaced) file of `fmt` at `path`."""
     return ParquetOutput(path, compression) if fmt == "parquet" else CsvOutput(path)
