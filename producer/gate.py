@@ -14,11 +14,11 @@ import logging
 import numpy as np
 
 from common import schema
+from delivery.reasons import Reason
 from producer.catchup.history import History
 
 log = logging.getLogger(__name__)
 
-INVALID_INPUT = "invalid_input"
 
 
 class Gate:
@@ -58,7 +58,7 @@ class Gate:
                 )
         refused = batch.rows[bad & ~unattributed]
         for device, seq in zip(refused["device"].tolist(), refused["seq"].tolist(), strict=True):
-            self.history.withhold(schema.device_name(device), seq, seq, INVALID_INPUT)
+            self.history.withhold(schema.device_name(device), seq, seq, Reason.INVALID_INPUT)
         self.refused += int(bad.sum())
         return batch.with_rows(batch.rows[~bad])
 
@@ -66,7 +66,7 @@ class Gate:
         """A row a source found invalid itself (a bad replay row): withheld under its device's
         seq, or only counted if it has no valid device id."""
         if device is not None and seq is not None:
-            self.history.withhold(device, seq, seq, INVALID_INPUT)
+            self.history.withhold(device, seq, seq, Reason.INVALID_INPUT)
         self.refused += 1
 
 
