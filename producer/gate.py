@@ -20,7 +20,6 @@ from producer.catchup.history import History
 log = logging.getLogger(__name__)
 
 
-
 class Gate:
     """Keeps what is not a valid sample from being published, and accounts for it."""
 
