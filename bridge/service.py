@@ -30,7 +30,7 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
     """Bridge until `stop` is set, then publish what is held for `stop_grace` seconds and
     record the rest as gaps. Raises StartupError on what retrying cannot fix."""
     async with AsyncExitStack() as cleanup:
-        gaps_file = CsvFile(config.gaps_file, header=GAPS_HEADER)
+        gaps_file = CsvFile(config.gaps_file, GAPS_HEADER, owner="bridge", option="--gaps-file")
         gaps_file.open()
         cleanup.callback(gaps_file.close)
         state = None
@@ -43,7 +43,9 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         if sink is None:
             return
         cleanup.push_async_callback(sink.close)
-        subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
+        subscriber = Subscriber(
+            config.zmq_pub.split(","), security=config.security, shard=config.shard
+        )
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
@@ -274,4 +276,5 @@ class Bridge:
                 self.sink.overlaps,
                 True,
             ),
+            *getattr(self.sink, "figures", list)(),  # what only this kind of broker has
         ]

@@ -34,9 +34,12 @@ class CsvFile:
     one writer at a time has a file (an exclusive lock, released when the process dies).
     """
 
-    def __init__(self, path: Path, header: str = CSV_HEADER) -> None:
+    def __init__(
+        self, path: Path, header: str = CSV_HEADER, owner: str = "logger", option: str = "--csv"
+    ) -> None:
         self.path = path
         self.header = header
+        self.owner, self.option = owner, option  # who writes it, and the option naming it
         self._fd: int | None = None
         self._size = 0
 
@@ -46,8 +49,8 @@ class CsvFile:
             self.path,
             os.O_RDWR | os.O_APPEND,
             f"cannot open CSV {self.path}",
-            f"{self.path} is already being written by another logger; "
-            "give each logger its own --csv",
+            f"{self.path} is already being written by another {self.owner}; "
+            f"give each {self.owner} its own {self.option}",
         )
         try:
             self._size = self._repair_tail()
