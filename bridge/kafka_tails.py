@@ -121,8 +121,7 @@ class Tails:
                 wanted[self.partition(device)].add(device)
         if wanted:
             began = time.monotonic()
-            ends = self._committed_ends(list(wanted), deadline)
-            read = sum(self._find_in(p, wanted[p], ends[p], deadline) for p in wanted)
+            read = self._find(wanted, self._committed_ends(list(wanted), deadline), deadline)
             took = time.monotonic() - began
             (log.info if took > SLOW_SCAN else log.debug)(
                 "read %d record(s) of %s back in %.1f s for where %d device(s) left off",
@@ -162,48 +161,60 @@ class Tails:
         futures = self._admin.list_offsets(asked, isolation_level=isolation, request_timeout=10)
         return {tp.partition: f.result().offset for tp, f in futures.items()}
 
-    def _find_in(
-        self, partition: int, wanted: set[str], ends: tuple[int, int], deadline: float
+    def _find(
+        self, wanted: dict[int, set[str]], ends: dict[int, tuple[int, int]], deadline: float
     ) -> int:
-        """Read the partition back from its end (or from where an earlier scan stopped) in
-        growing chunks until `wanted` are all found or its start is reached; the records
-        read."""
-        low, end = ends
-        top = self._read_back_to.get(partition, end)
-        chunk = max(FIRST_CHUNK, 100 * len(wanted))
+        """Read each partition back from its end (or from where an earlier scan stopped) in
+        growing chunks, all partitions at once, until its `wanted` devices are all found or
+        its start is reached; the records read."""
+        tops = {p: self._read_back_to.get(p, ends[p][1]) for p in wanted}
+        chunk = max(FIRST_CHUNK, 100 * max(len(d) for d in wanted.values()))
         read = 0
-        while top > low and wanted - self.last.keys():
-            start = max(low, top - chunk)
-            found, count = self._read(partition, start, top, deadline)
+        while True:
+            ranges = {
+                p: (max(ends[p][0], tops[p] - chunk), tops[p])
+                for p, devices in wanted.items()
+                if tops[p] > ends[p][0] and devices - self.last.keys()
+            }
+            if not ranges:
+                return read
+            found, count = self._read(ranges, deadline)
             read += count
             for device, where in found.items():
                 if device not in self.last or where[0] > self.last[device][0]:
                     self.last[device] = where
-            top = start
-            self._read_back_to[partition] = top
+            for p, (start, _) in ranges.items():
+                tops[p] = self._read_back_to[p] = start
             chunk *= 4
-        return read
 
     def _read(
-        self, partition: int, start: int, stop: int, deadline: float
+        self, ranges: dict[int, tuple[int, int]], deadline: float
     ) -> tuple[dict[str, tuple[int, int]], int]:
-        """The last sample of each device in offsets [start, stop) of the partition, as
+        """The last sample of each device in offsets [start, stop) of each partition, as
         committed; and how many records that was."""
         found: dict[str, tuple[int, int]] = {}
         count = 0
-        self._consumer.assign([TopicPartition(self.topic, partition, start)])
+        topic = self.topic
+        self._consumer.assign([TopicPartition(topic, p, a) for p, (a, _) in ranges.items()])
+        reading = set(ranges)
         try:
-            while True:
+            while reading:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading partition {partition} of {self.topic}")
-                for record in self._consumer.consume(5000, timeout=0.5):
+                    raise TimeoutError(f"reading partitions {sorted(reading)} of {topic}")
+                for record in self._consumer.consume(10_000, timeout=0.02):
+                    partition = record.partition()
+                    if partition not in reading:
+                        continue
                     error = record.error()
                     if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            return found, count
-                        raise KafkaException(error)
-                    if record.offset() >= stop:
-                        return found, count
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            raise KafkaException(error)
+                        reading.discard(partition)  # the committed end
+                        continue
+                    if record.offset() >= ranges[partition][1]:
+                        reading.discard(partition)
+                        self._consumer.pause([TopicPartition(topic, partition)])
+                        continue
                     count += 1
                     where = last_sample(record.headers())
                     key = record.key()
@@ -214,3 +225,4 @@ class Tails:
                         found[device] = where
         finally:
             self._consumer.unassign()
+        return found, count
