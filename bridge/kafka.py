@@ -467,7 +467,7 @@ def _in_thread(work: Callable[..., T], *args: object) -> asyncio.Future[T]:
         try:
             result = work(*args)
         except BaseException as exc:  # handed over to the awaiting task
-            settle(lambda: future.done() or future.set_exception(exc))
+            settle(lambda error=exc: future.done() or future.set_exception(error))
         else:
             settle(lambda: future.done() or future.set_result(result))
 

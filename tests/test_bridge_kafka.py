@@ -5,6 +5,7 @@ for a read_committed consumer, across SIGKILLs, a broker killed or stopped, and 
 from __future__ import annotations
 
 import random
+import re
 import signal
 import time
 from collections import defaultdict
@@ -15,16 +16,18 @@ import pytest
 from bridge.kafka_tails import partition_of
 from bridging import (
     assert_contiguous_once,
+    assert_one_line_error,
     assert_same_sample,
     bridge,
     figure,
     gap_rows,
     given_up,
     logged,
+    run_bridge,
     settled,
 )
-from brokers import Kafka, by_device, read_topic
-from conftest import Pipeline, Proc, wait_until
+from brokers import Kafka, by_device, certificate, read_topic
+from conftest import Pipeline, Proc, unused_port, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +251,74 @@ def test_kafka_same_shard_twice_is_fenced(pipeline: Pipeline, kafka: Kafka):
     seqs = by_device([s for _, s in read_topic(kafka.bootstrap, "twice")])
     assert len(seqs) == 5
     assert_contiguous_once(seqs)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory):
+    """A broker with a TLS listener (a certificate made here), SASL/SCRAM listeners
+    (user u, password p), and a plain one; the certificate, and a CA that did not sign it."""
+    home = tmp_path_factory.mktemp("secured")
+    cert, key = certificate(home, "broker")
+    stranger, _ = certificate(home, "stranger")
+    cluster = Kafka(home, tls=(cert, key), user=("u", "p"))
+    yield cluster, cert, stranger
+    cluster.close()
+
+
+def test_kafka_over_tls_with_scram(pipeline: Pipeline, secured):
+    """kafka+ssl:// with --tls-ca and SASL/SCRAM credentials: every sample arrives."""
+    cluster, cert, _ = secured
+    url = cluster.url("SASL_SSL").replace("kafka+ssl://", "kafka+ssl://u:p@")
+    pipeline.producer("--rate", "50", "--devices", "5")
+    proc = bridge(pipeline, url, "--tls-ca", str(cert), "--topic", "secret")
+    assert proc.info["to"] == cluster.url("SASL_SSL")  # no credentials shown
+    wait_until(lambda: figure(proc, "samples_acknowledged") >= 200, 30)
+    pipeline.procs[0].stop()
+    settled(proc)
+    assert proc.stop()[0] == 0
+    seqs = by_device([s for _, s in read_topic(cluster.bootstrap, "secret")])
+    assert len(seqs) == 5
+    assert_contiguous_once(seqs)
+
+
+def test_kafka_failures_are_one_line_errors(tmp_path: Path, secured):
+    """Refused credentials, an untrusted certificate and TLS to a plain port stop the
+    bridge with one line saying what to do, and status 3; a bad URL or a CA file for a
+    plain URL, status 2."""
+    cluster, cert, stranger = secured
+    sasl = cluster.url("SASL_PLAINTEXT")
+    ssl_url = cluster.url("SSL")
+    plain_as_tls = cluster.url().replace("kafka://", "kafka+ssl://")
+    for args, status, pattern in [
+        (["--to", sasl, "--username", "u", "--password", "wrong"], 3, "refused the credentials"),
+        (["--to", sasl.replace("kafka://", "kafka://u:wrong@")], 3, "refused the credentials"),
+        (
+            ["--to", ssl_url, "--tls-ca", str(stranger)],
+            3,
+            rf"TLS certificate of {re.escape(ssl_url)} not trusted .*give the CA .* --tls-ca",
+        ),
+        (
+            ["--to", plain_as_tls, "--tls-ca", str(cert)],
+            3,
+            rf"TLS handshake with {re.escape(plain_as_tls)} failed .*: is it a TLS port\?",
+        ),
+        (["--to", "kafka://127.0.0.1:99999"], 2, "malformed broker URL"),
+        (["--to", "kafka://a:1,"], 2, "malformed broker URL"),
+        (["--to", "kafka://127.0.0.1:1", "--topic", "a/b"], 2, "topic 'a/b'"),
+        (
+            ["--to", "kafka://127.0.0.1:1", "--tls-ca", str(cert)],
+            2,
+            r"a CA file is for TLS: use kafka\+ssl:// instead of kafka://127\.0\.0\.1:1",
+        ),
+    ]:
+        assert_one_line_error(run_bridge(tmp_path, *args), status, pattern)
+
+
+def test_kafka_unreachable_is_retried(pipeline: Pipeline):
+    """With no broker listening the bridge logs a retry line and stays up; SIGTERM stops it."""
+    proc = pipeline.start(
+        "bridge", "--zmq-pub", pipeline.zmq, "--to", f"kafka://127.0.0.1:{unused_port()}"
+    )
+    proc.wait_for(r"broker kafka://127\.0\.0\.1:\d+ unreachable .*; retrying in", timeout=30)
+    code, took = proc.stop()
+    assert code == 0 and took < 2.5, (code, took)
