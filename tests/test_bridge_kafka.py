@@ -4,6 +4,7 @@ for a read_committed consumer, across SIGKILLs, a broker killed or stopped, and 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import signal
@@ -26,7 +27,7 @@ from bridging import (
     run_bridge,
     settled,
 )
-from brokers import Kafka, by_device, certificate, read_topic
+from brokers import Kafka, Mosquitto, Nats, by_device, certificate, read_topic
 from conftest import Pipeline, Proc, unused_port, wait_until
 
 
@@ -322,3 +323,76 @@ def test_kafka_unreachable_is_retried(pipeline: Pipeline):
     proc.wait_for(r"broker kafka://127\.0\.0\.1:\d+ unreachable .*; retrying in", timeout=30)
     code, took = proc.stop()
     assert code == 0 and took < 2.5, (code, took)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_side_by_side_and_one_client_for_every_engine(
+    pipeline: Pipeline, kafka: Kafka, tmp_path: Path
+):
+    """A NATS, an MQTT and a Kafka bridge started together with the same settings and no
+    file named (each writes data/bridge-<broker>.gaps.csv), and the test client reading
+    ws://, kafka://, nats:// and mqtt:// at once: the same samples give the same lines."""
+    nats = Nats(tmp_path)
+    mosquitto = Mosquitto(tmp_path)
+    try:
+        pipeline.producer("--rate", "20", "--devices", "5", "--anomaly-rate", "60")
+        pipeline.broadcaster()
+        shared = {"STREAM_ZMQ_PUB": pipeline.zmq, "STREAM_ZMQ_CATCHUP": pipeline.catchup}
+        bridges = {}
+        for family, url in (
+            ("nats", nats.url),
+            ("mqtt", mosquitto.url),
+            ("kafka", f"{kafka.url()}"),
+        ):
+            args = ("--to", url, "--topic", "engines", "--metrics-port", "any")
+            bridges[family] = pipeline.start("bridge", *args, env=shared)
+        for proc in bridges.values():
+            proc.ready(timeout=30)
+        for family in bridges:
+            assert (pipeline.cwd / "data" / f"bridge-{family}.gaps.csv").exists()
+        urls = {
+            "ws": pipeline.ws_url,
+            "kafka": f"{kafka.url()}/engines",
+            "nats": nats.url,
+            "mqtt": mosquitto.url,
+        }
+        clients = {
+            name: pipeline.start_script("clients/test_client.py", "--url", url, "--count", "300")
+            for name, url in urls.items()
+        }
+        lines: dict[str, dict[tuple[str, int], str]] = {}
+        for name, client in clients.items():
+            assert client.popen.wait(60) == 0, (name, client.lines[-5:])
+            got = [line for line in client.out if line.startswith("Received: ")]
+            assert len(got) == 300, (name, len(got))
+            parsed = {}
+            for line in got:
+                sample = json.loads(line.removeprefix("Received: "))
+                parsed[(sample["device"], sample["seq"])] = line
+            lines[name] = parsed
+    finally:
+        for proc in pipeline.procs:
+            proc.kill()
+        nats.close()
+        mosquitto.close()
+    common = set.intersection(*(set(v) for v in lines.values()))
+    assert len(common) >= 50, {k: len(v) for k, v in lines.items()}
+    for key in common:
+        assert len({lines[name][key] for name in lines}) == 1, {n: lines[n][key] for n in lines}
+
+
+def test_a_real_collision_names_the_bridge_and_the_option(pipeline: Pipeline):
+    """Two bridges to the same kind of broker in one folder: the second stops with one
+    line naming the bridge and --gaps-file, status 3."""
+    url = f"kafka://127.0.0.1:{unused_port()}"
+    first = pipeline.start("bridge", "--zmq-pub", pipeline.zmq, "--to", url)
+    first.wait_for("unreachable", timeout=30)  # it holds its gaps file, retrying
+    second = run_bridge(pipeline.cwd, "--to", url, "--gaps-file", "data/bridge-kafka.gaps.csv")
+    assert_one_line_error(
+        second,
+        3,
+        r"data/bridge-kafka\.gaps\.csv is already being written by another bridge; "
+        r"give each bridge its own --gaps-file",
+    )
+    assert first.stop()[0] == 0
