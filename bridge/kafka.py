@@ -119,16 +119,7 @@ class KafkaSink:
     def _start_producer(self) -> None:
         """A new producer; with transactions, initialised (fencing any other with its id)."""
         config = self.config
-        conf = {
-            **self._conf,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 2_000_000,
-            "queue.buffering.max.kbytes": 2_097_151,
-            "message.timeout.ms": TRANSACTION_TIMEOUT_MS,
-        }
+        conf = producer_config(self._conf)
         if config.transactions:
             conf["transactional.id"] = config.kafka_transactional_id
             conf["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
@@ -163,8 +154,24 @@ class KafkaSink:
         return self.config.kafka_transactional_id if self.config.transactions else ""
 
     async def resume(self, devices: list[str]) -> dict[str, tuple[int, int]]:
-        """Per device, (seq, timestamp ms) of the last sample the topic holds, committed."""
-        return await _in_thread(self._tails.find, devices, FIND_TIMEOUT)
+        """Per device, (seq, timestamp ms) of the last sample the topic holds, committed;
+        asked again while the cluster cannot say (sending without knowing could double)."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await _in_thread(self._tails.find, devices, FIND_TIMEOUT)
+            except (KafkaException, TimeoutError) as exc:
+                if self._closing.is_set():
+                    raise StartupError(f"cannot read the tail of {self.config.topic}") from None
+                delay = backoff.next()
+                log.warning(
+                    "cannot read where %d device(s) left off in %s (%s); retrying in %.1f s",
+                    len(devices),
+                    self.config.topic,
+                    _say(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def write_batch(self, messages: list[Message]) -> list[bool]:
         """One transaction (or, without, one flush) for all of `messages`, less what the
@@ -242,9 +249,7 @@ class KafkaSink:
             key = keys.get(m.device)
             if key is None:
                 key = keys[m.device] = m.device.encode()
-            seq = str(m.first) if m.first == m.last and m.rows is None else f"{m.first}-{m.last}"
-            headers = [("device", key), (SEQ_HEADER, seq), (TIME_HEADER, str(m.last_ms))]
-            headers += m.labels
+            headers = record_headers(m, key)
             while True:
                 try:
                     producer.produce(
@@ -345,6 +350,27 @@ class KafkaSink:
     def _complain(self, what: str, why: str) -> None:
         if self._warn(time.monotonic()):
             log.warning("%s on %s (%s); will send again", what, self.url, why)
+
+
+def record_headers(m: Message, key: bytes) -> list[tuple[str, Any]]:
+    """A record's headers: device, seq ("17", or "17-66" for a batch), the (last) sample's
+    time in ms, and the labels its samples carry (see Message.labels)."""
+    seq = str(m.first) if m.first == m.last and m.rows is None else f"{m.first}-{m.last}"
+    return [("device", key), (SEQ_HEADER, seq), (TIME_HEADER, str(m.last_ms)), *m.labels]
+
+
+def producer_config(conf: dict[str, Any]) -> dict[str, Any]:
+    """The producer's settings: acks=all, idempotent, batched (also the benchmark's)."""
+    return {
+        **conf,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 2_097_151,
+        "message.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
 
 
 def client_config(config: BridgeConfig) -> dict[str, Any]:

@@ -146,20 +146,31 @@ class Tails:
         """(start, end) of each partition, `end` the offset after its last record once
         every transaction open now is over (committed or aborted): what read_committed
         shows below it is final."""
-        high = self._offsets(partitions, OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED)
-        low = self._offsets(partitions, OffsetSpec.earliest(), IsolationLevel.READ_UNCOMMITTED)
+        latest, earliest = OffsetSpec.latest(), OffsetSpec.earliest()
+        uncommitted, committed = IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED
+        high = self._offsets(partitions, latest, uncommitted, deadline)
+        low = self._offsets(partitions, earliest, uncommitted, deadline)
         while True:
-            stable = self._offsets(partitions, OffsetSpec.latest(), IsolationLevel.READ_COMMITTED)
+            stable = self._offsets(partitions, latest, committed, deadline)
             if all(stable[p] >= high[p] for p in partitions):
                 return {p: (low[p], high[p]) for p in partitions}
             if time.monotonic() > deadline:
                 raise TimeoutError("transactions of other writers stay open")
             time.sleep(0.05)
 
-    def _offsets(self, partitions: list[int], spec: OffsetSpec, isolation) -> dict[int, int]:
+    def _offsets(
+        self, partitions: list[int], spec: OffsetSpec, isolation, deadline: float
+    ) -> dict[int, int]:
+        """One kind of offset of each partition; retried while the cluster moves leaders."""
         asked = {TopicPartition(self.topic, p): spec for p in partitions}
-        futures = self._admin.list_offsets(asked, isolation_level=isolation, request_timeout=10)
-        return {tp.partition: f.result().offset for tp, f in futures.items()}
+        while True:
+            futures = self._admin.list_offsets(asked, isolation_level=isolation, request_timeout=10)
+            try:
+                return {tp.partition: f.result().offset for tp, f in futures.items()}
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def _find(
         self, wanted: dict[int, set[str]], ends: dict[int, tuple[int, int]], deadline: float

@@ -5,9 +5,12 @@ for a read_committed consumer, across SIGKILLs, a broker killed or stopped, and 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,7 +31,7 @@ from bridging import (
     settled,
 )
 from brokers import Kafka, Mosquitto, Nats, by_device, certificate, read_topic
-from conftest import Pipeline, Proc, unused_port, wait_until
+from conftest import REPO, Pipeline, Proc, unused_port, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -396,3 +399,30 @@ def test_a_real_collision_names_the_bridge_and_the_option(pipeline: Pipeline):
         r"give each bridge its own --gaps-file",
     )
     assert first.stop()[0] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_bench_bridge_kafka_smoke(tmp_path: Path):
+    """bench/bridge.py --smoke --only kafka runs against a real broker and reports the
+    plain producer's baselines and the bridge with and without transactions and --batch."""
+    from brokers import need_kafka
+
+    need_kafka()
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bridge.py"), "--smoke", "--only", "kafka"],
+        cwd=REPO,
+        env={**os.environ, "STREAM_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "bridge.json").read_text())
+    assert [r["setting"] for r in report["bridge"]] == [
+        "kafka, transactions",
+        "kafka, no transactions",
+        "kafka, transactions, --batch",
+    ]
+    assert all(r["holds"] for r in report["bridge"]), report["bridge"]
+    assert report["kafka"]["baselines"]["kafka, plain producer"]["samples_per_s"] > 0
