@@ -156,7 +156,11 @@ def _kafka_messages(count: int, devices: int, batch_max: int) -> list:
         return messages(batch)
     # what the bridge's outbox hands over: each take (a window's worth) cut per device
     take = 2000 * batch_max
-    return [m for a in range(0, len(rows), take) for m in messages(batch.with_rows(rows[a:a + take]), batch_max)]
+    return [
+        m
+        for a in range(0, len(rows), take)
+        for m in messages(batch.with_rows(rows[a : a + take]), batch_max)
+    ]
 
 
 def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> dict:
@@ -182,11 +186,17 @@ def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> 
     for a in range(0, len(made), 2000):
         if transactions:
             producer.begin_transaction()
-        for m in made[a:a + 2000]:
+        for m in made[a : a + 2000]:
             key = keys[m.device]
             while True:
                 try:
-                    producer.produce(topic, m.payload, key, partition=parts[m.device], headers=record_headers(m, key))
+                    producer.produce(
+                        topic,
+                        m.payload,
+                        key,
+                        partition=parts[m.device],
+                        headers=record_headers(m, key),
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -197,8 +207,11 @@ def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> 
     took = time.perf_counter() - began
     used = os.times()
     cpu_s = used.user + used.system - cpu.user - cpu.system
-    return {"msgs_per_s": len(made) / took, "samples_per_s": samples / took,
-            "cpu_us_per_sample": cpu_s / samples * 1e6}
+    return {
+        "msgs_per_s": len(made) / took,
+        "samples_per_s": samples / took,
+        "cpu_us_per_sample": cpu_s / samples * 1e6,
+    }
 
 
 def _kafka(work: Path, smoke: bool, quick: bool, duration: float) -> tuple[dict, list[dict]]:
@@ -229,7 +242,11 @@ def _kafka(work: Path, smoke: bool, quick: bool, duration: float) -> tuple[dict,
         settings = [
             ("kafka, transactions", ["--topic", "t1"], rate),
             ("kafka, no transactions", ["--topic", "t2", "--no-transactions"], rate),
-            ("kafka, transactions, --batch", ["--topic", "t3", "--batch", "--batch-max", "50"], rate),
+            (
+                "kafka, transactions, --batch",
+                ["--topic", "t3", "--batch", "--batch-max", "50"],
+                rate,
+            ),
         ]
         if not smoke:
             settings.append(("kafka, transactions, saturated", ["--topic", "t4"], 4 * rate))
@@ -327,8 +344,16 @@ def main(duration: float, devices: int, rate: int, quick: bool, only: str, smoke
 
 
 def _report(baselines: dict, kafka: dict, results: list[dict], quick: bool, smoke: bool) -> None:
-    rows = [["setting", "plain client msgs/s", "bridge samples/s", "offered/s", "holds it",
-             "bridge CPU us/sample"]]
+    rows = [
+        [
+            "setting",
+            "plain client msgs/s",
+            "bridge samples/s",
+            "offered/s",
+            "holds it",
+            "bridge CPU us/sample",
+        ]
+    ]
     for r in results:
         base = next((v for k, v in baselines.items() if r["setting"].startswith(k)), None)
         if r["setting"].startswith("kafka"):
@@ -348,15 +373,28 @@ def _report(baselines: dict, kafka: dict, results: list[dict], quick: bool, smok
     if kafka:
         rows = [["kafka baseline", "msgs/s", "samples/s", "CPU us/sample"]]
         for name, b in kafka["baselines"].items():
-            rows.append([name, f"{b['msgs_per_s']:,.0f}", f"{b['samples_per_s']:,.0f}",
-                         f"{b['cpu_us_per_sample']:.1f}"])
+            rows.append(
+                [
+                    name,
+                    f"{b['msgs_per_s']:,.0f}",
+                    f"{b['samples_per_s']:,.0f}",
+                    f"{b['cpu_us_per_sample']:.1f}",
+                ]
+            )
         print(table(rows))
-        print(f"kafka broker: started in {kafka['broker_start_s']:.1f} s, "
-              f"{kafka['broker_rss_mb']:.0f} MB resident at the end")
+        print(
+            f"kafka broker: started in {kafka['broker_start_s']:.1f} s, "
+            f"{kafka['broker_rss_mb']:.0f} MB resident at the end"
+        )
     path = write(
         "bridge",
-        {"baselines_msgs_per_s": baselines, "kafka": kafka, "bridge": results, "quick": quick,
-         "smoke": smoke},
+        {
+            "baselines_msgs_per_s": baselines,
+            "kafka": kafka,
+            "bridge": results,
+            "quick": quick,
+            "smoke": smoke,
+        },
     )
     print(f"wrote {path}")
 

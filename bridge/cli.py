@@ -151,7 +151,7 @@ def _target(value: str | None):
     "STREAM_BRIDGE_TLS_CA",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM file of the CAs that may sign the broker's certificate (default: the "
-    "system's); for tls://, mqtts:// and nats:// to a server that requires TLS.",
+    "system's); for tls://, mqtts://, kafka+ssl:// and nats:// to a server that requires TLS.",
 )
 @option(
     "--username",

@@ -336,9 +336,7 @@ class KafkaSink:
     def figures(self) -> list[Figure]:
         return [
             Figure("kafka_transactions", "Kafka transactions committed", self.transactions, True),
-            Figure(
-                "kafka_transactions_aborted", "Kafka transactions aborted", self.aborted, True
-            ),
+            Figure("kafka_transactions_aborted", "Kafka transactions aborted", self.aborted, True),
             Figure(
                 "kafka_producer_restarts",
                 "Kafka producers replaced after a fatal error",

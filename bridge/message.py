@@ -18,7 +18,6 @@ import numpy as np
 
 from common import render, schema
 
-
 # The label columns, and the names of their codes (None: the code is shown as it is).
 _LABELS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("anomaly", schema.ANOMALY_KINDS),

@@ -236,7 +236,10 @@ class Cluster:
     def bootstrap(self, listener: str = "PLAINTEXT") -> str:
         """HOST:PORT,... of every node's listener of that name."""
         return ",".join(
-            f"127.0.0.1:{port}" for n in self.nodes for name, port in n.listeners() if name == listener
+            f"127.0.0.1:{port}"
+            for n in self.nodes
+            for name, port in n.listeners()
+            if name == listener
         )
 
     @property
@@ -363,7 +366,11 @@ class Cluster:
                     status = Path(f"/proc/{node.proc.pid}/status").read_text()
                 except OSError:
                     continue
-                total += next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+                total += next(
+                    int(line.split()[1])
+                    for line in status.splitlines()
+                    if line.startswith("VmRSS:")
+                )
         return total / 1024
 
 
@@ -407,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.ready_file:
             args.ready_file.write_text(
-                json.dumps({"bootstrap": cluster.bootstrap(), "url": cluster.url, "pid": os.getpid()})
+                json.dumps(
+                    {"bootstrap": cluster.bootstrap(), "url": cluster.url, "pid": os.getpid()}
+                )
             )
         while not stop and all(n.alive for n in cluster.nodes):
             time.sleep(0.2)

@@ -338,7 +338,12 @@ class Kafka:
         local = _local_kafka()
         per_node = 2 + bool(tls) + bool(user) + bool(tls and user)
         self.cluster = local.Cluster(
-            cwd / "kafka", nodes, tls=tls, user=user, heap="384m", ports=_free_ports(per_node * nodes)
+            cwd / "kafka",
+            nodes,
+            tls=tls,
+            user=user,
+            heap="384m",
+            ports=_free_ports(per_node * nodes),
         )
         self.started_in = self.cluster.start()
 
@@ -361,7 +366,9 @@ class Kafka:
         self.cluster.close()
 
 
-def read_topic(bootstrap: str, topic: str = "samples", timeout: float = 30.0) -> list[tuple[dict, dict]]:
+def read_topic(
+    bootstrap: str, topic: str = "samples", timeout: float = 30.0
+) -> list[tuple[dict, dict]]:
     """Every record of a topic as a read_committed consumer sees it, partition by partition
     in offset order: (headers, sample) per sample (a batch record gives each of its samples,
     with the record's headers)."""

@@ -112,7 +112,7 @@ def test_kafka_exactly_once_with_labels_and_order(pipeline: Pipeline, kafka: Kaf
     assert_exact(records, pipeline, 100)
     assert len(records) >= 100 * 100 * 4 * 0.9
     where: dict[str, set[int]] = defaultdict(set)
-    for headers, sample in records:
+    for _, sample in records:
         where[sample["device"]].add(partition_of(sample["device"].encode(), 4))
     assert all(len(p) == 1 for p in where.values())
     assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")
