@@ -195,7 +195,19 @@ class KafkaSink:
         if not sending:
             return acked
         parts = [m for _, m in sending]
-        self._busy = _in_thread(self._send, parts)
+        producer = self._producer
+        assert producer is not None
+        # Handing messages to the client is quick and needs the interpreter: it is done
+        # here; waiting for the broker (commit, flush) is done in a thread, which frees
+        # the interpreter for the intake meanwhile.
+        try:
+            if self.config.transactions:
+                producer.begin_transaction()
+            failed = self._produce(producer, parts)
+        except KafkaException as exc:
+            self._busy = _in_thread(self._failed, producer, parts, exc.args[0])
+        else:
+            self._busy = _in_thread(self._finish, producer, parts, failed)
         try:
             ok = await self._busy
         except Fenced:
@@ -213,17 +225,10 @@ class KafkaSink:
                     last[part.device] = (part.last, part.last_ms)
         return acked
 
-    def _send(self, parts: list[Message]) -> bool:
-        """Produce `parts` (in a worker thread) and commit them, or flush them without
-        transactions; True if the broker has them all."""
-        producer = self._producer
-        assert producer is not None
-        transactional = self.config.transactions
+    def _finish(self, producer: Producer, parts: list[Message], failed: list[KafkaError]) -> bool:
+        """Commit the transaction (or, without, flush); True if the broker has all of it."""
         try:
-            if transactional:
-                producer.begin_transaction()
-            failed = self._produce(producer, parts)
-            if transactional:
+            if self.config.transactions:
                 return self._commit(producer, parts)
             while producer.flush(STEP) > 0:
                 if self._closing.is_set():
