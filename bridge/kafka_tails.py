@@ -167,8 +167,8 @@ class Tails:
             futures = self._admin.list_offsets(asked, isolation_level=isolation, request_timeout=10)
             try:
                 return {tp.partition: f.result().offset for tp, f in futures.items()}
-            except KafkaException as exc:
-                if not exc.args[0].retriable() or time.monotonic() > deadline:
+            except KafkaException as exc:  # leaders moving, a broker just back: ask again
+                if exc.args[0].fatal() or time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
 
@@ -218,10 +218,11 @@ class Tails:
                         continue
                     error = record.error()
                     if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
+                        if error.fatal():
                             raise KafkaException(error)
-                        reading.discard(partition)  # the committed end
-                        continue
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            reading.discard(partition)  # the committed end
+                        continue  # else transient (a broker just back): the client retries
                     if record.offset() >= ranges[partition][1]:
                         reading.discard(partition)
                         self._consumer.pause([TopicPartition(topic, partition)])
