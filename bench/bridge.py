@@ -1,6 +1,7 @@
-"""Samples per second into NATS JetStream and MQTT: the bridge against a plain client.
+"""Samples per second into NATS JetStream, MQTT and Kafka: the bridge against a plain client.
 
     python bench/bridge.py [--duration 15] [--devices 100] [--rate 1000] [--quick | --smoke]
+                           [--only nats,mqtt,kafka]
 
 Baseline, in the same run on the same brokers: a plain client publishing one sample per
 message and waiting as such clients do (JetStream: publish_async, acknowledgements awaited
@@ -10,7 +11,18 @@ rate is what the broker acknowledged per second in the second half of the run; t
 bridge "holds" the producer's rate when what it holds unacknowledged stays under a
 second of samples. Brokers: one JetStream node, a three-node cluster (three replicas)
 and mosquitto, on loopback, started here. --smoke only checks that the script runs end to
-end: a low rate for 1.5 s per setting, without the cluster.
+end: a low rate for 1.5 s per setting, without the cluster (and without Kafka unless
+--only names it).
+
+Kafka (one KRaft node from brokers/kafka.py, its JVM at full speed): the baseline is a
+plain confluent-kafka producer (acks=all, idempotent, the bridge's settings) writing the
+very messages the bridge writes (payloads, keys, partitions, headers, rendered by the
+bridge's own code) as fast as it can, without and with a transaction per 20,000 messages;
+then the bridge with transactions (the default), without, and with --batch, fed 1000
+devices x 100 Hz (does it hold 100 k samples/s?), and with transactions fed more than it
+can take (1000 x 150 Hz), whose acknowledged rate over the plain producer's is the ratio
+the goal asks >= 0.8. CPU per sample: the bridge process's (the producer feeding it not
+counted), and the plain producer's own (its librdkafka threads included).
 """
 
 from __future__ import annotations
@@ -28,8 +40,8 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench._util import ready, start, stop, table, write  # noqa: E402
-from brokers import Mosquitto, Nats  # noqa: E402
+from bench._util import Usage, ready, start, stop, table, write  # noqa: E402
+from brokers import Mosquitto, Nats, _local_kafka  # noqa: E402
 
 
 async def _plain_jetstream(url: str, stream: str, count: int, replicas: int = 1) -> float:
@@ -99,11 +111,15 @@ def _through_bridge(
         cwd=work,
     )
     port = ready(bridge)["metrics_port"]
+    usage = Usage(bridge.pid)
     try:
         time.sleep(duration / 2)  # warm up: streams created, first samples through
         acked, began = _figure(port, "samples_acknowledged"), time.monotonic()
+        usage.restart()
         time.sleep(duration / 2)
-        rate_acked = (_figure(port, "samples_acknowledged") - acked) / (time.monotonic() - began)
+        done = _figure(port, "samples_acknowledged") - acked
+        rate_acked = done / (time.monotonic() - began)
+        cpu = usage.report()
         lag = _figure(port, "bridge_lag_samples")
         dropped = _figure(port, "samples_dropped")
     finally:
@@ -113,10 +129,138 @@ def _through_bridge(
         "setting": name,
         "offered": offered,
         "acknowledged_per_s": rate_acked,
+        "cpu_us_per_sample": cpu["cpu_percent"] / 100 * cpu["wall_s"] / max(done, 1) * 1e6,
         "lag_samples": lag,
         "dropped": dropped,
         "holds": lag < offered and dropped == 0,
     }
+
+
+def _kafka_messages(count: int, devices: int, batch_max: int) -> list:
+    """`count` samples of `devices` devices as the bridge makes them into messages."""
+    import numpy as np
+
+    from bridge.message import messages
+    from common import schema
+
+    ticks = count // devices
+    rows = schema.empty_rows(ticks * devices)
+    rng = np.random.default_rng(1)
+    rows["device"] = np.tile([f"host-{d + 1:04d}".encode() for d in range(devices)], ticks)
+    rows["seq"] = np.repeat(np.arange(ticks), devices)
+    rows["ts_ms"] = 1_790_000_000_000 + 10 * rows["seq"].astype(np.int64)
+    for metric in schema.METRICS:
+        rows[metric] = np.round(rng.uniform(0, 100, len(rows)), 1)
+    batch = schema.Batch(rows, schema.MILLISECONDS)
+    if batch_max <= 1:
+        return messages(batch)
+    # what the bridge's outbox hands over: each take (a window's worth) cut per device
+    take = 20_000 * batch_max
+    return [
+        m
+        for a in range(0, len(rows), take)
+        for m in messages(batch.with_rows(rows[a : a + take]), batch_max)
+    ]
+
+
+def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> dict:
+    """A plain confluent-kafka producer writing `made` as fast as it can: msgs/s, samples/s,
+    CPU per sample (this process: the Python calls and librdkafka's threads)."""
+    import os
+
+    from confluent_kafka import Producer
+
+    from bridge.kafka import producer_config, record_headers
+    from bridge.kafka_tails import partition_of
+
+    conf = producer_config({"bootstrap.servers": bootstrap})
+    if transactions:
+        conf.update({"transactional.id": f"bench-{topic}", "transaction.timeout.ms": 10_000})
+    producer = Producer(conf)
+    if transactions:
+        producer.init_transactions(30)
+    keys = {m.device: m.device.encode() for m in made}
+    parts = {d: partition_of(k, 6) for d, k in keys.items()}
+    samples = sum(m.samples for m in made)
+    began, cpu = time.perf_counter(), os.times()
+    for a in range(0, len(made), 20_000):  # the bridge's transactions (its Kafka --window)
+        if transactions:
+            producer.begin_transaction()
+        for m in made[a : a + 20_000]:
+            key = keys[m.device]
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        m.payload,
+                        key,
+                        partition=parts[m.device],
+                        headers=record_headers(m, key),
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.poll(0)
+        if transactions:
+            producer.commit_transaction(30)
+    producer.flush(60)
+    took = time.perf_counter() - began
+    used = os.times()
+    cpu_s = used.user + used.system - cpu.user - cpu.system
+    return {
+        "msgs_per_s": len(made) / took,
+        "samples_per_s": samples / took,
+        "cpu_us_per_sample": cpu_s / samples * 1e6,
+    }
+
+
+def _kafka(work: Path, smoke: bool, quick: bool, duration: float) -> tuple[dict, list[dict]]:
+    """The Kafka part: baselines and bridge settings on one broker started here."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    local = _local_kafka()
+    cluster = local.Cluster(work / "kafka", heap="1g", quick_start=smoke)
+    started = cluster.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+        topics = ["plain", "plain-txn", "plain-batch"]
+        for future in admin.create_topics([NewTopic(t, 6, 1) for t in topics]).values():
+            future.result()
+        count = 4_000 if smoke else 50_000 if quick else 300_000
+        single, batched = _kafka_messages(count, 1000, 1), _kafka_messages(count, 1000, 50)
+        baselines = {
+            "kafka, plain producer": _plain_kafka(cluster.bootstrap(), "plain", single, False),
+            "kafka, plain producer, transaction per 20,000": _plain_kafka(
+                cluster.bootstrap(), "plain-txn", single, True
+            ),
+            "kafka, plain producer, 50-sample batches": _plain_kafka(
+                cluster.bootstrap(), "plain-batch", batched, False
+            ),
+        }
+        devices, rate = (20, 50) if smoke else (1000, 100)
+        url = cluster.url
+        settings = [
+            ("kafka, transactions", ["--topic", "t1"], rate),
+            ("kafka, no transactions", ["--topic", "t2", "--no-transactions"], rate),
+            (
+                "kafka, transactions, --batch",
+                ["--topic", "t3", "--batch", "--batch-max", "50"],
+                rate,
+            ),
+        ]
+        if not smoke:
+            settings.append(("kafka, transactions, saturated", ["--topic", "t4"], rate * 3 // 2))
+        results = []
+        for i, (name, args, r) in enumerate(settings):
+            results.append(_through_bridge(work, f"k{i}", url, args, devices, r, duration))
+            results[-1]["setting"] = name
+        memory = cluster.rss_mb()
+    finally:
+        cluster.close()
+    plain = baselines["kafka, plain producer"]["samples_per_s"]
+    for r in results:
+        r["over_plain"] = r["acknowledged_per_s"] / plain
+    return {"baselines": baselines, "broker_start_s": started, "broker_rss_mb": memory}, results
 
 
 @click.command()
@@ -125,18 +269,28 @@ def _through_bridge(
 @click.option("--rate", default=1000, show_default=True, help="Samples/s per device.")
 @click.option("--quick", is_flag=True, help="4 s per setting, 100 devices x 200 Hz.")
 @click.option(
+    "--only",
+    default="",
+    help="Comma list of nats, mqtt, kafka (default: all; with --smoke: nats and mqtt).",
+)
+@click.option(
     "--smoke",
     is_flag=True,
     help="A check that it runs, not a measurement: 1.5 s per setting at 50 Hz, one "
     "JetStream node with and without --batch and MQTT QoS 1 (no cluster).",
 )
-def main(duration: float, devices: int, rate: int, quick: bool, smoke: bool) -> None:
+def main(duration: float, devices: int, rate: int, quick: bool, only: str, smoke: bool) -> None:
+    engines = set(only.split(",")) if only else {"nats", "mqtt"} | (set() if smoke else {"kafka"})
     if smoke:
         duration, rate = 1.5, 50
     elif quick:
         duration, rate = 4.0, 200
-    plain_count = 1_000 if smoke else 5_000 if quick else 30_000
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    kafka, kafka_results = _kafka(work, smoke, quick, duration) if "kafka" in engines else ({}, [])
+    if not engines & {"nats", "mqtt"}:
+        _report({}, kafka, kafka_results, quick, smoke)
+        return
+    plain_count = 1_000 if smoke else 5_000 if quick else 30_000
     (work / "one").mkdir()
     (work / "three").mkdir()
     (work / "mqtt").mkdir()
@@ -178,6 +332,7 @@ def main(duration: float, devices: int, rate: int, quick: bool, smoke: bool) -> 
                 ("mqtt qos 1, --batch", mosquitto.url, ["--qos", "1", "--batch"]),
                 ("mqtt qos 0", mosquitto.url, ["--qos", "0"]),
             ]
+        settings = [s for s in settings if ("mqtt" if s[0][:4] == "mqtt" else "nats") in engines]
         results = []
         for i, (name, url, args) in enumerate(settings):
             results.append(_through_bridge(work, f"s{i}", url, args, devices, rate, duration))
@@ -185,22 +340,61 @@ def main(duration: float, devices: int, rate: int, quick: bool, smoke: bool) -> 
     finally:
         for broker in brokers:
             broker.close()
-    rows = [["setting", "plain client msgs/s", "bridge samples/s", "offered/s", "holds it"]]
+    _report(baselines, kafka, results + kafka_results, quick, smoke)
+
+
+def _report(baselines: dict, kafka: dict, results: list[dict], quick: bool, smoke: bool) -> None:
+    rows = [
+        [
+            "setting",
+            "plain client msgs/s",
+            "bridge samples/s",
+            "offered/s",
+            "holds it",
+            "bridge CPU us/sample",
+        ]
+    ]
     for r in results:
         base = next((v for k, v in baselines.items() if r["setting"].startswith(k)), None)
+        if r["setting"].startswith("kafka"):
+            base = kafka["baselines"]["kafka, plain producer"]["msgs_per_s"]
         rows.append(
             [
                 r["setting"],
                 f"{base:,.0f}" if base else "",
-                f"{r['acknowledged_per_s']:,.0f}",
+                f"{r['acknowledged_per_s']:,.0f}"
+                + (f" ({r['over_plain']:.2f}x plain)" if "over_plain" in r else ""),
                 f"{r['offered']:,}",
                 "yes" if r["holds"] else f"no (lag {r['lag_samples']:,.0f})",
+                f"{r['cpu_us_per_sample']:.1f}",
             ]
         )
     print(table(rows))
+    if kafka:
+        rows = [["kafka baseline", "msgs/s", "samples/s", "CPU us/sample"]]
+        for name, b in kafka["baselines"].items():
+            rows.append(
+                [
+                    name,
+                    f"{b['msgs_per_s']:,.0f}",
+                    f"{b['samples_per_s']:,.0f}",
+                    f"{b['cpu_us_per_sample']:.1f}",
+                ]
+            )
+        print(table(rows))
+        print(
+            f"kafka broker: started in {kafka['broker_start_s']:.1f} s, "
+            f"{kafka['broker_rss_mb']:.0f} MB resident at the end"
+        )
     path = write(
         "bridge",
-        {"baselines_msgs_per_s": baselines, "bridge": results, "quick": quick, "smoke": smoke},
+        {
+            "baselines_msgs_per_s": baselines,
+            "kafka": kafka,
+            "bridge": results,
+            "quick": quick,
+            "smoke": smoke,
+        },
     )
     print(f"wrote {path}")
 

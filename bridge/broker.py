@@ -76,6 +76,10 @@ async def open_sink(config: BridgeConfig, stop: asyncio.Event) -> Sink | None:
         from bridge.jetstream import JetStreamSink
 
         return await JetStreamSink.open(config, stop)
+    if config.target.kind == "kafka":
+        from bridge.kafka import KafkaSink
+
+        return await KafkaSink.open(config, stop)
     from bridge.mqtt import MqttSink
 
     return await MqttSink.open(config, stop)

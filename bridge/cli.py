@@ -13,9 +13,11 @@ from bridge import service
 from bridge.config import (
     MQTT_VERSIONS,
     RETENTIONS,
+    SASL_MECHANISMS,
     BridgeConfig,
     check_prefix,
     check_stream_name,
+    check_topic,
     parse_target,
 )
 from common.cli import (
@@ -30,11 +32,15 @@ from common.cli import (
     security_from,
     security_options,
     serve,
+    shard_option,
     zmq_catchup_option,
     zmq_pub_option,
 )
 from common.logs import setup_logging
 from common.ready import instance_path
+from common.shards import Shard
+
+KAFKA_WINDOW = 20_000  # messages per transaction: 2,000 held the plain producer to 52 k/s
 
 
 def _checked(check):
@@ -53,7 +59,9 @@ def _checked(check):
 
 def _target(value: str | None):
     if not value:
-        raise ValueError("no broker given: expected nats://HOST:PORT or mqtt://HOST:PORT")
+        raise ValueError(
+            "no broker given: expected nats://HOST:PORT, mqtt://HOST:PORT or kafka://HOST:PORT"
+        )
     return parse_target(value)
 
 
@@ -62,8 +70,9 @@ def _target(value: str | None):
     "--to",
     "STREAM_BRIDGE_TO",
     callback=lambda ctx, param, value: _checked(_target)(ctx, param, value or ""),
-    help="Broker to publish to: nats://HOST:PORT (JetStream; tls:// for TLS) or "
-    "mqtt://[USER:PASS@]HOST:PORT (mqtts:// for TLS).",
+    help="Broker to publish to: nats://HOST:PORT (JetStream; tls:// for TLS), "
+    "mqtt://[USER:PASS@]HOST:PORT (mqtts:// for TLS) or "
+    "kafka://[USER:PASS@]HOST:PORT[,HOST:PORT...] (kafka+ssl:// for TLS).",
 )
 @zmq_pub_option
 @zmq_catchup_option
@@ -84,11 +93,26 @@ def _target(value: str | None):
     help="JetStream stream, created if missing (subjects PREFIX.>).",
 )
 @option(
+    "--topic",
+    "STREAM_BRIDGE_TOPIC",
+    default="samples",
+    callback=_checked(check_topic),
+    help="Kafka topic, created if missing; key = device id.",
+)
+@option(
+    "--partitions",
+    "STREAM_BRIDGE_PARTITIONS",
+    default=6,
+    type=click.IntRange(1, 10_000),
+    help="Partitions of a Kafka topic the bridge creates.",
+)
+@option(
     "--replicas",
     "STREAM_BRIDGE_REPLICAS",
     default=1,
     type=click.IntRange(1, 5),
-    help="Replicas of a stream the bridge creates.",
+    help="Replicas of a stream, or replication factor of a Kafka topic, the bridge creates "
+    "(a topic gets min.insync.replicas 2 from 3 replicas on, else 1).",
 )
 @option(
     "--retention",
@@ -129,10 +153,36 @@ def _target(value: str | None):
     "STREAM_BRIDGE_TLS_CA",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM file of the CAs that may sign the broker's certificate (default: the "
-    "system's); for tls://, mqtts:// and nats:// to a server that requires TLS.",
+    "system's); for tls://, mqtts://, kafka+ssl:// and nats:// to a server that requires TLS.",
 )
-@option("--username", "STREAM_BRIDGE_USERNAME", help="Broker user name (overrides the URL's).")
+@option(
+    "--username",
+    "STREAM_BRIDGE_USERNAME",
+    help="Broker user name (overrides the URL's); for Kafka, SASL with --sasl-mechanism.",
+)
 @option("--password", "STREAM_BRIDGE_PASSWORD", help="Broker password (overrides the URL's).")
+@option(
+    "--sasl-mechanism",
+    "STREAM_BRIDGE_SASL_MECHANISM",
+    default="SCRAM-SHA-256",
+    type=click.Choice(SASL_MECHANISMS, case_sensitive=False),
+    help="Kafka: how the user name and password are checked.",
+)
+@option(
+    "--transactions/--no-transactions",
+    "STREAM_BRIDGE_TRANSACTIONS",
+    default=True,
+    help="Kafka: commit each window as one transaction, so read_committed consumers see "
+    "every sample once even after the bridge is killed.",
+)
+@option(
+    "--transactional-id",
+    "STREAM_BRIDGE_TRANSACTIONAL_ID",
+    default="",
+    help="Kafka transactional id (default: stream-bridge-TOPIC-I-of-N, from --shard); a "
+    "bridge started with the id of a running one takes over and stops it.",
+)
+@shard_option("bridge", "STREAM_BRIDGE_SHARD")
 @option(
     "--client-id",
     "STREAM_BRIDGE_CLIENT_ID",
@@ -157,7 +207,8 @@ def _target(value: str | None):
     "STREAM_BRIDGE_WINDOW",
     default=2000,
     type=click.IntRange(1, 60_000),
-    help="Messages published before their acknowledgements are awaited.",
+    help="Messages published before their acknowledgements are awaited (Kafka: one "
+    f"transaction; {KAFKA_WINDOW} unless given).",
 )
 @option(
     "--max-unsent",
@@ -171,14 +222,15 @@ def _target(value: str | None):
     "--gaps-file",
     "STREAM_BRIDGE_GAPS",
     default="data/{instance}.gaps.csv",
-    help="CSV of the samples that could not be bridged ({instance}: bridge, or honcho's bridge.N).",
+    help="CSV of the samples that could not be bridged ({instance}: bridge-nats, bridge-mqtt "
+    "or bridge-kafka, or honcho's process name such as bridge.2).",
 )
 @option(
     "--state-file",
     "STREAM_BRIDGE_STATE",
     default="data/{instance}.state.json",
     help="MQTT: where the bridge got to per device, so a restarted bridge continues there "
-    "({instance}: bridge, or honcho's bridge.N).",
+    "({instance}: as for --gaps-file).",
 )
 @metrics_port_option("STREAM_BRIDGE_METRICS_PORT")
 @ready_file_option
@@ -194,6 +246,8 @@ def main(
     allow_insecure: bool,
     prefix: str,
     stream: str,
+    topic: str,
+    partitions: int,
     replicas: int,
     retention: str,
     max_age: float,
@@ -203,6 +257,10 @@ def main(
     tls_ca: Path | None,
     username: str | None,
     password: str | None,
+    sasl_mechanism: str,
+    transactions: bool,
+    transactional_id: str,
+    shard: Shard,
     client_id: str,
     batch: bool,
     batch_max: int,
@@ -214,12 +272,22 @@ def main(
     ready_file: str | None,
     log_level: str,
 ) -> None:
-    """Publish every sample to NATS JetStream or MQTT, none lost or doubled."""
+    """Publish every sample to NATS JetStream, MQTT or Kafka, none lost or doubled."""
     setup_logging(log_level)
-    if tls_ca is not None and to.scheme == "mqtt":
+    if tls_ca is not None and to.scheme in ("mqtt", "kafka"):
         raise click.BadParameter(
-            f"a CA file is for TLS: use mqtts:// instead of {to.url}", param_hint="'--tls-ca'"
+            f"a CA file is for TLS: use {to.scheme}{'+ssl' if to.scheme == 'kafka' else 's'}:// "
+            f"instead of {to.url}",
+            param_hint="'--tls-ca'",
         )
+    if (
+        to.kind == "kafka"
+        and ctx.get_parameter_source("window") == click.core.ParameterSource.DEFAULT
+    ):
+        window = KAFKA_WINDOW  # a transaction per window: larger ones cost less per sample
+    # Bridges to different brokers run side by side: files are named after the broker
+    # (data/bridge-kafka.gaps.csv), or after honcho's process name.
+    name = f"bridge-{to.family}"
     if username is not None or password is not None:
         to = dataclasses.replace(
             to,
@@ -233,6 +301,12 @@ def main(
         security=security_from(curve_dir, allow_insecure),
         prefix=prefix,
         stream=stream,
+        topic=topic,
+        partitions=partitions,
+        transactions=transactions,
+        transactional_id=transactional_id,
+        sasl_mechanism=sasl_mechanism.upper(),
+        shard=shard,
         replicas=replicas,
         retention=retention,
         max_age=max_age,
@@ -245,9 +319,9 @@ def main(
         batch_max=batch_max,
         window=window,
         max_unsent=max_unsent,
-        gaps_file=instance_path(gaps_file, "bridge"),
-        state_file=instance_path(state_file, "bridge"),
+        gaps_file=instance_path(gaps_file, name),
+        state_file=instance_path(state_file, name),
         metrics_port=metrics_port,
-        ready_file=ready_file,
+        ready_file=str(instance_path(ready_file, name)) if ready_file else None,
     )
     serve(service.run, config)

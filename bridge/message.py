@@ -5,16 +5,26 @@ consecutive samples of one device. Its id is `<device>:<seq>` or `<device>:<firs
 so a message sent again (a retry) carries the same id and JetStream's duplicate window drops
 it. Two bridges may cut the same samples into different batches; the JetStream sink keeps
 those from overlapping (see bridge.jetstream), and a batch can be cut down to the samples
-after a given seq for that.
+after a given seq for that. A message also names the labels of its samples (`labels`), for
+brokers that carry them in headers (Kafka), so consumers can filter without parsing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from common import render, schema
+
+# The label columns, and the names of their codes (None: the code is shown as it is).
+_LABELS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+    ("anomaly", schema.ANOMALY_KINDS),
+    ("anomaly_id", None),
+    ("anomaly_root", None),
+    ("event", schema.EVENT_KINDS),
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,6 +38,9 @@ class Message:
     rows: np.ndarray | None = None  # a batch's samples, to cut it down (see `after`)
     precision: int = schema.SECONDS
     decimals: int = schema.DECIMALS
+    # (name, value) of each label its samples carry: anomaly, anomaly_id, anomaly_root and
+    # event; a batch gives each one's distinct values, comma-separated. Empty: unlabelled.
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def samples(self) -> int:
@@ -48,7 +61,7 @@ def messages(batch: schema.Batch, batch_max: int = 1) -> list[Message]:
         return []
     if batch_max <= 1:
         objects = render.json_objects(batch)
-        return [
+        made = [
             Message(d.decode(), s, s, t, t, o)
             for d, s, t, o in zip(
                 rows["device"].tolist(),
@@ -58,6 +71,10 @@ def messages(batch: schema.Batch, batch_max: int = 1) -> list[Message]:
                 strict=True,
             )
         ]
+        labelled = np.flatnonzero((rows["anomaly"] != 0) | (rows["event"] != 0))
+        for i in labelled.tolist():
+            made[i] = dataclasses.replace(made[i], labels=labels(rows[i : i + 1]))
+        return made
     rows, starts, ends = runs(rows, batch_max)
     return _arrays(batch.with_rows(rows), starts, ends)
 
@@ -91,9 +108,23 @@ def _arrays(batch: schema.Batch, starts: list[int], ends: list[int]) -> list[Mes
             rows[a:b],
             batch.precision,
             batch.decimals,
+            labels(rows[a:b]),
         )
         for a, b in zip(starts, ends, strict=True)
     ]
+
+
+def labels(rows: np.ndarray) -> tuple[tuple[str, str], ...]:
+    """The labels `rows` carry, as Message.labels: each one's distinct values, in order."""
+    found: list[tuple[str, str]] = []
+    for name, names in _LABELS:
+        codes = rows[name]
+        if not codes.any():
+            continue
+        values = dict.fromkeys(c for c in codes.tolist() if c)
+        shown = (names[c - 1] if names else str(c) for c in values)
+        found.append((name, ",".join(shown)))
+    return tuple(found)
 
 
 def runs(rows: np.ndarray, most: int = 0) -> tuple[np.ndarray, list[int], list[int]]:

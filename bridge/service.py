@@ -44,7 +44,10 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
             return
         cleanup.push_async_callback(sink.close)
         subscriber = Subscriber(
-            config.zmq_pub.split(","), security=config.security, keep_refused=True
+            config.zmq_pub.split(","),
+            security=config.security,
+            keep_refused=True,
+            shard=config.shard,
         )
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
@@ -273,4 +276,5 @@ class Bridge:
                 self.sink.overlaps,
                 True,
             ),
+            *getattr(self.sink, "figures", list)(),  # what only this kind of broker has
         ]

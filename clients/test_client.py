@@ -236,7 +236,8 @@ def with_params(url: str, params: list[tuple[str, str]]) -> str:
     default="ws://localhost:8765",
     show_default=True,
     show_envvar=True,
-    help="WebSocket URL of the broadcaster.",
+    help="WebSocket URL of the broadcaster, or a broker the bridge writes to: "
+    "kafka://HOST:PORT[/TOPIC], nats://HOST:PORT[/PREFIX], mqtt://HOST:PORT[/PREFIX].",
 )
 @click.option(
     "--count",
@@ -275,6 +276,17 @@ def main(
     resume: bool,
 ) -> None:
     """Connect to the broadcaster and print each sample as it arrives."""
+    if url.partition("://")[0].lower() in ("kafka", "kafka+ssl", "nats", "tls", "mqtt", "mqtts"):
+        import engines  # beside this script: the brokers' readers (clients/engines.py)
+
+        wanted = set(devices.split(",")) if devices else None
+        try:
+            asyncio.run(engines.listen(url, count, Output(form, stats), wanted))
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="'--url'") from None
+        except KeyboardInterrupt:
+            sys.exit(130)
+        return
     url = with_query(
         url, devices=devices, fields=fields, max_rate=None if max_rate is None else f"{max_rate:g}"
     )

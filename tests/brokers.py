@@ -1,17 +1,20 @@
 """Real brokers for the bridge's tests: nats-server (JetStream, one node or a three-node
-cluster) and mosquitto, each started on free ports in the test's temporary directory."""
+cluster), mosquitto and Apache Kafka (KRaft, one node or three; brokers/kafka.py), each
+started on free ports in the test's temporary directory."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import getpass
+import importlib.util
 import json
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unused_port
+from conftest import REPO, unused_port
 
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -294,3 +297,111 @@ def by_device(samples: list[dict]) -> dict[str, list[int]]:
     for sample in samples:
         seqs[sample["device"]].append(sample["seq"])
     return seqs
+
+
+def _local_kafka():
+    """brokers/kafka.py, the launcher users run, as a module."""
+    module = sys.modules.get("local_kafka")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("local_kafka", REPO / "brokers" / "kafka.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["local_kafka"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+def need_kafka() -> None:
+    """Skip unless Java is there and the broker's jars are (.ci/run fetches them)."""
+    local = _local_kafka()
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed (apt-get install openjdk-17-jre-headless)")
+    if not any(local.LIB.glob("kafka_2.13-*.jar")):
+        if shutil.which("mvn") is None:
+            pytest.skip("the Kafka broker's jars are missing: python brokers/kafka.py --fetch-only")
+        local.ensure_jars()
+
+
+class Kafka:
+    """A real Kafka cluster (KRaft, `nodes` combined broker+controller nodes) on free ports,
+    started and ready (every node lists every broker); `tls`: SSL listeners with that
+    certificate and key; `user`: SASL/SCRAM listeners knowing that user and password."""
+
+    def __init__(
+        self,
+        cwd: Path,
+        nodes: int = 1,
+        tls: tuple[Path, Path] | None = None,
+        user: tuple[str, str] | None = None,
+    ) -> None:
+        need_kafka()
+        local = _local_kafka()
+        per_node = 2 + bool(tls) + bool(user) + bool(tls and user)
+        self.cluster = local.Cluster(
+            cwd / "kafka",
+            nodes,
+            tls=tls,
+            user=user,
+            heap="384m",
+            ports=_free_ports(per_node * nodes),
+        )
+        self.started_in = self.cluster.start()
+
+    def url(self, listener: str = "PLAINTEXT") -> str:
+        scheme = "kafka+ssl" if "SSL" in listener else "kafka"
+        return f"{scheme}://{self.cluster.bootstrap(listener)}"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.cluster.bootstrap()
+
+    @property
+    def nodes(self) -> list:
+        return self.cluster.nodes
+
+    def restart(self, node) -> None:
+        self.cluster.restart(node)
+
+    def close(self) -> None:
+        self.cluster.close()
+
+
+def read_topic(
+    bootstrap: str, topic: str = "samples", timeout: float = 30.0
+) -> list[tuple[dict, dict]]:
+    """Every record of a topic as a read_committed consumer sees it, partition by partition
+    in offset order: (headers, sample) per sample (a batch record gives each of its samples,
+    with the record's headers)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-reader",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        open_ = set(partitions)
+        out: dict[int, list[tuple[dict, dict]]] = {p: [] for p in partitions}
+        deadline = time.monotonic() + timeout
+        while open_:
+            assert time.monotonic() < deadline, f"partitions {open_} of {topic} not read to the end"
+            for record in consumer.consume(10_000, timeout=1):
+                error = record.error()
+                if error is not None:
+                    assert error.code() == KafkaError._PARTITION_EOF, error
+                    open_.discard(record.partition())
+                    continue
+                headers = {k: v.decode() for k, v in record.headers() or []}
+                body = json.loads(record.value())
+                for sample in body if isinstance(body, list) else [body]:
+                    out[record.partition()].append((headers, sample))
+        return [item for p in sorted(out) for item in out[p]]
+    finally:
+        consumer.close()

@@ -129,7 +129,7 @@ def test_mqtt_qos1_every_sample_to_a_subscriber(pipeline: Pipeline, tmp_path: Pa
 def test_bad_urls_are_one_line_errors_with_status_2(tmp_path: Path):
     """A missing or malformed --to stops the bridge with one line naming it and status 2."""
     for url, pattern in [
-        ("kafka://127.0.0.1:9092", "malformed broker URL 'kafka://127.0.0.1:9092'"),
+        ("amqp://127.0.0.1:5672", "malformed broker URL 'amqp://127.0.0.1:5672'"),
         ("nats://127.0.0.1:99999", "malformed broker URL"),
         ("mqtt://", "malformed broker URL"),
         ("", "no broker given"),

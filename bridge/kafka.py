@@ -1,0 +1,504 @@
+"""The Kafka sink: one topic, key = device id, exactly once through transactions.
+
+confluent-kafka (librdkafka) is the client: the only Python client with Kafka's
+transactions and idempotent producer, in wheels that bundle librdkafka, and fast enough
+(a few microseconds a message) for the producer's rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bridge.broker import Backoff
+from bridge.config import BridgeConfig
+from bridge.kafka_tails import SEQ_HEADER, TIME_HEADER, Tails
+from bridge.message import Message, after
+from common.errors import StartupError
+from common.logs import Every
+from common.metrics import Figure
+from common.signals import wait_or_stop
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TRANSACTION_TIMEOUT_MS = 10_000  # the broker aborts a bridge's open transaction after this
+STEP = 1.0  # seconds a blocking call waits before the sink checks whether it is closing
+FIND_TIMEOUT = 60.0  # seconds to read where devices left off
+# Errors that mean the broker refused the credentials, or the TLS handshake failed.
+_REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+_FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED}
+_SSL_REASONS = (
+    "certificate verify failed",
+    "wrong version number",
+    "unexpected eof",
+    "packet length too long",
+    "record layer failure",
+)
+
+
+class Fenced(Exception):
+    """Another producer took over this bridge's transactional id."""
+
+
+class KafkaSink:
+    """Publishes messages to a Kafka topic (created if missing), key = device id.
+
+    Guarantees, with transactions (the default): each `write_batch` is one transaction of
+    an idempotent producer with acks=all; a message counts as acknowledged only once its
+    transaction is committed, so a consumer reading with isolation.level=read_committed
+    sees it once, or not at all if the bridge dies first. The transactional id is stable
+    per bridge (topic and shard): a restarted bridge takes it over, which aborts what the
+    dead one left open and fences it out for good; then `last_stored` reads the topic's
+    committed tail for where each device left off. The sink also never sends a sample the
+    topic already holds: after a transaction whose outcome it could not learn (the
+    producer failed fatally), it reads those devices' tails again and sends only what
+    comes after them. Each device's messages go to one partition (murmur2 of the key, as
+    Kafka's Java clients do), in seq order.
+
+    Without transactions (--no-transactions) a message counts as acknowledged once the
+    broker stored it (acks=all, idempotent): exactly once while the bridge runs, but a
+    killed bridge may send again what the broker stored and never acknowledged.
+    """
+
+    def __init__(
+        self, config: BridgeConfig, conf: dict, admin: AdminClient, partitions: int
+    ) -> None:
+        self.config = config
+        self.url = config.target.url
+        self.reconnects = 0
+        self.overlaps = 0  # JetStream only
+        self.partitions = partitions
+        self._conf = conf
+        self._admin = admin
+        self._tails = Tails(conf, admin, config.topic, partitions)
+        self._producer: Producer | None = None
+        self._doubt: list[str] = []  # devices a transaction of unknown outcome wrote
+        self._closing = threading.Event()
+        self._busy: asyncio.Future | None = None
+        self._warn = Every(10.0)
+        self._keys: dict[str, bytes] = {}
+        self.transactions = 0
+        self.aborted = 0
+        self.restarts = 0  # producers replaced after a fatal error
+
+    @classmethod
+    async def open(cls, config: BridgeConfig, stop: asyncio.Event) -> KafkaSink | None:
+        """Reach the cluster (retrying with backoff while it is unreachable), create the
+        topic if missing, and start the producer (taking over the transactional id); None
+        if `stop` came first. Refused credentials, a failed TLS handshake or a topic that
+        cannot be created raise StartupError."""
+        target = config.target
+        backoff = Backoff()
+        conf = client_config(config)
+        while not stop.is_set():
+            errors: list[KafkaError] = []
+            admin = AdminClient({**conf, "error_cb": errors.append})
+            try:
+                partitions = await _in_thread(_ensure_topic, admin, config, errors)
+                sink = cls(config, conf, admin, partitions)
+                await _in_thread(sink._start_producer)
+                return sink
+            except StartupError:
+                raise
+            except (KafkaException, TimeoutError) as exc:
+                reason = _say(errors[-1] if errors else exc)
+            delay = backoff.next()
+            log.warning("broker %s unreachable (%s); retrying in %.1f s", target.url, reason, delay)
+            await wait_or_stop(stop, delay)
+        return None
+
+    def _start_producer(self) -> None:
+        """A new producer; with transactions, initialised (fencing any other with its id)."""
+        config = self.config
+        conf = producer_config(self._conf)
+        if config.transactions:
+            conf["transactional.id"] = config.kafka_transactional_id
+            conf["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        errors: list[KafkaError] = []
+        conf["error_cb"] = errors.append
+        producer = Producer(conf)
+        if config.transactions:
+            while True:
+                try:
+                    producer.init_transactions(STEP * 5)
+                    break
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    producer.poll(0)
+                    refused = next((e for e in errors if e.code() in _REFUSED), None)
+                    if refused is not None or error.code() in _REFUSED:
+                        raise StartupError(
+                            f"broker {self.url} refused the credentials "
+                            f"({_say(refused or error)})"
+                        ) from None
+                    if error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+                        raise StartupError(
+                            f"broker {self.url} does not let this user write transactions "
+                            f"as {config.kafka_transactional_id} ({_say(error)})"
+                        ) from None
+                    if self._closing.is_set() or not error.retriable():
+                        raise
+        self._producer = producer
+
+    @property
+    def transactional_id(self) -> str:
+        return self.config.kafka_transactional_id if self.config.transactions else ""
+
+    async def last_stored(self, devices: list[str]) -> dict[str, tuple[int, int]]:
+        """Per device, (seq, timestamp ms) of the last sample the topic holds, committed;
+        asked again while the cluster cannot say (sending without knowing could double)."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await _in_thread(self._tails.find, devices, FIND_TIMEOUT)
+            except (KafkaException, TimeoutError) as exc:
+                if self._closing.is_set():
+                    raise StartupError(f"cannot read the tail of {self.config.topic}") from None
+                delay = backoff.next()
+                log.warning(
+                    "cannot read where %d device(s) left off in %s (%s); retrying in %.1f s",
+                    len(devices),
+                    self.config.topic,
+                    _say(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def write_batch(self, messages: list[Message]) -> list[bool]:
+        """One transaction (or, without, one flush) for all of `messages`, less what the
+        topic holds already; all acknowledged, or none."""
+        acked = [False] * len(messages)
+        if self._doubt:  # learn what the transaction of unknown outcome stored
+            try:
+                await _in_thread(self._recover)
+            except (KafkaException, TimeoutError) as exc:
+                self._complain("cannot read where devices left off", _say(exc))
+                return acked
+        sending: list[tuple[int, Message]] = []
+        last = self._tails.last
+        for i, message in enumerate(messages):
+            stored = last.get(message.device)
+            part = message if stored is None else after(message, stored[0])
+            if part is None:
+                acked[i] = True
+            else:
+                sending.append((i, part))
+        if not sending:
+            return acked
+        parts = [m for _, m in sending]
+        producer = self._producer
+        assert producer is not None
+        # Handing messages to the client is quick and needs the interpreter: it is done
+        # here; waiting for the broker (commit, flush) is done in a thread, which frees
+        # the interpreter for the intake meanwhile.
+        try:
+            if self.config.transactions:
+                producer.begin_transaction()
+            failed = self._produce(producer, parts)
+        except KafkaException as exc:
+            self._busy = _in_thread(self._failed, producer, parts, exc.args[0])
+        else:
+            self._busy = _in_thread(self._finish, producer, parts, failed)
+        try:
+            ok = await self._busy
+        except Fenced:
+            raise StartupError(
+                f"another bridge took over transactional id {self.transactional_id} on "
+                f"{self.url}: give each bridge its own --shard (or --transactional-id)"
+            ) from None
+        finally:
+            self._busy = None
+        if ok:
+            for i, part in sending:
+                acked[i] = True
+                stored = last.get(part.device)
+                if stored is None or part.last > stored[0]:
+                    last[part.device] = (part.last, part.last_ms)
+        return acked
+
+    def _finish(self, producer: Producer, parts: list[Message], failed: list[KafkaError]) -> bool:
+        """Commit the transaction (or, without, flush); True if the broker has all of it."""
+        try:
+            if self.config.transactions:
+                return self._commit(producer, parts)
+            while producer.flush(STEP) > 0:
+                if self._closing.is_set():
+                    return False
+            return not failed
+        except KafkaException as exc:
+            return self._failed(producer, parts, exc.args[0])
+
+    def _produce(self, producer: Producer, parts: list[Message]) -> list[KafkaError]:
+        """Hand every message to the client (its queue); delivery errors are collected."""
+        topic = self.config.topic
+        failed: list[KafkaError] = []
+        report = None
+        if not self.config.transactions:
+
+            def report(error, _record) -> None:
+                if error is not None:
+                    failed.append(error)
+
+        partition = self._tails.partition
+        keys = self._keys
+        for m in parts:
+            key = keys.get(m.device)
+            if key is None:
+                key = keys[m.device] = m.device.encode()
+            headers = record_headers(m, key)
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        m.payload,
+                        key,
+                        partition=partition(m.device),
+                        headers=headers,
+                        on_delivery=report,
+                    )
+                    break
+                except BufferError:  # the client's queue is full: let it send some
+                    producer.poll(0.05)
+        producer.poll(0)
+        return failed
+
+    def _commit(self, producer: Producer, parts: list[Message]) -> bool:
+        while True:
+            try:
+                producer.commit_transaction(STEP)
+                self.transactions += 1
+                return True
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.retriable() and not error.txn_requires_abort() and not error.fatal():
+                    if self._closing.is_set():
+                        self._doubt += [m.device for m in parts]
+                        return False
+                    self._complain("commit not confirmed yet", _say(error))
+                    continue
+                return self._failed(producer, parts, error)
+
+    def _failed(self, producer: Producer, parts: list[Message], error: KafkaError) -> bool:
+        """After an error in a transaction: abort it if that is allowed (nothing of it is
+        stored), else mark its outcome unknown; False either way."""
+        if error.code() in _FENCED:
+            raise Fenced(str(error))
+        self._complain("transaction failed", _say(error))
+        if self.config.transactions and error.txn_requires_abort() and not error.fatal():
+            while True:
+                try:
+                    producer.abort_transaction(STEP)
+                    self.aborted += 1
+                    return False
+                except KafkaException as exc:
+                    inner = exc.args[0]
+                    if inner.code() in _FENCED:
+                        raise Fenced(str(inner)) from None
+                    if not inner.retriable() or self._closing.is_set():
+                        break
+        self._doubt += [m.device for m in parts]
+        return False
+
+    def _recover(self) -> None:
+        """A new producer in place of one that failed (its id taken over: whatever it left
+        open is aborted or finished), then the devices it wrote read back from the topic."""
+        devices = list(dict.fromkeys(self._doubt))
+        if self._producer is not None and self.config.transactions:
+            self._producer = None
+            self._start_producer()
+            self.restarts += 1
+        self._tails.forget(devices)
+        self._tails.find(devices, FIND_TIMEOUT)
+        self._doubt = []
+        log.info("read again where %d device(s) left off after a failed transaction", len(devices))
+
+    async def flush(self) -> None:
+        """Nothing to do: write_batch returns once its messages are committed."""
+
+    async def close(self) -> None:
+        """Stop waiting on the broker; an unfinished transaction is left to the broker
+        (aborted after its timeout, or at once by the bridge that takes over the id)."""
+        self._closing.set()
+        if self._busy is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._busy), STEP + 0.5)
+            except (TimeoutError, Exception):
+                return  # the worker thread still waits on the broker: leave it be
+        try:
+            self._tails.close()
+        except (KafkaException, RuntimeError):
+            pass
+
+    def figures(self) -> list[Figure]:
+        return [
+            Figure("kafka_transactions", "Kafka transactions committed", self.transactions, True),
+            Figure("kafka_transactions_aborted", "Kafka transactions aborted", self.aborted, True),
+            Figure(
+                "kafka_producer_restarts",
+                "Kafka producers replaced after a fatal error",
+                self.restarts,
+                True,
+            ),
+        ]
+
+    def _complain(self, what: str, why: str) -> None:
+        if self._warn(time.monotonic()):
+            log.warning("%s on %s (%s); will send again", what, self.url, why)
+
+
+def record_headers(m: Message, key: bytes) -> list[tuple[str, Any]]:
+    """A record's headers: device, seq ("17", or "17-66" for a batch), the (last) sample's
+    time in ms, and the labels its samples carry (see Message.labels)."""
+    seq = str(m.first) if m.first == m.last and m.rows is None else f"{m.first}-{m.last}"
+    return [("device", key), (SEQ_HEADER, seq), (TIME_HEADER, str(m.last_ms)), *m.labels]
+
+
+def producer_config(conf: dict[str, Any]) -> dict[str, Any]:
+    """The producer's settings: acks=all, idempotent, batched (also the benchmark's)."""
+    return {
+        **conf,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 2_097_151,
+        "message.timeout.ms": TRANSACTION_TIMEOUT_MS,
+    }
+
+
+def client_config(config: BridgeConfig) -> dict[str, Any]:
+    """librdkafka settings shared by the producer, the admin client and the tail reader."""
+    target = config.target
+    sasl = target.username is not None
+    protocol = ("SASL_" if sasl else "") + ("SSL" if target.tls else "PLAINTEXT")
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(target.servers),
+        "client.id": "stream-bridge",
+        "security.protocol": protocol,
+        "logger": _Quiet(),
+        "reconnect.backoff.max.ms": 1000,
+    }
+    if target.tls:
+        conf["ssl.ca.location"] = str(config.tls_ca) if config.tls_ca else "probe"
+    if sasl:
+        conf["sasl.mechanism"] = config.sasl_mechanism
+        conf["sasl.username"] = target.username
+        conf["sasl.password"] = target.password or ""
+    return conf
+
+
+def _ensure_topic(admin: AdminClient, config: BridgeConfig, errors: list[KafkaError]) -> int:
+    """The topic's partition count, after creating it if missing (blocking)."""
+    url = config.target.url
+    try:
+        metadata = admin.list_topics(timeout=STEP * 3)
+    except KafkaException as exc:
+        admin.poll(0)
+        _raise_if_hopeless(url, [*errors, exc.args[0]], config)
+        raise
+    admin.poll(0)
+    _raise_if_hopeless(url, errors, config)
+    topic = metadata.topics.get(config.topic)
+    if topic is not None and topic.error is None:
+        log.info("topic %s exists (%d partition(s))", config.topic, len(topic.partitions))
+        return len(topic.partitions)
+    replicas = config.replicas
+    settings = {"min.insync.replicas": str(max(1, min(2, replicas - 1)))}
+    new = NewTopic(config.topic, config.partitions, replicas, config=settings)
+    try:
+        admin.create_topics([new], request_timeout=STEP * 10)[config.topic].result()
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return _ensure_topic(admin, config, errors)  # another bridge made it just now
+        if error.retriable() or error.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT):
+            raise
+        raise StartupError(f"cannot create topic {config.topic} on {url}: {_say(error)}") from None
+    log.info(
+        "created topic %s (%d partition(s), replication factor %d, min.insync.replicas %s)",
+        config.topic,
+        config.partitions,
+        replicas,
+        settings["min.insync.replicas"],
+    )
+    return config.partitions
+
+
+def _raise_if_hopeless(url: str, errors: list[KafkaError], config: BridgeConfig) -> None:
+    """StartupError for what retrying cannot fix: refused credentials, failed TLS."""
+    for error in errors:
+        text = error.str()
+        if error.code() in _REFUSED:
+            raise StartupError(f"broker {url} refused the credentials ({_say(error)})")
+        if error.code() == KafkaError._SSL or "SSL handshake failed" in text:
+            if "certificate verify failed" in text:
+                raise StartupError(
+                    f"TLS certificate of {url} not trusted ({_ssl_reason(text)}): "
+                    "give the CA that signed it with --tls-ca"
+                )
+            raise StartupError(
+                f"TLS handshake with {url} failed ({_ssl_reason(text)}): is it a TLS port?"
+            )
+        if config.target.tls is False and "incorrect security.protocol" in text:
+            raise StartupError(
+                f"broker {url} closed the connection at once (a TLS or SASL port?): "
+                "use kafka+ssl:// for TLS, and give --username for SASL"
+            )
+
+
+def _ssl_reason(text: str) -> str:
+    """The OpenSSL reason in a librdkafka SSL error, e.g. 'wrong version number'."""
+    for marker in _SSL_REASONS:
+        if marker in text:
+            return marker
+    return text.split(": ")[-1].strip() or "no reason given"
+
+
+def _say(error: KafkaError | BaseException | None) -> str:
+    if error is None:
+        return "no reason given"
+    if isinstance(error, KafkaException) and error.args and isinstance(error.args[0], KafkaError):
+        error = error.args[0]
+    text = error.str() if isinstance(error, KafkaError) else str(error) or type(error).__name__
+    return text.split("\n")[0]
+
+
+class _Quiet:
+    """librdkafka's own log lines, at debug level: the sink reports what matters once."""
+
+    def log(self, level: int, message: str, *args: object) -> None:
+        log.debug("librdkafka: " + message, *args)
+
+
+def _in_thread(work: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """Run a blocking call in a daemon thread of its own: a call stuck on an unreachable
+    broker must never hold up the process's exit (executor threads are joined then)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        try:
+            loop.call_soon_threadsafe(outcome)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+    def run() -> None:
+        try:
+            result = work(*args)
+        except BaseException as exc:  # handed over to the awaiting task
+            settle(lambda error=exc: future.done() or future.set_exception(error))
+        else:
+            settle(lambda: future.done() or future.set_result(result))
+
+    threading.Thread(target=run, name="kafka", daemon=True).start()
+    return future
