@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bridge.broker import Backoff
 from bridge.config import BridgeConfig
+from bridge.kafka_confirm import Confirmations
 from bridge.kafka_tails import SEQ_HEADER, TIME_HEADER, Tails
 from bridge.message import Message, after
 from common.errors import StartupError
@@ -33,6 +34,7 @@ T = TypeVar("T")
 TRANSACTION_TIMEOUT_MS = 10_000  # the broker aborts a bridge's open transaction after this
 STEP = 1.0  # seconds a blocking call waits before the sink checks whether it is closing
 FIND_TIMEOUT = 60.0  # seconds to read where devices left off
+LEFTOVER_HEADER = "stream-bridge-close"  # on the aborted records that close leftovers
 # Errors that mean the broker refused the credentials, or the TLS handshake failed.
 _REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED}
@@ -80,6 +82,9 @@ class KafkaSink:
         self._conf = conf
         self._admin = admin
         self._tails = Tails(conf, admin, config.topic, partitions)
+        self._confirmed = Confirmations(self._tails)
+        self._again: list[Message] = []  # confirmed, then lost by the topic: to send first
+        self._believed: dict[str, tuple[int, int]] = {}
         self._producer: Producer | None = None
         self._doubt: list[str] = []  # devices a transaction of unknown outcome wrote
         self._closing = threading.Event()
@@ -87,8 +92,9 @@ class KafkaSink:
         self._warn = Every(10.0)
         self._keys: dict[str, bytes] = {}
         self.transactions = 0
-        self.aborted = 0
-        self.restarts = 0  # producers replaced after a fatal error
+        self.failed = 0  # transactions that failed (their samples sent again)
+        self.restarts = 0  # producers replaced after a failed transaction
+        self.sent_again = 0  # samples the topic had confirmed, then lost, sent again
 
     @classmethod
     async def open(cls, config: BridgeConfig, stop: asyncio.Event) -> KafkaSink | None:
@@ -147,7 +153,33 @@ class KafkaSink:
                         ) from None
                     if self._closing.is_set() or not error.retriable():
                         raise
+            self._close_leftovers(producer)
         self._producer = producer
+
+    def _close_leftovers(self, producer: Producer) -> None:
+        """Abort a transaction that writes one empty record to every partition: its abort
+        markers, written with the epoch just taken, also end whatever an earlier producer
+        of this transactional id left there without an end marker (see bridge.kafka_confirm),
+        which would hold back every read_committed reader for good, the tails included.
+        What such records held is then aborted: the sink sends it again after reading the
+        tails (kept in Confirmations, or refilled from the producers' history)."""
+        topic = self.config.topic
+        producer.begin_transaction()
+        for partition in range(self.partitions):
+            producer.produce(topic, b"", partition=partition, headers=[(LEFTOVER_HEADER, b"")])
+        while producer.flush(STEP) > 0:  # sent, so that each partition joins the transaction
+            if self._closing.is_set():
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "closing"))
+        while True:
+            try:
+                producer.abort_transaction(STEP)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() in _FENCED:
+                    raise Fenced(str(error)) from None
+                if self._closing.is_set() or not error.retriable():
+                    raise
 
     @property
     def transactional_id(self) -> str:
@@ -192,9 +224,10 @@ class KafkaSink:
                 acked[i] = True
             else:
                 sending.append((i, part))
-        if not sending:
+        again, self._again = self._again, []
+        if not sending and not again:
             return acked
-        parts = [m for _, m in sending]
+        parts = again + [m for _, m in sending]  # what the topic lost comes first
         producer = self._producer
         assert producer is not None
         # Handing messages to the client is quick and needs the interpreter: it is done
@@ -217,12 +250,16 @@ class KafkaSink:
             ) from None
         finally:
             self._busy = None
-        if ok:
-            for i, part in sending:
-                acked[i] = True
-                stored = last.get(part.device)
-                if stored is None or part.last > stored[0]:
-                    last[part.device] = (part.last, part.last_ms)
+        if not ok:
+            self._confirmed.keep(again)
+            return acked
+        self.sent_again += sum(m.samples for m in again)
+        for i, _ in sending:
+            acked[i] = True
+        for part in parts:
+            stored = last.get(part.device)
+            if stored is None or part.last > stored[0]:
+                last[part.device] = (part.last, part.last_ms)
         return acked
 
     def _finish(self, producer: Producer, parts: list[Message], failed: list[KafkaError]) -> bool:
@@ -276,6 +313,8 @@ class KafkaSink:
             try:
                 producer.commit_transaction(STEP)
                 self.transactions += 1
+                self._confirmed.add(parts)
+                self._confirmed.check()
                 return True
             except KafkaException as exc:
                 error = exc.args[0]
@@ -288,37 +327,44 @@ class KafkaSink:
                 return self._failed(producer, parts, error)
 
     def _failed(self, producer: Producer, parts: list[Message], error: KafkaError) -> bool:
-        """After an error in a transaction: abort it if that is allowed (nothing of it is
-        stored), else mark its outcome unknown; False either way."""
+        """After an error in a transaction: its outcome is unknown, and so is the producer's
+        state. False; the next `write_batch` starts a new producer first (`_recover`).
+
+        The transaction is never aborted in place: librdkafka's abort bumps the epoch of the
+        same producer, whose requests from before the error may still reach the broker
+        (Kafka's transactions before KIP-890, which librdkafka does not implement, let such
+        a late request land outside any transaction the coordinator knows of). A new
+        producer is initialised instead: that fences every request of the old one, and the
+        coordinator finishes or aborts what it left open."""
         if error.code() in _FENCED:
             raise Fenced(str(error))
         self._complain("transaction failed", _say(error))
-        if self.config.transactions and error.txn_requires_abort() and not error.fatal():
-            while True:
-                try:
-                    producer.abort_transaction(STEP)
-                    self.aborted += 1
-                    return False
-                except KafkaException as exc:
-                    inner = exc.args[0]
-                    if inner.code() in _FENCED:
-                        raise Fenced(str(inner)) from None
-                    if not inner.retriable() or self._closing.is_set():
-                        break
+        self.failed += 1
         self._doubt += [m.device for m in parts]
         return False
 
     def _recover(self) -> None:
-        """A new producer in place of one that failed (its id taken over: whatever it left
-        open is aborted or finished), then the devices it wrote read back from the topic."""
-        devices = list(dict.fromkeys(self._doubt))
+        """After a failed transaction: a new producer in place of the old one (whose queued
+        and in-flight messages are dropped first), which fences the old one and makes the
+        coordinator finish or abort what it left open; then where every device stands, read
+        back from the topic, since a broker restart can also undo what it confirmed (see
+        bridge.kafka_confirm): what the topic lost of that is sent first."""
+        doubt = list(dict.fromkeys(self._doubt))
         if self._producer is not None and self.config.transactions:
-            self._producer = None
+            old, self._producer = self._producer, None
+            old.purge(in_queue=True, in_flight=True, blocking=False)
+            del old  # destroyed now: its connections closed before the new one fences it
             self._start_producer()
             self.restarts += 1
+        # Where the sink believed each device stood, kept until a recovery succeeds.
+        self._believed.update(self._tails.last)
+        devices = list(dict.fromkeys([*self._believed, *doubt]))
         self._tails.forget(devices)
         self._tails.find(devices, FIND_TIMEOUT)
         self._doubt = []
+        if self.config.transactions:
+            self._again = self._confirmed.again(self._believed)
+        self._believed = {}
         log.info("read again where %d device(s) left off after a failed transaction", len(devices))
 
     async def flush(self) -> None:
@@ -341,10 +387,21 @@ class KafkaSink:
     def figures(self) -> list[Figure]:
         return [
             Figure("kafka_transactions", "Kafka transactions committed", self.transactions, True),
-            Figure("kafka_transactions_aborted", "Kafka transactions aborted", self.aborted, True),
+            Figure(
+                "kafka_transactions_failed",
+                "Kafka transactions that failed (their samples sent again after a new producer)",
+                self.failed,
+                True,
+            ),
+            Figure(
+                "kafka_samples_sent_again",
+                "Samples the topic lost after confirming them (end markers skipped), sent again",
+                self.sent_again,
+                True,
+            ),
             Figure(
                 "kafka_producer_restarts",
-                "Kafka producers replaced after a fatal error",
+                "Kafka producers replaced after a failed transaction",
                 self.restarts,
                 True,
             ),
