@@ -20,8 +20,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bridge.broker import Backoff
 from bridge.config import BridgeConfig
 from bridge.kafka_confirm import Confirmations
-from bridge.kafka_tails import SEQ_HEADER, TIME_HEADER, Tails
-from bridge.message import Message, after
+from bridge.kafka_tails import SEQ_HEADER, TIME_HEADER, Tails, partition_of
+from bridge.message import Block, Item, Message, ends_of, row_labels, starts_of, unstored
+from common import render
 from common.errors import StartupError
 from common.logs import Every
 from common.metrics import Figure
@@ -91,6 +92,12 @@ class KafkaSink:
         self._busy: asyncio.Future | None = None
         self._warn = Every(10.0)
         self._keys: dict[str, bytes] = {}
+        self._partitions: dict[bytes, int] = {}  # device id (as stored) -> its partition
+        self._unsure: set[int] = set()  # ids of blocks sent in a transaction that failed
+        self._failures = 0  # deliveries that failed (without transactions)
+        self._last_failure = KafkaError(KafkaError._FAIL)
+        # Without --batch the outbox hands over blocks of samples, one record each.
+        self.takes_blocks = not config.batch
         self.transactions = 0
         self.failed = 0  # transactions that failed (their samples sent again)
         self.restarts = 0  # producers replaced after a failed transaction
@@ -129,6 +136,11 @@ class KafkaSink:
         if config.transactions:
             conf["transactional.id"] = config.kafka_transactional_id
             conf["transaction.timeout.ms"] = TRANSACTION_TIMEOUT_MS
+        else:
+            # Without transactions a failure is learnt from its delivery report: reports
+            # of failures only, counted (one for every message costs 1-2 µs each).
+            conf["on_delivery"] = self._delivery_failed
+        conf["delivery.report.only.error"] = True
         errors: list[KafkaError] = []
         conf["error_cb"] = errors.append
         producer = Producer(conf)
@@ -143,8 +155,7 @@ class KafkaSink:
                     refused = next((e for e in errors if e.code() in _REFUSED), None)
                     if refused is not None or error.code() in _REFUSED:
                         raise StartupError(
-                            f"broker {self.url} refused the credentials "
-                            f"({_say(refused or error)})"
+                            f"broker {self.url} refused the credentials ({_say(refused or error)})"
                         ) from None
                     if error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
                         raise StartupError(
@@ -205,9 +216,9 @@ class KafkaSink:
                 )
                 await asyncio.sleep(delay)
 
-    async def write_batch(self, messages: list[Message]) -> list[bool]:
-        """One transaction (or, without, one flush) for all of `messages`, less what the
-        topic holds already; all acknowledged, or none."""
+    async def write_batch(self, messages: list[Item]) -> list[bool]:
+        """One transaction (or, without, one flush) for all of `messages` (messages or
+        blocks), less what the topic holds already; all acknowledged, or none."""
         acked = [False] * len(messages)
         if self._doubt:  # learn what the transaction of unknown outcome stored
             try:
@@ -215,11 +226,17 @@ class KafkaSink:
             except (KafkaException, TimeoutError) as exc:
                 self._complain("cannot read where devices left off", _say(exc))
                 return acked
-        sending: list[tuple[int, Message]] = []
+        sending: list[tuple[int, Item]] = []
         last = self._tails.last
-        for i, message in enumerate(messages):
-            stored = last.get(message.device)
-            part = message if stored is None else after(message, stored[0])
+        unsure = self._unsure
+        for i, item in enumerate(messages):
+            # A block never sent cannot be in the topic: only one sent in a transaction
+            # that failed needs cutting (a message is cut in any case: it costs little).
+            if isinstance(item, Block) and id(item) not in unsure:
+                part: Item | None = item
+            else:
+                unsure.discard(id(item))
+                part = unstored(item, last)
             if part is None:
                 acked[i] = True
             else:
@@ -236,11 +253,11 @@ class KafkaSink:
         try:
             if self.config.transactions:
                 producer.begin_transaction()
-            failed = self._produce(producer, parts)
+            self._produce(producer, parts)
         except KafkaException as exc:
             self._busy = _in_thread(self._failed, producer, parts, exc.args[0])
         else:
-            self._busy = _in_thread(self._finish, producer, parts, failed)
+            self._busy = _in_thread(self._finish, producer, parts)
         try:
             ok = await self._busy
         except Fenced:
@@ -252,63 +269,98 @@ class KafkaSink:
             self._busy = None
         if not ok:
             self._confirmed.keep(again)
+            unsure.update(id(item) for _, item in sending if isinstance(item, Block))
             return acked
         self.sent_again += sum(m.samples for m in again)
         for i, _ in sending:
             acked[i] = True
         for part in parts:
-            stored = last.get(part.device)
-            if stored is None or part.last > stored[0]:
-                last[part.device] = (part.last, part.last_ms)
+            for device, where in ends_of(part).items():
+                stored = last.get(device)
+                if stored is None or where[0] > stored[0]:
+                    last[device] = where
         return acked
 
-    def _finish(self, producer: Producer, parts: list[Message], failed: list[KafkaError]) -> bool:
+    def _finish(self, producer: Producer, parts: list[Item]) -> bool:
         """Commit the transaction (or, without, flush); True if the broker has all of it."""
         try:
             if self.config.transactions:
                 return self._commit(producer, parts)
+            failures = self._failures
             while producer.flush(STEP) > 0:
                 if self._closing.is_set():
                     return False
-            return not failed
+            if self._failures == failures:
+                return True
+            return self._failed(producer, parts, self._last_failure)
         except KafkaException as exc:
             return self._failed(producer, parts, exc.args[0])
 
-    def _produce(self, producer: Producer, parts: list[Message]) -> list[KafkaError]:
-        """Hand every message to the client (its queue); delivery errors are collected."""
+    def _delivery_failed(self, error: KafkaError | None, _record: object) -> None:
+        if error is not None:
+            self._failures += 1
+            self._last_failure = error
+
+    def _produce(self, producer: Producer, parts: list[Item]) -> None:
+        """Hand every record to the client (its queue)."""
         topic = self.config.topic
-        failed: list[KafkaError] = []
-        report = None
-        if not self.config.transactions:
-
-            def report(error, _record) -> None:
-                if error is not None:
-                    failed.append(error)
-
-        partition = self._tails.partition
-        keys = self._keys
-        for m in parts:
-            key = keys.get(m.device)
-            if key is None:
-                key = keys[m.device] = m.device.encode()
-            headers = record_headers(m, key)
-            while True:
-                try:
-                    producer.produce(
-                        topic,
-                        m.payload,
-                        key,
-                        partition=partition(m.device),
-                        headers=headers,
-                        on_delivery=report,
-                    )
-                    break
-                except BufferError:  # the client's queue is full: let it send some
-                    producer.poll(0.05)
+        for part in parts:
+            if isinstance(part, Block):
+                self._produce_block(producer, topic, part)
+            else:
+                self._produce_message(producer, topic, part)
         producer.poll(0)
-        return failed
 
-    def _commit(self, producer: Producer, parts: list[Message]) -> bool:
+    def _produce_message(self, producer: Producer, topic: str, m: Message) -> None:
+        key = self._keys.get(m.device)
+        if key is None:
+            key = self._keys[m.device] = m.device.encode()
+        headers = record_headers(m, key)
+        partition = self._partition(key)
+        while True:
+            try:
+                producer.produce(topic, m.payload, key, partition=partition, headers=headers)
+                return
+            except BufferError:  # the client's queue is full: let it send some
+                producer.poll(0.05)
+
+    def _produce_block(self, producer: Producer, topic: str, block: Block) -> None:
+        """One record per sample, as `_produce_message` would make it: rendered, keyed and
+        given its headers in bulk, so that the loop does little more than hand them over."""
+        batch = block.batch
+        rows = batch.rows
+        payloads = render.json_objects(batch)
+        keys = rows["device"].tolist()  # the ids as stored: bytes, the key as is
+        seqs = map(str, rows["seq"].tolist())
+        times = map(str, rows["ts_ms"].tolist())
+        labelled = row_labels(rows)
+        partitions = self._partitions
+        produce = producer.produce
+        for i, (key, payload, seq, ms) in enumerate(zip(keys, payloads, seqs, times, strict=True)):
+            partition = partitions.get(key)
+            if partition is None:
+                partition = self._partition(key)
+            headers = [("device", key), (SEQ_HEADER, seq), (TIME_HEADER, ms)]
+            if labelled and i in labelled:
+                headers += labelled[i]
+            try:
+                produce(topic, payload, key, partition=partition, headers=headers)
+            except BufferError:  # the client's queue is full: let it send some, then go on
+                while True:
+                    producer.poll(0.05)
+                    try:
+                        produce(topic, payload, key, partition=partition, headers=headers)
+                        break
+                    except BufferError:
+                        continue
+
+    def _partition(self, key: bytes) -> int:
+        found = self._partitions.get(key)
+        if found is None:
+            found = self._partitions[key] = partition_of(key, self.partitions)
+        return found
+
+    def _commit(self, producer: Producer, parts: list[Item]) -> bool:
         while True:
             try:
                 producer.commit_transaction(STEP)
@@ -320,13 +372,13 @@ class KafkaSink:
                 error = exc.args[0]
                 if error.retriable() and not error.txn_requires_abort() and not error.fatal():
                     if self._closing.is_set():
-                        self._doubt += [m.device for m in parts]
+                        self._doubt += _devices(parts)
                         return False
                     self._complain("commit not confirmed yet", _say(error))
                     continue
                 return self._failed(producer, parts, error)
 
-    def _failed(self, producer: Producer, parts: list[Message], error: KafkaError) -> bool:
+    def _failed(self, producer: Producer, parts: list[Item], error: KafkaError) -> bool:
         """After an error in a transaction: its outcome is unknown, and so is the producer's
         state. False; the next `write_batch` starts a new producer first (`_recover`).
 
@@ -340,7 +392,7 @@ class KafkaSink:
             raise Fenced(str(error))
         self._complain("transaction failed", _say(error))
         self.failed += 1
-        self._doubt += [m.device for m in parts]
+        self._doubt += _devices(parts)
         return False
 
     def _recover(self) -> None:
@@ -410,6 +462,10 @@ class KafkaSink:
     def _complain(self, what: str, why: str) -> None:
         if self._warn(time.monotonic()):
             log.warning("%s on %s (%s); will send again", what, self.url, why)
+
+
+def _devices(parts: list[Item]) -> list[str]:
+    return [device for part in parts for device in starts_of(part)]
 
 
 def record_headers(m: Message, key: bytes) -> list[tuple[str, Any]]:

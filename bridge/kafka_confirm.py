@@ -25,7 +25,7 @@ from collections import deque
 from confluent_kafka import KafkaException
 
 from bridge.kafka_tails import Tails
-from bridge.message import Message, after
+from bridge.message import Item, starts_of, unstored
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Confirmations:
 
     def __init__(self, tails: Tails) -> None:
         self._tails = tails
-        self._held: deque[Message] = deque()
+        self._held: deque[Item] = deque()
         # (how many of the oldest held messages it covers, each partition's high watermark)
         self._checkpoint: tuple[int, dict[int, int]] | None = None
         self._next_check = 0.0
@@ -47,7 +47,7 @@ class Confirmations:
     def __len__(self) -> int:
         return len(self._held)
 
-    def add(self, messages: list[Message]) -> None:
+    def add(self, messages: list[Item]) -> None:
         """Messages of a transaction the broker just confirmed."""
         self._held.extend(messages)
 
@@ -75,22 +75,18 @@ class Confirmations:
         except (KafkaException, TimeoutError):
             return
 
-    def again(self, confirmed: dict[str, tuple[int, int]]) -> list[Message]:
+    def again(self, confirmed: dict[str, tuple[int, int]]) -> list[Item]:
         """After a failure, with the tails just read back: the held messages (or their
         parts) the topic lacks, oldest first; they are no longer held (the sink adds them
         again once sent). `confirmed` is where the sink believed each device stood."""
         last = self._tails.last
-        lost: list[Message] = []
-        for message in self._held:
-            stored = last.get(message.device)
-            part = message if stored is None else after(message, stored[0])
-            if part is not None:
-                lost.append(part)
+        lost = [part for item in self._held if (part := unstored(item, last)) is not None]
         self._held.clear()
         self._checkpoint = None
-        first = {}
-        for message in lost:
-            first.setdefault(message.device, message.first)
+        first: dict[str, int] = {}
+        for item in lost:
+            for device, seq in starts_of(item).items():
+                first.setdefault(device, seq)
         for device, (seq, _) in confirmed.items():
             stored = last.get(device, (-1, 0))[0]
             if stored < seq and first.get(device, seq + 1) > stored + 1:
@@ -104,14 +100,14 @@ class Confirmations:
                 )
         if lost:
             log.warning(
-                "%s lost %d message(s) of committed transactions (their end markers were "
+                "%s lost %d sample(s) of committed transactions (their end markers were "
                 "skipped); sending them again",
                 self._tails.topic,
-                len(lost),
+                sum(item.samples for item in lost),
             )
         return lost
 
-    def keep(self, messages: list[Message]) -> None:
+    def keep(self, messages: list[Item]) -> None:
         """Messages `again` gave that could not be sent: held again, oldest first."""
         self._held.extendleft(reversed(messages))
         self._checkpoint = None

@@ -90,7 +90,11 @@ class Bridge:
         self.state = state
         self._saved = state.saved if state else {}  # where the last run got to (MQTT)
         self.intake = Intake(client, place=self._last_delivered)
-        self.outbox = Outbox(config.max_unsent, config.batch_max if config.batch else 1)
+        self.outbox = Outbox(
+            config.max_unsent,
+            config.batch_max if config.batch else 1,
+            blocks=getattr(sink, "takes_blocks", False),  # a sink that needs no message ids
+        )
         self._precision = schema.SECONDS  # of the samples last received
         self._closing = asyncio.Event()
         self.refilled = 0
