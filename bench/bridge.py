@@ -28,6 +28,7 @@ counted), and the plain producer's own (its librdkafka threads included).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 import tempfile
@@ -166,8 +167,6 @@ def _kafka_messages(count: int, devices: int, batch_max: int) -> list:
 def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> dict:
     """A plain confluent-kafka producer writing `made` as fast as it can: msgs/s, samples/s,
     CPU per sample (this process: the Python calls and librdkafka's threads)."""
-    import os
-
     from confluent_kafka import Producer
 
     from bridge.kafka import producer_config, record_headers
@@ -228,13 +227,17 @@ def _kafka(work: Path, smoke: bool, quick: bool, duration: float) -> tuple[dict,
             future.result()
         count = 4_000 if smoke else 50_000 if quick else 300_000
         single, batched = _kafka_messages(count, 1000, 1), _kafka_messages(count, 1000, 50)
+        bootstrap = cluster.bootstrap()
+        # The broker's JIT warms up first (the first run is slower by half, measured),
+        # then the plain producer runs before and after the bridge: the machine is shared.
+        _plain_kafka(bootstrap, "plain", single, False)
+        before = _plain_kafka(bootstrap, "plain", single, False)
         baselines = {
-            "kafka, plain producer": _plain_kafka(cluster.bootstrap(), "plain", single, False),
             "kafka, plain producer, transaction per 20,000": _plain_kafka(
-                cluster.bootstrap(), "plain-txn", single, True
+                bootstrap, "plain-txn", single, True
             ),
             "kafka, plain producer, 50-sample batches": _plain_kafka(
-                cluster.bootstrap(), "plain-batch", batched, False
+                bootstrap, "plain-batch", batched, False
             ),
         }
         devices, rate = (20, 50) if smoke else (1000, 100)
@@ -254,9 +257,16 @@ def _kafka(work: Path, smoke: bool, quick: bool, duration: float) -> tuple[dict,
         for i, (name, args, r) in enumerate(settings):
             results.append(_through_bridge(work, f"k{i}", url, args, devices, r, duration))
             results[-1]["setting"] = name
+        after = _plain_kafka(bootstrap, "plain", single, False)
         memory = cluster.rss_mb()
     finally:
         cluster.close()
+    baselines = {
+        "kafka, plain producer": {k: (before[k] + after[k]) / 2 for k in before},
+        "kafka, plain producer, before the bridge": before,
+        "kafka, plain producer, after the bridge": after,
+        **baselines,
+    }
     plain = baselines["kafka, plain producer"]["samples_per_s"]
     for r in results:
         r["over_plain"] = r["acknowledged_per_s"] / plain
@@ -386,9 +396,12 @@ def _report(baselines: dict, kafka: dict, results: list[dict], quick: bool, smok
             f"kafka broker: started in {kafka['broker_start_s']:.1f} s, "
             f"{kafka['broker_rss_mb']:.0f} MB resident at the end"
         )
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores, shared)")
     path = write(
         "bridge",
         {
+            "load_average": load,
             "baselines_msgs_per_s": baselines,
             "kafka": kafka,
             "bridge": results,

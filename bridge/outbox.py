@@ -26,7 +26,10 @@ class Outbox:
     never sent are given up and returned by `add` as gaps. Those are exactly the samples
     the broker cannot have: what was sent may have been stored with its acknowledgement
     lost, so it is never given up (it is at most one window of messages, which may take
-    the total that far past the bound). `drain` returns everything still held as gaps.
+    the total that far past the bound). Once past the bound, it gives up down to a tenth
+    below it: a bridge that stays behind its producers then records a few long gaps per
+    device, not one gap per sample (which cost more than the samples themselves and made
+    a bridge that fell behind fall further). `drain` returns everything still held as gaps.
 
     With `blocks`, what comes out is blocks (bridge.message.Block) of up to `max_messages`
     samples each instead of one-sample messages, for a sink that needs no message ids.
@@ -61,7 +64,7 @@ class Outbox:
             self._held += len(batch)
             self._more.set()
         over = self.held - self.max_samples
-        return self._give_up(over) if over > 0 else []
+        return self._give_up(over + self.max_samples // 10) if over > 0 else []
 
     def take(self, max_messages: int) -> list[Item]:
         """Up to about `max_messages` messages to publish now, oldest first; each must be
