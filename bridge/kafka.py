@@ -116,9 +116,15 @@ class KafkaSink:
             errors: list[KafkaError] = []
             admin = AdminClient({**conf, "error_cb": errors.append})
             try:
-                partitions = await _in_thread(_ensure_topic, admin, config, errors)
-                sink = cls(config, conf, admin, partitions)
-                await _in_thread(sink._start_producer)
+                # The calls wait on the cluster for seconds: a stop must not wait for them.
+                found = await _unless(stop, _in_thread(_ensure_topic, admin, config, errors))
+                if found is None:
+                    return None
+                sink = cls(config, conf, admin, found)
+                await _unless(stop, _in_thread(sink._start_producer))
+                if stop.is_set():
+                    sink._closing.set()  # a producer still starting gives up
+                    return None
                 return sink
             except StartupError:
                 raise
@@ -594,6 +600,19 @@ class _Quiet:
 
     def log(self, level: int, message: str, *args: object) -> None:
         log.debug("librdkafka: " + message, *args)
+
+
+async def _unless(stop: asyncio.Event, work: asyncio.Future[T]) -> T | None:
+    """What `work` gives, or None as soon as `stop` is set (its thread left to finish)."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if work.done():
+        return work.result()
+    work.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waits now
+    return None
 
 
 def _in_thread(work: Callable[..., T], *args: object) -> asyncio.Future[T]:

@@ -23,9 +23,12 @@ def figure(proc: Proc, name: str) -> float:
     return float(match[1])
 
 
-def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv") -> Proc:
-    """A bridge on the pipeline's endpoints, once connected and subscribed; its state file
-    is named after its gaps file (`args` may give another)."""
+def bridge(
+    pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv", wait: bool = True
+) -> Proc:
+    """A bridge on the pipeline's endpoints, once connected and subscribed (`wait`; else
+    call its `ready` before using it); its state file is named after its gaps file (`args`
+    may give another)."""
     state = pipeline.cwd / gaps.replace(".gaps.csv", ".state.json")
     proc = pipeline.start(
         "bridge",
@@ -33,7 +36,8 @@ def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv
         *("--metrics-port", "any", "--gaps-file", str(pipeline.cwd / gaps)),
         *("--state-file", str(state), *args),
     )
-    proc.ready(timeout=30)
+    if wait:
+        proc.ready(timeout=30)
     return proc
 
 
