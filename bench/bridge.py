@@ -1,7 +1,7 @@
 """Samples per second into NATS JetStream, MQTT and Kafka: the bridge against a plain client.
 
     python bench/bridge.py [--duration 15] [--devices 100] [--rate 1000] [--quick | --smoke]
-                           [--only nats,mqtt,kafka]
+                           [--only nats,mqtt,kafka] [--kafka HOST:PORT]
 
 Baseline, in the same run on the same brokers: a plain client publishing one sample per
 message and waiting as such clients do (JetStream: publish_async, acknowledgements awaited
@@ -213,55 +213,66 @@ def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> 
     }
 
 
-def _kafka(work: Path, smoke: bool, quick: bool, duration: float) -> tuple[dict, list[dict]]:
-    """The Kafka part: baselines and bridge settings on one broker started here."""
+def _kafka(
+    work: Path, smoke: bool, quick: bool, duration: float, broker: str
+) -> tuple[dict, list[dict]]:
+    """The Kafka part: baselines and bridge settings on one broker started here (or on
+    `broker`, HOST:PORT, already running: its start time and memory are then not known)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    local = _local_kafka()
-    cluster = local.Cluster(work / "kafka", heap="1g", quick_start=smoke)
-    started = cluster.start()
+    cluster = None
+    started = memory = 0.0
+    if not broker:
+        cluster = _local_kafka().Cluster(work / "kafka", heap="1g", quick_start=smoke)
+        started = cluster.start()
+    bootstrap = broker or cluster.bootstrap()
     try:
-        admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
-        topics = ["plain", "plain-txn", "plain-batch"]
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topics = [f"{t}-{work.name}" for t in ("plain", "plain-txn", "plain-batch")]
         for future in admin.create_topics([NewTopic(t, 6, 1) for t in topics]).values():
             future.result()
         count = 4_000 if smoke else 50_000 if quick else 300_000
         single, batched = _kafka_messages(count, 1000, 1), _kafka_messages(count, 1000, 50)
-        bootstrap = cluster.bootstrap()
+        plain, plain_txn, plain_batch = topics
         # The broker's JIT warms up first (the first run is slower by half, measured),
         # then the plain producer runs before and after the bridge: the machine is shared.
         if not smoke:
-            _plain_kafka(bootstrap, "plain", single, False)
-        before = _plain_kafka(bootstrap, "plain", single, False)
+            _plain_kafka(bootstrap, plain, single, False)
+        before = _plain_kafka(bootstrap, plain, single, False)
         baselines = {
             "kafka, plain producer, transaction per 20,000": _plain_kafka(
-                bootstrap, "plain-txn", single, True
+                bootstrap, plain_txn, single, True
             ),
             "kafka, plain producer, 50-sample batches": _plain_kafka(
-                bootstrap, "plain-batch", batched, False
+                bootstrap, plain_batch, batched, False
             ),
         }
         devices, rate = (20, 50) if smoke else (1000, 100)
-        url = cluster.url
+        url = f"kafka://{bootstrap}"
+        run = work.name  # topics of their own, should the broker be a running one
         settings = [
-            ("kafka, transactions", ["--topic", "t1"], rate),
-            ("kafka, no transactions", ["--topic", "t2", "--no-transactions"], rate),
+            ("kafka, transactions", ["--topic", f"t1-{run}"], rate),
+            ("kafka, no transactions", ["--topic", f"t2-{run}", "--no-transactions"], rate),
             (
                 "kafka, transactions, --batch",
-                ["--topic", "t3", "--batch", "--batch-max", "50"],
+                ["--topic", f"t3-{run}", "--batch", "--batch-max", "50"],
                 rate,
             ),
         ]
         if not smoke:
-            settings.append(("kafka, transactions, saturated", ["--topic", "t4"], rate * 3 // 2))
+            settings.append(
+                ("kafka, transactions, saturated", ["--topic", f"t4-{run}"], rate * 3 // 2)
+            )
         results = []
         for i, (name, args, r) in enumerate(settings):
             results.append(_through_bridge(work, f"k{i}", url, args, devices, r, duration))
             results[-1]["setting"] = name
-        after = before if smoke else _plain_kafka(bootstrap, "plain", single, False)
-        memory = cluster.rss_mb()
+        after = before if smoke else _plain_kafka(bootstrap, plain, single, False)
+        if cluster:
+            memory = cluster.rss_mb()
     finally:
-        cluster.close()
+        if cluster:
+            cluster.close()
     baselines = {
         "kafka, plain producer": {k: (before[k] + after[k]) / 2 for k in before},
         "kafka, plain producer, before the bridge": before,
@@ -285,19 +296,35 @@ def _kafka(work: Path, smoke: bool, quick: bool, duration: float) -> tuple[dict,
     help="Comma list of nats, mqtt, kafka (default: all; with --smoke: nats and mqtt).",
 )
 @click.option(
+    "--kafka",
+    "kafka_broker",
+    default="",
+    help="HOST:PORT of a running Kafka broker to use instead of starting one.",
+)
+@click.option(
     "--smoke",
     is_flag=True,
     help="A check that it runs, not a measurement: 1 s per setting at 50 Hz, one "
     "JetStream node with and without --batch and MQTT QoS 1 (no cluster).",
 )
-def main(duration: float, devices: int, rate: int, quick: bool, only: str, smoke: bool) -> None:
+def main(
+    duration: float,
+    devices: int,
+    rate: int,
+    quick: bool,
+    only: str,
+    kafka_broker: str,
+    smoke: bool,
+) -> None:
     engines = set(only.split(",")) if only else {"nats", "mqtt"} | (set() if smoke else {"kafka"})
     if smoke:
         duration, rate = 1.0, 50
     elif quick:
         duration, rate = 4.0, 200
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
-    kafka, kafka_results = _kafka(work, smoke, quick, duration) if "kafka" in engines else ({}, [])
+    kafka, kafka_results = (
+        _kafka(work, smoke, quick, duration, kafka_broker) if "kafka" in engines else ({}, [])
+    )
     if not engines & {"nats", "mqtt"}:
         _report({}, kafka, kafka_results, quick, smoke)
         return
@@ -393,10 +420,11 @@ def _report(baselines: dict, kafka: dict, results: list[dict], quick: bool, smok
                 ]
             )
         print(table(rows))
-        print(
-            f"kafka broker: started in {kafka['broker_start_s']:.1f} s, "
-            f"{kafka['broker_rss_mb']:.0f} MB resident at the end"
-        )
+        if kafka["broker_start_s"]:
+            print(
+                f"kafka broker: started in {kafka['broker_start_s']:.1f} s, "
+                f"{kafka['broker_rss_mb']:.0f} MB resident at the end"
+            )
     load = os.getloadavg()
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 cores, shared)")
     path = write(

@@ -442,14 +442,13 @@ def test_kafka_unreachable_is_retried_and_a_collision_is_named(pipeline: Pipelin
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_bench_bridge_kafka_smoke(tmp_path: Path):
-    """bench/bridge.py --smoke --only kafka runs against a real broker and reports the
-    plain producer's baselines and the bridge with and without transactions and --batch."""
-    from brokers import need_kafka
-
-    need_kafka()
+def test_bench_bridge_kafka_smoke(tmp_path: Path, kafka: Kafka):
+    """bench/bridge.py --smoke --only kafka runs against a real broker (this module's) and
+    reports the plain producer's baselines and the bridge with and without transactions
+    and --batch."""
     run = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bridge.py"), "--smoke", "--only", "kafka"],
+        [sys.executable, str(REPO / "bench" / "bridge.py"), "--smoke", "--only", "kafka"]
+        + ["--kafka", kafka.bootstrap],
         cwd=REPO,
         env={**os.environ, "STREAM_BENCH_RESULTS": str(tmp_path)},
         capture_output=True,
