@@ -1,0 +1,129 @@
+"""The Numenta Anomaly Benchmark's score (Lavin and Ahmad, 2015), as NAB computes it.
+
+Per data file (here: per device), rows are numbered from 0; a window is a span of rows
+holding one anomaly. A detection inside a window earns the scaled sigmoid of its position
+(the earlier, the more: 1 at the window's first row, 0 past its last), weighted by the
+profile's tpWeight; only a window's best detection counts, and a window without one costs
+fnWeight. A detection outside every window costs fpWeight times the sigmoid of its
+distance past the previous window (a full fpWeight before any window). The first rows of
+each file (15 %, at most 750) are probationary: not scored at all. The raw score is
+normalised against the null detector (every window missed) and the perfect one (every
+window detected at its first row): 100 * (raw - null) / (perfect - null).
+
+Two generalisations leave NAB's own files scored exactly as NAB does: windows may form a
+group (an incident's root and its symptoms on other devices) whose best detection in any
+of its windows counts, once; and a one-row window, past which NAB divides by zero, has its
+distance divided by 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Cost matrices of NAB's config/profiles.json: (tpWeight, fnWeight, fpWeight).
+PROFILES: dict[str, tuple[float, float, float]] = {
+    "standard": (1.0, 1.0, 0.11),
+    "reward_low_FP_rate": (1.0, 1.0, 0.22),
+    "reward_low_FN_rate": (1.0, 2.0, 0.11),
+}
+PROBATION_ROWS = 5000  # the probationary share applies to at most this many rows
+
+
+def scaled_sigmoid(position: np.ndarray) -> np.ndarray:
+    """NAB's reward by relative position: 2 * sigmoid(-5 x) - 1, and -1 past x = 3."""
+    position = np.asarray(position, np.float64)
+    with np.errstate(over="ignore"):
+        value = 2 * (1 / (1 + np.exp(5 * position))) - 1.0
+    return np.where(position > 3.0, -1.0, value)
+
+
+MAX_TP = float(scaled_sigmoid(np.array([-1.0]))[0])
+
+
+@dataclass
+class Series:
+    """One data file: its row count, its windows (first row, last row, group) in order,
+    and the rows detected."""
+
+    rows: int
+    left: np.ndarray
+    right: np.ndarray
+    group: np.ndarray  # any hashable ids, one per window
+    detected: np.ndarray  # sorted distinct row numbers
+
+
+@dataclass
+class NabScore:
+    score: float  # raw, summed over the files
+    normalized: float | None  # None when there is no window to detect
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    total: int
+    windows: int  # groups of windows scored (the null and perfect scores count them)
+
+    def describe(self) -> dict:
+        return {
+            "score": self.score, "normalized": self.normalized, "tp": self.tp, "fp": self.fp,
+            "fn": self.fn, "tn": self.tn, "total": self.total, "windows": self.windows,
+        }
+
+
+def probation(rows: int, share: float) -> float:
+    """The probationary period in rows, as NAB computes it (a row i is scored if i >= it)."""
+    return min(math.floor(share * rows), share * PROBATION_ROWS)
+
+
+def score(series: list[Series], profile: str, share: float = 0.15) -> NabScore:
+    """NAB's score of some files under one profile (see the module docstring)."""
+    tp_w, fn_w, fp_w = PROFILES[profile]
+    parts: dict[object, float] = {}
+    fp_sum = 0.0
+    tp = fp = fn = tn = total = 0
+    for s in series:
+        first = min(s.rows, math.ceil(probation(s.rows, share)))  # first scored row
+        left = np.asarray(s.left, np.int64)
+        right = np.asarray(s.right, np.int64)
+        width = right - left + 1
+        for g, r in zip(s.group.tolist() if hasattr(s.group, "tolist") else list(s.group),
+                        right.tolist(), strict=True):
+            if r >= first and g not in parts:
+                parts[g] = -fn_w
+        d = np.asarray(s.detected, np.int64)
+        d = d[(d >= first) & (d < s.rows)]
+        at = np.searchsorted(left, d, "right") - 1
+        safe = np.maximum(at, 0)
+        inside = (at >= 0) & (d <= right[safe]) if len(left) else np.zeros(len(d), bool)
+        if inside.any():
+            w = safe[inside]
+            position = -(right[w] - d[inside] + 1) / width[w]
+            reward = scaled_sigmoid(position) * tp_w / MAX_TP
+            groups = np.asarray(s.group, object)[w]
+            for g, value in zip(groups.tolist(), reward.tolist(), strict=True):
+                parts[g] = max(parts[g], value)
+        out = d[~inside]
+        if len(out):
+            prev = np.searchsorted(right, out, "left") - 1 if len(right) else np.full(len(out), -1)
+            cost = np.full(len(out), -1.0)
+            has = prev >= 0
+            if has.any():
+                p = prev[has]
+                distance = np.abs(right[p] - out[has]) / np.maximum(width[p] - 1, 1).astype(float)
+                cost[has] = scaled_sigmoid(distance)
+            fp_sum += float((cost * fp_w).sum())
+        window_rows = int(np.maximum(right - np.maximum(left, first) + 1, 0).sum())
+        hits = int(inside.sum())
+        tp += hits
+        fp += len(out)
+        fn += window_rows - hits
+        tn += (s.rows - first) - window_rows - len(out)
+        total += s.rows - first
+    raw = fp_sum + sum(parts.values())
+    groups = len(parts)
+    null, perfect = -fn_w * groups, tp_w * groups
+    normalized = 100 * (raw - null) / (perfect - null) if groups else None
+    return NabScore(raw, normalized, tp, fp, fn, tn, total, groups)
