@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PUB = "tcp://127.0.0.1:5556"  # samples
 DEFAULT_CATCHUP = "tcp://127.0.0.1:5557"  # requests for missed samples
 DEFAULT_CONTROL = "tcp://127.0.0.1:5558"  # python -m producer ctl
+DEFAULT_ALERTS = "tcp://127.0.0.1:5559"  # detectors' alerts, from broadcasters to the scorer
 
 # High-water marks in messages. One message is one tick (all devices), so 100k messages
 # is 100 s of buffering at 1 kHz; ZeroMQ's default of 1,000 drops data under bursts.

@@ -13,7 +13,7 @@ another kind, or fall in a planned event, are left out of that kind's figures.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -146,8 +146,10 @@ def evaluate(truth: Truth, alerts: pd.DataFrame, settings: Settings = Settings()
     false_alarms = sum(len(ranges.runs(placed.seq[false & (placed.device == d)])[0])
                        for d in np.unique(placed.device[false]).tolist())
     kinds = sorted(set(groups["kind"].tolist()))
+    others = {p: _nab_series(truth, anomalies, alerts, settings, t)
+              for p, t in settings.nab_thresholds if t != settings.threshold}
     figures = {"overall": _view(None, truth, anomalies, groups, placed, alert_group_kind, false,
-                                hours, false_alarms, settings)}
+                                hours, false_alarms, settings, others)}
     for kind in kinds:
         figures[kind] = _view(kind, truth, anomalies, groups, placed, alert_group_kind, false,
                               hours, false_alarms, settings)
@@ -228,8 +230,28 @@ def _detections(groups: pd.DataFrame, placed: Placed, group_of_alert: np.ndarray
     groups.loc[hit, "detected_on"] = alert_dev
 
 
+def _nab_series(truth, anomalies, alerts, settings, threshold) -> list[nab.Series]:
+    """NAB's files for a profile scored at a threshold of its own (overall view)."""
+    placed = place(alerts, truth, replace(settings, threshold=threshold))
+    scored = (placed.event >= 0) | np.array([p is None for p in placed.planned], bool)
+    return _series(truth, anomalies, placed, scored)
+
+
+def _series(truth, members, placed, scored) -> list[nab.Series]:
+    out = []
+    for device, line in truth.timelines.items():
+        spans = members[members["device"] == device].sort_values("first_seq")
+        lo = spans["first_seq"].to_numpy(np.int64)
+        hi = spans["last_seq"].to_numpy(np.int64)
+        seqs = placed.seq[scored & (placed.device == device)]
+        out.append(nab.Series(line.last_seq - line.first_seq + 1, lo - line.first_seq,
+                              hi - line.first_seq, spans["group"].to_numpy(object),
+                              seqs - line.first_seq))
+    return out
+
+
 def _view(kind, truth, anomalies, groups, placed, alert_group_kind, false, hours, false_alarms,
-          settings) -> dict:
+          settings, others=None) -> dict:
     mine = groups if kind is None else groups[groups["kind"] == kind]
     if kind is None:
         true = placed.event >= 0
@@ -263,7 +285,14 @@ def _view(kind, truth, anomalies, groups, placed, alert_group_kind, false, hours
                                  seqs - line.first_seq))
     ranged = ranges.score(real, predicted, settings.range_alpha, settings.range_bias,
                           settings.range_cardinality)
-    nab_scores = {p: nab.score(series, p, settings.nab_probation).describe() for p in nab.PROFILES}
+    nab_scores = {}
+    for profile in nab.PROFILES:
+        own = (others or {}).get(profile)
+        nab_scores[profile] = {
+            "threshold": settings.nab_threshold(profile),
+            **nab.score(own if own is not None else series, profile,
+                        settings.nab_probation).describe(),
+        }
     ttd = mine["ttd_s"].to_numpy(np.float64)
     ttd_samples = mine["ttd_samples"].to_numpy(np.float64)
     out = {

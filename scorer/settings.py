@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 BIASES = ("flat", "front", "back", "middle")
 CARDINALITIES = ("one", "reciprocal")
+NAB_PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,9 @@ class Settings:
     range_alpha: float = 0.0  # range-based recall: weight of merely detecting a range
     range_bias: str = "flat"  # range-based: which positions in a range weigh more
     range_cardinality: str = "one"  # range-based: a range split over several: 1 or 1/x
+    # NAB profiles scored at a threshold of their own ((profile, threshold), ...), as NAB
+    # publishes each profile's results at the threshold optimised for it
+    nab_thresholds: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.early_s < 0 or self.late_s < 0:
@@ -32,5 +36,17 @@ class Settings:
                 f"range cardinality {self.range_cardinality!r}; allowed: {', '.join(CARDINALITIES)}"
             )
 
+        for profile, _ in self.nab_thresholds:
+            if profile not in NAB_PROFILES:
+                raise ValueError(
+                    f"unknown NAB profile {profile!r}; allowed: {', '.join(NAB_PROFILES)}"
+                )
+
+    def nab_threshold(self, profile: str) -> float | None:
+        """The threshold NAB's `profile` is scored at."""
+        return dict(self.nab_thresholds).get(profile, self.threshold)
+
     def describe(self) -> dict:
-        return asdict(self)
+        body = asdict(self)
+        body["nab_thresholds"] = dict(self.nab_thresholds)
+        return body
