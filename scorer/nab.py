@@ -63,13 +63,15 @@ class NabScore:
     fp: int
     fn: int
     tn: int
-    total: int
+    total: int  # every row, the probationary ones too (NAB's published Total_Count)
+    scored: int  # rows scored: tp + tn + fp + fn (what NAB's current code counts as total)
     windows: int  # groups of windows scored (the null and perfect scores count them)
 
     def describe(self) -> dict:
         return {
             "score": self.score, "normalized": self.normalized, "tp": self.tp, "fp": self.fp,
-            "fn": self.fn, "tn": self.tn, "total": self.total, "windows": self.windows,
+            "fn": self.fn, "tn": self.tn, "total": self.total, "scored": self.scored,
+            "windows": self.windows,
         }
 
 
@@ -126,4 +128,4 @@ def score(series: list[Series], profile: str, share: float = 0.15) -> NabScore:
     groups = len(parts)
     null, perfect = -fn_w * groups, tp_w * groups
     normalized = 100 * (raw - null) / (perfect - null) if groups else None
-    return NabScore(raw, normalized, tp, fp, fn, tn, total, groups)
+    return NabScore(raw, normalized, tp, fp, fn, tn, total, tp + fp + fn + tn, groups)

@@ -44,6 +44,10 @@ class Report:
     nab: dict[str, dict]
     groups: pd.DataFrame = field(repr=False)
     delivery: dict = field(default_factory=dict)  # live only: how late alerts arrived
+    # for the picture: every event's span (device, kind, start, end, planned), and every
+    # distinct alert (device, ts, verdict: true, false or planned)
+    spans: pd.DataFrame | None = field(default=None, repr=False)
+    marks: pd.DataFrame | None = field(default=None, repr=False)
 
     def to_dict(self, groups: bool = True) -> dict:
         body = {
@@ -189,8 +193,11 @@ def evaluate(truth: Truth, alerts: pd.DataFrame, settings: Settings = Settings()
     if len(delays) and not np.isnan(delays).all():
         delivery = {"alert_delay_s_median": _percentile(delays, 50),
                     "alert_delay_s_p90": _percentile(delays, 90)}
+    spans = truth.events[["device", "kind", "start", "end", "planned"]].copy()
+    verdict = np.where(placed.event >= 0, "true", np.where(false, "false", "planned"))
+    marks = pd.DataFrame({"device": placed.device, "ts": placed.ts, "verdict": verdict})
     return Report(detector, settings, truth_counts, alert_counts, figures, nab_overall,
-                  groups, delivery)
+                  groups, delivery, spans, marks)
 
 
 def _detections(groups: pd.DataFrame, placed: Placed, group_of_alert: np.ndarray,
