@@ -3,7 +3,9 @@ device.
 
 On start it asks each producer for all it still holds, so a scorer started a little after
 the stream still sees its beginning; then it takes the live samples, dropping repeats.
-A jump in a device's seq (samples the bus dropped) is counted and logged, never hidden.
+A device met for the first time, or a jump in a device's seq (samples the bus dropped),
+makes it ask the producers' history for what came before; what the history no longer
+holds is counted and logged, never hidden.
 This is the scorer's one contact with the bus, kept small so that it can move to a shared
 intake (seq tracking and refills) without touching the rest.
 """
@@ -34,7 +36,8 @@ class Intake:
         self._pending: list[schema.Batch] = []
         self.caught_up = 0  # samples the producers gave at start
         self.repeats = 0  # samples seen before, dropped
-        self.missed = 0  # seqs skipped by a jump
+        self.missed = 0  # seqs skipped by a jump that the history could not fill
+        self.refilled = 0  # samples fetched from the history for new devices and jumps
 
     async def start(self, timeout: float = 1.0) -> int:
         """Ask every producer for what it holds (after subscribing, so nothing falls between)."""
@@ -45,9 +48,31 @@ class Intake:
                 batches, _ = answer
                 self._pending += batches
                 self.caught_up += sum(len(b) for b in batches)
-        for dealer in self._dealers:
-            dealer.close()
         return self.caught_up
+
+    async def _fetch(self, after: dict[str, int], timeout: float = 1.0) -> list[schema.Batch]:
+        """What the producers hold of these devices after these seqs (-1: all of it)."""
+        request = catchup.encode_request(after, 0)
+        answers = await asyncio.gather(*(catchup.ask(d, request, timeout) for d in self._dealers))
+        fetched = [b for answer in answers if answer is not None for b in answer[0]]
+        self.refilled += sum(len(b) for b in fetched)
+        return fetched
+
+    def _needs(self, rows: np.ndarray) -> dict[str, int]:
+        """Devices of a batch met for the first time (-1), or whose seq jumps (last seq)."""
+        if self._layout.ticks(rows["device"]) is not None:
+            seqs = rows["seq"][: len(self._layout)].astype(np.int64)
+            last = self._last[self._layout_slots]
+            if (seqs <= last + 1).all():
+                return {}
+        names, first = np.unique(rows["device"], return_index=True)
+        needs = {}
+        for name, row in zip(names.tolist(), first.tolist(), strict=True):
+            slot = self._slot.get(bytes(name))
+            last = -1 if slot is None else int(self._last[slot])
+            if slot is None or int(rows["seq"][row]) > last + 1:
+                needs[schema.device_name(name)] = last
+        return needs
 
     async def receive(self, timeout: float, stop: asyncio.Event) -> list[schema.Batch]:
         batches, self._pending = self._pending, []
@@ -55,6 +80,11 @@ class Intake:
             batches = await self.subscriber.receive(timeout, stop)
         out = []
         for batch in schema.merge(batches):
+            needs = self._needs(batch.rows) if self._dealers else {}
+            for part in await self._fetch(needs) if needs else []:
+                fresh = self._admit(part)
+                if len(fresh):
+                    out.append(fresh)
             fresh = self._admit(batch)
             if len(fresh):
                 out.append(fresh)
