@@ -140,12 +140,12 @@ def _one(item: object, out: np.ndarray, subscription: Subscription, latest: Late
     device = item.get("device")
     if not isinstance(device, str) or schema.device_problem(device):
         raise AlertError(f"device must be a device id, got {device!r}")
-    if subscription.devices is not None and device not in subscription.devices:
-        raise AlertError(f"device {device!r} is not in this connection's subscription",
-                         "not_subscribed")
     newest = latest.newest(device)
     if newest is None:
         raise AlertError(f"unknown device {device!r}", "unknown_device")
+    if subscription.devices is not None and device not in subscription.devices:
+        raise AlertError(f"device {device!r} is not in this connection's subscription",
+                         "not_subscribed")
     seq, stamp = item.get("seq"), item.get("timestamp")
     if seq is None and stamp is None:
         raise AlertError("an alert names its sample by seq or timestamp")

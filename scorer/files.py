@@ -185,6 +185,11 @@ def truth_from_files(windows: Path, series: Path | None) -> tuple[Truth, str | N
     return Truth(timelines, events_frame(rows)), None
 
 
+def kinds(column: pd.Series) -> np.ndarray:
+    """Kind guesses as text, None where there is none (an empty field, NaN)."""
+    return np.array([k if isinstance(k, str) and k else None for k in column.tolist()], object)
+
+
 def read_alerts(path: Path, nab_device: str | None = None, detector: str | None = None) -> pd.DataFrame:
     """An alerts file: CSV or JSON lines with device, seq or timestamp, and optionally
     score, kind and detector; or a NAB results file (timestamp, anomaly_score), whose every
@@ -222,9 +227,9 @@ def read_alerts(path: Path, nab_device: str | None = None, detector: str | None 
     if (seq.isna().to_numpy() & (ts == MISSING)).any():
         raise InputError(f"alerts file {path}: an alert names neither a seq nor a timestamp")
     score = pd.to_numeric(frame["score"], errors="coerce") if "score" in frame.columns else None
-    kind = frame["kind"].where(frame["kind"].notna(), None) if "kind" in frame.columns else None
+    kind = kinds(frame["kind"]) if "kind" in frame.columns else None
     if kind is not None:
-        bad = sorted(set(kind.dropna()) - set(schema.ANOMALY_KINDS))
+        bad = sorted({k for k in kind if k is not None} - set(schema.ANOMALY_KINDS))
         if bad:
             raise InputError(f"alerts file {path}: unknown kind {bad[0]!r}")
     who = frame["detector"].fillna(name).astype(str).to_numpy(object) if "detector" in frame \
@@ -234,6 +239,6 @@ def read_alerts(path: Path, nab_device: str | None = None, detector: str | None 
         seq=seq.fillna(-1).to_numpy(np.int64),
         ts=ts,
         score=None if score is None else score.to_numpy(np.float64),
-        kind=None if kind is None else kind.to_numpy(object),
+        kind=kind,
         detector=who,
     )

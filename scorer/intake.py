@@ -113,7 +113,8 @@ class Intake:
         starts = np.r_[True, s[1:] != s[:-1]]
         prev = np.empty_like(q)
         prev[1:] = q[:-1]
-        prev[starts] = self._last[s[starts]]
+        prev[starts] = -1
+        prev = np.maximum(prev, self._last[s])  # rows are compared with all that came before
         keep = q > prev
         self.repeats += int((~keep).sum())
         new_device = prev < 0

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import InputError
-from scorer.files import feed, read_alerts, to_ms, truth_from_files
+from scorer.files import feed, kinds, read_alerts, to_ms, truth_from_files
 from scorer.matching import MISSING, alerts_frame
 from scorer.report import Report, evaluate
 from scorer.settings import Settings
@@ -39,7 +39,7 @@ def score_files(
     frame = read_alerts(alerts, nab_device=nab_device, detector=detector)
     if nab_device is not None and settings.threshold is None and frame["score"].notna().any():
         raise InputError("a NAB results file needs --threshold (its detector's, from NAB)")
-    return evaluate(truth, frame, settings, detector or alerts.stem)
+    return evaluate(truth, frame, settings, detector)
 
 
 def truth_from_frames(windows: pd.DataFrame, series: pd.DataFrame) -> Truth:
@@ -80,8 +80,7 @@ def score(alerts: pd.DataFrame, windows: pd.DataFrame, series: pd.DataFrame,
     frame = alerts_frame(
         alerts["device"].astype(str).to_numpy(object), seq=seq, ts=ts,
         score=alerts["score"].to_numpy(np.float64) if "score" in alerts else None,
-        kind=alerts["kind"].where(alerts["kind"].notna(), None).to_numpy(object)
-        if "kind" in alerts else None,
+        kind=kinds(alerts["kind"]) if "kind" in alerts else None,
         detector=alerts["detector"].astype(str).to_numpy(object) if "detector" in alerts
         else (detector or "detector"),
     )

@@ -8,6 +8,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -129,9 +130,23 @@ def _plain(value):
     raise TypeError(f"not JSON: {value!r}")
 
 
+def _preload_plotting() -> None:
+    """Import matplotlib now, in a thread: at the stop, drawing is then all that is left
+    (its import alone takes a second or more, of the 5 s a supervisor waits)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:
+        log.warning("matplotlib is not installed: no picture")
+
+
 async def run(config: ScorerConfig, stop: asyncio.Event) -> None:
     """Score until `stop` is set, then write the report. Raises StartupError on bad settings."""
     scorer = Scorer(config)
+    if config.picture is not None:
+        threading.Thread(target=_preload_plotting, daemon=True).start()
     with ExitStack() as cleanup:
         receiver = AlertReceiver(config.zmq_alerts, config.security)
         cleanup.callback(receiver.close)
