@@ -97,6 +97,8 @@ class Scorer:
             Figure("alerts_lost", "Alerts lost between broadcasters and the scorer",
                    self.book.lost, True),
             Figure("alerts_dropped", "Alerts past --max-alerts, not kept", self.book.dropped, True),
+            Figure("scorer_refresh_seconds", "Seconds the last refresh of the scores took",
+                   self.refreshed_in),
             Figure("malformed_messages", "Malformed ZeroMQ messages dropped",
                    (intake.malformed if intake else 0) + self.book.malformed, True),
         ]
