@@ -72,11 +72,14 @@ def main() -> int:
     parser.add_argument("--alerts", type=int, default=10_000, help="alerts per second")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--keep", help="run in this folder and keep the processes' logs there")
     args = parser.parse_args()
     if args.smoke:
         args.devices, args.rate, args.alerts, args.duration = 100, 100, 1000, 3.0
+    parser_keep = args.keep
     with tempfile.TemporaryDirectory() as tmp:
-        cwd = Path(tmp)
+        cwd = Path(parser_keep) if parser_keep else Path(tmp)
+        cwd.mkdir(parents=True, exist_ok=True)
         pub, catchup = f"ipc://{cwd}/samples.sock", f"ipc://{cwd}/catchup.sock"
         alert_end = f"ipc://{cwd}/alerts.sock"
         bus = ["--zmq-pub", pub, "--zmq-catchup", catchup]

@@ -70,30 +70,41 @@ def place(alerts: pd.DataFrame, truth: Truth, settings: Settings) -> Placed:
         below = alerts["score"].to_numpy() < settings.threshold  # NaN (no score) passes
         counts["below_threshold"] = int(below.sum())
         alerts = alerts[~below]
-    parts: list[pd.DataFrame] = []
-    for device, group in alerts.groupby("device", sort=True):
-        line = truth.timelines.get(device)
+    device = alerts["device"].to_numpy(object)
+    order = np.argsort(device.astype(str), kind="stable")
+    device = device[order]
+    seq = alerts["seq"].to_numpy(np.int64)[order].copy()
+    ts = alerts["ts"].to_numpy(np.int64)[order].copy()
+    real = np.zeros(len(order), bool)
+    for name, (a, b) in device_slices(device).items():
+        line = truth.timelines.get(name)
         if line is None:
-            counts["unknown_device"] += len(group)
+            counts["unknown_device"] += b - a
             continue
-        seq = group["seq"].to_numpy(np.int64).copy()
-        by_time = seq < 0
-        ts_given = group["ts"].to_numpy(np.int64)
+        part = seq[a:b]
+        by_time = part < 0
         if by_time.any():
-            ok = ts_given[by_time] != MISSING
-            found = line.seq_at(np.where(ok, ts_given[by_time], 0), "nearest")
-            seq[by_time] = np.where(ok, found, -1)
-        real = line.has(seq) & (seq >= 0)
-        counts["not_a_sample"] += int((~real).sum())
-        kept = group[real].copy()
-        kept["seq"] = seq[real]
-        kept["ts"] = line.ts_of(seq[real])
-        parts.append(kept)
-    frame = pd.concat(parts) if parts else alerts.iloc[0:0].copy()
-    before = len(frame)
-    frame = frame.drop_duplicates(["device", "seq"], keep="first")
-    counts["repeats"] = before - len(frame)
-    frame = frame.sort_values(["device", "seq"], kind="stable")
+            given = ts[a:b][by_time]
+            ok = given != MISSING
+            found = line.seq_at(np.where(ok, given, 0), "nearest")
+            part[by_time] = np.where(ok, found, -1)
+        here = line.has(part) & (part >= 0)
+        real[a:b] = here
+        ts[a:b][here] = line.ts_of(part[here])
+    counts["not_a_sample"] = int(len(order) - real.sum() - counts["unknown_device"])
+    keep = order[real]
+    frame = alerts.iloc[keep].copy() if len(keep) else alerts.iloc[0:0].copy()
+    frame["seq"] = seq[real]
+    frame["ts"] = ts[real]
+    # by device and seq (input order among repeats), the first alert of a sample kept
+    kept_devices = device[real]
+    codes = np.cumsum(np.r_[False, kept_devices[1:] != kept_devices[:-1]])[: len(kept_devices)]
+    again = np.lexsort((seq[real], codes))
+    frame = frame.iloc[again]
+    dup = np.r_[False, (codes[again][1:] == codes[again][:-1])
+                & (seq[real][again][1:] == seq[real][again][:-1])][: len(again)]
+    counts["repeats"] = int(dup.sum())
+    frame = frame[~dup]
     received = frame["received"].to_numpy(np.int64)
     delay = np.where(received != MISSING, (received - frame["ts"].to_numpy(np.int64)) / 1000, np.nan)
     placed = Placed(
@@ -111,12 +122,37 @@ def place(alerts: pd.DataFrame, truth: Truth, settings: Settings) -> Placed:
     return placed
 
 
+def spans_by_device(events: pd.DataFrame) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per device, its events in seq order: (row in `events`, first seq, last seq, start,
+    end), in one sort rather than one pandas operation per device."""
+    if not len(events):
+        return {}
+    rows = np.arange(len(events))
+    device = events["device"].to_numpy(object)
+    lo = events["first_seq"].to_numpy(np.int64)
+    order = np.lexsort((lo, device.astype(str)))
+    device = device[order]
+    cuts = np.flatnonzero(np.r_[True, device[1:] != device[:-1], True])
+    columns = (rows[order], lo[order], events["last_seq"].to_numpy(np.int64)[order],
+               events["start"].to_numpy(np.int64)[order], events["end"].to_numpy(np.int64)[order])
+    return {device[a]: tuple(c[a:b] for c in columns)
+            for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)}
+
+
+def device_slices(devices: np.ndarray) -> dict[str, tuple[int, int]]:
+    """Where each device's run lies in an array sorted by device."""
+    if not len(devices):
+        return {}
+    cuts = np.flatnonzero(np.r_[True, devices[1:] != devices[:-1], True])
+    return {devices[a]: (a, b) for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True)}
+
+
 def _judge(placed: Placed, truth: Truth, settings: Settings) -> None:
     anomalies = truth.anomalies.reset_index(drop=True)
     planned = truth.planned
     early, late = settings.early_s * 1000, settings.late_s * 1000
-    by_device = {d: g for d, g in anomalies.groupby("device", sort=False)}
-    planned_by_device = {d: g for d, g in planned.groupby("device", sort=False)}
+    by_device = spans_by_device(anomalies)
+    planned_by_device = spans_by_device(planned)
     devices = placed.device
     if not len(devices):
         return
@@ -126,11 +162,8 @@ def _judge(placed: Placed, truth: Truth, settings: Settings) -> None:
         seq, ts = placed.seq[a:b], placed.ts[a:b]
         events = by_device.get(device)
         matched = np.full(b - a, -1, np.int64)
-        if events is not None and len(events):
-            events = events.sort_values("first_seq")
-            index = events.index.to_numpy(np.int64)
-            lo, hi = events["first_seq"].to_numpy(np.int64), events["last_seq"].to_numpy(np.int64)
-            start, end = events["start"].to_numpy(np.int64), events["end"].to_numpy(np.int64)
+        if events is not None:
+            index, lo, hi, start, end = events
             at = np.searchsorted(lo, seq, "right") - 1
             safe = np.maximum(at, 0)
             inside = (at >= 0) & (seq <= hi[safe])
@@ -147,10 +180,9 @@ def _judge(placed: Placed, truth: Truth, settings: Settings) -> None:
             matched[pick_prev] = index[safe[pick_prev]]
         placed.event[a:b] = matched
         spans = planned_by_device.get(device)
-        if spans is not None and len(spans):
-            spans = spans.sort_values("first_seq")
-            lo, hi = spans["first_seq"].to_numpy(np.int64), spans["last_seq"].to_numpy(np.int64)
-            kinds = spans["kind"].to_numpy(object)
+        if spans is not None:
+            index, lo, hi, _, _ = spans
+            kinds = planned["kind"].to_numpy(object)[index]
             at = np.searchsorted(lo, seq, "right") - 1
             safe = np.maximum(at, 0)
             inside = (at >= 0) & (seq <= hi[safe]) & (matched < 0)

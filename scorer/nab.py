@@ -82,50 +82,72 @@ def probation(rows: int, share: float) -> float:
 
 def score(series: list[Series], profile: str, share: float = 0.15) -> NabScore:
     """NAB's score of some files under one profile (see the module docstring)."""
-    tp_w, fn_w, fp_w = PROFILES[profile]
-    parts: dict[object, float] = {}
-    fp_sum = 0.0
-    tp = fp = fn = tn = total = 0
-    for s in series:
-        first = min(s.rows, math.ceil(probation(s.rows, share)))  # first scored row
-        left = np.asarray(s.left, np.int64)
-        right = np.asarray(s.right, np.int64)
-        width = right - left + 1
-        for g, r in zip(s.group.tolist() if hasattr(s.group, "tolist") else list(s.group),
-                        right.tolist(), strict=True):
-            if r >= first and g not in parts:
-                parts[g] = -fn_w
+    return score_all(series, share, (profile,))[profile]
+
+
+def score_all(series: list[Series], share: float = 0.15,
+              profiles: tuple[str, ...] = tuple(PROFILES)) -> dict[str, NabScore]:
+    """NAB's scores under several profiles: positions and rewards are worked out once, each
+    profile weighs them (the best detection of a window is the best under any weight).
+
+    All files are laid end to end (a row's key is its file's offset plus its number), so
+    the work is a few array operations whatever the number of files."""
+    rows = np.array([s.rows for s in series], np.int64)
+    offsets = np.r_[0, np.cumsum(rows)[:-1]] if len(rows) else rows
+    first = np.array([min(r, math.ceil(probation(int(r), share))) for r in rows], np.int64)
+    codes: dict[object, int] = {}
+    left, right, group, wfile, det, dfile = [], [], [], [], [], []
+    for i, s in enumerate(series):
+        left.append(np.asarray(s.left, np.int64) + offsets[i])
+        right.append(np.asarray(s.right, np.int64) + offsets[i])
+        group.append([codes.setdefault(g, len(codes)) for g in np.asarray(s.group, object).tolist()])
+        wfile.append(np.full(len(s.left), i, np.int64))
         d = np.asarray(s.detected, np.int64)
-        d = d[(d >= first) & (d < s.rows)]
-        at = np.searchsorted(left, d, "right") - 1
-        safe = np.maximum(at, 0)
-        inside = (at >= 0) & (d <= right[safe]) if len(left) else np.zeros(len(d), bool)
-        if inside.any():
-            w = safe[inside]
-            position = -(right[w] - d[inside] + 1) / width[w]
-            reward = scaled_sigmoid(position) * tp_w / MAX_TP
-            groups = np.asarray(s.group, object)[w]
-            for g, value in zip(groups.tolist(), reward.tolist(), strict=True):
-                parts[g] = max(parts[g], value)
-        out = d[~inside]
-        if len(out):
-            prev = np.searchsorted(right, out, "left") - 1 if len(right) else np.full(len(out), -1)
-            cost = np.full(len(out), -1.0)
-            has = prev >= 0
-            if has.any():
-                p = prev[has]
-                distance = np.abs(right[p] - out[has]) / np.maximum(width[p] - 1, 1).astype(float)
-                cost[has] = scaled_sigmoid(distance)
-            fp_sum += float((cost * fp_w).sum())
-        window_rows = int(np.maximum(right - np.maximum(left, first) + 1, 0).sum())
-        hits = int(inside.sum())
-        tp += hits
-        fp += len(out)
-        fn += window_rows - hits
-        tn += (s.rows - first) - window_rows - len(out)
-        total += s.rows  # NAB publishes every row here, the probationary ones too
-    raw = fp_sum + sum(parts.values())
-    groups = len(parts)
-    null, perfect = -fn_w * groups, tp_w * groups
-    normalized = 100 * (raw - null) / (perfect - null) if groups else None
-    return NabScore(raw, normalized, tp, fp, fn, tn, total, tp + fp + fn + tn, groups)
+        d = d[(d >= first[i]) & (d < s.rows)]
+        det.append(d + offsets[i])
+        dfile.append(np.full(len(d), i, np.int64))
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+    left, right, wfile, d, dfile = cat(left), cat(right), cat(wfile), cat(det), cat(dfile)
+    group = np.array([g for part in group for g in part], np.int64)
+    width = right - left + 1
+    scored_window = right - offsets[wfile] >= first[wfile] if len(wfile) else np.zeros(0, bool)
+    groups = np.zeros(len(codes), bool)
+    groups[group[scored_window]] = True
+    best = np.full(len(codes), -np.inf)
+    at = np.searchsorted(left, d, "right") - 1
+    safe = np.maximum(at, 0)
+    inside = (at >= 0) & (d <= right[safe]) if len(left) else np.zeros(len(d), bool)
+    if inside.any():
+        w = safe[inside]
+        reward = scaled_sigmoid(-(right[w] - d[inside] + 1) / width[w])
+        np.maximum.at(best, group[w], reward)
+    out, out_file = d[~inside], dfile[~inside]
+    fp_cost = 0.0
+    if len(out):
+        prev = np.searchsorted(right, out, "left") - 1 if len(right) else np.full(len(out), -1)
+        safe_prev = np.maximum(prev, 0)
+        has = (prev >= 0) & (wfile[safe_prev] == out_file) if len(right) else prev >= 0
+        cost = np.full(len(out), -1.0)
+        if has.any():
+            p = prev[has]
+            distance = np.abs(right[p] - out[has]) / np.maximum(width[p] - 1, 1).astype(float)
+            cost[has] = scaled_sigmoid(distance)
+        fp_cost = float(cost.sum())
+    start = np.maximum(left - offsets[wfile], first[wfile]) + offsets[wfile] if len(left) else left
+    window_rows = int(np.maximum(right - start + 1, 0).sum())
+    tp, fp = int(inside.sum()), len(out)
+    fn = window_rows - tp
+    tn = int((rows - first).sum()) - window_rows - fp
+    total = int(rows.sum())  # NAB publishes every row here, the probationary ones too
+    rewards = best[groups]
+    out_scores = {}
+    for profile in profiles:
+        tp_w, fn_w, fp_w = PROFILES[profile]
+        parts = np.maximum(rewards * tp_w / MAX_TP, -fn_w)
+        raw = fp_cost * fp_w + float(parts.sum())
+        count = len(rewards)
+        null, perfect = -fn_w * count, tp_w * count
+        normalized = 100 * (raw - null) / (perfect - null) if count else None
+        out_scores[profile] = NabScore(raw, normalized, tp, fp, fn, tn, total,
+                                       tp + fp + fn + tn, count)
+    return out_scores

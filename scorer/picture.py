@@ -33,9 +33,9 @@ def draw(reports: list[Report], path: Path) -> None:
         bars = recall_ax.bar(x + i * width, [r or 0 for r in recall], width,
                              label=report.detector)
         for bar, r, n in zip(bars, recall, events, strict=True):
-            recall_ax.annotate("-" if r is None else f"{r:.2f}\n({n})",
+            recall_ax.annotate("-" if r is None else f"{r:.2f} ({n})",
                                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                               ha="center", va="bottom", fontsize=7)
+                               ha="center", va="bottom", fontsize=6, rotation=90)
         median = [report.figures.get(k, {}).get("ttd_s_median") for k in kinds]
         p90 = [report.figures.get(k, {}).get("ttd_s_p90") for k in kinds]
         xs = x + i * width
@@ -49,7 +49,7 @@ def draw(reports: list[Report], path: Path) -> None:
                       fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
-    recall_ax.set_ylim(0, 1.15)
+    recall_ax.set_ylim(0, 1.3)
     _timeline(time_ax, reports[0])
     nab = reports[0].nab.get("standard", {}).get("normalized")
     overall = reports[0].figures["overall"]

@@ -60,6 +60,9 @@ def _weight(lo, hi, start, length, bias) -> np.ndarray:
     return _prefix(hi - start + 1, length, bias) - _prefix(lo - start, length, bias)
 
 
+SHIFT = 1 << 40  # a device's samples are keyed index * SHIFT + seq: devices end to end
+
+
 def score(
     real: list[tuple[object, np.ndarray, np.ndarray, np.ndarray]],
     predicted: dict[object, np.ndarray],
@@ -68,60 +71,59 @@ def score(
     cardinality: str = "one",
 ) -> RangeScore:
     """`real`: per device (device, first seq, last seq, group of each real span), spans
-    sorted and disjoint; `predicted`: per device, the sorted distinct alerted seqs."""
-    group_max: dict[object, float] = {}
-    group_hit: dict[object, float] = {}
-    group_preds: dict[object, set] = {}
-    precisions: list[np.ndarray] = []
-    devices = {d for d, *_ in real} | set(predicted)
-    real_by = {d: (lo, hi, g) for d, lo, hi, g in real}
-    for device in devices:
-        lo, hi, groups = real_by.get(device, (np.zeros(0, np.int64),) * 2 + (np.zeros(0, object),))
-        lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
-        groups = np.asarray(groups, object)
-        rl = hi - lo + 1
-        full = _weight(lo, hi, lo, rl, bias)
-        for g, w in zip(groups.tolist(), full.tolist(), strict=True):
-            group_max[g] = group_max.get(g, 0.0) + w
-            group_hit.setdefault(g, 0.0)
-            group_preds.setdefault(g, set())
-        plo, phi = runs(predicted.get(device, np.zeros(0, np.int64)))
-        if not len(plo):
-            continue
-        pl = phi - plo + 1
-        # every (predicted, real) pair that overlaps
-        first = np.searchsorted(hi, plo, "left")
-        last = np.searchsorted(lo, phi, "right")
-        count = np.maximum(last - first, 0)
-        p_idx = np.repeat(np.arange(len(plo)), count)
-        r_idx = (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)) + np.repeat(first, count)
-        a = np.maximum(plo[p_idx], lo[r_idx])
-        b = np.minimum(phi[p_idx], hi[r_idx])
-        for g, p, w in zip(groups[r_idx].tolist(), p_idx.tolist(),
-                           _weight(a, b, lo[r_idx], rl[r_idx], bias).tolist(), strict=True):
-            group_hit[g] += w
-            group_preds[g].add((device, p))
-        # precision of each predicted range: its covered share, times its cardinality
-        covered = np.zeros(len(plo))
-        np.add.at(covered, p_idx, _weight(a, b, plo[p_idx], pl[p_idx], bias))
-        share = covered / _weight(plo, phi, plo, pl, bias)
-        if cardinality == "reciprocal":
-            distinct = np.array([len(set(groups[r_idx[p_idx == p]].tolist())) for p in range(len(plo))])
-            share = np.where(distinct > 1, share / np.maximum(distinct, 1), share)
-        precisions.append(share)
-    recalls = []
-    for g, most in group_max.items():
-        x = len(group_preds[g])
-        factor = 1.0 if x <= 1 or cardinality == "one" else 1.0 / x
-        overlap = factor * group_hit[g] / most if most else 0.0
-        recalls.append(alpha * (1.0 if x else 0.0) + (1 - alpha) * overlap)
-    recall = float(np.mean(recalls)) if recalls else None
-    all_p = np.concatenate(precisions) if precisions else np.zeros(0)
-    precision = float(all_p.mean()) if len(all_p) else None
+    sorted and disjoint; `predicted`: per device, the sorted distinct alerted seqs.
+
+    Devices are laid end to end (keys index * SHIFT + seq), so the work is a few array
+    operations whatever the number of devices."""
+    index = {d: i for i, d in enumerate(sorted({d for d, *_ in real} | set(predicted), key=str))}
+    codes: dict[object, int] = {}
+    los, his, gs = [], [], []
+    for device, lo, hi, groups in sorted(real, key=lambda r: index[r[0]]):
+        base = index[device] * SHIFT
+        los.append(np.asarray(lo, np.int64) + base)
+        his.append(np.asarray(hi, np.int64) + base)
+        gs.append([codes.setdefault(g, len(codes)) for g in np.asarray(groups, object).tolist()])
+    keys = [np.asarray(predicted[d], np.int64) + index[d] * SHIFT
+            for d in sorted(predicted, key=lambda d: index[d])]
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+    lo, hi, alerted = cat(los), cat(his), cat(keys)
+    group = np.array([g for part in gs for g in part], np.int64)
+    count_groups = len(codes)
+    rl = hi - lo + 1
+    group_max = np.bincount(group, weights=_weight(lo, hi, lo, rl, bias), minlength=count_groups)
+    plo, phi = runs(alerted)
+    pl = phi - plo + 1
+    first = np.searchsorted(hi, plo, "left")
+    last = np.searchsorted(lo, phi, "right")
+    count = np.maximum(last - first, 0)
+    p_idx = np.repeat(np.arange(len(plo)), count)
+    r_idx = (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)) + np.repeat(
+        first, count
+    )
+    a = np.maximum(plo[p_idx], lo[r_idx])
+    b = np.minimum(phi[p_idx], hi[r_idx])
+    span_hit = np.bincount(r_idx, weights=_weight(a, b, lo[r_idx], rl[r_idx], bias),
+                           minlength=len(lo))
+    group_hit = np.bincount(group, weights=span_hit, minlength=count_groups)
+    overlaps = np.bincount(group, weights=np.bincount(r_idx, minlength=len(lo)),
+                           minlength=count_groups)  # predicted ranges overlapping each group
+    factor = np.where((overlaps <= 1) | (cardinality == "one"), 1.0, 1.0 / np.maximum(overlaps, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overlap = np.where(group_max > 0, factor * group_hit / group_max, 0.0)
+    recalls = alpha * (overlaps > 0) + (1 - alpha) * overlap
+    covered = np.bincount(p_idx, weights=_weight(a, b, plo[p_idx], pl[p_idx], bias),
+                          minlength=len(plo))
+    share = covered / _weight(plo, phi, plo, pl, bias) if len(plo) else covered
+    if cardinality == "reciprocal" and len(p_idx):
+        pairs = np.unique(np.stack([p_idx, group[r_idx]]), axis=1)
+        distinct = np.bincount(pairs[0], minlength=len(plo))
+        share = np.where(distinct > 1, share / np.maximum(distinct, 1), share)
+    recall = float(recalls.mean()) if count_groups else None
+    precision = float(share.mean()) if len(share) else None
     if recall is None:
         f1 = None
     elif precision is None or precision + recall == 0:
         f1 = 0.0
     else:
         f1 = 2 * precision * recall / (precision + recall)
-    return RangeScore(precision, recall, f1, int(len(all_p)))
+    return RangeScore(precision, recall, f1, int(len(share)))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from scorer import nab, ranges
-from scorer.matching import Placed, place
+from scorer.matching import Placed, device_slices, place, spans_by_device
 from scorer.settings import Settings
 from scorer.truth import Truth
 
@@ -141,22 +141,26 @@ def evaluate(truth: Truth, alerts: pd.DataFrame, settings: Settings = Settings()
         np.uint64(0),
     ) if len(placed) else np.zeros(0, np.uint64)
     kind_of_group = dict(zip(groups["group"].tolist(), groups["kind"].tolist(), strict=True))
-    alert_group_kind = np.array([kind_of_group.get(g) if e >= 0 else None
-                                 for g, e in zip(group_of_alert.tolist(), placed.event.tolist(),
-                                                 strict=True)], object)
+    if len(anomalies):
+        member_kind = anomalies["group"].map(kind_of_group).to_numpy(object)
+        alert_group_kind = np.where(placed.event >= 0, member_kind[np.maximum(placed.event, 0)],
+                                    None)
+    else:
+        alert_group_kind = np.full(len(placed), None, object)
     false = (placed.event < 0) & np.array([p is None for p in placed.planned], bool)
     _detections(groups, placed, group_of_alert, truth)
     hours = sum(t.hours for t in truth.timelines.values())
-    false_alarms = sum(len(ranges.runs(placed.seq[false & (placed.device == d)])[0])
-                       for d in np.unique(placed.device[false]).tolist())
+    slices = device_slices(placed.device)
+    false_alarms = sum(len(ranges.runs(placed.seq[a:b][false[a:b]])[0])
+                       for a, b in slices.values())
     kinds = sorted(set(groups["kind"].tolist()))
     others = {p: _nab_series(truth, anomalies, alerts, settings, t)
               for p, t in settings.nab_thresholds if t != settings.threshold}
     figures = {"overall": _view(None, truth, anomalies, groups, placed, alert_group_kind, false,
-                                hours, false_alarms, settings, others)}
+                                hours, false_alarms, settings, slices, others)}
     for kind in kinds:
         figures[kind] = _view(kind, truth, anomalies, groups, placed, alert_group_kind, false,
-                              hours, false_alarms, settings)
+                              hours, false_alarms, settings, slices)
     nab_overall = figures["overall"].pop("_nab")
     for kind in kinds:
         figures[kind].pop("_nab")
@@ -241,24 +245,31 @@ def _nab_series(truth, anomalies, alerts, settings, threshold) -> list[nab.Serie
     """NAB's files for a profile scored at a threshold of its own (overall view)."""
     placed = place(alerts, truth, replace(settings, threshold=threshold))
     scored = (placed.event >= 0) | np.array([p is None for p in placed.planned], bool)
-    return _series(truth, anomalies, placed, scored)
+    return _inputs(truth, anomalies, placed, scored, device_slices(placed.device))[2]
 
 
-def _series(truth, members, placed, scored) -> list[nab.Series]:
-    out = []
+def _inputs(truth, members, placed, scored, slices):
+    """Per device, the real ranges (spans, groups), the predicted samples and NAB's files."""
+    real, predicted, series = [], {}, []
+    spans = spans_by_device(members)
+    groups = members["group"].to_numpy(object)
+    empty = np.zeros(0, np.int64)
     for device, line in truth.timelines.items():
-        spans = members[members["device"] == device].sort_values("first_seq")
-        lo = spans["first_seq"].to_numpy(np.int64)
-        hi = spans["last_seq"].to_numpy(np.int64)
-        seqs = placed.seq[scored & (placed.device == device)]
-        out.append(nab.Series(line.last_seq - line.first_seq + 1, lo - line.first_seq,
-                              hi - line.first_seq, spans["group"].to_numpy(object),
-                              seqs - line.first_seq))
-    return out
+        rows, lo, hi, _, _ = spans.get(device, (empty,) * 5)
+        g = groups[rows]
+        a, b = slices.get(device, (0, 0))
+        seqs = placed.seq[a:b][scored[a:b]]
+        if len(lo):
+            real.append((device, lo, hi, g))
+        if len(seqs):
+            predicted[device] = seqs
+        series.append(nab.Series(line.last_seq - line.first_seq + 1, lo - line.first_seq,
+                                 hi - line.first_seq, g, seqs - line.first_seq))
+    return real, predicted, series
 
 
 def _view(kind, truth, anomalies, groups, placed, alert_group_kind, false, hours, false_alarms,
-          settings, others=None) -> dict:
+          settings, slices, others=None) -> dict:
     mine = groups if kind is None else groups[groups["kind"] == kind]
     if kind is None:
         true = placed.event >= 0
@@ -276,30 +287,16 @@ def _view(kind, truth, anomalies, groups, placed, alert_group_kind, false, hours
         event_f1 = 2 * p * recall / (p + recall) if p + recall else 0.0
     scored = true | false  # what this view counts as predictions
     members = anomalies if kind is None else anomalies[anomalies["group"].isin(mine["group"])]
-    real, predicted, series = [], {}, []
-    for device, line in truth.timelines.items():
-        spans = members[members["device"] == device].sort_values("first_seq")
-        lo = spans["first_seq"].to_numpy(np.int64)
-        hi = spans["last_seq"].to_numpy(np.int64)
-        g = spans["group"].to_numpy(object)
-        seqs = placed.seq[scored & (placed.device == device)]
-        if len(lo):
-            real.append((device, lo, hi, g))
-        if len(seqs):
-            predicted[device] = seqs
-        rows = line.last_seq - line.first_seq + 1
-        series.append(nab.Series(rows, lo - line.first_seq, hi - line.first_seq, g,
-                                 seqs - line.first_seq))
+    real, predicted, series = _inputs(truth, members.reset_index(drop=True), placed, scored,
+                                      slices)
     ranged = ranges.score(real, predicted, settings.range_alpha, settings.range_bias,
                           settings.range_cardinality)
     nab_scores = {}
+    common = nab.score_all(series, settings.nab_probation)
     for profile in nab.PROFILES:
         own = (others or {}).get(profile)
-        nab_scores[profile] = {
-            "threshold": settings.nab_threshold(profile),
-            **nab.score(own if own is not None else series, profile,
-                        settings.nab_probation).describe(),
-        }
+        got = common[profile] if own is None else nab.score(own, profile, settings.nab_probation)
+        nab_scores[profile] = {"threshold": settings.nab_threshold(profile), **got.describe()}
     ttd = mine["ttd_s"].to_numpy(np.float64)
     ttd_samples = mine["ttd_samples"].to_numpy(np.float64)
     out = {

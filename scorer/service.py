@@ -220,8 +220,10 @@ async def _refresh(scorer: Scorer, stop: asyncio.Event, asked: asyncio.Event) ->
     """Every `every` seconds: the scores for /metrics and the table; on SIGUSR1, the report."""
     config = scorer.config
     while not stop.is_set():
+        # a refresh holds the loop while it runs: never more than a sixth of the time
+        wait = max(config.every, 5 * scorer.refreshed_in)
         try:
-            await asyncio.wait_for(asked.wait(), config.every)
+            await asyncio.wait_for(asked.wait(), wait)
         except TimeoutError:
             pass
         if stop.is_set():
