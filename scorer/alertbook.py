@@ -52,13 +52,20 @@ class AlertBook:
             self._chunks.append(records.copy())
             self.kept += len(records)
 
-    def frames(self) -> dict[str, pd.DataFrame]:
-        """Each detector's alerts, as the report takes them."""
+    def records(self) -> np.ndarray:
+        """Every alert kept, in one array (the chunks are joined once, then appended to)."""
         if not self._chunks:
-            return {}
+            return np.zeros(0, alerts.RECORD)
         if len(self._chunks) > 1:
             self._chunks = [np.concatenate(self._chunks)]
-        records = self._chunks[0]
+        return self._chunks[0]
+
+    def frames(self, records: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
+        """Each detector's alerts (of `records`, by default all kept), as the report takes
+        them."""
+        records = self.records() if records is None else records
+        if not len(records):
+            return {}
         names, which = np.unique(records["detector"], return_inverse=True)
         devices, device_index = np.unique(records["device"], return_inverse=True)
         device_text = np.array([schema.device_name(d) for d in devices.tolist()], object)

@@ -42,15 +42,25 @@ class Scorer:
 
     def refresh(self) -> dict[str, Report]:
         """Every detector's report on what is known now."""
-        started = time.monotonic()
-        truth = self.truth.truth()
-        frames = self.book.frames()
+        return self._evaluate(*self.snapshot())
+
+    def snapshot(self):
+        """What is known now, copied (cheap), so that it can be scored off the loop."""
+        return time.monotonic(), self.truth.truth(), self.book.records()
+
+    def _evaluate(self, started, truth, records) -> dict[str, Report]:
+        frames = self.book.frames(records)
         self.reports = {
             name: evaluate(truth, frame, self.config.settings, name)
             for name, frame in sorted(frames.items())
         }
         self.refreshed_in = time.monotonic() - started
         return self.reports
+
+    async def refresh_aside(self) -> dict[str, Report]:
+        """refresh(), the scoring done in a thread: the loop goes on taking samples and
+        alerts meanwhile (the copy of what is known is taken on the loop)."""
+        return await asyncio.to_thread(self._evaluate, *self.snapshot())
 
     def document(self) -> dict:
         """The JSON report: the run's counts and each detector's report."""
@@ -232,7 +242,7 @@ async def _refresh(scorer: Scorer, stop: asyncio.Event, asked: asyncio.Event) ->
             asked.clear()
             scorer.write()
             continue
-        reports = scorer.refresh()
+        reports = await scorer.refresh_aside()
         if config.table:
             text = "\n\n".join(render(r) for r in reports.values()) or (
                 f"no alerts yet; {scorer.truth.samples} samples, "
