@@ -84,7 +84,8 @@ def main() -> int:
                     failures.append(f"{detector} {profile} {relative}: ours {got}, NAB {dict(row)}")
         done, bad = per_detector.get(detector, [0, 0])
         print(f"{detector}: {done} results checked, {bad} differ", flush=True)
-    summary = {"checked": checked, "mismatched": mismatched, "detectors": {d: {"checked": c, "differ": b} for d, (c, b) in per_detector.items()},
+    detectors = {d: {"checked": c, "differ": b} for d, (c, b) in per_detector.items()}
+    summary = {"checked": checked, "mismatched": mismatched, "detectors": detectors,
                "seconds": round(time.monotonic() - started, 1), "failures": failures[:50]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1) + "\n")

@@ -139,7 +139,8 @@ def main() -> int:
         ["process", "CPU %", "per sample (us)", "rate (/s)"],
         ["scorer", f"{cpu['scorer']['cpu_percent']:.0f}", f"{us_sample:.2f}",
          f"{samples / wall:,.0f} samples + {args.alerts:,} alerts"],
-        ["logger", f"{cpu['logger']['cpu_percent']:.0f}", f"{us_row:.2f}", f"{rows / wall:,.0f} rows"],
+        ["logger", f"{cpu['logger']['cpu_percent']:.0f}", f"{us_row:.2f}",
+         f"{rows / wall:,.0f} rows"],
         ["producer", f"{cpu['producer']['cpu_percent']:.0f}", "", ""],
     ]))
     print(f"scorer / logger per sample: {result['ratio']:.2f}x; samples missed "

@@ -166,7 +166,8 @@ def _one(item: object, out: np.ndarray, subscription: Subscription, latest: Late
         out["ts_ms"] = ts
     score = item.get("score")
     if score is not None:
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        number = isinstance(score, (int, float)) and not isinstance(score, bool)
+        if not number or not math.isfinite(score):
             raise AlertError(f"score must be a finite number, got {score!r}")
         out["score"] = score
     else:

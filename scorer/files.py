@@ -168,8 +168,9 @@ def truth_from_files(windows: Path, series: Path | None) -> tuple[Truth, str | N
         )
     timelines = read_series(series).timelines()
     rows = []
-    start = to_ms(frame["start"], f"windows file {windows}") if len(frame) else np.zeros(0, np.int64)
-    end = to_ms(frame["end"], f"windows file {windows}") if len(frame) else np.zeros(0, np.int64)
+    none = np.zeros(0, np.int64)
+    start = to_ms(frame["start"], f"windows file {windows}") if len(frame) else none
+    end = to_ms(frame["end"], f"windows file {windows}") if len(frame) else none
     roots = frame["root"] if "root" in frame else pd.Series([np.nan] * len(frame))
     for i, row in enumerate(frame.itertuples(index=False)):
         line = timelines.get(row.device)
@@ -190,7 +191,9 @@ def kinds(column: pd.Series) -> np.ndarray:
     return np.array([k if isinstance(k, str) and k else None for k in column.tolist()], object)
 
 
-def read_alerts(path: Path, nab_device: str | None = None, detector: str | None = None) -> pd.DataFrame:
+def read_alerts(
+    path: Path, nab_device: str | None = None, detector: str | None = None
+) -> pd.DataFrame:
     """An alerts file: CSV or JSON lines with device, seq or timestamp, and optionally
     score, kind and detector; or a NAB results file (timestamp, anomaly_score), whose every
     row is an alert with a score (keep those above a threshold)."""

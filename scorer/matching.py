@@ -106,7 +106,8 @@ def place(alerts: pd.DataFrame, truth: Truth, settings: Settings) -> Placed:
     counts["repeats"] = int(dup.sum())
     frame = frame[~dup]
     received = frame["received"].to_numpy(np.int64)
-    delay = np.where(received != MISSING, (received - frame["ts"].to_numpy(np.int64)) / 1000, np.nan)
+    sample_ts = frame["ts"].to_numpy(np.int64)
+    delay = np.where(received != MISSING, (received - sample_ts) / 1000, np.nan)
     placed = Placed(
         device=frame["device"].to_numpy(object),
         seq=frame["seq"].to_numpy(np.int64),

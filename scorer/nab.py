@@ -100,7 +100,8 @@ def score_all(series: list[Series], share: float = 0.15,
     for i, s in enumerate(series):
         left.append(np.asarray(s.left, np.int64) + offsets[i])
         right.append(np.asarray(s.right, np.int64) + offsets[i])
-        group.append([codes.setdefault(g, len(codes)) for g in np.asarray(s.group, object).tolist()])
+        names = np.asarray(s.group, object).tolist()
+        group.append([codes.setdefault(g, len(codes)) for g in names])
         wfile.append(np.full(len(s.left), i, np.int64))
         d = np.asarray(s.detected, np.int64)
         d = d[(d >= first[i]) & (d < s.rows)]

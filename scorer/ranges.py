@@ -52,7 +52,9 @@ def _prefix(n: np.ndarray, length: np.ndarray, bias: str) -> np.ndarray:
     half = np.floor(length / 2)  # middle: i up to length/2, then length - i + 1
     a = np.minimum(n, half)
     b = np.maximum(n - half, 0)
-    return a * (a + 1) / 2 + (b * (length + 1) - ((half + b) * (half + b + 1) - half * (half + 1)) / 2)
+    rising = a * (a + 1) / 2
+    falling = b * (length + 1) - ((half + b) * (half + b + 1) - half * (half + 1)) / 2
+    return rising + falling
 
 
 def _weight(lo, hi, start, length, bias) -> np.ndarray:

@@ -190,7 +190,9 @@ def evaluate(truth: Truth, alerts: pd.DataFrame, settings: Settings = Settings()
         "device_hours": hours,
         "events": int(len(anomalies)),
         "groups": int(len(groups)),
-        "planned": {k: int(v) for k, v in truth.planned["kind"].value_counts().sort_index().items()},
+        "planned": {
+            k: int(v) for k, v in truth.planned["kind"].value_counts().sort_index().items()
+        },
     }
     delays = placed.delay_s
     delivery = {}

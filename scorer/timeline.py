@@ -242,8 +242,9 @@ class TimelineBuilder:
                 continue
             segs = [
                 *self.closed.get(name, []),
-                (int(self._seq0[slot]), int(self._ts0[slot]), int(self._seq[slot]), int(self._ts[slot])),
+                (int(self._seq0[slot]), int(self._ts0[slot]), int(self._seq[slot]),
+                 int(self._ts[slot])),
             ]
             arr = np.array(segs, np.int64).reshape(-1, 4)
-            out[name] = Timeline(arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy())
+            out[name] = Timeline(*(arr[:, i].copy() for i in range(4)))
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -67,7 +68,8 @@ def scorer(pipeline: Pipeline, alerts: str, *args: str) -> Proc:
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"})
+                          timeout=120, check=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin"})
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -209,8 +211,10 @@ def test_bad_alerts_get_errors_and_counters(pipeline: Pipeline):
                     return reply
 
         assert "must be JSON" in answer("{not json")["error"]
-        assert "unknown device" in answer(json.dumps({"alert": {"device": "nope", "seq": 1}}))["error"]
-        assert "subscription" in answer(json.dumps({"alert": {"device": "host-02", "seq": 1}}))["error"]
+        unknown = answer(json.dumps({"alert": {"device": "nope", "seq": 1}}))
+        assert "unknown device" in unknown["error"]
+        elsewhere = answer(json.dumps({"alert": {"device": "host-02", "seq": 1}}))
+        assert "subscription" in elsewhere["error"]
         future = answer(json.dumps({"alert": {"device": "host-01", "seq": sample["seq"] + 10**6}}))
         assert "in the future" in future["error"]
         assert "unknown key" in answer(json.dumps({"alert": {"device": "host-01", "seq": 1,
@@ -242,8 +246,14 @@ def test_bad_alerts_get_errors_and_counters(pipeline: Pipeline):
     stop.set()
     watcher.join(15)
     assert len(watched) > 20 and watched == list(range(watched[0], watched[0] + len(watched)))
+    report_path = pipeline.cwd / "out" / "report.json"
+    assert not report_path.exists()
+    live.popen.send_signal(signal.SIGUSR1)  # the report on demand, the scorer going on
+    wait_until(report_path.exists, timeout=20)
+    assert json.loads(report_path.read_text())["detectors"]["bad"]["alerts"]["received"] == accepted
+    assert live.popen.poll() is None
     assert live.stop(timeout=20)[0] == 0
-    report = json.loads((pipeline.cwd / "out" / "report.json").read_text())
+    report = json.loads(report_path.read_text())
     assert report["detectors"]["bad"]["alerts"]["received"] == accepted
     # the timestamp names the very sample the seq did: one distinct alert in all
     assert report["detectors"]["bad"]["alerts"]["repeats"] == accepted - 1
