@@ -24,7 +24,7 @@ from common.cli import (
     zmq_catchup_option,
     zmq_pub_option,
 )
-from common.bus import DEFAULT_ALERTS
+from common.bus import DEFAULT_ALERTS, parse_endpoint
 from common.logs import setup_logging
 from scorer.settings import BIASES, CARDINALITIES, Settings
 
@@ -127,9 +127,14 @@ def main(ctx: click.Context, **options: Any) -> None:
     """Score detectors' alerts live against the labelled samples of the stream."""
     if ctx.invoked_subcommand is not None:
         return
-    from scorer.config import ScorerConfig
     from scorer import service
+    from scorer.config import ScorerConfig
 
+    alerts = options["zmq_alerts"].split(",")[0].strip()
+    try:
+        parse_endpoint(alerts)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--zmq-alerts'") from None
     setup_logging(options.pop("log_level"))
     settings = settings_from(options)
     config = ScorerConfig(
@@ -137,7 +142,7 @@ def main(ctx: click.Context, **options: Any) -> None:
         zmq_catchup=",".join(
             producer_endpoints(catchup_from(ctx, options["zmq_catchup"]), options["producers"])
         ),
-        zmq_alerts=options["zmq_alerts"].split(",")[0].strip(),
+        zmq_alerts=alerts,
         security=security_from(options["curve_dir"], options["allow_insecure"]),
         settings=settings,
         report=options["report"],
