@@ -257,3 +257,30 @@ def test_bad_alerts_get_errors_and_counters(pipeline: Pipeline):
     assert report["detectors"]["bad"]["alerts"]["received"] == accepted
     # the timestamp names the very sample the seq did: one distinct alert in all
     assert report["detectors"]["bad"]["alerts"]["repeats"] == accepted - 1
+
+
+def test_several_broadcasters_and_detectors(pipeline: Pipeline):
+    """Two broadcasters feed one scorer; each detector is scored under its own name."""
+    alerts = f"ipc://{pipeline.cwd}/alerts.sock"
+    live = scorer(pipeline, alerts)
+    pipeline.producer("--rate", "10", "--devices", "2")
+    urls = []
+    for _ in range(2):
+        pipeline.broadcaster("--zmq-alerts", alerts)
+        urls.append(pipeline.ws_url)
+    for url, name, count in ((urls[0], "first", 3), (urls[1], "second", 2)):
+        with connect(f"{url}/?labels=0&detector={name}", open_timeout=10, max_queue=None) as ws:
+            sample = json.loads(ws.recv(timeout=10))
+            batch = [{"device": sample["device"], "seq": sample["seq"] - i} for i in range(count)]
+            ws.send(json.dumps({"alert": batch}))
+            while "alerted" not in (reply := json.loads(ws.recv(timeout=10))):
+                assert "error" not in reply, reply
+            assert reply == {"alerted": count}
+    wait_until(lambda: figures(live.info["metrics_port"])["stream_alerts_received_total"] == 5,
+               timeout=10)
+    assert live.stop(timeout=20)[0] == 0
+    report = json.loads((pipeline.cwd / "out" / "report.json").read_text())
+    assert {n: d["alerts"]["received"] for n, d in report["detectors"].items()} == {
+        "first": 3, "second": 2,
+    }
+    assert report["run"]["alerts_lost"] == 0
