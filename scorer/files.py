@@ -211,9 +211,11 @@ def read_alerts(
         if "timestamp" not in frame.columns:
             raise InputError(f"alerts file {path}: a NAB results file needs a timestamp column")
         device = nab_device or path.stem
-        return alerts_frame(np.full(len(frame), device, object),
-                            ts=to_ms(frame["timestamp"], f"alerts file {path}"),
-                            score=frame["anomaly_score"].to_numpy(np.float64), detector=name)
+        every_row = alerts_frame(np.full(len(frame), device, object),
+                                 ts=to_ms(frame["timestamp"], f"alerts file {path}"),
+                                 score=frame["anomaly_score"].to_numpy(np.float64), detector=name)
+        every_row.attrs["nab_results"] = True  # every row: a threshold picks the alerts
+        return every_row
     if "device" not in frame.columns:
         if nab_device is None:
             raise InputError(f"alerts file {path} has no device column")

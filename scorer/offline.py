@@ -37,7 +37,7 @@ def score_files(
         series_path = alerts  # a NAB results file holds every row of its data file
     truth, nab_device = truth_from_files(windows, series_path)
     frame = read_alerts(alerts, nab_device=nab_device, detector=detector)
-    if nab_device is not None and settings.threshold is None and frame["score"].notna().any():
+    if frame.attrs.get("nab_results") and settings.threshold is None:
         raise InputError("a NAB results file needs --threshold (its detector's, from NAB)")
     return evaluate(truth, frame, settings, detector)
 

@@ -111,3 +111,23 @@ def test_bad_input_is_one_line(tmp_path: Path):
         run = scorer("score", *args, cwd=tmp_path)
         assert run.returncode == 2, (args, run.stderr)
         assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_json_lines_alerts_equal_a_results_file(tmp_path: Path):
+    """An alerts file of JSON lines (timestamp and score) scores as NAB's results file does."""
+    nab_files(tmp_path)
+    results = pd.read_csv(tmp_path / "det_x.csv")
+    chosen = results[results["anomaly_score"] >= 0.75]
+    with (tmp_path / "x.jsonl").open("w") as out:
+        for row in chosen.itertuples():
+            out.write(json.dumps({"timestamp": row.timestamp, "score": row.anomaly_score}) + "\n")
+    args = ["--windows", "labels/combined_windows.json", "--series", "data/realX/x.csv"]
+    lines = scorer("score", *args, "--alerts", "x.jsonl", "--json", cwd=tmp_path)
+    nab_run = scorer("score", *args, "--alerts", "det_x.csv", "--threshold", "0.75", "--json",
+                     cwd=tmp_path)
+    assert lines.returncode == 0 and nab_run.returncode == 0, lines.stderr + nab_run.stderr
+    got, want = json.loads(lines.stdout), json.loads(nab_run.stdout)
+    for profile in nab.PROFILES:
+        want["nab"][profile].pop("threshold")
+        got["nab"][profile].pop("threshold")
+    assert got["nab"] == want["nab"] and got["overall"] == want["overall"]
