@@ -9,6 +9,8 @@ import click
 from broadcaster import service
 from broadcaster.config import DEFAULT_RESUME_MAX, BroadcasterConfig
 from broadcaster.pages import scenario_title
+from broadcaster.subscription import LABEL_POLICIES
+from common.bus import DEFAULT_ALERTS, parse_endpoint
 from common.cli import (
     catchup_from,
     log_level_option,
@@ -130,6 +132,28 @@ def _scenario(ctx: click.Context, param: click.Parameter, value: Path | None) ->
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The producers' scenario file: the dashboard shows its name.",
 )
+@option(
+    "--labels",
+    "STREAM_WS_LABELS",
+    default="sent",
+    type=click.Choice(LABEL_POLICIES),
+    help="Label fields in the stream: sent (unless a client asks ?labels=0), blind (only to "
+    "clients that ask ?labels=1, like the dashboard) or never (a blind stream for everyone).",
+)
+@option(
+    "--alert-rate",
+    "STREAM_WS_ALERT_RATE",
+    default=1000.0,
+    type=click.FloatRange(1, 1_000_000),
+    help="Alerts per second a client may send (bursts of as many); more are refused and "
+    "counted, ten times more closes it (1008).",
+)
+@option(
+    "--zmq-alerts",
+    "STREAM_ZMQ_ALERTS",
+    default=DEFAULT_ALERTS,
+    help="Where detectors' alerts go: the scorers' ZeroMQ endpoints (comma list; '' for none).",
+)
 @metrics_port_option("STREAM_BROADCASTER_METRICS_PORT")
 @ready_file_option
 @log_level_option
@@ -154,11 +178,19 @@ def main(
     stale_after: float,
     resume_max: int,
     scenario: str | None,
+    labels: str,
+    alert_rate: float,
+    zmq_alerts: str,
     metrics_port: int,
     ready_file: str | None,
     log_level: str,
 ) -> None:
     """Relay every sample as JSON to every connected WebSocket client."""
+    try:
+        for endpoint in [e.strip() for e in zmq_alerts.split(",") if e.strip()]:
+            parse_endpoint(endpoint)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--zmq-alerts'") from None
     if tls_key and not tls_cert:
         raise click.BadParameter("--tls-key needs --tls-cert", param_hint="'--tls-key'")
     setup_logging(log_level)
@@ -181,5 +213,8 @@ def main(
         metrics_port=metrics_port,
         ready_file=ready_file,
         scenario=scenario,
+        labels=labels,
+        alert_rate=alert_rate,
+        zmq_alerts=zmq_alerts,
     )
     serve(service.run, config)

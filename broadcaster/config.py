@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.bus import DEFAULT_CATCHUP, DEFAULT_PUB, Security
+from common.bus import DEFAULT_ALERTS, DEFAULT_CATCHUP, DEFAULT_PUB, Security
 
 # Samples one resume may send, and hold live meanwhile. 100,000 is ten minutes of 100
 # devices at 1 Hz, or 10 s of 100 devices at 100 Hz; it costs the broadcaster about 0.2 s
@@ -35,3 +35,6 @@ class BroadcasterConfig:
     stats_interval: float = 60.0
     ready_file: str | None = None  # written once serving (common.ready)
     scenario: str | None = None  # name of the scenario the producers run, for the dashboard
+    labels: str = "sent"  # label policy: sent, blind (unless a client asks) or never
+    alert_rate: float = 1000.0  # alerts per second a client may send (bursts of as many)
+    zmq_alerts: str = DEFAULT_ALERTS  # where alerts go: the scorers' endpoints ("": nowhere)

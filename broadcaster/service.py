@@ -9,14 +9,15 @@ import logging
 import socket
 import ssl
 import time
-from urllib.parse import urlsplit
+from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from broadcaster import backlog
+from broadcaster import alerts, backlog
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
@@ -24,7 +25,7 @@ from broadcaster.pages import Health, page, schema_document
 from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import metrics, schema
-from common.bus import Subscriber
+from common.bus import AlertSender, Subscriber
 from common.errors import StartupError
 from common.metrics import Figure
 from common.ready import Readiness
@@ -78,6 +79,13 @@ class State:
         )
         self.resumes = 0
         self.resumed_samples = 0
+        self.labels = config.labels
+        self.latest = alerts.Latest()  # which devices exist, and the newest sample of each
+        self.outbox = alerts.Outbox(None)  # gets its sender in run()
+        self.alerts_accepted = 0
+        self.alerts_refused = dict.fromkeys(alerts.REASONS, 0)
+        self.alert_floods = 0
+        self.bad_messages = 0  # client messages refused (not JSON, unknown, bad values)
 
     def settled(self) -> float:
         """Seconds until what the broadcaster takes from the bus is surely in effect."""
@@ -129,6 +137,21 @@ class State:
             ),
             Figure("lag_seconds", "Wall time minus the newest sample's timestamp", lag),
             Figure("resumes", "Client resumes served (?since=)", self.resumes, True),
+            Figure("alerts_accepted", "Detectors' alerts taken and passed on", self.alerts_accepted,
+                   True),
+            Figure("alerts_refused", "Detectors' alerts refused, all reasons",
+                   sum(self.alerts_refused.values()), True),
+            *(
+                Figure(f"alerts_refused_{reason}", f"Alerts refused: {reason.replace('_', ' ')}",
+                       count, True)
+                for reason, count in self.alerts_refused.items()
+            ),
+            Figure("alerts_undelivered", "Alerts the scorers' queues could not take",
+                   self.outbox.sender.dropped if self.outbox.sender else 0, True),
+            Figure("alert_floods", "Clients closed for sending ten times the alert rate (1008)",
+                   self.alert_floods, True),
+            Figure("bad_client_messages", "Client messages answered with an error",
+                   self.bad_messages, True),
             Figure(
                 "resumed_samples",
                 "Missed samples sent to resuming clients",
@@ -145,10 +168,15 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     try:
         state.subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
         state.bus_changed_at = time.monotonic()
+        targets = [e.strip() for e in config.zmq_alerts.split(",") if e.strip()]
+        if targets:
+            state.outbox.sender = AlertSender(targets, config.security)
         scrape = metrics.serve(config.metrics_port, state.registry)
     except BaseException:
         if state.subscriber is not None:
             state.subscriber.close()
+        if state.outbox.sender is not None:
+            state.outbox.sender.close()
         server.close()
         raise
     subscriber = state.subscriber
@@ -166,6 +194,9 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
         ready.withdraw()
         state.subscriber = None  # clients leaving from now on must not resubscribe
         subscriber.close()
+        state.outbox.flush()
+        if state.outbox.sender is not None:
+            state.outbox.sender.close()
         if scrape is not None:
             scrape.close()
         await _shutdown(server, config.close_timeout)
@@ -184,6 +215,12 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             await connection.send(json.dumps({"error": str(exc)}))
             subscription = Subscription()
         try:
+            subscription = subscription.with_labels(state.labels)
+        except SubscriptionError as exc:
+            await connection.send(json.dumps({"error": str(exc)}))
+            subscription = replace(subscription, labels=False)
+        detector = _detector(query)
+        try:
             since = from_query(query)
             if since is not None:
                 check(since, subscription)
@@ -199,7 +236,14 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
                 await _send_since(config, state, connection, subscription, since)
             else:
                 fanout.history(connection, subscription, connecting=True)
+            alert_limit = alerts.AlertLimit(config.alert_rate)
             async for message in connection:
+                body = alerts.alert_body(message) if isinstance(message, str) else None
+                if body is not None:
+                    if not await _alert(state, connection, subscription, body, detector,
+                                        alert_limit):
+                        break
+                    continue
                 if not limit.allow(time.monotonic()):
                     log.warning("client %s sends too many messages: closing", peer(connection))
                     await connection.close(CloseCode.POLICY_VIOLATION, "too many messages")
@@ -211,7 +255,10 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
                     asked = parse_message(message)
                     if isinstance(asked, Since):
                         check(asked, subscription)
+                    if isinstance(asked, Subscription):
+                        asked = asked.with_labels(state.labels)
                 except (SubscriptionError, SinceError) as exc:
+                    state.bad_messages += 1
                     await connection.send(json.dumps({"error": str(exc)}))
                     continue
                 if isinstance(asked, Since):
@@ -265,6 +312,55 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             "listening on %s://%s:%d%s", "wss" if config.tls_cert else "ws", shown, port, shared
         )
     return server
+
+
+def _detector(query: str) -> str:
+    """The connection's `?detector=` name (its alerts' default), if valid."""
+    names = parse_qs(query).get("detector")
+    try:
+        return alerts.detector_name(names[-1]) if names else "detector"
+    except alerts.AlertError:
+        return "detector"
+
+
+async def _alert(
+    state: State,
+    connection: ServerConnection,
+    subscription: Subscription,
+    body: object,
+    detector: str,
+    limit: alerts.AlertLimit,
+) -> bool:
+    """Take one alert message: acknowledge it, or refuse it with an error; False if the
+    connection floods and was closed."""
+    n = alerts.count(body)
+    now = time.monotonic()
+    if limit.flood(now, n):
+        state.alert_floods += 1
+        state.alerts_refused["rate"] += n
+        log.warning("client %s floods alerts: closing", peer(connection))
+        await connection.close(CloseCode.POLICY_VIOLATION, "too many alerts")
+        return False
+    if not limit.allow(now, n):
+        state.alerts_refused["rate"] += n
+        limit.refused_since_error += n
+        if now - limit.last_error >= 1.0:
+            limit.last_error = now
+            refused, limit.refused_since_error = limit.refused_since_error, 0
+            await connection.send(json.dumps({"error": (
+                f"too many alerts: {refused} refused; at most {limit.rate:g} a second"
+            )}))
+        return True
+    try:
+        records = alerts.parse(body, subscription, state.latest, detector, alerts.now_ms())
+    except alerts.AlertError as exc:
+        state.alerts_refused[exc.reason] += n
+        await connection.send(json.dumps({"error": str(exc)}))
+        return True
+    state.outbox.add(records)
+    state.alerts_accepted += len(records)
+    await connection.send(json.dumps({"alerted": len(records)}))
+    return True
 
 
 async def _send_since(
@@ -363,6 +459,7 @@ async def _relay(
         wait = max(0.0, next_stats - time.monotonic())
         for batch in schema.merge(await subscriber.receive(wait, stop)):
             state.health.saw(int(batch.rows["ts_ms"][-1]))
+            state.latest.update(batch.rows)
             fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval

@@ -24,6 +24,7 @@ class Figure:
     help: str
     value: float
     counter: bool = False
+    labels: tuple[tuple[str, str], ...] = ()  # e.g. (("detector", "zscore"), ("kind", "spike"))
 
 
 class _Reader(Collector):
@@ -31,9 +32,20 @@ class _Reader(Collector):
         self.read = read
 
     def collect(self):
+        families: dict[str, object] = {}
         for figure in self.read():
-            family = CounterMetricFamily if figure.counter else GaugeMetricFamily
-            yield family(f"stream_{figure.name}", figure.help, value=figure.value)
+            if not figure.labels:
+                family = CounterMetricFamily if figure.counter else GaugeMetricFamily
+                yield family(f"stream_{figure.name}", figure.help, value=figure.value)
+                continue
+            family = families.get(figure.name)
+            if family is None:
+                kind = CounterMetricFamily if figure.counter else GaugeMetricFamily
+                family = families[figure.name] = kind(
+                    f"stream_{figure.name}", figure.help, labels=[k for k, _ in figure.labels]
+                )
+            family.add_metric([v for _, v in figure.labels], figure.value)
+        yield from families.values()
 
 
 def registry(read: Callable[[], list[Figure]]) -> CollectorRegistry:

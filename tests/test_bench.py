@@ -24,6 +24,7 @@ from conftest import REPO
         ("idle.py", "--smoke", "idle.json"),
         ("resume.py", "--smoke", "resume.json"),
         ("stop.py", "--smoke", "stop.json"),
+        ("scorer.py", "--smoke", "scorer.json"),
     ],
 )
 def test_benchmark_runs(tmp_path, script, flag, result):
