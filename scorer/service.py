@@ -182,14 +182,15 @@ async def run(config: ScorerConfig, stop: asyncio.Event) -> None:
             cleanup.callback(scrape.close)
         log.info("scoring samples from %s against alerts on %s", config.zmq_pub,
                  receiver.endpoint)
+        loop = asyncio.get_running_loop()
+        asked = asyncio.Event()
+        # before the ready file: whoever reads it may ask for a report at once
+        loop.add_signal_handler(signal.SIGUSR1, asked.set)
+        cleanup.callback(loop.remove_signal_handler, signal.SIGUSR1)
         ready = Readiness(config.ready_file, "scorer")
         ready.announce(alerts=receiver.endpoint, pub=config.zmq_pub,
                        metrics_port=scrape.port if scrape else 0, report=str(config.report))
         cleanup.callback(ready.withdraw)
-        loop = asyncio.get_running_loop()
-        asked = asyncio.Event()
-        loop.add_signal_handler(signal.SIGUSR1, asked.set)
-        cleanup.callback(loop.remove_signal_handler, signal.SIGUSR1)
         tasks = [
             asyncio.create_task(_samples(scorer, intake, stop)),
             asyncio.create_task(_alerts(scorer, receiver, stop)),

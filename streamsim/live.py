@@ -39,10 +39,11 @@ _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _REFUSED = (400, 401, 403, 404)
 _ALERTS_PER_MESSAGE = 1000  # asking again would get the same answer
-_LABELS = ("anomaly", "anomaly_id", "anomaly_root", "event")
 _QUEUE = 10_000  # samples read ahead of a slow consumer; then the socket pushes back
 
-Gap = project("broadcaster.backlog").Gap
+_gaps = project("delivery.gaps")
+Gap = _gaps.GapRecord  # a gap and its reason: .device, .from_seq, .to_seq, .reason
+_known = project("delivery.reasons").known
 _client = project("clients.test_client")
 _metrics: tuple[str, ...] = project("common.schema").METRICS
 _kinds: tuple[str, ...] = project("common.schema").ANOMALY_KINDS
@@ -64,13 +65,13 @@ class GapError(RuntimeError):
 
     def __init__(self, gaps: list[Any]) -> None:
         self.gaps = gaps
-        shown = ", ".join(_describe(g) for g in gaps[:5]) + (", ..." if len(gaps) > 5 else "")
-        super().__init__(f"samples missed: {shown}")
+        super().__init__(f"samples missed: {_gaps.summary(gaps, 5)}")
 
 
-def _describe(gap: Any) -> str:
-    to = "" if gap.to_seq is None else f"..{gap.to_seq}"
-    return f"{gap.device or 'every device'} seq {gap.from_seq}{to} ({gap.reason})"
+def _gap(device: str | None, first: int, last: int | None, reason: str) -> Any:
+    """A gap record in delivery's terms; `reason` a word of its vocabulary (or the
+    stream's own `unannounced`, or a newer server's word, kept as it came)."""
+    return Gap(_gaps.Gap(device, first, last), _known(reason))
 
 
 class _Session:
@@ -82,7 +83,7 @@ class _Session:
         url: str,
         devices: Iterable[str] | None,
         fields: Iterable[str] | None,
-        labels: bool,
+        labels: bool | None,
         count: int | None,
         timeout: float | None,
         raise_on_gap: bool,
@@ -104,13 +105,14 @@ class _Session:
             params.append(("devices", _names(devices, "devices")))
         if fields is not None:
             params.append(("fields", _names(fields, "fields")))
+        if labels is not None:
+            params.append(("labels", "1" if labels else "0"))  # None: the server's policy
         if token is not None:
             params.append(("token", token))
         if detector is not None:
             params.append(("detector", detector))
         self.url = url
         self.base = _client.with_params(url, params)
-        self.labels = labels
         self.count = count
         self.timeout = timeout
         self.raise_on_gap = raise_on_gap
@@ -164,9 +166,6 @@ class _Session:
             self._add(jumps)
         for sample in fresh:
             sample["timestamp"] = datetime.fromisoformat(sample["timestamp"]).replace(tzinfo=UTC)
-            if not self.labels:
-                for key in _LABELS:
-                    sample.pop(key, None)
         return fresh
 
     def alert(
@@ -212,7 +211,7 @@ class _Session:
 
     def _told(self, ranges: list[dict[str, Any]]) -> None:
         gaps = [
-            Gap(r.get("device"), int(r["from_seq"]), r.get("to_seq"), str(r.get("reason")))
+            _gap(r.get("device"), int(r["from_seq"]), r.get("to_seq"), str(r.get("reason")))
             for r in ranges
         ]
         for gap in gaps:
@@ -239,7 +238,7 @@ class _Session:
                 previous = max(previous, upto)
             elif self._excuse_all:
                 continue
-            jumps.append(Gap(device, previous + 1, seq - 1, "unannounced"))
+            jumps.append(_gap(device, previous + 1, seq - 1, "unannounced"))
         return jumps
 
     def _add(self, gaps: list[Any]) -> None:
@@ -357,9 +356,9 @@ class _Progress:
 
     @property
     def gaps(self) -> list[Any]:
-        """Every gap met: `Gap(device, from_seq, to_seq, reason)`, as a gap message named it
-        (`not_held`, `not_produced`, `over_limit`, `unavailable`) or `unannounced` (seqs that
-        never came, seen by the seqs of the samples that did)."""
+        """Every gap met: a `Gap` (`.device`, `.from_seq`, `.to_seq`, `.reason`), as a gap
+        message named it (`not_held`, `not_produced`, `over_limit`, `unavailable`) or
+        `unannounced` (seqs that never came, seen by the seqs of the samples that did)."""
         return list(self._session.gaps)
 
     @property
@@ -401,7 +400,9 @@ class _Progress:
         optional `score` and `kind` guess. It returns at once: alerts go out in order, in
         messages of up to 1,000; those queued while the connection is away go out on the
         next. The server's acknowledgements count in `alerts_acknowledged`, its refusals
-        land in `errors`. Needs a broadcaster that takes alerts (the scorer's)."""
+        land in `errors`. The broadcaster passes the alerts it takes to the scorers at its
+        `--zmq-alerts`: a `Pipeline(scorer=True)`'s broadcaster, to that pipeline's own
+        scorer only."""
         self._session.alert(sample, seq, timestamp, score, kind)
 
 
@@ -542,7 +543,7 @@ def stream(
     *,
     devices: Iterable[str] | None = None,
     fields: Iterable[str] | None = None,
-    labels: bool = True,
+    labels: bool | None = None,
     count: int | None = None,
     timeout: float | None = None,
     raise_on_gap: bool = False,
@@ -555,10 +556,13 @@ def stream(
 
     A sample is the broadcaster's JSON object with `timestamp` as a UTC datetime: `cpu`,
     `mem`, `disk_io`, `net` (None: no value), `device`, `seq`, and the labels `anomaly`,
-    `anomaly_id`, `anomaly_root`, `event` (None: none; left out with `labels=False`).
-    `devices` and `fields` subscribe to some devices or metrics only (names, or the
-    comma text the URL takes). The stream ends after `count` samples or `timeout` seconds,
-    whichever comes first (neither: it runs until the loop leaves it).
+    `anomaly_id`, `anomaly_root`, `event` (None: none). `labels=False` asks for a blind
+    stream (`?labels=0`: the server leaves the labels out, they never cross the wire),
+    `labels=True` for the labels (`?labels=1`: a server that never sends them refuses with
+    ValueError), None for the server's default (`--labels`). `devices` and `fields`
+    subscribe to some devices or metrics only (names, or the comma text the URL takes).
+    The stream ends after `count` samples or `timeout` seconds, whichever comes first
+    (neither: it runs until the loop leaves it).
 
     Guarantees: each device's samples come in seq order, each once. When the connection
     drops (a broadcaster restarts), it reconnects by itself and resumes after the last
@@ -595,7 +599,7 @@ def astream(
     *,
     devices: Iterable[str] | None = None,
     fields: Iterable[str] | None = None,
-    labels: bool = True,
+    labels: bool | None = None,
     count: int | None = None,
     timeout: float | None = None,
     raise_on_gap: bool = False,
