@@ -15,7 +15,8 @@ LABELS = {"anomaly", "anomaly_id", "anomaly_root", "event"}
 def test_alerts_reach_the_pipelines_own_scorer():
     """On a blind stream three alerts (by sample, by seq, by timestamp) are acknowledged and
     scored by this pipeline's scorer under the stream's detector name; one the broadcaster
-    refuses is kept in `errors` and the stream goes on; another pipeline's scorer gets
+    refuses is kept in `errors` and the stream goes on; a stream ended by its count sends
+    the alerts made on its last samples before it closes; another pipeline's scorer gets
     none; after stop() the report is the one the scorer wrote as it stopped."""
     with (
         streamsim.Pipeline(devices=2, rate=20, seed=5, labels="blind", scorer=True) as mine,
@@ -32,11 +33,16 @@ def test_alerts_reach_the_pipelines_own_scorer():
         wait_until(lambda: live.errors, timeout=10)
         later = [next(live) for _ in range(3)]  # the stream goes on
         assert len({(s["device"], s["seq"]) for s in later}) == 3
+        counted = streamsim.stream(mine.url, labels=False, detector="each", count=30)
+        for sample in counted:  # read ahead by its thread: the last alerts come after
+            counted.alert(sample)
+        assert counted.alerts_sent == counted.alerts_acknowledged == 30
         report = mine.report()
+        assert report.detectors["each"]["alerts"]["received"] == 30
         assert live.alerts_sent == 4
         assert len(live.errors) == 1 and "unknown device 'host-99'" in live.errors[0]
         live.close()
-        assert report.run["alerts_received"] == 3 and report.run["alerts_lost"] == 0
+        assert report.run["alerts_received"] == 3 + 30 and report.run["alerts_lost"] == 0
         alerts = report.detectors["zscore"]["alerts"]
         assert alerts["received"] == alerts["distinct"] == 3
         assert alerts["not_a_sample"] == alerts["unknown_device"] == 0
