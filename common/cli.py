@@ -1,7 +1,8 @@
 """Shared command-line plumbing: options every process takes and one-line errors.
 
-Each setting is a click option with a `STREAM_*` environment-variable fallback, so a
-`.env` file configures `honcho start`. Errors never show a traceback: a bad option
+Each setting is a click option with a `STREAM_*` environment-variable fallback, and every
+command reads `./.env` (common.envfile), so one `.env` configures `honcho start` and a
+plain shell alike. Errors never show a traceback: a bad option
 exits with status 2, a start-up failure (port in use, unwritable file) with status 3.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
-from common import shards
+from common import envfile, shards
 from common.bus import DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security, parse_endpoint
 from common.errors import StartupError
 from common.logs import LEVELS
@@ -246,7 +247,12 @@ def _deprecated_env(prog: str) -> None:
 
 
 def main(command: click.Command, prog: str) -> NoReturn:
-    """Run a click command the way every process's `__main__` does."""
+    """Run a click command the way every process's `__main__` does: `./.env` read first
+    (common.envfile), so it configures a plain shell's commands as it does honcho's."""
+    try:
+        envfile.load()
+    except ValueError as exc:
+        fail(prog, str(exc), 2)
     _deprecated_env(prog)
     try:
         # Without standalone mode, click returns (not raises) the status of Exit(n).
