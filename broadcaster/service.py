@@ -141,7 +141,9 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     try:
         state.subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
         state.bus_changed_at = time.monotonic()
-        scrape = metrics.serve(config.metrics_port, state.registry)
+        scrape = metrics.serve(
+            config.metrics_port, state.registry, "--metrics-port (STREAM_BROADCASTER_METRICS_PORT)"
+        )
     except BaseException:
         if state.subscriber is not None:
             state.subscriber.close()
@@ -248,6 +250,7 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             reason = "address already in use" + (
                 " by a listener that does not share it (SO_REUSEPORT)" if reuse_port else ""
             )
+            reason += ": choose another port with --ws-port (STREAM_WS_PORT)"
         else:
             reason = exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {where}: {reason}") from None

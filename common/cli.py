@@ -37,6 +37,18 @@ def option(name: str, envvar: str | None, *decls: str, **kwargs: Any) -> Callabl
     return click.option(name, *decls, envvar=envvar, show_envvar=envvar is not None, **kwargs)
 
 
+def given_as(ctx: click.Context, name: str) -> str | None:
+    """How a setting was given, for an error message: `--flag`, its variable (from the
+    environment or .env), or None if it was left at its default."""
+    source = ctx.get_parameter_source(name)
+    if source in (None, click.core.ParameterSource.DEFAULT):
+        return None
+    param = next(p for p in ctx.command.params if p.name == name)
+    if source is click.core.ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+        return param.envvar
+    return param.opts[0] if param.opts else f"--{name.replace('_', '-')}"
+
+
 def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """One endpoint, or a comma list of them (one per producer instance)."""
     if value is None:

@@ -42,7 +42,9 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
         scrape = metrics.serve(
-            config.metrics_port, metrics.registry(lambda: _figures(sink, subscriber, client))
+            config.metrics_port,
+            metrics.registry(lambda: _figures(sink, subscriber, client)),
+            "--metrics-port (STREAM_LOGGER_METRICS_PORT)",
         )
         if scrape is not None:
             cleanup.callback(scrape.close)

@@ -19,6 +19,7 @@ import click
 from common.cli import (
     catchup_from,
     duration,
+    given_as,
     log_level_option,
     metrics_port_option,
     option,
@@ -100,14 +101,27 @@ def _fleet(ctx: click.Context, scenario: Scenario | None, devices: int) -> int:
     if scenario is None:
         return devices
     for name in ("devices", "roles"):
-        source = ctx.get_parameter_source(name)
-        if source not in (None, click.core.ParameterSource.DEFAULT):
-            how = "STREAM_" + name.upper() if source.name == "ENVIRONMENT" else f"--{name}"
+        how = given_as(ctx, name)
+        if how is not None:
             raise click.UsageError(
                 f"{how} conflicts with --scenario {scenario.file}: its [[group]] tables make "
                 "the fleet; leave it out"
             )
     return len(scenario.devices)
+
+
+def _source(ctx: click.Context, source: str, replay_file: Path | None) -> str:
+    """The source: a replay file alone means replay; with another source it is refused,
+    never silently ignored."""
+    if replay_file is None or source == "replay":
+        return source
+    how = given_as(ctx, "source")
+    if how is None:
+        return "replay"
+    file_how = given_as(ctx, "replay_file")
+    raise click.UsageError(
+        f"{file_how} needs --source replay, not {how} {source}: leave one of them out"
+    )
 
 
 def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -277,6 +291,7 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     options["history_bytes"] = options.pop("history_mb") * 1024 * 1024
     options["security"] = security_from(options.pop("curve_dir"), options.pop("allow_insecure"))
     options["zmq_catchup"] = catchup_from(ctx, options["zmq_catchup"])
+    options["source"] = _source(ctx, options["source"], options["replay_file"])
     if options["scenario"] is not None and options["source"] != "sim":
         raise click.UsageError(f"--scenario needs the sim source, not --source {options['source']}")
     options["devices"] = _fleet(ctx, options["scenario"], options["devices"])

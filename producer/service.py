@@ -49,7 +49,9 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         control_server = ControlServer(config.zmq_control, controller, config.security)
         cleanup.callback(control_server.close)
         scrape = metrics.serve(
-            config.metrics_port, metrics.registry(lambda: _figures(controller, history, gate))
+            config.metrics_port,
+            metrics.registry(lambda: _figures(controller, history, gate)),
+            "--metrics-port (STREAM_PRODUCER_METRICS_PORT)",
         )
         if scrape is not None:
             cleanup.callback(scrape.close)
