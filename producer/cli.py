@@ -44,6 +44,11 @@ from producer.outputs import FORMATS
 from producer.scenario import Scenario, ScenarioError, load
 
 
+# A rate change sent to several producers takes effect this long after it is sent, at the
+# same tick on each (common.control, at_ms).
+RATE_CHANGE_LEAD_MS = 500
+
+
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """An ISO date or date-time (UTC unless it says otherwise) as epoch milliseconds."""
     if value is None or value == "":
@@ -459,21 +464,45 @@ def ctl(
     """Steer running producers: status, inject, rate, pause, resume.
 
     With several producers, inject goes to the one that owns the device, the others to
-    all of them, and the answer is a list with one entry per producer."""
+    all of them, and the answer is a list with one entry per producer. Without
+    --producers, the producers are found from their ready files (STREAM_READY_FILE) or
+    from producer 1, which knows how many there are. Which pipeline answered (directory,
+    pids, seed) is said on stderr."""
+    import os
+
+    from common.shards import honcho_concurrency
+    from producer.control.client import formation
+
+    security = security_from(curve_dir, allow_insecure)
     endpoints = producer_endpoints(zmq_control, producers)
-    ctx.obj = (endpoints, security_from(curve_dir, allow_insecure), timeout)
+    counted = producers.strip().lower() != "auto" or honcho_concurrency("producer") is not None
+    if not counted and len(endpoints) == 1:
+        endpoints = formation(
+            zmq_control, security, timeout, os.environ.get("STREAM_READY_FILE")
+        )
+    ctx.obj = (endpoints, security, timeout)
 
 
 def _send(ctx: click.Context, request: dict[str, Any], device: str | None = None) -> None:
-    """Ask every producer (or the owner of `device`); print the answers; fail if one did."""
+    """Ask every producer (or the owner of `device`); print the answers; fail if one did.
+    Which pipeline answered goes to stderr first."""
     from common.shards import Shard
-    from producer.control.client import ask_all
+    from producer.control.client import ask_all, describe
 
     endpoints, security, timeout = ctx.obj
     targets = list(enumerate(endpoints, 1))
     if device is not None and len(endpoints) > 1:
         targets = [(i, e) for i, e in targets if Shard(i, len(endpoints)).owns(device)]
-    replies = ask_all([e for _, e in targets], request, timeout, security)
+    if request["cmd"] == "rate" and len(endpoints) > 1:
+        # Every producer re-anchors on the same tick: the formation stays one series.
+        request = {**request, "at_ms": round(time.time() * 1000) + RATE_CHANGE_LEAD_MS}
+    statuses = ask_all(endpoints, {"cmd": "status"}, timeout, security)
+    for line in describe(endpoints, statuses):
+        click.echo(line, err=True)
+    if request["cmd"] == "status":
+        replies = [statuses[i - 1] for i, _ in targets]
+    else:
+        replies = ask_all([e for _, e in targets], request, timeout, security)
     failed = [(i, r) for (i, _), r in zip(targets, replies, strict=True) if not r.get("ok")]
     for reply in replies:
         reply.pop("ok", None)

@@ -17,6 +17,7 @@ from producer.catchup.server import CatchupServer
 from producer.config import ProducerConfig, for_instance
 from producer.control.controller import Controller
 from producer.control.server import ControlServer
+from producer.formation import learn, needs_formation_series
 from producer.gate import Gate
 from producer.sources import Source, open_source
 
@@ -33,7 +34,7 @@ _TAKE_S = 0.05
 
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     """Publish until `stop` is set. Raises StartupError if the source or an endpoint is unusable."""
-    config = for_instance(config)
+    given, config = config, for_instance(config)
     with ExitStack() as cleanup:  # closes, in reverse order, whatever was opened
         history = History(config.history_s, config.history_bytes)
         publisher = Publisher(config.zmq_pub, security=config.security)
@@ -41,9 +42,14 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         catchup_server = CatchupServer(config.zmq_catchup, history, config.security)
         cleanup.callback(catchup_server.close)
         gate = Gate(history)
-        source = open_source(config, time.time() * 1000, gate.refuse)
+        formation = None
+        if needs_formation_series(given):
+            formation = await learn(given, stop)  # producer 1's endpoints: the settings given
+            if formation is None:
+                return  # stopped while waiting for producer 1
+        source = open_source(config, time.time() * 1000, gate.refuse, formation)
         _prefetch(source, gate)
-        series = getattr(source, "series", None)  # an idle source has none
+        series = getattr(source, "series", None)  # an idle replay or live producer has none
         history.series_first = series.seq_base if series is not None else None
         controller = Controller(config, source)
         control_server = ControlServer(config.zmq_control, controller, config.security)

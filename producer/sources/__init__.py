@@ -70,22 +70,31 @@ def build_rows(
     return rows
 
 
-def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = None) -> Source:
+def open_source(
+    config: ProducerConfig,
+    now_ms: float,
+    refuse: Refuse | None = None,
+    formation: series_store.Series | None = None,
+) -> Source:
     """The configured source, positioned at the first tick due from now; `refuse` hears of
-    the rows of a replay file that are not valid samples, when the replay reaches them."""
+    the rows of a replay file that are not valid samples, when the replay reaches them.
+    `formation` is producer 1's series, which a simulating producer I > 1 shares."""
     if config.source == "sim":
         from producer.sources.sim import SimSource
 
-        series, continued = series_store.resume_or_start(
-            config.state,
-            config.seed,
-            config.devices,
-            config.rate,
-            now_ms,
-            speed=config.speed,
-            start_ms=config.start_ms,
-            scenario=config.scenario.name if config.scenario else "",
-        )
+        if formation is not None:
+            series, continued = series_store.adopt(config.state, formation, now_ms)
+        else:
+            series, continued = series_store.resume_or_start(
+                config.state,
+                config.seed,
+                config.devices,
+                config.rate,
+                now_ms,
+                speed=config.speed,
+                start_ms=config.start_ms,
+                scenario=config.scenario.name if config.scenario else "",
+            )
         _log_series(continued)
         from producer.config import device_name
 
@@ -94,7 +103,7 @@ def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = N
         )
         owned = [i for i, name in enumerate(names) if config.shard.owns(name)]
         if not owned:
-            return _idle(config, f"{config.devices} device(s)")
+            return _idle(config, f"{config.devices} device(s)", series)
         return SimSource(
             series,
             config.anomaly_rate,
@@ -161,8 +170,9 @@ class IdleSource:
 
     device_names: list[str] = []
 
-    def __init__(self, shard: Shard, what: str) -> None:
+    def __init__(self, shard: Shard, what: str, series: series_store.Series | None = None) -> None:
         self.shard, self.what = shard, what
+        self.series = series  # the formation's, which producers 2..N learn from producer 1
 
     def describe(self) -> str:
         return f"idle: producer {self.shard} owns none of {self.what}"
@@ -177,9 +187,11 @@ class IdleSource:
         return None
 
 
-def _idle(config: ProducerConfig, what: str) -> IdleSource:
+def _idle(
+    config: ProducerConfig, what: str, series: series_store.Series | None = None
+) -> IdleSource:
     log.warning("producer %s owns none of %s: idle (run fewer producers)", config.shard, what)
-    return IdleSource(config.shard, what)
+    return IdleSource(config.shard, what, series)
 
 
 def _log_series(continued: bool) -> None:
