@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from broadcaster import backlog, resume
+from broadcaster import backlog, peers, resume
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
@@ -64,7 +64,8 @@ class State:
 
     def __init__(self, config: BroadcasterConfig) -> None:
         self.fanout = Fanout(config.max_client_buffer, config.close_timeout)
-        self.health = Health(config.stale_after)
+        self.pipeline = peers.pipeline_id(config.zmq_pub, config.zmq_catchup)
+        self.health = Health(config.stale_after, self.pipeline)
         self.schema = schema_document(config.scenario)  # /schema.json
         self.subscriber: Subscriber | None = None
         self.disconnects = 0
@@ -231,6 +232,9 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
     admission = Admission(config.max_clients, config.origins, config.token)
     reuse_port = _reuse_port(config)
     where = f"{config.ws_host}:{config.ws_port}"
+    tls = config.tls_cert is not None
+    if reuse_port:  # a port shared with another pipeline's broadcaster would mix streams
+        await peers.check_before(config.ws_host, config.ws_port, tls, state.pipeline)
     try:
         # With reuse_port, every socket serve() makes (one per address the host resolves
         # to, e.g. 127.0.0.1 and ::1 for localhost) is shared the same way.
@@ -256,7 +260,13 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
         raise StartupError(f"cannot listen on {where}: {reason}") from None
     except ValueError as exc:  # asyncio: SO_REUSEPORT defined but not implemented
         raise StartupError(f"cannot listen on {where}: {exc}; use --no-reuse-port") from None
-    shared = " (SO_REUSEPORT: other broadcasters may share it)" if reuse_port else ""
+    if reuse_port:
+        try:
+            await peers.check_after(config.ws_host, config.ws_port, tls, state.pipeline)
+        except StartupError:
+            server.close()
+            raise
+    shared = " (SO_REUSEPORT: this pipeline's other broadcasters may share it)" * reuse_port
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host

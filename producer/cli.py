@@ -485,7 +485,7 @@ def ctl(
 
 def _send(ctx: click.Context, request: dict[str, Any], device: str | None = None) -> None:
     """Ask every producer (or the owner of `device`); print the answers; fail if one did.
-    Which pipeline answered goes to stderr first."""
+    Which pipeline answered goes to stderr when all went well (an error stays one line)."""
     from common.shards import Shard
     from producer.control.client import ask_all, describe
 
@@ -497,8 +497,7 @@ def _send(ctx: click.Context, request: dict[str, Any], device: str | None = None
         # Every producer re-anchors on the same tick: the formation stays one series.
         request = {**request, "at_ms": round(time.time() * 1000) + RATE_CHANGE_LEAD_MS}
     statuses = ask_all(endpoints, {"cmd": "status"}, timeout, security)
-    for line in describe(endpoints, statuses):
-        click.echo(line, err=True)
+    about = describe(endpoints, statuses)
     if request["cmd"] == "status":
         replies = [statuses[i - 1] for i, _ in targets]
     else:
@@ -506,6 +505,8 @@ def _send(ctx: click.Context, request: dict[str, Any], device: str | None = None
     failed = [(i, r) for (i, _), r in zip(targets, replies, strict=True) if not r.get("ok")]
     for reply in replies:
         reply.pop("ok", None)
+    for line in [] if failed else about:
+        click.echo(line, err=True)
     if len(endpoints) == 1:
         if failed:
             raise click.ClickException(str(failed[0][1].get("error", "the producer refused")))
