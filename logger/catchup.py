@@ -30,6 +30,7 @@ class Facts:
     skipped: dict[str, list[tuple[int, int]]]  # seq ranges its producer skipped (paused, behind)
     series_first: dict[str, int] = field(default_factory=dict)  # first seq of its series
     withheld: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    series: list[dict] = field(default_factory=list)  # what the producers say they publish
 
 
 class CatchupClient:
@@ -42,6 +43,7 @@ class CatchupClient:
         self.idle_timeout = idle_timeout
         self._dealers = [Dealer(e, security) for e in self.endpoints]
         self.requests = 0
+        self.series: list[dict] = []  # the series the producers named in their last answer
 
     async def fetch(
         self, after: dict[str, int], after_ts_ms: int
@@ -66,12 +68,16 @@ class CatchupClient:
             batches += got
             facts.run_first.update(end.run_first)
             facts.withheld.update(end.withheld)
+            if end.series is not None and end.series not in facts.series:
+                facts.series.append(end.series)
             for device in {*end.run_first, *end.oldest}:
                 facts.skipped[device] = end.skipped
                 if end.series_first is not None:
                     facts.series_first[device] = end.series_first
         if not answered:
             return None
+        if facts.series:
+            self.series = facts.series
         return batches, facts
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from common.errors import StartupError
 from common.locking import open_exclusive
+from common import schema
 from common.schema import CSV_HEADER
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,22 @@ class CsvFile:
                 f"{self.path} has header {shown!r}, expected {self.header!r}; "
                 "move it aside or choose another --csv"
             )
+
+
+def last_precision(path: Path) -> int | None:
+    """The timestamp precision of a CSV's last row (None: no row): a timestamp, never
+    quoted, is 19 characters in whole seconds and 23 with milliseconds."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - 4096))
+            lines = [line for line in file.read().splitlines() if line.strip(b"\0")]
+    except OSError:
+        return None
+    if not lines or lines[-1].startswith(b"timestamp,"):
+        return None
+    stamp = lines[-1].split(b",", 1)[0]
+    return schema.MILLISECONDS if len(stamp) > 19 else schema.SECONDS
 
 
 def rotated_files(live: Path) -> list[Path]:

@@ -20,7 +20,7 @@ from logger.config import LoggerConfig
 from logger.resume import last_written
 from logger.seqs import Gap, SeqTracker, first_seqs
 from logger.sink import LogSink
-from logger.starts import SeriesStarts, before_first
+from logger.starts import Met, SeriesStarts, before_first
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,11 @@ async def _log(
             new = seqs.unseen(batch)
             if new:
                 met = await starts.meet(new, batch)
-                for part in met.rows:
-                    sink.write_batch(part)
-                _record(sink, met.gaps, batch.precision)
+                if not await _new_series(sink, seqs, client, starts, batch):
+                    _write_met(sink, met, batch.precision)
             gaps = seqs.gaps(batch)
             if gaps:
-                await _fill(sink, seqs, client, gaps, batch, marks)
+                await _fill(sink, seqs, client, gaps, batch, marks, starts)
             sink.write_batch(seqs.admit(batch))
         if refused is not None:  # what the samples after them did not already account for
             await _account_refused(sink, seqs, client, starts, refused)
@@ -207,6 +206,9 @@ async def _catch_up(
     if facts is None:
         log.info("no answer from the catch-up endpoint: continuing with live samples")
         return None
+    if sink.follow_series(facts.series):
+        seqs.forget()  # a new file: its devices are met afresh as samples come
+        return None
     newcomers = {d: f for d, f in first_seqs(fresh).items() if d not in after}
     left += before_first(newcomers, facts)  # devices this log has not held before
     for batch in fresh:
@@ -217,6 +219,32 @@ async def _catch_up(
     return count
 
 
+def _write_met(sink: LogSink, met: Met, precision: int) -> None:
+    for part in met.rows:
+        sink.write_batch(part)
+    _record(sink, met.gaps, precision)
+
+
+async def _new_series(
+    sink: LogSink,
+    seqs: SeqTracker,
+    client: CatchupClient,
+    starts: SeriesStarts,
+    batch: schema.Batch,
+) -> bool:
+    """If the producers' last answer names another series than the file's: a new file
+    begins (LogSink.follow_series), the old seqs are forgotten and the batch's devices are
+    met afresh, as in a new log (what is held of them, what came before). True if so."""
+    if not sink.follow_series(client.series):
+        return False
+    seqs.forget()
+    starts.unconfirmed.clear()
+    new = seqs.unseen(batch)
+    if new:
+        _write_met(sink, await starts.meet(new, batch), batch.precision)
+    return True
+
+
 async def _fill(
     sink: LogSink,
     seqs: SeqTracker,
@@ -224,10 +252,14 @@ async def _fill(
     gaps: list[Gap],
     batch: schema.Batch,
     refused: dict[str, tuple[int, int, int]],
+    starts: SeriesStarts,
 ) -> None:
     """A seq jump: fetch the missing samples, write them before `batch`, record the rest
-    ('refused' rather than 'lost' where they were in messages this logger refused)."""
+    ('refused' rather than 'lost' where they were in messages this logger refused). A jump
+    into another series starts a new file instead (`_new_series`)."""
     fresh, left = await fill(seqs, client, gaps, batch)
+    if await _new_series(sink, seqs, client, starts, batch):
+        return
     for part in fresh:
         sink.write_batch(part)
     _record(sink, [(g, _refused_or(r, g, refused)) for g, r in left], batch.precision)

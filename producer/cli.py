@@ -388,6 +388,12 @@ def generate(
             scenario=scenario,
         )
     seconds = time.perf_counter() - started
+    if fmt == "csv":  # which series the file holds, as a logger records it (common.logseries)
+        from common import logseries
+        from common.schema import precision_for_rate
+        from producer.series import identity
+
+        logseries.write(out, identity(series), precision_for_rate(rate))
     click.echo(
         f"wrote {rows:,} samples to {out} and anomaly windows to {windows_path(out)} "
         f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {seed}",

@@ -152,6 +152,23 @@ def resume_or_start(
     return wanted, False
 
 
+def identity(series: Series, replay_file: str | None = None, host: str | None = None) -> dict:
+    """What a log tells series apart by: the source, and for a simulation its seed, fleet size
+    and scenario (the rate, the start and a restart are the same series: its seqs go on);
+    for a replay the file, for the live source the host. Every producer of a formation
+    gives the same, so their samples belong in one log."""
+    if series.source == "replay":
+        return {"source": "replay", "file": replay_file or ""}
+    if series.source == "live":
+        return {"source": "live", "host": host or ""}
+    return {
+        "source": series.source,
+        "seed": series.seed,
+        "devices": series.devices,
+        "scenario": series.scenario,
+    }
+
+
 def to_dict(series: Series) -> dict:
     """The series as JSON-ready fields (what the state file and `ctl` carry)."""
     return asdict(series)

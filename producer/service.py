@@ -19,6 +19,7 @@ from producer.control.controller import Controller
 from producer.control.server import ControlServer
 from producer.formation import learn, needs_formation_series
 from producer.gate import Gate
+from producer.series import Series, identity
 from producer.sources import Source, open_source
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         _prefetch(source, gate)
         series = getattr(source, "series", None)  # an idle replay or live producer has none
         history.series_first = series.seq_base if series is not None else None
+        history.series = _identity(given, series)
         controller = Controller(config, source)
         control_server = ControlServer(config.zmq_control, controller, config.security)
         cleanup.callback(control_server.close)
@@ -87,6 +89,19 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
             controller.published,
             controller.last_seq,
         )
+
+
+def _identity(config: ProducerConfig, series: Series | None) -> dict | None:
+    """What the catch-up answers say this producer publishes (producer.series.identity)."""
+    if series is None:
+        return None
+    host = None
+    if config.source == "live":
+        from producer.sources.live import host_device_name
+
+        host = host_device_name()
+    replay = str(config.replay_file) if config.replay_file is not None else None
+    return identity(series, replay, host)
 
 
 def _prefetch(source: Source, gate: Gate) -> None:
