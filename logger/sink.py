@@ -233,7 +233,7 @@ class LogSink:
         target = live.with_name(f"{live.stem}-{number:06d}{live.suffix}")
         self.csv.sync()
         os.rename(live, target)
-        if logseries.record_path(live).exists():
+        if logseries.record_path(live).exists():  # a crash just before: verify copes
             os.replace(logseries.record_path(live), logseries.record_path(target))
         fresh = CsvFile(live)
         fresh.open()

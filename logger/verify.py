@@ -138,11 +138,27 @@ def verify_by_series(paths: list[Path]) -> list[tuple[dict | None, list[Path], R
     """The files grouped by the series they hold (their records, common.logseries), each
     group checked on its own: (series, files, report) in the order the groups were met."""
     groups: dict[str, tuple[dict | None, list[Path]]] = {}
-    for path in paths:
-        series = logseries.read(path).get("series")
-        key = json.dumps(series, sort_keys=True)
-        groups.setdefault(key, (series, []))[1].append(path)
+    for parts in families(paths).values():
+        for path, series in zip(parts, _series_of(parts), strict=True):
+            key = json.dumps(series, sort_keys=True)
+            groups.setdefault(key, (series, []))[1].append(path)
     return [(series, files, verify(files)) for series, files in groups.values()]
+
+
+def _series_of(parts: list[Path]) -> list[dict | None]:
+    """The series of each part of one log, oldest first. A part without a record (a crash
+    between renaming a part and its record, or a file from before records were kept) is
+    of the series of the nearest part before it that has one, else after it."""
+    found = [logseries.read(path).get("series") for path in parts]
+    known = [i for i, series in enumerate(found) if series is not None]
+    if not known:
+        return found
+    return [
+        series
+        if series is not None
+        else found[max((k for k in known if k < i), default=min(known))]
+        for i, series in enumerate(found)
+    ]
 
 
 def log_files(csv: Path) -> list[Path]:
