@@ -11,9 +11,9 @@ import os
 import re
 from pathlib import Path
 
+from common import schema
 from common.errors import StartupError
 from common.locking import open_exclusive
-from common import schema
 from common.schema import CSV_HEADER
 
 log = logging.getLogger(__name__)

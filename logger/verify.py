@@ -109,9 +109,7 @@ def verify(paths: list[Path]) -> Report:
     return report
 
 
-def _note_spans(
-    spans: dict[str, dict[Path, tuple[int, int]]], live: Path, table: pa.Table
-) -> None:
+def _note_spans(spans: dict[str, dict[Path, tuple[int, int]]], live: Path, table: pa.Table) -> None:
     """Widen each device's (first, last) seq in the log `live` by what `table` holds."""
     ranges = table.group_by("device").aggregate([("seq", "min"), ("seq", "max")])
     columns = [ranges[name].to_pylist() for name in ("device", "seq_min", "seq_max")]
@@ -128,7 +126,7 @@ def _shared_devices(spans: dict[str, dict[Path, tuple[int, int]]]) -> list[str]:
     problems = []
     for device, found in spans.items():
         ordered = sorted(found.items(), key=lambda item: item[1])
-        for (one, (_, last)), (other, (first, _)) in zip(ordered, ordered[1:]):
+        for (one, (_, last)), (other, (first, _)) in zip(ordered, ordered[1:], strict=False):
             if first <= last:
                 problems.append(f"device {device} is in both {one} and {other}")
     return problems

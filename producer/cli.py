@@ -43,7 +43,6 @@ from producer.model.roles import ROLES, RoleMix
 from producer.outputs import FORMATS
 from producer.scenario import Scenario, ScenarioError, load
 
-
 # A rate change sent to several producers takes effect this long after it is sent, at the
 # same tick on each (common.control, at_ms).
 RATE_CHANGE_LEAD_MS = 500
@@ -483,9 +482,7 @@ def ctl(
     endpoints = producer_endpoints(zmq_control, producers)
     counted = producers.strip().lower() != "auto" or honcho_concurrency("producer") is not None
     if not counted and len(endpoints) == 1:
-        endpoints = formation(
-            zmq_control, security, timeout, os.environ.get("STREAM_READY_FILE")
-        )
+        endpoints = formation(zmq_control, security, timeout, os.environ.get("STREAM_READY_FILE"))
     ctx.obj = (endpoints, security, timeout)
 
 

@@ -95,7 +95,11 @@ def _check(config: ProducerConfig, endpoint: str, reply: dict) -> Series:
         raise StartupError(f"bad answer from producer 1 at {endpoint}: {exc}") from None
     scenario = config.scenario.name if config.scenario else ""
     mine = {"source": config.source, "devices": config.devices, "scenario": scenario}
-    theirs = {"source": formation.source, "devices": formation.devices, "scenario": formation.scenario}
+    theirs = {
+        "source": formation.source,
+        "devices": formation.devices,
+        "scenario": formation.scenario,
+    }
     for name, value in mine.items():
         if theirs[name] != value:
             raise StartupError(
@@ -103,5 +107,7 @@ def _check(config: ProducerConfig, endpoint: str, reply: dict) -> Series:
                 f"given {value!r}: a formation shares one series, so give every producer the "
                 "same settings"
             )
-    log.info("running the formation's series: seed %d, from producer 1 at %s", formation.seed, endpoint)
+    log.info(
+        "running the formation's series: seed %d, from producer 1 at %s", formation.seed, endpoint
+    )
     return formation

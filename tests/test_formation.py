@@ -114,7 +114,8 @@ def test_honcho_formation_without_a_seed_is_one_series(tmp_path: Path):
     try:
         names = ["producer.1", "producer.2", "logger.1"]
         wait_until(
-            lambda: all(ready_info(ready / f"{n}.json") for n in names) or honcho.poll() is not None,
+            lambda: all(ready_info(ready / f"{n}.json") for n in names)
+            or honcho.poll() is not None,
             timeout=20,
             interval=0.05,
             message="not every process wrote its ready file: " + log_path.read_text(),

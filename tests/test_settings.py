@@ -96,10 +96,16 @@ def test_command_line_beats_environment_beats_env_file(tmp_path: Path):
         STREAM_DEVICES=3,
         STREAM_SEED=5,
     )
-    cases = [([], {}, (3, 5)), ([], {"STREAM_DEVICES": "2"}, (2, 5)), (["--devices", "4"], {"STREAM_DEVICES": "2"}, (4, 5))]
+    cases = [
+        ([], {}, (3, 5)),
+        ([], {"STREAM_DEVICES": "2"}, (2, 5)),
+        (["--devices", "4"], {"STREAM_DEVICES": "2"}, (4, 5)),
+    ]
     for args, env, (devices, seed) in cases:
         ready = tmp_path / "p.json"
-        producer = clean_proc(["-m", "producer", "--ready-file", "p.json", *args], tmp_path, env, ready)
+        producer = clean_proc(
+            ["-m", "producer", "--ready-file", "p.json", *args], tmp_path, env, ready
+        )
         try:
             producer.ready()
             status = run(["-m", "producer", "ctl", "status"], tmp_path)
@@ -184,12 +190,16 @@ def test_replay_file_implies_the_replay_source(tmp_path: Path):
     )
     try:
         producer.ready()
-        status = run(["-m", "producer", "ctl", "--zmq-control", ipc(tmp_path, "ctl"), "status"], tmp_path)
+        status = run(
+            ["-m", "producer", "ctl", "--zmq-control", ipc(tmp_path, "ctl"), "status"], tmp_path
+        )
         assert json.loads(status.stdout)["source"] == "replay", status.stdout
     finally:
         producer.stop()
     for how, env in ((["--source", "sim"], {}), ([], {"STREAM_SOURCE": "live"})):
-        refused = run(["-m", "producer", "--replay-file", "rec.csv", *how, *endpoints], tmp_path, env)
+        refused = run(
+            ["-m", "producer", "--replay-file", "rec.csv", *how, *endpoints], tmp_path, env
+        )
         one_line_error(refused, 2, "--replay-file", "--source replay")
 
 
