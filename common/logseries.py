@@ -9,8 +9,9 @@
 catch-up answers); `timestamps` the one format of the file's timestamps (`seconds`,
 `YYYY-MM-DD HH:MM:SS`, or `milliseconds`, `YYYY-MM-DD HH:MM:SS.fff`). The logger starts a
 new file rather than mix two series or two formats in one, and `logger verify` checks the
-files of each series on their own. A file without a record (written before they were
-kept) is of an unknown series.
+files of each series on their own. A part without a record (a crash between renaming a
+part and its record) is taken to be of its log's neighbouring part's series; a log with
+no record at all (written before they were kept), of an unknown one.
 """
 
 from __future__ import annotations

@@ -153,6 +153,30 @@ def test_three_producers_without_a_seed_are_one_series(pipeline: Pipeline):
     assert_one_series(pipeline.cwd, rows(log), 10, 3, "--anomaly-rate", "30")
 
 
+def test_a_rate_change_keeps_the_formation_one_series(pipeline: Pipeline):
+    """`ctl rate` to two producers of one series changes both on the same tick: afterwards
+    every timestamp still has one seq for all devices, whichever producer made them."""
+    fleet = ("--rate", "10", "--devices", "4")
+    for index in (1, 2):
+        pipeline.producer("--shard", f"{index}/2", *fleet)
+    pipeline.logger("--producers", "2", "--flush-interval", "0.1")
+    log = pipeline.cwd / "data" / "stream_log.csv"
+    wait_until(lambda: len(rows(log)) > 40, timeout=15)
+    changed = pipeline.ctl("rate", "4")
+    assert changed.returncode == 0, changed.stderr
+    from_seqs = {a["from_seq"] for a in json.loads(changed.stdout)}
+    assert len(from_seqs) == 1, changed.stdout
+    after = from_seqs.pop()
+    wait_until(lambda: sum(int(r.split(",")[6]) >= after for r in rows(log)) > 40, timeout=20)
+    for proc in pipeline.procs:
+        proc.stop()
+    seqs: dict[str, set[str]] = {}
+    for line in rows(log):
+        fields = line.split(",")
+        seqs.setdefault(fields[0], set()).add(fields[6])
+    assert all(len(found) == 1 for found in seqs.values()), seqs
+
+
 def test_a_later_producer_waits_for_producer_one(pipeline: Pipeline):
     """Producer 2/2 without a seed, started before producer 1, says it waits for it and is
     not ready until producer 1 answers; then it runs producer 1's series."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -78,7 +77,7 @@ def describe(endpoints: list[str], statuses: list[dict], here: Path | None = Non
         about += f" (seeds {', '.join(map(str, sorted(seeds)))}: not one series)"
     parts = [f"{s.get('shard', '?')} at {e} (pid {s['pid']})" for e, s in answered]
     lines = [f"{about}: {', '.join(parts)}"]
-    elsewhere = sorted({str(s.get("cwd")) for _, s in answered} - {str(here), os.fspath(here)})
+    elsewhere = sorted({str(s.get("cwd")) for _, s in answered} - {str(here)})
     if elsewhere:
         lines.append(
             f"note: it runs in {', '.join(elsewhere)}, not in this directory ({here}): "
