@@ -65,6 +65,7 @@ class Health:
     """When the last sample arrived, to tell a live stream from a stale one."""
 
     stale_after: float
+    pipeline: str = ""  # which pipeline's stream this is (broadcaster.peers.pipeline_id)
     last_received: float | None = None  # monotonic
     last_timestamp_ms: int | None = None
     started: float = field(default_factory=time.monotonic)
@@ -83,6 +84,8 @@ class Health:
             "clients": clients,
             # which process answered: broadcasters sharing a port (SO_REUSEPORT) differ by it
             "pid": os.getpid(),
+            # and which pipeline: only broadcasters of one pipeline share a port
+            "pipeline": self.pipeline,
         }
 
 

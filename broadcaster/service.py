@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from broadcaster import alerts, backlog
+from broadcaster import alerts, backlog, peers
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
@@ -67,7 +67,8 @@ class State:
 
     def __init__(self, config: BroadcasterConfig) -> None:
         self.fanout = Fanout(config.max_client_buffer, config.close_timeout)
-        self.health = Health(config.stale_after)
+        self.pipeline = peers.pipeline_id(config.zmq_pub, config.zmq_catchup)
+        self.health = Health(config.stale_after, self.pipeline)
         self.schema = schema_document(config.scenario)  # /schema.json
         self.subscriber: Subscriber | None = None
         self.disconnects = 0
@@ -171,7 +172,9 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
         targets = [e.strip() for e in config.zmq_alerts.split(",") if e.strip()]
         if targets:
             state.outbox.sender = AlertSender(targets, config.security)
-        scrape = metrics.serve(config.metrics_port, state.registry)
+        scrape = metrics.serve(
+            config.metrics_port, state.registry, "--metrics-port (STREAM_BROADCASTER_METRICS_PORT)"
+        )
     except BaseException:
         if state.subscriber is not None:
             state.subscriber.close()
@@ -280,6 +283,9 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
     admission = Admission(config.max_clients, config.origins, config.token)
     reuse_port = _reuse_port(config)
     where = f"{config.ws_host}:{config.ws_port}"
+    tls = config.tls_cert is not None
+    if reuse_port:  # a port shared with another pipeline's broadcaster would mix streams
+        await peers.check_before(config.ws_host, config.ws_port, tls, state.pipeline)
     try:
         # With reuse_port, every socket serve() makes (one per address the host resolves
         # to, e.g. 127.0.0.1 and ::1 for localhost) is shared the same way.
@@ -299,12 +305,19 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             reason = "address already in use" + (
                 " by a listener that does not share it (SO_REUSEPORT)" if reuse_port else ""
             )
+            reason += ": choose another port with --ws-port (STREAM_WS_PORT)"
         else:
             reason = exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {where}: {reason}") from None
     except ValueError as exc:  # asyncio: SO_REUSEPORT defined but not implemented
         raise StartupError(f"cannot listen on {where}: {exc}; use --no-reuse-port") from None
-    shared = " (SO_REUSEPORT: other broadcasters may share it)" if reuse_port else ""
+    if reuse_port:
+        try:
+            await peers.check_after(config.ws_host, config.ws_port, tls, state.pipeline)
+        except StartupError:
+            server.close()
+            raise
+    shared = " (SO_REUSEPORT: this pipeline's other broadcasters may share it)" * reuse_port
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host

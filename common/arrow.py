@@ -10,6 +10,7 @@ the schema without an Arrow type here fails at import, never silently goes missi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -93,12 +94,29 @@ _BUILDERS: dict[str, tuple[pa.DataType, Callable[[schema.Batch], pa.Array]]] = {
 }
 
 
+# Read back by pandas, an int64 column with nulls would become float64 (an id such as
+# 2923776000001 shown as 2.923776e+12, and ids past 2**53 rounded): pandas metadata in the
+# file makes `pd.read_parquet` give these columns pandas' nullable Int64 instead.
+NULLABLE_INTEGERS = ("anomaly_id", "anomaly_root")
+
+
+def _pandas_metadata() -> bytes:
+    columns = [
+        {"name": n, "field_name": n, "pandas_type": "int64", "numpy_type": "Int64"}
+        | {"metadata": None}
+        for n in NULLABLE_INTEGERS
+    ]
+    body = {"index_columns": [], "column_indexes": [], "columns": columns, "attributes": {}}
+    return json.dumps({**body, "creator": {"library": "stream-simulator"}}).encode()
+
+
 def _schema() -> pa.Schema:
     missing = [name for name in schema.COLUMNS if name not in _BUILDERS]
     if missing:
         msg = f"column(s) {', '.join(missing)} of common.schema.COLUMNS have no Arrow type"
         raise LookupError(msg)
-    return pa.schema([pa.field(name, _BUILDERS[name][0]) for name in schema.COLUMNS])
+    fields = [pa.field(name, _BUILDERS[name][0]) for name in schema.COLUMNS]
+    return pa.schema(fields, metadata={b"pandas": _pandas_metadata()})
 
 
 SCHEMA = _schema()

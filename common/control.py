@@ -3,8 +3,13 @@
     {"cmd": "status"}
     {"cmd": "inject", "kind": "spike", "device": "host-01", "metric": "cpu",
      "duration_s": 30, "size": 0.8}
-    {"cmd": "rate", "rate": 50}
+    {"cmd": "rate", "rate": 50, "at_ms": 1754265600500}   (at_ms optional, see below)
     {"cmd": "pause"} / {"cmd": "resume"}
+    {"cmd": "series"}      the producer's series (seed, tick grid, seqs): producers 2..N of a
+                           formation started without a seed learn producer 1's this way
+
+`at_ms` (epoch ms) asks for the rate to change at the first tick due at or after that
+time, so that every producer of a formation re-anchors on the same tick.
 
 Replies are {"ok": true, ...} or {"ok": false, "error": "..."}.
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-COMMANDS = ("status", "inject", "rate", "pause", "resume")
+COMMANDS = ("status", "inject", "rate", "pause", "resume", "series")
 MAX_REQUEST_BYTES = 64 * 1024
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from errno import EADDRINUSE
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -64,12 +65,15 @@ ANY_PORT = -1  # `--metrics-port any`: a free port, reported in the ready file
 class MetricsServer:
     """/metrics on a port of its own (producer and logger), in a thread; `port` is the bound one."""
 
-    def __init__(self, port: int, reg: CollectorRegistry, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, reg: CollectorRegistry, host: str = "127.0.0.1", setting: str = ""
+    ) -> None:
         try:
             self._server, self._thread = start_http_server(max(port, 0), addr=host, registry=reg)
         except OSError as exc:
+            hint = f": choose another with {setting}" if setting and exc.errno == EADDRINUSE else ""
             raise StartupError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}{hint}"
             ) from None
         self.port: int = self._server.server_port
 
@@ -78,6 +82,7 @@ class MetricsServer:
         self._server.server_close()
 
 
-def serve(port: int, reg: CollectorRegistry) -> MetricsServer | None:
-    """Serve /metrics on `port` (ANY_PORT: a free one); 0 means off."""
-    return MetricsServer(port, reg) if port else None
+def serve(port: int, reg: CollectorRegistry, setting: str = "") -> MetricsServer | None:
+    """Serve /metrics on `port` (ANY_PORT: a free one); 0 means off. `setting` names the
+    option and variable to change when the port is taken."""
+    return MetricsServer(port, reg, setting=setting) if port else None

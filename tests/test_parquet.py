@@ -31,8 +31,10 @@ def generate(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def csv_as_typed(path: Path) -> pd.DataFrame:
-    """The CSV as pandas reads it, timestamps marked UTC (as its text is) at millisecond unit."""
-    frame = pd.read_csv(path, parse_dates=["timestamp"])
+    """The CSV as the documented recipe reads it (ids as nullable integers), timestamps
+    marked UTC (as its text is) at millisecond unit."""
+    ids = dict.fromkeys(("anomaly_id", "anomaly_root"), "Int64")
+    frame = pd.read_csv(path, parse_dates=["timestamp"], dtype=ids)
     frame["timestamp"] = frame["timestamp"].dt.tz_localize("UTC").astype("datetime64[ms, UTC]")
     return frame
 
@@ -51,8 +53,8 @@ TYPED = {
     "device": "category",
     "seq": "int64",
     "anomaly": "category",
-    "anomaly_id": "float64",  # pandas shows an int64 column with nulls as float64
-    "anomaly_root": "float64",
+    "anomaly_id": "Int64",  # nullable integers (the file's pandas metadata says so)
+    "anomaly_root": "Int64",
     "event": "category",
 }
 

@@ -417,8 +417,8 @@ class TestEvents:
         assert events["root"].isna().all() and (events["anomaly_id"] >= EVENT_ID_BASE).all()
         assert events["anomaly_id"].is_unique
         deploy = events[(events["device"] == "web-03") & (events["kind"] == "deploy")].iloc[0]
-        assert deploy["start"] == pd.Timestamp("2025-08-04 00:13:00")
-        assert deploy["end"] == pd.Timestamp("2025-08-04 00:14:59")
+        assert deploy["start"] == pd.Timestamp("2025-08-04 00:13:00", tz="UTC")
+        assert deploy["end"] == pd.Timestamp("2025-08-04 00:14:59", tz="UTC")
         merged = merge(tmp_path / "train.windows.csv")
         assert (merged.loc[merged["anomaly_id"] < EVENT_ID_BASE, "root"] == ROOT_ID).all()
         nab = json.loads(to_nab(tmp_path / "train.windows.csv", "train"))

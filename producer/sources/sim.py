@@ -96,6 +96,7 @@ class SimSource:
         """Publish `series` from `first_tick` on (at start, and when the rate changes)."""
         self.series = series
         self.next_tick = first_tick
+        self.change: tuple[int, Series] | None = None  # (tick, series) to follow from then
         self.precision = schema.precision_for_rate(series.rate)
         owned = len(self.device_indices)
         self.ticks_per_message = max(1, schema.ROWS_PER_MESSAGE // owned)
@@ -104,6 +105,14 @@ class SimSource:
         self.prefetch_ticks = max(1, min(wanted, PREFETCH_ROWS // owned))
         self._ready: schema.Batch | None = None  # generated ahead: ticks _ready_first..
         self._ready_first = 0
+
+    def change_at(self, tick: int, series: Series) -> None:
+        """Follow `series` (a rate change) from this series' `tick` on: now if it is next,
+        else once the ticks before it are published."""
+        if tick <= self.next_tick:
+            self.follow(series, 0)
+        else:
+            self.change = (tick, series)
 
     def inject(self, event: np.ndarray) -> None:
         """Add anomalies (EVENT records naming global device indices) from now on."""
@@ -128,8 +137,12 @@ class SimSource:
         return self.series.due_ms(self.next_tick)
 
     def take(self, now_ms: float) -> list[schema.Batch]:
+        if self.change is not None and self.next_tick >= self.change[0]:
+            self.follow(self.change[1], 0)
         series = self.series
         last = max(self.next_tick, series.last_tick_due_by(now_ms))
+        if self.change is not None:
+            last = min(last, self.change[0] - 1)  # the rest belongs to the changed series
         behind_s = (last - self.next_tick) / (series.rate * series.speed)
         if behind_s > self.max_lag_s:
             # Suspended or starved: skip rather than flood subscribers with stale samples.
