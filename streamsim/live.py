@@ -22,6 +22,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +43,19 @@ _ALERTS_PER_MESSAGE = 1000  # asking again would get the same answer
 _LABELS = ("anomaly", "anomaly_id", "anomaly_root", "event")
 _QUEUE = 10_000  # samples read ahead of a slow consumer; then the socket pushes back
 
-Gap = project("broadcaster.backlog").Gap
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Seqs `from_seq`..`to_seq` of `device` that the stream will not give, and why: as a
+    gap message named them (`to_seq` None: up to the device's next sample; `device` None:
+    every device of a producer that did not answer), or `unannounced` for a seq jump no
+    message named. `reason` is a word of the gap vocabulary (docs/delivery.md)."""
+
+    device: str | None
+    from_seq: int
+    to_seq: int | None
+    reason: str
 _client = project("clients.test_client")
 _metrics: tuple[str, ...] = project("common.schema").METRICS
 _kinds: tuple[str, ...] = project("common.schema").ANOMALY_KINDS
