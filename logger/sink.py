@@ -13,6 +13,7 @@ import time
 from collections import deque
 
 from common import render, schema
+from common.errors import StartupError
 from common.logs import Every
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import Window, WindowTracker, windows_path
@@ -37,8 +38,18 @@ class LogSink:
 
     def __init__(self, config: LoggerConfig) -> None:
         self.config = config
-        self.csv = CsvFile(config.log_path)
+        self.csv = CsvFile(config.log_path, legacy=schema.LEGACY_CSV_HEADER)
         self.csv.open()  # first: it holds the lock that keeps a second logger out
+        if self.csv.outdated:  # an earlier release's log: kept whole as a part, then a new file
+            try:
+                self._rotate(
+                    "its header lacks the anomaly_metrics column (written by an earlier release)"
+                )
+            except OSError as exc:
+                self.csv.close()
+                raise StartupError(
+                    f"cannot move {config.log_path} aside: {exc.strerror or exc}"
+                ) from None
         self._windows_file = CsvFile(windows_path(config.log_path), header=WINDOWS_HEADER)
         self._gaps_file = CsvFile(gaps_path(config.log_path), header=GAPS_HEADER)
         try:
@@ -159,7 +170,7 @@ class LogSink:
             time.monotonic() - self._opened >= config.rotate_seconds
         )
 
-    def _rotate(self) -> None:
+    def _rotate(self, why: str = "") -> None:
         """Rename the live file to the next numbered part and start a new live file.
 
         A crash between the two steps leaves no live file; the next start creates it and
@@ -176,7 +187,10 @@ class LogSink:
         self.csv.close()
         self.csv = fresh
         self._opened = time.monotonic()
-        log.info("rotated %s to %s", live, target.name)
+        if why:
+            log.warning("%s: %s; moved it to %s and started a new one", live, why, target.name)
+        else:
+            log.info("rotated %s to %s", live, target.name)
 
     def _sync_if_due(self) -> None:
         every = self.config.fsync_seconds

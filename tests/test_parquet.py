@@ -54,6 +54,7 @@ TYPED = {
     "anomaly_id": "float64",  # pandas shows an int64 column with nulls as float64
     "anomaly_root": "float64",
     "event": "category",
+    "anomaly_metrics": "category",
 }
 
 
@@ -81,7 +82,9 @@ def test_parquet_equals_the_csv_row_for_row(tmp_path, rate, duration, millis):
     assert len(typed) > 0 and typed["anomaly"].notna().any() and typed["cpu"].isna().any()
     assert (typed["timestamp"].dt.microsecond != 0).any() == millis
     assert list(typed["anomaly"].cat.categories) == list(schema.ANOMALY_KINDS)
-    labels = ("device", "anomaly", "event")  # categories here, text (or all-NaN) in the CSV
+    assert list(typed["anomaly_metrics"].cat.categories) == list(schema.METRIC_SETS[1:])
+    assert typed["anomaly_metrics"].notna().equals(typed["anomaly"].notna())
+    labels = ("device", "anomaly", "event", "anomaly_metrics")  # categories here, text (or all-NaN) in the CSV
     shown = typed.astype(dict.fromkeys(labels, object)).where(typed.notna(), np.nan)
     text = text.astype(dict.fromkeys(labels, object)).where(text.notna(), np.nan)
     pd.testing.assert_frame_equal(shown, text, check_exact=True)
