@@ -20,6 +20,8 @@ from broadcaster import backlog, resume
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
+from broadcaster.fleet import FleetInfo
+from broadcaster.latest import Latest
 from broadcaster.pages import Health, page, schema_document
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import metrics, schema
@@ -74,6 +76,17 @@ class State:
         self.producers = backlog.Producers(config.zmq_catchup.split(","), config.security)
         self.resumes = 0
         self.resumed_samples = 0
+        self.latest = Latest(config.sample_metrics_devices)  # /metrics/samples
+        self.fleet = FleetInfo(
+            config.zmq_control.split(",") if config.zmq_control else [],
+            config.security,
+            config.fleet_refresh,
+            config.scenario,
+        )
+
+    def samples_exposition(self) -> bytes:
+        """/metrics/samples: each device's newest sample, its role and group where known."""
+        return self.latest.exposition(self.fleet.describe)
 
     def settled(self) -> float:
         """Seconds until what the broadcaster takes from the bus is surely in effect."""
@@ -84,7 +97,11 @@ class State:
         (all of them while any client, or none, wants every device). While the set changes,
         a tick may reach a client twice or not at all (seq shows it)."""
         subscriptions = set(self.fanout.clients.values())
-        if not subscriptions or any(s.devices is None or s.batch for s in subscriptions):
+        if (
+            not subscriptions
+            or self.latest.max_devices  # /metrics/samples shows every device
+            or any(s.devices is None or s.batch for s in subscriptions)
+        ):
             groups = None  # a batched frame holds a whole tick, so it needs whole batches
         else:
             groups = sorted({device_group(d) for s in subscriptions for d in s.devices or ()})
@@ -141,7 +158,8 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     try:
         state.subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
         state.bus_changed_at = time.monotonic()
-        scrape = metrics.serve(config.metrics_port, state.registry)
+        pages = {metrics.SAMPLES_PATH: state.samples_exposition} if state.latest.max_devices else {}
+        scrape = metrics.serve(config.metrics_port, state.registry, pages)
     except BaseException:
         if state.subscriber is not None:
             state.subscriber.close()
@@ -157,7 +175,11 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
             url=f"{scheme}://{host}:{port}/",
             metrics_port=scrape.port if scrape else 0,
         )
-        await _relay(config, subscriber, state, stop)
+        asking = asyncio.create_task(state.fleet.run(stop))
+        try:
+            await _relay(config, subscriber, state, stop)
+        finally:
+            asking.cancel()
     finally:
         ready.withdraw()
         state.subscriber = None  # clients leaving from now on must not resubscribe
@@ -343,6 +365,8 @@ def _requests(admission: Admission, clients, state: State):
                 state.registry,
                 admission.authorized(request),
                 state.schema,
+                state.fleet.body,
+                state.samples_exposition if state.latest.max_devices else None,
             )
         return admit(connection, request)
 
@@ -359,6 +383,7 @@ async def _relay(
         wait = max(0.0, next_stats - time.monotonic())
         for batch in schema.merge(await subscriber.receive(wait, stop)):
             state.health.saw(int(batch.rows["ts_ms"][-1]))
+            state.latest.update(batch)
             fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval

@@ -192,10 +192,12 @@ class Pipeline:
         return proc
 
     def broadcaster(self, *args: str, env: dict[str, str] | None = None) -> Proc:
-        """A broadcaster on a free port, once it is listening; sets `ws_url`."""
+        """A broadcaster on a free port, once it is listening; sets `ws_url`. It asks this
+        pipeline's producer for the fleet's roles and planned events (/fleet.json)."""
         proc = self.start(
             "broadcaster",
             *("--zmq-pub", self.zmq, "--zmq-catchup", self.catchup, "--ws-port", "0"),
+            *("--zmq-control", self.control),
             *args,
             env=env,
         )
