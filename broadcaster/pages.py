@@ -2,7 +2,8 @@
 /healthz, /metrics, /metrics/samples (each device's newest sample), /schema.json and
 /fleet.json (what the producers say of the fleet).
 
-With an access token, every page but /healthz needs it, like the stream itself: /metrics
+With an access token, every page but /healthz (and the dashboard's scripts and styles,
+public code) needs it, like the stream itself: /metrics
 tells who is connected and how much flows, the dashboard is only useful with the token
 (its stream needs it) and refusing it says so plainly instead of a page that never
 connects. /healthz stays open for load balancers and supervisors, which rarely carry
@@ -133,8 +134,8 @@ def page(
         fresh, body = health.report(clients)
         status = http.HTTPStatus.OK if fresh else http.HTTPStatus.SERVICE_UNAVAILABLE
         return respond(status, json.dumps(body).encode() + b"\n", "application/json")
-    if path.startswith("/vendor/"):  # public third-party code, served without the token
-        return _static(path)
+    if path.startswith("/vendor/") or path.endswith((".js", ".css")):
+        return _static(path)  # the page's code and its library: public, served without token
     if not authorized:
         return respond(
             http.HTTPStatus.UNAUTHORIZED,
