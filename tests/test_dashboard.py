@@ -8,7 +8,6 @@ import re
 import signal
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,12 +20,11 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
-from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from bench.browser import MISSING, available, chromium, js
 from broadcaster.palette import ANOMALY_COLORS
-from conftest import Pipeline, unused_port, wait_until
+from conftest import Pipeline, Recorder, unused_port, wait_until
 
 SCREENSHOTS = Path(os.environ.get("STREAM_SCREENSHOTS", tempfile.gettempdir()))
 
@@ -120,6 +118,44 @@ def test_dashboard_page_is_served_and_self_contained(pipeline: Pipeline):
     assert get(base + "/nope.html?token=t0k")[0] == 404
 
 
+def test_fleet_json_says_what_the_producers_say(pipeline: Pipeline):
+    """/fleet.json gathers the producers' status: each device's role and scenario group, the
+    anomaly kinds this stream can hold (the groups' random kinds and the incidents'), the
+    planned events with their times, and the rate; /schema.json names the columns (the new
+    anomaly_metrics last) and the colours."""
+    scenario = pipeline.cwd / "small.toml"
+    scenario.write_text(
+        'name = "small"\n'
+        '[[group]]\nname = "front"\nrole = "web"\ncount = 2\nid = "web-{n:02d}"\n'
+        '  [group.anomalies]\n  kinds = "spike"\n'
+        '[[group]]\nrole = "db"\ncount = 1\nid = "db-01"\n'
+        '  [group.anomalies]\n  rate = 0\n'
+        '[[incident]]\nat = "+1h"\nroot = "db-01"\nkind = "dip"\nmetric = "disk_io"\n'
+        '[[deploy]]\nat = "+10m"\ngroup = "front"\nevery = "5m"\nduration = "2m"\n'
+    )
+    pipeline.producer("--rate", "4", "--scenario", str(scenario), "--start", START)
+    pipeline.broadcaster()
+    base = http(pipeline)
+    wait_until(lambda: json.loads(get(base + "/fleet.json")[1])["answered"] == 1, timeout=10)
+    fleet = json.loads(get(base + "/fleet.json")[1])
+    assert fleet["devices"] == {
+        "web-01": {"role": "web", "group": "front"},
+        "web-02": {"role": "web", "group": "front"},
+        "db-01": {"role": "db", "group": "db"},
+    }
+    assert fleet["anomaly_kinds"] == ["spike", "dip"] and fleet["event_kinds"] == ["deploy"]
+    began = int(datetime.fromisoformat(START).replace(tzinfo=UTC).timestamp() * 1000)
+    assert fleet["planned"] == [
+        {"device": "web-01", "kind": "deploy", "start_ms": began + 600_000, "end_ms": began + 720_000},
+        {"device": "web-02", "kind": "deploy", "start_ms": began + 900_000, "end_ms": began + 1_020_000},
+    ]
+    assert (fleet["rate"], fleet["speed"], fleet["scenario"]) == (4, 1, "small")
+    described = json.loads(get(base + "/schema.json")[1])
+    assert described["columns"][-1] == "anomaly_metrics"
+    assert described["anomaly_metrics"][:3] == ["cpu", "mem", "cpu|mem"]
+    assert described["colors"]["anomaly"]["memory_leak"] == ANOMALY_COLORS["memory_leak"]
+
+
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     """Headless Debian chromium under Selenium, with a fresh profile; always quit at the end."""
@@ -135,41 +171,6 @@ def save(browser: WebDriver, name: str) -> None:
     path = SCREENSHOTS / name
     assert browser.save_screenshot(str(path)), path
     print(f"dashboard screenshot: {path}", file=sys.stderr)
-
-
-class Labels:
-    """A WebSocket client beside the page: the labels of every sample it receives, by
-    (device, seq), read in a thread until closed."""
-
-    def __init__(self, url: str) -> None:
-        self.seen: dict[tuple[str, int], tuple[str | None, str | None]] = {}
-        self._opened, self._done = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(url,), daemon=True)
-        self._thread.start()
-        assert self._opened.wait(10), "the WebSocket client could not connect"
-
-    def _read(self, url: str) -> None:
-        with connect(url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
-            self._opened.set()
-            while not self._done.is_set():
-                try:
-                    message = ws.recv(timeout=0.2)
-                except TimeoutError:
-                    continue
-                except ConnectionClosed:
-                    return
-                for sample in json.loads(message):
-                    key = (sample["device"], sample["seq"])
-                    self.seen[key] = (sample["anomaly"], sample["event"])
-
-    def state(self, device: str, seq: int) -> str:
-        """The dashboard's name of the state the stream gave this sample."""
-        anomaly, event = self.seen[(device, seq)]
-        return f"anomaly:{anomaly}" if anomaly else f"event:{event}" if event else "normal"
-
-    def close(self) -> None:
-        self._done.set()
-        self._thread.join(5)
 
 
 FLEET_SCENARIO = """
@@ -226,7 +227,7 @@ def test_the_fleet_view_marks_exactly_the_devices_the_stream_labels(
     scenario.write_text(FLEET_SCENARIO)
     pipeline.producer("--rate", "5", "--scenario", str(scenario), "--start", START)
     pipeline.broadcaster("--scenario", str(scenario))
-    labels = Labels(pipeline.ws_url)
+    labels = Recorder(pipeline.ws_url)
     try:
         browser.set_window_size(1300, 1900)  # every anomalous device fits on the screen
         browser.get(http(pipeline) + "/")
