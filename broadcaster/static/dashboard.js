@@ -16,7 +16,11 @@ const METRICS = ["cpu", "mem", "disk_io", "net"];
 const UNITS = { cpu: "%", mem: "%", disk_io: "MB/s", net: "KB/s" };
 const TRACE = 120;  // samples of each device kept for the fleet's traces
 const KEEP = 1000;  // samples of the device on view: its charts' window
-const FLEET_HISTORY = 60;  // samples per device asked for when the fleet view connects
+// Samples asked for per device when the fleet connection opens: enough for the traces, but
+// at most HISTORY_BUDGET in all, which the broadcaster writes at once (past its buffer bound,
+// 4 MiB by default, it would drop the page as too slow: 60 samples of 1,000 devices did).
+const FLEET_HISTORY = 60;
+const HISTORY_BUDGET = 10000;
 const ROW = 26;  // px: a row of the fleet's table (dashboard.css)
 const MAX_SINCE_CHARS = 6000;  // a longer query would not fit in the HTTP request line
 const PERF_KEPT = 20000;  // measurements kept for a benchmark to read
@@ -195,7 +199,10 @@ function connect() {
     [query, repeatsExpected] = resumeFrom(query, lastSeq);
     state.resumes += 1;
   } else {
-    query.set("history", String(FLEET_HISTORY));
+    // Before the producers answer the fleet's size is not known: assume a large one.
+    const known = Object.keys(fleet.devices || {}).length || 1000;
+    const each = Math.floor(HISTORY_BUDGET / known);
+    query.set("history", String(Math.max(1, Math.min(FLEET_HISTORY, each))));
   }
   const ws = new WebSocket(socketUrl(query));
   const status = document.getElementById("status");
@@ -269,14 +276,17 @@ class Series {
     for (const list of [this.x, ...this.y, this.kind, this.ids, this.mask, this.event]) list.splice(0, extra);
   }
 
-  // Runs of consecutive samples with the same anomaly (or event): {from, to, kind, mask}.
+  // The span of each anomaly (its samples by anomaly_id, joined across the samples inside
+  // it that it happened to leave unchanged, as the windows file joins them), or of each run
+  // of consecutive samples in one planned event: {from, to, kind, mask}.
   runs(key) {
-    const list = key === "event" ? this.event : this.ids;
+    const events = key === "event";
+    const list = events ? this.event : this.ids;
     const out = [];
     for (let i = 0; i < list.length; i++) {
       if (!list[i]) continue;
       const last = out[out.length - 1];
-      if (last && last.id === list[i] && last.to === i - 1) { last.to = i; continue; }
+      if (last && last.id === list[i] && (!events || last.to === i - 1)) { last.to = i; continue; }
       out.push({ id: list[i], from: i, to: i, kind: key === "event" ? list[i] : this.kind[i], mask: this.mask[i] });
     }
     return out;
@@ -543,6 +553,8 @@ function bandsPlugin(metric) {
         ctx.save();
         ctx.beginPath(); ctx.rect(left, top, width, height); ctx.clip();
         ctx.font = `${10 * ratio}px system-ui`;
+        ctx.textAlign = "left";  // uPlot leaves its axes' alignment on the context
+        ctx.textBaseline = "alphabetic";
         const drawn = [];
         for (const run of series.runs("anomaly")) {
           if (!(run.mask & bit)) continue;  // this anomaly leaves this metric alone
@@ -552,8 +564,11 @@ function bandsPlugin(metric) {
           ctx.fillRect(x0, top, x1 - x0, height);
           ctx.fillStyle = color;
           ctx.fillRect(x0, top, x1 - x0, 4 * ratio);  // a solid ribbon: the colour, readable
-          ctx.fillStyle = "#222";
-          ctx.fillText(run.kind, Math.max(x0, left) + 2 * ratio, top + 14 * ratio);
+          const text = Math.max(x0, left) + 2 * ratio;
+          if (x1 - text > ctx.measureText(run.kind).width) {  // named where it fits
+            ctx.fillStyle = "#222";
+            ctx.fillText(run.kind, text, top + 14 * ratio);
+          }
           drawn.push(run.kind);
         }
         const planned = series.runs("event");
@@ -562,8 +577,11 @@ function bandsPlugin(metric) {
           const x0 = pos(run.from, -1), x1 = Math.max(pos(run.to, 1), x0 + 2 * ratio);
           ctx.fillStyle = color;
           ctx.fillRect(x0, top + height - 6 * ratio, x1 - x0, 6 * ratio);
-          ctx.fillStyle = "#222";
-          ctx.fillText(run.kind, Math.max(x0, left) + 2 * ratio, top + height - 9 * ratio);
+          const text = Math.max(x0, left) + 2 * ratio;
+          if (x1 - text > ctx.measureText(run.kind).width) {
+            ctx.fillStyle = "#222";
+            ctx.fillText(run.kind, text, top + height - 9 * ratio);
+          }
         }
         ctx.restore();
         state.shadedBy[metric] = drawn;
@@ -575,7 +593,7 @@ function bandsPlugin(metric) {
 
 function makeCharts() {
   const box = document.getElementById("charts");
-  const width = Math.max(300, box.clientWidth || document.body.clientWidth - 40);
+  const width = Math.max(300, (box.clientWidth || document.body.clientWidth - 40) - 2);
   for (const metric of METRICS) {
     const holder = box.appendChild(el("div", "chart"));
     holder.appendChild(el("h2", "", `${metric} ${UNITS[metric]}`));
@@ -594,10 +612,13 @@ function makeCharts() {
     }, [[], []], holder);
     charts[metric].root.dataset.metric = metric;
   }
-  window.addEventListener("resize", () => {
-    const w = Math.max(300, box.clientWidth);
-    for (const chart of Object.values(charts)) chart.setSize({ width: w, height: 150 });
-  });
+  // As wide as their box, whatever changes it (the window, a scroll bar appearing).
+  new ResizeObserver(() => {
+    const w = Math.max(300, box.clientWidth - 2);
+    for (const chart of Object.values(charts)) {
+      if (chart.width !== w) chart.setSize({ width: w, height: 150 });
+    }
+  }).observe(box);
 }
 
 function renderDevice() {
@@ -808,7 +829,7 @@ function setUp(schema) {
 }
 
 function askFleet() {
-  fetch(withToken("fleet.json")).then((r) => r.json()).then((info) => {
+  return fetch(withToken("fleet.json")).then((r) => r.json()).then((info) => {
     fleet = info;
     if (info.scenario && !state.scenario) {
       state.scenario = info.scenario;
@@ -826,9 +847,9 @@ function askFleet() {
   }).catch(() => setTimeout(askFleet, 2000));
 }
 
-fetch(withToken("schema.json")).then((r) => r.json()).then((schema) => {
+fetch(withToken("schema.json")).then((r) => r.json()).then(async (schema) => {
   setUp(schema);
-  askFleet();
+  await askFleet();  // the fleet's size first: it sets how much history to ask for
   connect();
   if (location.hash) route();
   requestAnimationFrame(frame);
