@@ -155,9 +155,7 @@ def main(devices: int, rate: float, duration: float, smoke: bool) -> None:
     floor = results["baseline"]["arrival_ms"]
     for name in ("fleet_view", "device_view"):
         lag = results[name]["arrival_ms"]
-        results[name]["lag_vs_baseline"] = {
-            p: lag[p] / max(floor[p], 1.0) for p in ("p50", "p99")
-        }
+        results[name]["lag_vs_baseline"] = {p: lag[p] / max(floor[p], 1.0) for p in ("p50", "p99")}
         print(
             f"{name}: received lag p50 {lag['p50'] / max(floor['p50'], 1):.2f}x, "
             f"p99 {lag['p99'] / max(floor['p99'], 1):.2f}x the bare client's"
@@ -170,8 +168,15 @@ def _rows(results: dict) -> list[list[str]]:
         return f"{part[key]:.0f}" if part else ""
 
     rows = [
-        ["phase", "samples/s", "lag p50/p99 ms", "drawn p50/p99 ms", "frame p50/p99 ms",
-         "lag p50, 1st / last third", "dropped"]
+        [
+            "phase",
+            "samples/s",
+            "lag p50/p99 ms",
+            "drawn p50/p99 ms",
+            "frame p50/p99 ms",
+            "lag p50, 1st / last third",
+            "dropped",
+        ]
     ]
     for name in ("baseline", "fleet_view", "device_view"):
         r = results[name]

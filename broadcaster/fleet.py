@@ -96,7 +96,7 @@ class FleetInfo:
                 speeds.add(answer["speed"])
             scenario = answer.get("scenario") or scenario
         self.roles = {
-            d: (str(i["role"] or ""), str(i["group"] or "")) for d, i in devices.items() if i["role"]
+            d: (str(i["role"]), str(i["group"] or "")) for d, i in devices.items() if i["role"]
         }
         planned.sort(key=lambda e: (e["start_ms"], e["device"]))
         document = {

@@ -254,9 +254,8 @@ _DEVICE_OFFSET = schema.RECORD.fields["device"][1]
 # Bytes a row can take at most, with room to spare: stamp, four metrics (a sign, a point and
 # at most 16 digits each), an id quoted with every byte a doubled quote, seq and two anomaly
 # ids (20 digits each), the two labels, the metrics an anomaly alters, separators.
-_ROW_BOUND = (
-    23 + 4 * 31 + 2 + 2 * schema.DEVICE_MAX_BYTES + 3 * 20 + 2 * 16 + len(schema.METRIC_SETS[-1]) + 12
-)
+_ROW_BOUND = 23 + 4 * 31 + 2 + 2 * schema.DEVICE_MAX_BYTES + 3 * 20 + 2 * 16 + 22 + 12
+assert len(schema.METRIC_SETS[-1]) <= 22, "the longest anomaly_metrics text fits the bound"
 
 
 def csv_rows(batch: schema.Batch) -> bytes | None:

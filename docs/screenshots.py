@@ -109,7 +109,9 @@ def main(out: str) -> None:
         "--seed=42",
         cwd=work,
     )
-    broadcaster = start("broadcaster", *endpoints, "--ws-port=0", f"--scenario={scenario}", cwd=work)
+    broadcaster = start(
+        "broadcaster", *endpoints, "--ws-port=0", f"--scenario={scenario}", cwd=work
+    )
     try:
         ready(producer)
         url = ready(broadcaster)["url"].replace("ws://", "http://")

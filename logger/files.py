@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.errors import StartupError
 from common.locking import open_exclusive
-from common.schema import CSV_HEADER, LEGACY_CSV_HEADER
+from common.schema import CSV_HEADER
 
 log = logging.getLogger(__name__)
 

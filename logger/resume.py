@@ -22,7 +22,8 @@ _SEQ = schema.COLUMNS.index("seq")
 _TIMESTAMP = schema.COLUMNS.index("timestamp")
 _HEADERS = (schema.CSV_HEADER, schema.LEGACY_CSV_HEADER)
 assert all(
-    schema.LEGACY_COLUMNS.index(c) == schema.COLUMNS.index(c) for c in ("device", "seq", "timestamp")
+    schema.LEGACY_COLUMNS.index(name) == schema.COLUMNS.index(name)
+    for name in ("device", "seq", "timestamp")
 )
 
 

@@ -315,13 +315,15 @@ class Prometheus:
         log = open(cwd / "prometheus.log", "a")
         self.proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={cwd / 'prometheus.yml'}"]
-            + [f"--storage.tsdb.path={cwd / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            + [f"--storage.tsdb.path={cwd / 'tsdb'}"]
+            + [f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=log,
             stderr=log,
         )
         deadline = time.monotonic() + 20
         while not self._ready():
-            assert self.proc.poll() is None, "prometheus exited: " + (cwd / "prometheus.log").read_text()[-2000:]
+            log_text = (cwd / "prometheus.log").read_text()[-2000:]
+            assert self.proc.poll() is None, f"prometheus exited: {log_text}"
             assert time.monotonic() < deadline, "prometheus not ready"
             time.sleep(0.1)
 

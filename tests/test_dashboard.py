@@ -145,9 +145,10 @@ def test_fleet_json_says_what_the_producers_say(pipeline: Pipeline):
     }
     assert fleet["anomaly_kinds"] == ["spike", "dip"] and fleet["event_kinds"] == ["deploy"]
     began = int(datetime.fromisoformat(START).replace(tzinfo=UTC).timestamp() * 1000)
+    deploys = [(d, began + start, began + start + 120_000) for d, start in
+               (("web-01", 600_000), ("web-02", 900_000))]
     assert fleet["planned"] == [
-        {"device": "web-01", "kind": "deploy", "start_ms": began + 600_000, "end_ms": began + 720_000},
-        {"device": "web-02", "kind": "deploy", "start_ms": began + 900_000, "end_ms": began + 1_020_000},
+        {"device": d, "kind": "deploy", "start_ms": a, "end_ms": b} for d, a, b in deploys
     ]
     assert (fleet["rate"], fleet["speed"], fleet["scenario"]) == (4, 1, "small")
     described = json.loads(get(base + "/schema.json")[1])
@@ -252,7 +253,7 @@ def test_the_fleet_view_marks_exactly_the_devices_the_stream_labels(
             )
             assert len(drawn) == 50
             wait_until(
-                lambda: all((d, seq) in labels.seen for d, (seq, _) in drawn.items()),
+                lambda drawn=drawn: all((d, s) in labels.seen for d, (s, _) in drawn.items()),
                 timeout=10,
                 message="the WebSocket client did not get what the page drew",
             )

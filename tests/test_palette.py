@@ -110,7 +110,5 @@ def test_ciede2000_matches_published_pairs():
 def test_every_two_kinds_stay_apart(vision: str, colors: dict[str, str]):
     """No two kinds of a set look alike, with this vision."""
     seen = {kind: lab(color, VISION[vision]) for kind, color in colors.items()}
-    closest = min(
-        (ciede2000(seen[a], seen[b]), a, b) for a, b in itertools.combinations(seen, 2)
-    )
+    closest = min((ciede2000(seen[a], seen[b]), a, b) for a, b in itertools.combinations(seen, 2))
     assert closest[0] >= SMALLEST, closest

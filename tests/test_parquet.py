@@ -84,7 +84,8 @@ def test_parquet_equals_the_csv_row_for_row(tmp_path, rate, duration, millis):
     assert list(typed["anomaly"].cat.categories) == list(schema.ANOMALY_KINDS)
     assert list(typed["anomaly_metrics"].cat.categories) == list(schema.METRIC_SETS[1:])
     assert typed["anomaly_metrics"].notna().equals(typed["anomaly"].notna())
-    labels = ("device", "anomaly", "event", "anomaly_metrics")  # categories here, text (or all-NaN) in the CSV
+    # categories here, text (or all-NaN) in the CSV
+    labels = ("device", "anomaly", "event", "anomaly_metrics")
     shown = typed.astype(dict.fromkeys(labels, object)).where(typed.notna(), np.nan)
     text = text.astype(dict.fromkeys(labels, object)).where(text.notna(), np.nan)
     pd.testing.assert_frame_equal(shown, text, check_exact=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -138,7 +139,9 @@ def test_labels_are_escaped_and_values_read_back():
     anomaly = {s.labels["device"]: s.labels for s in families["stream_device_anomaly"].samples}
     assert (anomaly[names[1]]["kind"], anomaly[names[1]]["metrics"]) == ("spike", "cpu")
     assert anomaly[names[0]]["kind"] == "none"
-    events = {s.labels["device"]: s.labels["event"] for s in families["stream_device_event"].samples}
+    events = {
+        s.labels["device"]: s.labels["event"] for s in families["stream_device_event"].samples
+    }
     assert events == {names[0]: "none", names[1]: "none", names[2]: "deploy"}
     stamps = families["stream_device_timestamp_seconds"].samples
     assert {s.value for s in stamps} == {1_754_301_600.5}
