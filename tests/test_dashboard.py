@@ -19,6 +19,7 @@ import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 from websockets.sync.client import connect
 
@@ -266,6 +267,13 @@ def test_the_fleet_view_marks_exactly_the_devices_the_stream_labels(
             for state in set(expected.values()):
                 assert counts[state] == list(expected.values()).count(state), state
         save(browser, "dashboard-fleet.png")
+
+        # By role, whatever the state: the ten caches.
+        browser.find_element(By.CSS_SELECTOR, '#counts button[data-state="all"]').click()
+        Select(browser.find_element(By.ID, "group")).select_by_value("role:cache")
+        shown = "Array.from(document.querySelectorAll('#rows .row:not([hidden])'),"
+        shown += " r => r.dataset.device)"
+        wait.until(lambda d: sorted(js(d, shown)) == [f"cache-{n:02d}" for n in range(1, 11)])
 
         # The pointer on the list holds its order still (rows would move under it), then a
         # click on the leaking cache's row opens that device.

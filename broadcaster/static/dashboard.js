@@ -357,7 +357,10 @@ function matches(device) {
   if (filter.state.includes(":") && device.stateKey !== filter.state) return false;
   if (!filter.group && !filter.text) return true;
   const info = device.info();
-  if (filter.group && (!info || info.group !== filter.group)) return false;
+  if (filter.group) {  // "group:web" or "role:db"
+    const [what, name] = [filter.group.slice(0, filter.group.indexOf(":")), filter.group.slice(filter.group.indexOf(":") + 1)];
+    if (!info || info[what] !== name) return false;
+  }
   if (filter.text) {
     const text = `${device.id} ${info ? `${info.role} ${info.group}` : ""} ${device.kindName}`;
     if (!text.toLowerCase().includes(filter.text)) return false;
@@ -835,11 +838,20 @@ function askFleet() {
       state.scenario = info.scenario;
       document.getElementById("scenario").textContent = `scenario: ${info.scenario}`;
     }
-    const groups = [...new Set(Object.values(info.devices || {}).map((d) => d.group).filter(Boolean))].sort(collator.compare);
+    // The filter by role, and by scenario group where groups are not simply the roles.
+    const described = Object.values(info.devices || {});
+    const names = (key) => [...new Set(described.map((d) => d[key]).filter(Boolean))].sort(collator.compare);
+    const roles = names("role"), groups = names("group");
+    const choices = roles.map((r) => `role:${r}`);
+    if (groups.join() !== roles.join()) choices.push(...groups.map((g) => `group:${g}`));
     const select = document.getElementById("group");
-    if (select.options.length !== groups.length + 1) {
+    if (select.dataset.choices !== choices.join()) {
+      select.dataset.choices = choices.join();
       select.length = 1;
-      for (const group of groups) select.appendChild(el("option", "", group)).value = group;
+      for (const choice of choices) {
+        const [what, name] = [choice.slice(0, choice.indexOf(":")), choice.slice(choice.indexOf(":") + 1)];
+        select.appendChild(el("option", "", `${what} ${name}`)).value = choice;
+      }
     }
     fleetChanged = true;
     // every few seconds until the producers answered, then now and then (a ctl rate change)
