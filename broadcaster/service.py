@@ -381,9 +381,11 @@ async def _relay(
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
         wait = max(0.0, next_stats - time.monotonic())
-        for batch in schema.merge(await subscriber.receive(wait, stop)):
-            state.health.saw(int(batch.rows["ts_ms"][-1]))
+        received = await subscriber.receive(wait, stop)
+        for batch in received:  # as sent: a message holds ticks of one producer's devices
             state.latest.update(batch)
+        for batch in schema.merge(received):
+            state.health.saw(int(batch.rows["ts_ms"][-1]))
             fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval

@@ -8,6 +8,7 @@ import math
 import urllib.error
 import urllib.request
 
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster.latest import Latest
@@ -147,3 +148,35 @@ def test_labels_are_escaped_and_values_read_back():
     assert {s.value for s in stamps} == {1_754_301_600.5}
     [info] = families["stream_device_info"].samples
     assert info.labels == {"device": names[0], "role": "web", "group": "front"}
+
+
+def test_the_newest_sample_wins_whatever_the_shape_of_the_messages():
+    """Ticks of one fleet (held, the newest replacing the older), messages of another shape
+    in between (a replay's, a second producer's) and devices past the bound: each shown
+    device's sample is its newest, and the omitted ones are counted."""
+
+    def message(devices: list[str], seq: int) -> schema.Batch:
+        rows = schema.empty_rows(len(devices))
+        rows["device"] = schema.device_array(devices)
+        rows["seq"] = seq
+        rows["cpu"] = seq / 10
+        return schema.Batch(np.frombuffer(rows.tobytes(), schema.RECORD))
+
+    fleet = [f"host-{i:02d}" for i in range(1, 21)]
+    latest = Latest(22)
+    for seq in range(5):
+        latest.update(message(fleet, seq))  # held: one ...
+    latest.update(message(["host-03", "odd-1"], 7))  # ... another shape: stored at once
+    for seq in range(5, 9):
+        latest.update(message(fleet, seq))
+    latest.update(message(["host-01", "odd-2", "odd-3"], 9))  # same first device, other shape
+    latest.update(message(["odd-4", "odd-5"], 10))  # odd-3 to odd-5: past the bound of 22
+    text = latest.exposition().decode()
+    seqs = {
+        s.labels["device"]: s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "stream_device_seq"
+        for s in f.samples
+    }
+    assert seqs == {**{d: 8 for d in fleet}, "host-01": 9, "odd-1": 7, "odd-2": 9}
+    assert "stream_devices_omitted 3" in text and "stream_devices_shown 22" in text
