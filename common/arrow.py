@@ -61,7 +61,8 @@ def _seq(batch: schema.Batch) -> pa.Array:
 
 
 def _label(name: str, kinds: tuple[str, ...]) -> Callable[[schema.Batch], pa.Array]:
-    """The kind's name from a fixed dictionary (every kind, in wire order); null: none."""
+    """The text of a label code from a fixed dictionary (every kind in wire order, or every
+    set of metrics by mask); null for code 0: none."""
     dictionary = pa.array(kinds, pa.string())
 
     def column(batch: schema.Batch) -> pa.Array:
@@ -91,6 +92,8 @@ _BUILDERS: dict[str, tuple[pa.DataType, Callable[[schema.Batch], pa.Array]]] = {
     "anomaly_id": (pa.int64(), _id("anomaly_id")),
     "anomaly_root": (pa.int64(), _id("anomaly_root")),
     "event": (LABEL, _label("event", schema.EVENT_KINDS)),
+    # `cpu|mem` as in the CSV, from a fixed dictionary of every set of metrics by bit mask
+    "anomaly_metrics": (LABEL, _label("anomaly_metrics", schema.METRIC_SETS[1:])),
 }
 
 

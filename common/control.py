@@ -17,7 +17,12 @@ Replies are {"ok": true, ...} or {"ok": false, "error": "..."}.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from common import bus
+from common.bus import PLAIN, Security
+from common.errors import StartupError
 
 COMMANDS = ("status", "inject", "rate", "pause", "resume", "series")
 MAX_REQUEST_BYTES = 64 * 1024
@@ -54,3 +59,29 @@ def decode_reply(data: bytes) -> dict[str, Any]:
     if not isinstance(reply, dict) or "ok" not in reply:
         raise ControlError("reply has no 'ok'")
     return reply
+
+
+def ask(endpoint: str, request: dict[str, Any], timeout: float, security: Security = PLAIN) -> dict:
+    """The producer's reply; StartupError if it does not answer, or answers nonsense."""
+    answer = bus.ask(endpoint, encode(request), timeout, security)
+    try:
+        return decode_reply(answer)
+    except ControlError as exc:
+        raise StartupError(f"bad answer from {endpoint}: {exc}") from None
+
+
+def ask_all(
+    endpoints: list[str], request: dict[str, Any], timeout: float, security: Security = PLAIN
+) -> list[dict]:
+    """Every producer's reply, in the order of `endpoints`, asked at once (so one that is
+    down costs `timeout` once, not per producer); a producer that does not answer gets
+    {"ok": false, "error": ...} in its place."""
+
+    def one(endpoint: str) -> dict:
+        try:
+            return ask(endpoint, request, timeout, security)
+        except StartupError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    with ThreadPoolExecutor(max_workers=len(endpoints) or 1) as pool:
+        return list(pool.map(one, endpoints))

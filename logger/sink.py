@@ -21,6 +21,7 @@ from pathlib import Path
 
 from common import logseries, render, schema
 from common.csvfile import CsvFile
+from common.errors import StartupError
 from common.logs import Every
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import Window, WindowTracker, windows_path
@@ -46,8 +47,18 @@ class LogSink:
 
     def __init__(self, config: LoggerConfig) -> None:
         self.config = config
-        self.csv = _csv(config.log_path)
+        self.csv = _csv(config.log_path, legacy=schema.LEGACY_CSV_HEADER)
         self.csv.open()  # first: it holds the lock that keeps a second logger out
+        if self.csv.outdated:  # an earlier release's log: kept whole as a part, then a new file
+            try:
+                self._rotate(
+                    "its header lacks the anomaly_metrics column (written by an earlier release)"
+                )
+            except OSError as exc:
+                self.csv.close()
+                raise StartupError(
+                    f"cannot move {config.log_path} aside: {exc.strerror or exc}"
+                ) from None
         self._windows_file = _csv(windows_path(config.log_path), WINDOWS_HEADER)
         self._gaps_file = gaps.gaps_file(gaps_path(config.log_path), *_OWNER)
         try:
@@ -250,7 +261,10 @@ class LogSink:
         self._opened = time.monotonic()
         self.precision = None
         self._save_record()
-        log.info("rotated %s to %s%s", live, target.name, f" ({why})" if why else "")
+        if why:
+            log.warning("%s: %s; moved it to %s and started a new one", live, why, target.name)
+        else:
+            log.info("rotated %s to %s", live, target.name)
 
     def _sync_if_due(self) -> None:
         every = self.config.fsync_seconds
@@ -273,5 +287,5 @@ class LogSink:
 _OWNER = ("logger", "--csv")  # who writes a logger's files, and how each gets its own
 
 
-def _csv(path: Path, header: str = schema.CSV_HEADER) -> CsvFile:
-    return CsvFile(path, header, *_OWNER)
+def _csv(path: Path, header: str = schema.CSV_HEADER, legacy: str | None = None) -> CsvFile:
+    return CsvFile(path, header, *_OWNER, legacy=legacy)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from common import logseries
-from common.schema import CSV_HEADER
+from common.schema import CSV_HEADER, LEGACY_CSV_HEADER
 from logger.files import base_name, families, gaps_path
 
 
@@ -196,11 +196,14 @@ def _read(path: Path, report: Report) -> pa.Table | None:
     try:
         with path.open("rb") as file:
             head = file.read(len(CSV_HEADER) + 1)
+            file.seek(0)
             tail, nul = _scan(file)
     except OSError as exc:
         report.problems.append(f"{path}: {exc.strerror or exc}")
         return None
-    if head != (CSV_HEADER + "\n").encode():
+    # A log of an earlier release (no anomaly_metrics column) is checked the same way: only
+    # device and seq are read, and they are where they always were.
+    if head.split(b"\n", 1)[0] + b"\n" not in _HEADERS:
         report.problems.append(f"{path}: header is not {CSV_HEADER!r}")
         return None
     if nul:
@@ -236,6 +239,9 @@ def _read(path: Path, report: Report) -> pa.Table | None:
         where = f", first at line {first}" if first is not None else ""
         report.problems.append(f"{path}: {len(malformed)} malformed row(s){where}")
     return table
+
+
+_HEADERS = ((CSV_HEADER + "\n").encode(), (LEGACY_CSV_HEADER + "\n").encode())
 
 
 def _scan(file: BinaryIO) -> tuple[bytes, bool]:

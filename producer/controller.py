@@ -83,6 +83,9 @@ class Controller:
         series = getattr(self.source, "series", None)
         if series is not None:
             status.update(rate=series.rate, devices=series.devices, seed=series.seed)
+        fleet = getattr(self.source, "fleet", None)
+        if fleet is not None:  # groups, possible anomaly kinds, planned events, speed
+            status.update(fleet())
         return status
 
     def _series(self) -> dict[str, Any]:

@@ -128,7 +128,9 @@ def test_filters_csv_format_and_stats(pipeline: Pipeline):
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
-    assert out[0] == "timestamp,cpu,net,device,seq,anomaly,anomaly_id,anomaly_root,event"
+    assert out[0] == (
+        "timestamp,cpu,net,device,seq,anomaly,anomaly_id,anomaly_root,event,anomaly_metrics"
+    )
     rows = [line.split(",") for line in out[1:]]
     assert len(rows) == 15 and {r[3] for r in rows} == {"host-02"}
     assert re.search(

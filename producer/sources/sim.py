@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from common import schema
-from producer.model.anomalies import EVENT, AnomalyPlan, apply
+from producer.model.anomalies import EVENT, SIMULATED_KINDS, AnomalyPlan, apply
 from producer.model.roles import DEFAULT_MIX, Role, RoleMix
 from producer.model.scenario import Scenario
 from producer.model.timeline import Timeline, root_ids
@@ -135,6 +135,37 @@ class SimSource:
 
     def next_due_ms(self) -> float:
         return self.series.due_ms(self.next_tick)
+
+    def fleet(self) -> dict:
+        """What a dashboard shows beside the samples: each device's group, the anomaly kinds
+        its random anomalies and scenario can make (`ctl inject` may add any simulated kind),
+        the planned events of the scenario on these devices, and the clock's speed."""
+        plans = [self.anomalies] if self.timeline is None else self.timeline.plans
+        codes = {int(c) for plan in plans if plan.chance > 0 for c in plan.kind_codes}
+        info: dict = {"speed": self.series.speed, "origin_ms": self.series.origin_ms}
+        if self.timeline is not None:
+            codes |= {int(c) for c in self.timeline.scheduled["kind"]}
+            group = {
+                name: g.name for g in self.timeline.scenario.groups for name in g.devices
+            }
+            info["groups"] = {name: group[name] for name in self.device_names}
+            where = dict(zip(self.device_indices.tolist(), self.device_names, strict=True))
+            planned = self.timeline.planned
+            info["planned"] = [
+                {
+                    "device": where[int(p["device"])],
+                    "kind": schema.EVENT_KINDS[int(p["code"]) - 1],
+                    "start_ms": int(p["start"]),
+                    "end_ms": int(p["end"]),
+                }
+                for p in planned[np.argsort(planned["start"], kind="stable")]
+            ]
+            info["event_kinds"] = sorted(
+                {e["kind"] for e in info["planned"]}, key=schema.EVENT_KINDS.index
+            )
+        info["anomaly_kinds"] = [schema.ANOMALY_KINDS[c - 1] for c in sorted(codes)]
+        info["injectable_kinds"] = list(SIMULATED_KINDS)
+        return info
 
     def take(self, now_ms: float) -> list[schema.Batch]:
         if self.change is not None and self.next_tick >= self.change[0]:
