@@ -136,7 +136,7 @@ def place(tmp_path_factory) -> Iterator[Path]:
 
 
 def test_the_documentation_has_recipes():
-    """The recipes this test runs are there: README's and the notes' at least."""
+    """The recipes this test runs are there: the README's and the reference pages' at least."""
     places = {r.where.split(":")[0] for r in RECIPES}
     assert "README.md" in places and len(RECIPES) >= 8, [r.where for r in RECIPES]
 
