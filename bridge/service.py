@@ -53,7 +53,11 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
         bridge = Bridge(config, sink, subscriber, client, gaps, state)
-        scrape = metrics.serve(config.metrics_port, metrics.registry(bridge.figures))
+        scrape = metrics.serve(
+            config.metrics_port,
+            metrics.registry(bridge.figures),
+            "--metrics-port (STREAM_BRIDGE_METRICS_PORT)",
+        )
         if scrape is not None:
             cleanup.callback(scrape.close)
         ready = Readiness(config.ready_file, "bridge")

@@ -8,6 +8,7 @@ import click
 
 from broadcaster import service
 from broadcaster.config import DEFAULT_RESUME_MAX, BroadcasterConfig
+from broadcaster.latest import DEFAULT_MAX_DEVICES, SERIES_PER_DEVICE
 from broadcaster.pages import scenario_title
 from broadcaster.subscription import LABEL_POLICIES
 from common.bus import DEFAULT_ALERTS, parse_endpoint
@@ -23,6 +24,7 @@ from common.cli import (
     security_options,
     serve,
     zmq_catchup_option,
+    zmq_control_option,
     zmq_pub_option,
 )
 from common.logs import setup_logging
@@ -41,6 +43,7 @@ def _scenario(ctx: click.Context, param: click.Parameter, value: Path | None) ->
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
 @zmq_catchup_option
+@zmq_control_option
 @producers_option
 @security_options
 @option(
@@ -154,6 +157,14 @@ def _scenario(ctx: click.Context, param: click.Parameter, value: Path | None) ->
     default=DEFAULT_ALERTS,
     help="Where detectors' alerts go: the scorers' ZeroMQ endpoints (comma list; '' for none).",
 )
+@option(
+    "--sample-metrics-devices",
+    "STREAM_SAMPLE_METRICS_DEVICES",
+    default=DEFAULT_MAX_DEVICES,
+    type=click.IntRange(0, 100_000),
+    help="Devices whose newest sample GET /metrics/samples shows as Prometheus gauges "
+    f"({SERIES_PER_DEVICE} series each; the first seen; 0 turns the page off).",
+)
 @metrics_port_option("STREAM_BROADCASTER_METRICS_PORT")
 @ready_file_option
 @log_level_option
@@ -162,6 +173,7 @@ def main(
     ctx: click.Context,
     zmq_pub: str,
     zmq_catchup: str,
+    zmq_control: str,
     producers: str,
     curve_dir: Path | None,
     allow_insecure: bool,
@@ -181,6 +193,7 @@ def main(
     labels: str,
     alert_rate: float,
     zmq_alerts: str,
+    sample_metrics_devices: int,
     metrics_port: int,
     ready_file: str | None,
     log_level: str,
@@ -197,6 +210,7 @@ def main(
     config = BroadcasterConfig(
         zmq_pub=",".join(producer_endpoints(zmq_pub, producers)),
         zmq_catchup=",".join(producer_endpoints(catchup_from(ctx, zmq_catchup), producers)),
+        zmq_control=",".join(producer_endpoints(zmq_control, producers)),
         security=security_from(curve_dir, allow_insecure),
         ws_host=ws_host,
         ws_port=ws_port,
@@ -216,5 +230,6 @@ def main(
         labels=labels,
         alert_rate=alert_rate,
         zmq_alerts=zmq_alerts,
+        sample_metrics_devices=sample_metrics_devices,
     )
     serve(service.run, config)

@@ -17,10 +17,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from broadcaster import alerts, backlog
+from broadcaster import alerts, backlog, peers
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
+from broadcaster.fleet import FleetInfo
+from broadcaster.latest import Latest
 from broadcaster.pages import Health, page, schema_document
 from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
@@ -67,7 +69,8 @@ class State:
 
     def __init__(self, config: BroadcasterConfig) -> None:
         self.fanout = Fanout(config.max_client_buffer, config.close_timeout)
-        self.health = Health(config.stale_after)
+        self.pipeline = peers.pipeline_id(config.zmq_pub, config.zmq_catchup)
+        self.health = Health(config.stale_after, self.pipeline)
         self.schema = schema_document(config.scenario)  # /schema.json
         self.subscriber: Subscriber | None = None
         self.disconnects = 0
@@ -80,12 +83,23 @@ class State:
         self.resumes = 0
         self.resumed_samples = 0
         self.labels = config.labels
-        self.latest = alerts.Latest()  # which devices exist, and the newest sample of each
+        self.devices = alerts.Latest()  # which devices exist, and the newest sample of each
         self.outbox = alerts.Outbox(None)  # gets its sender in run()
         self.alerts_accepted = 0
         self.alerts_refused = dict.fromkeys(alerts.REASONS, 0)
         self.alert_floods = 0
         self.bad_messages = 0  # client messages refused (not JSON, unknown, bad values)
+        self.latest = Latest(config.sample_metrics_devices)  # /metrics/samples
+        self.fleet = FleetInfo(
+            config.zmq_control.split(",") if config.zmq_control else [],
+            config.security,
+            config.fleet_refresh,
+            config.scenario,
+        )
+
+    def samples_exposition(self) -> bytes:
+        """/metrics/samples: each device's newest sample, its role and group where known."""
+        return self.latest.exposition(self.fleet.describe)
 
     def settled(self) -> float:
         """Seconds until what the broadcaster takes from the bus is surely in effect."""
@@ -96,7 +110,11 @@ class State:
         (all of them while any client, or none, wants every device). While the set changes,
         a tick may reach a client twice or not at all (seq shows it)."""
         subscriptions = set(self.fanout.clients.values())
-        if not subscriptions or any(s.devices is None or s.batch for s in subscriptions):
+        if (
+            not subscriptions
+            or self.latest.max_devices  # /metrics/samples shows every device
+            or any(s.devices is None or s.batch for s in subscriptions)
+        ):
             groups = None  # a batched frame holds a whole tick, so it needs whole batches
         else:
             groups = sorted({device_group(d) for s in subscriptions for d in s.devices or ()})
@@ -171,7 +189,13 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
         targets = [e.strip() for e in config.zmq_alerts.split(",") if e.strip()]
         if targets:
             state.outbox.sender = AlertSender(targets, config.security)
-        scrape = metrics.serve(config.metrics_port, state.registry)
+        pages = {metrics.SAMPLES_PATH: state.samples_exposition} if state.latest.max_devices else {}
+        scrape = metrics.serve(
+            config.metrics_port,
+            state.registry,
+            "--metrics-port (STREAM_BROADCASTER_METRICS_PORT)",
+            pages,
+        )
     except BaseException:
         if state.subscriber is not None:
             state.subscriber.close()
@@ -189,7 +213,11 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
             url=f"{scheme}://{host}:{port}/",
             metrics_port=scrape.port if scrape else 0,
         )
-        await _relay(config, subscriber, state, stop)
+        asking = asyncio.create_task(state.fleet.run(stop))
+        try:
+            await _relay(config, subscriber, state, stop)
+        finally:
+            asking.cancel()
     finally:
         ready.withdraw()
         state.subscriber = None  # clients leaving from now on must not resubscribe
@@ -280,6 +308,9 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
     admission = Admission(config.max_clients, config.origins, config.token)
     reuse_port = _reuse_port(config)
     where = f"{config.ws_host}:{config.ws_port}"
+    tls = config.tls_cert is not None
+    if reuse_port:  # a port shared with another pipeline's broadcaster would mix streams
+        await peers.check_before(config.ws_host, config.ws_port, tls, state.pipeline)
     try:
         # With reuse_port, every socket serve() makes (one per address the host resolves
         # to, e.g. 127.0.0.1 and ::1 for localhost) is shared the same way.
@@ -299,12 +330,19 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             reason = "address already in use" + (
                 " by a listener that does not share it (SO_REUSEPORT)" if reuse_port else ""
             )
+            reason += ": choose another port with --ws-port (STREAM_WS_PORT)"
         else:
             reason = exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {where}: {reason}") from None
     except ValueError as exc:  # asyncio: SO_REUSEPORT defined but not implemented
         raise StartupError(f"cannot listen on {where}: {exc}; use --no-reuse-port") from None
-    shared = " (SO_REUSEPORT: other broadcasters may share it)" if reuse_port else ""
+    if reuse_port:
+        try:
+            await peers.check_after(config.ws_host, config.ws_port, tls, state.pipeline)
+        except StartupError:
+            server.close()
+            raise
+    shared = " (SO_REUSEPORT: this pipeline's other broadcasters may share it)" * reuse_port
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
@@ -352,7 +390,7 @@ async def _alert(
             )}))
         return True
     try:
-        records = alerts.parse(body, subscription, state.latest, detector, alerts.now_ms())
+        records = alerts.parse(body, subscription, state.devices, detector, alerts.now_ms())
     except alerts.AlertError as exc:
         state.alerts_refused[exc.reason] += n
         await connection.send(json.dumps({"error": str(exc)}))
@@ -443,6 +481,8 @@ def _requests(admission: Admission, clients, state: State):
                 state.registry,
                 admission.authorized(request),
                 state.schema,
+                state.fleet.body,
+                state.samples_exposition if state.latest.max_devices else None,
             )
         return admit(connection, request)
 
@@ -457,9 +497,12 @@ async def _relay(
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
         wait = max(0.0, next_stats - time.monotonic())
-        for batch in schema.merge(await subscriber.receive(wait, stop)):
+        received = await subscriber.receive(wait, stop)
+        for batch in received:  # as sent: a message holds ticks of one producer's devices
+            state.latest.update(batch)
+        for batch in schema.merge(received):
             state.health.saw(int(batch.rows["ts_ms"][-1]))
-            state.latest.update(batch.rows)
+            state.devices.update(batch.rows)
             fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval

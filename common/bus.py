@@ -10,6 +10,7 @@ hangs on exit with unsent messages.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -192,10 +193,19 @@ def async_context() -> zmq.asyncio.Context:
 _async: zmq.asyncio.Context | None = None
 
 
+# The setting that chooses each endpoint the producer binds, named when it is taken.
+_SETTINGS = {
+    "ZeroMQ": "--zmq-pub (STREAM_ZMQ_PUB)",
+    "catch-up": "--zmq-catchup (STREAM_ZMQ_CATCHUP)",
+    "control": "--zmq-control (STREAM_ZMQ_CONTROL)",
+}
+
+
 def _attach(
     sock: zmq.Socket, how: str, endpoint: str, what: str, cleanup: Callable[[], None]
 ) -> str:
-    """Bind or connect; on failure clean up and raise a one-line StartupError.
+    """Bind or connect; on failure clean up and raise a one-line StartupError (naming the
+    setting to change when the endpoint is taken).
 
     Returns the endpoint actually used (a bound wildcard port is resolved)."""
     try:
@@ -203,6 +213,8 @@ def _attach(
     except zmq.ZMQError as exc:
         cleanup()
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if how == "bind" and exc.errno == errno.EADDRINUSE and what in _SETTINGS:
+            reason += f" (another pipeline's producer?): choose another with {_SETTINGS[what]}"
         raise StartupError(f"cannot {how} {what} endpoint {endpoint}: {reason}") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT) if how == "bind" else endpoint
 

@@ -22,6 +22,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,9 +43,19 @@ _ALERTS_PER_MESSAGE = 1000  # asking again would get the same answer
 _FLUSH_S = 2.0  # at a stream's end: how long its last alerts may take to be answered
 _QUEUE = 10_000  # samples read ahead of a slow consumer; then the socket pushes back
 
-_gaps = project("delivery.gaps")
-Gap = _gaps.GapRecord  # a gap and its reason: .device, .from_seq, .to_seq, .reason
-_known = project("delivery.reasons").known
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Seqs `from_seq`..`to_seq` of `device` that the stream will not give, and why: as a
+    gap message named them (`to_seq` None: up to the device's next sample; `device` None:
+    every device of a producer that did not answer), or `unannounced` for a seq jump no
+    message named. `reason` is a word of the gap vocabulary (docs/delivery.md)."""
+
+    device: str | None
+    from_seq: int
+    to_seq: int | None
+    reason: str
 _client = project("clients.test_client")
 _metrics: tuple[str, ...] = project("common.schema").METRICS
 _kinds: tuple[str, ...] = project("common.schema").ANOMALY_KINDS
@@ -66,13 +77,13 @@ class GapError(RuntimeError):
 
     def __init__(self, gaps: list[Any]) -> None:
         self.gaps = gaps
-        super().__init__(f"samples missed: {_gaps.summary(gaps, 5)}")
+        shown = ", ".join(_describe(g) for g in gaps[:5]) + (", ..." if len(gaps) > 5 else "")
+        super().__init__(f"samples missed: {shown}")
 
 
-def _gap(device: str | None, first: int, last: int | None, reason: str) -> Any:
-    """A gap record in delivery's terms; `reason` a word of its vocabulary (or the
-    stream's own `unannounced`, or a newer server's word, kept as it came)."""
-    return Gap(_gaps.Gap(device, first, last), _known(reason))
+def _describe(gap: Any) -> str:
+    to = "" if gap.to_seq is None else f"..{gap.to_seq}"
+    return f"{gap.device or 'every device'} seq {gap.from_seq}{to} ({gap.reason})"
 
 
 class _Session:
@@ -224,7 +235,7 @@ class _Session:
 
     def _told(self, ranges: list[dict[str, Any]]) -> None:
         gaps = [
-            _gap(r.get("device"), int(r["from_seq"]), r.get("to_seq"), str(r.get("reason")))
+            Gap(r.get("device"), int(r["from_seq"]), r.get("to_seq"), str(r.get("reason")))
             for r in ranges
         ]
         for gap in gaps:
@@ -251,7 +262,7 @@ class _Session:
                 previous = max(previous, upto)
             elif self._excuse_all:
                 continue
-            jumps.append(_gap(device, previous + 1, seq - 1, "unannounced"))
+            jumps.append(Gap(device, previous + 1, seq - 1, "unannounced"))
         return jumps
 
     def _add(self, gaps: list[Any]) -> None:
@@ -417,9 +428,9 @@ class _Progress:
 
     @property
     def gaps(self) -> list[Any]:
-        """Every gap met: a `Gap` (`.device`, `.from_seq`, `.to_seq`, `.reason`), as a gap
-        message named it (`not_held`, `not_produced`, `over_limit`, `unavailable`) or
-        `unannounced` (seqs that never came, seen by the seqs of the samples that did)."""
+        """Every gap met: `Gap(device, from_seq, to_seq, reason)`, as a gap message named it
+        (`not_held`, `not_produced`, `over_limit`, `unavailable`) or `unannounced` (seqs that
+        never came, seen by the seqs of the samples that did)."""
         return list(self._session.gaps)
 
     @property
