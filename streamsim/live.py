@@ -40,7 +40,7 @@ _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _REFUSED = (400, 401, 403, 404)
 _ALERTS_PER_MESSAGE = 1000  # asking again would get the same answer
-_LABELS = ("anomaly", "anomaly_id", "anomaly_root", "event")
+_LABELS = ("anomaly", "anomaly_id", "anomaly_root", "event", "anomaly_metrics")
 _QUEUE = 10_000  # samples read ahead of a slow consumer; then the socket pushes back
 
 
