@@ -297,7 +297,7 @@ def test_read_log_refuses_what_is_not_a_log(tmp_path: Path):
             f"{header}\n2025-08-04 00:00:00,1,2,3,4,h,0,spik,1,1,,cpu\n",
             "unknown anomaly kind 'spik'",
         ),
-        "time.csv": (f"{header}\nlater,1,2,3,4,h,0,,,,\n", "timestamp"),
+        "time.csv": (f"{header}\nlater,1,2,3,4,h,0,,,,,\n", "timestamp"),
     }
     for name, (text, words) in cases.items():
         (tmp_path / name).write_text(text)
