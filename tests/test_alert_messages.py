@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from broadcaster.alerts import AlertError, AlertLimit, Latest, alert_body, parse
@@ -79,11 +79,10 @@ def test_alert_rate_limit_and_flood():
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
                     lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
                     max_leaves=12))
-@example([float("nan")])  # a NaN inside a list: equal to itself only as the same object
 def test_any_json_is_taken_or_refused_cleanly(body):
     """Whatever JSON a client sends as an alert, it is parsed or refused with AlertError."""
     text = json.dumps({"alert": body})
-    assert json.dumps(alert_body(text)) == json.dumps(body)  # NaN is not equal to itself
+    assert json.dumps(alert_body(text)) == json.dumps(body)  # as text: NaN is not equal to itself
     try:
         parse(body, Subscription(), latest(), "d", 0)
     except AlertError:

@@ -9,7 +9,7 @@ import pytest
 import streamsim
 from conftest import Pipeline, wait_until
 
-LABELS = {"anomaly", "anomaly_id", "anomaly_root", "event"}
+LABELS = {"anomaly", "anomaly_id", "anomaly_root", "event", "anomaly_metrics"}
 
 
 def test_alerts_reach_the_pipelines_own_scorer():
