@@ -70,9 +70,15 @@ class Report:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per view (overall, then each kind), one column per figure."""
-        frame = pd.DataFrame.from_dict(self.figures, orient="index")
-        frame.index.name = "kind"
-        return frame
+        return figures_frame(self.figures)
+
+
+def figures_frame(figures: dict[str, dict]) -> pd.DataFrame:
+    """Figures by view (a report's `figures`, or `{"overall": ..., **kinds}` of its JSON) as
+    one row per view, one column per figure."""
+    frame = pd.DataFrame.from_dict(figures, orient="index")
+    frame.index.name = "kind"
+    return frame
 
 
 def _plain(value):

@@ -20,7 +20,7 @@ from common.metrics import Figure
 from common.ready import Readiness
 from scorer.alertbook import AlertBook
 from scorer.config import ScorerConfig
-from scorer.intake import Intake
+from scorer.intake import SampleIntake
 from scorer.matching import alerts_frame
 from scorer.report import Report, evaluate
 from scorer.table import render
@@ -36,7 +36,7 @@ class Scorer:
         self.config = config
         self.truth = TruthTracker()
         self.book = AlertBook(config.max_alerts)
-        self.intake: Intake | None = None
+        self.intake: SampleIntake | None = None
         self.reports: dict[str, Report] = {}
         self.refreshed_in = 0.0  # seconds the last refresh took
 
@@ -69,8 +69,9 @@ class Scorer:
         run = {
             "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "samples": self.truth.samples,
-            "samples_caught_up": intake.caught_up if intake else 0,
+            "samples_caught_up": intake.refilled if intake else 0,
             "samples_missed": intake.missed if intake else 0,
+            "gaps": intake.gaps() if intake else {},
             "alerts_received": self.book.received,
             "alerts_lost": self.book.lost,
             "alerts_malformed_messages": self.book.malformed,
@@ -101,7 +102,12 @@ class Scorer:
         out = [
             Figure("samples_received", "Samples received from ZeroMQ",
                    intake.received if intake else 0, True),
-            Figure("samples_missed", "Samples the bus dropped (seq jumps)",
+            Figure("samples_scored", "Samples in the truth the scores are computed on (each "
+                   "once)", self.truth.samples, True),
+            Figure("samples_refilled", "Samples refilled from the producers' history",
+                   intake.refilled if intake else 0, True),
+            Figure("samples_missed", "Samples published, or maybe published, and not in the "
+                   "truth (every gap reason but not_produced and invalid_input)",
                    intake.missed if intake else 0, True),
             Figure("alerts_received", "Alerts received from broadcasters", self.book.received,
                    True),
@@ -113,6 +119,11 @@ class Scorer:
             Figure("malformed_messages", "Malformed ZeroMQ messages dropped",
                    (intake.malformed if intake else 0) + self.book.malformed, True),
         ]
+        if intake is not None:
+            for reason, count in intake.gaps().items():
+                out.append(Figure("gap_samples", "Samples not in the truth, by gap reason "
+                                  "(delivery's vocabulary)", count["samples"], True,
+                                  labels=(("reason", reason),)))
         for name, report in self.reports.items():
             for kind, values in report.figures.items():
                 labels = (("detector", name), ("kind", kind))
@@ -163,23 +174,23 @@ async def run(config: ScorerConfig, stop: asyncio.Event) -> None:
     with ExitStack() as cleanup:
         receiver = AlertReceiver(config.zmq_alerts, config.security)
         cleanup.callback(receiver.close)
-        intake = scorer.intake = Intake(config.zmq_pub.split(","), config.zmq_catchup.split(","),
-                                        config.security)
+        intake = scorer.intake = SampleIntake(config.zmq_pub.split(","),
+                                              config.zmq_catchup.split(","), config.security)
         cleanup.callback(intake.close)
         scrape = metrics.serve(config.metrics_port, metrics.registry(scorer.figures))
         if scrape is not None:
             cleanup.callback(scrape.close)
-        caught_up = await intake.start()
-        log.info("scoring samples from %s against alerts on %s (%d caught up)",
-                 config.zmq_pub, receiver.endpoint, caught_up)
+        log.info("scoring samples from %s against alerts on %s", config.zmq_pub,
+                 receiver.endpoint)
+        loop = asyncio.get_running_loop()
+        asked = asyncio.Event()
+        # before the ready file: whoever reads it may ask for a report at once
+        loop.add_signal_handler(signal.SIGUSR1, asked.set)
+        cleanup.callback(loop.remove_signal_handler, signal.SIGUSR1)
         ready = Readiness(config.ready_file, "scorer")
         ready.announce(alerts=receiver.endpoint, pub=config.zmq_pub,
                        metrics_port=scrape.port if scrape else 0, report=str(config.report))
         cleanup.callback(ready.withdraw)
-        loop = asyncio.get_running_loop()
-        asked = asyncio.Event()
-        loop.add_signal_handler(signal.SIGUSR1, asked.set)
-        cleanup.callback(loop.remove_signal_handler, signal.SIGUSR1)
         tasks = [
             asyncio.create_task(_samples(scorer, intake, stop)),
             asyncio.create_task(_alerts(scorer, receiver, stop)),
@@ -196,6 +207,7 @@ async def run(config: ScorerConfig, stop: asyncio.Event) -> None:
             scorer.book.add(frames)
         for batch in await intake.receive(0, stop):
             scorer.truth.add(batch)
+        intake.finish()
         scorer.write()
 
 
@@ -210,7 +222,7 @@ async def _drain(receiver: AlertReceiver) -> list[list[bytes]]:
         out += got
 
 
-async def _samples(scorer: Scorer, intake: Intake, stop: asyncio.Event) -> None:
+async def _samples(scorer: Scorer, intake: SampleIntake, stop: asyncio.Event) -> None:
     next_stats = time.monotonic() + scorer.config.stats_interval
     while not stop.is_set():
         for batch in await intake.receive(1.0, stop):

@@ -271,6 +271,8 @@ def test_several_broadcasters_and_detectors(pipeline: Pipeline):
     for url, name, count in ((urls[0], "first", 3), (urls[1], "second", 2)):
         with connect(f"{url}/?labels=0&detector={name}", open_timeout=10, max_queue=None) as ws:
             sample = json.loads(ws.recv(timeout=10))
+            while sample["seq"] < count:  # the alerts name it and the samples before it
+                sample = json.loads(ws.recv(timeout=10))
             batch = [{"device": sample["device"], "seq": sample["seq"] - i} for i in range(count)]
             ws.send(json.dumps({"alert": batch}))
             while "alerted" not in (reply := json.loads(ws.recv(timeout=10))):
