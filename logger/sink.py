@@ -49,6 +49,8 @@ class LogSink:
         self.config = config
         self.csv = _csv(config.log_path, legacy=schema.LEGACY_CSV_HEADER)
         self.csv.open()  # first: it holds the lock that keeps a second logger out
+        self.series: dict | None = None  # the file's series, read below (None: not known yet)
+        self.precision: int | None = None  # its timestamps'
         if self.csv.outdated:  # an earlier release's log: kept whole as a part, then a new file
             try:
                 self._rotate(
@@ -68,8 +70,8 @@ class LogSink:
             self._close_files()
             raise
         record = logseries.read(config.log_path)
-        self.series: dict | None = record.get("series")  # the file's (None: not known yet)
-        self.precision: int | None = logseries.precision_of(record)  # its timestamps'
+        self.series = record.get("series")
+        self.precision = logseries.precision_of(record)
         if self.precision is None:
             self.precision = last_precision(config.log_path)
         self._disagreeing: list[dict] = []  # producers seen naming different series
