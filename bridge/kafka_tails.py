@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 
 SEQ_HEADER = "seq"  # "17", or "17-66" for a batch of consecutive samples
 TIME_HEADER = "time_ms"  # the (last) sample's time, ms since the epoch
-FIRST_CHUNK = 20_000  # records read back first from a partition's end
+# Records read back first from a partition's end (then 4x more each round): a device's
+# last record is usually among the last few per device of its partition, unless a large
+# aborted transaction (a killed bridge's last window) lies on top.
+FIRST_CHUNK = 2_000
 SLOW_SCAN = 5.0  # seconds: a scan taking longer is reported
 
 
@@ -161,7 +164,13 @@ class Tails:
     def _offsets(
         self, partitions: list[int], spec: OffsetSpec, isolation, deadline: float
     ) -> dict[int, int]:
-        """One kind of offset of each partition; retried while the cluster moves leaders."""
+        """One kind of offset of each partition; retried while the cluster moves leaders.
+
+        librdkafka's admin client sends each partition's leader epoch as it last knew it
+        and does not learn the new one when a restarted broker answers "Leader epoch is
+        older than broker epoch" (FENCED_LEADER_EPOCH): it would ask with the stale epoch
+        until its next periodic metadata refresh, minutes later. A metadata request for
+        the topic before asking again teaches it the current epochs."""
         asked = {TopicPartition(self.topic, p): spec for p in partitions}
         while True:
             futures = self._admin.list_offsets(asked, isolation_level=isolation, request_timeout=10)
@@ -171,6 +180,10 @@ class Tails:
                 if exc.args[0].fatal() or time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
+            try:
+                self._admin.list_topics(self.topic, timeout=max(0.1, deadline - time.monotonic()))
+            except KafkaException:
+                pass  # the cluster is still away: the next ask says so, or the deadline
 
     def _find(
         self, wanted: dict[int, set[str]], ends: dict[int, tuple[int, int]], deadline: float
@@ -179,7 +192,7 @@ class Tails:
         growing chunks, all partitions at once, until its `wanted` devices are all found or
         its start is reached; the records read."""
         tops = {p: self._read_back_to.get(p, ends[p][1]) for p in wanted}
-        chunk = max(FIRST_CHUNK, 100 * max(len(d) for d in wanted.values()))
+        chunk = max(FIRST_CHUNK, 20 * max(len(d) for d in wanted.values()))
         read = 0
         while True:
             ranges = {
