@@ -18,7 +18,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from bridge.broker import Backoff, tls_context, tls_failure
 from bridge.config import BridgeConfig
-from bridge.message import Message, after
+from bridge.message import ANOMALY_HEADER, Message, after
 from common.errors import StartupError
 from common.logs import Every
 from common.signals import wait_or_stop
@@ -370,7 +370,10 @@ class Replies:
 
 
 def _headers(m: Message) -> dict[str, str]:
-    return {"Nats-Msg-Id": m.id, LAST_HEADER: f"{m.last} {m.last_ms}"}
+    headers = {"Nats-Msg-Id": m.id, LAST_HEADER: f"{m.last} {m.last_ms}"}
+    if m.anomalies:
+        headers[ANOMALY_HEADER] = m.anomalies
+    return headers
 
 
 def _last_sample(headers: dict[str, str] | None) -> tuple[int, int]:

@@ -7,6 +7,11 @@ it. Two bridges may cut the same samples into different batches; the JetStream s
 those from overlapping (see bridge.jetstream), and a batch can be cut down to the samples
 after a given seq for that. A message also names the labels of its samples (`labels`), for
 brokers that carry them in headers (Kafka), so consumers can filter without parsing.
+
+A message holding labelled samples also says so outside its payload, for brokers whose
+consumers filter on headers (JetStream, MQTT 5 user properties): `anomalies` names each
+kind with the metrics it alters, `kind:metrics`, comma-joined in order of appearance
+(`spike:cpu`, `memory_leak:mem,incident:cpu|mem|disk_io|net`); empty when none is.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ _LABELS: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("anomaly_id", None),
     ("anomaly_root", None),
     ("event", schema.EVENT_KINDS),
+    ("anomaly_metrics", schema.METRIC_SETS[1:]),
 )
+
+ANOMALY_HEADER = "Sample-Anomaly"  # a JetStream header, an MQTT 5 user property: `anomalies`
 
 
 @dataclass(eq=False, slots=True)  # not frozen: a frozen one costs 2 µs to make, this 0.3
@@ -42,6 +50,7 @@ class Message:
     # (name, value) of each label its samples carry: anomaly, anomaly_id, anomaly_root and
     # event; a batch gives each one's distinct values, comma-separated. Empty: unlabelled.
     labels: tuple[tuple[str, str], ...] = ()
+    anomalies: str = ""  # `kind:metrics` of its labelled samples (see the module's docstring)
 
     @property
     def samples(self) -> int:
@@ -151,13 +160,15 @@ def messages(batch: schema.Batch, batch_max: int = 1) -> list[Message]:
         return []
     if batch_max <= 1:
         objects = render.json_objects(batch)
+        texts = _PAIRS[rows["anomaly"], rows["anomaly_metrics"]].tolist()
         made = [
-            Message(d.decode(), s, s, t, t, o)
-            for d, s, t, o in zip(
+            Message(d.decode(), s, s, t, t, o, anomalies=a)
+            for d, s, t, o, a in zip(
                 rows["device"].tolist(),
                 rows["seq"].tolist(),
                 rows["ts_ms"].tolist(),
                 objects,
+                texts,
                 strict=True,
             )
         ]
@@ -199,6 +210,7 @@ def _arrays(batch: schema.Batch, starts: list[int], ends: list[int]) -> list[Mes
             batch.precision,
             batch.decimals,
             labels(rows[a:b]),
+            anomalies(rows[a:b]),
         )
         for a, b in zip(starts, ends, strict=True)
     ]
@@ -232,6 +244,28 @@ def labels(rows: np.ndarray) -> tuple[tuple[str, str], ...]:
         shown = (names[c - 1] if names else str(c) for c in values)
         found.append((name, ",".join(shown)))
     return tuple(found)
+
+
+# `kind:metrics` of every anomaly code and metrics mask ("" for code 0).
+_PAIRS = np.array(
+    [
+        ["", *(f"{kind}:{metrics}" for metrics in schema.METRIC_SETS[1:])]
+        if code
+        else [""] * len(schema.METRIC_SETS)
+        for code, kind in enumerate(("", *schema.ANOMALY_KINDS))
+    ],
+    dtype=object,
+)
+_PAIRS[1:, 0] = [f"{kind}:" for kind in schema.ANOMALY_KINDS]  # metrics not known (old logs)
+
+
+def anomalies(rows: np.ndarray) -> str:
+    """`kind:metrics` of the labelled samples among `rows`, each once, in order of appearance."""
+    labelled = np.flatnonzero(rows["anomaly"])
+    if not len(labelled):
+        return ""
+    texts = _PAIRS[rows["anomaly"][labelled], rows["anomaly_metrics"][labelled]].tolist()
+    return ",".join(dict.fromkeys(texts))
 
 
 def runs(rows: np.ndarray, most: int = 0) -> tuple[np.ndarray, list[int], list[int]]:

@@ -10,11 +10,13 @@ import threading
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.broker import Backoff, tls_context, tls_failure
 from bridge.config import BridgeConfig
-from bridge.message import Message
+from bridge.message import ANOMALY_HEADER, Message
 from common.errors import StartupError
 from common.signals import wait_or_stop
 
@@ -112,9 +114,13 @@ class MqttSink:
         futures = []
         qos, retain = self.config.qos, self.config.retain
         prefix = self.config.topic_prefix
+        v5 = self.config.mqtt_version == "5"
         for m in messages:
             future = self._loop.create_future()
-            info = self._client.publish(topic(prefix, m.device), m.payload, qos, retain)
+            properties = _properties(m) if v5 and m.anomalies else None
+            info = self._client.publish(
+                topic(prefix, m.device), m.payload, qos, retain, properties=properties
+            )
             held = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS or (
                 info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0  # kept, sent on reconnect
             )
@@ -165,6 +171,13 @@ class MqttSink:
 def _settle(future: asyncio.Future, value) -> None:
     if not future.done():
         future.set_result(value)
+
+
+def _properties(m: Message) -> Properties:
+    """MQTT 5: the message's anomalies as a user property, for subscribers that filter."""
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = [(ANOMALY_HEADER, m.anomalies)]
+    return properties
 
 
 def _client(config: BridgeConfig) -> paho.Client:

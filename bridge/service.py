@@ -19,7 +19,7 @@ from common.logs import Every
 from common.metrics import Figure
 from common.ready import Readiness
 from delivery.client import CatchupClient
-from delivery.gaps import GapRecord, gaps_file, rows
+from delivery.gaps import GapRecord, gaps_file, rows, summary
 from delivery.intake import Delivery, Intake, Positions
 from delivery.reasons import Reason
 
@@ -53,7 +53,11 @@ async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
         bridge = Bridge(config, sink, subscriber, client, gaps, state)
-        scrape = metrics.serve(config.metrics_port, metrics.registry(bridge.figures))
+        scrape = metrics.serve(
+            config.metrics_port,
+            metrics.registry(bridge.figures),
+            "--metrics-port (STREAM_BRIDGE_METRICS_PORT)",
+        )
         if scrape is not None:
             cleanup.callback(scrape.close)
         ready = Readiness(config.ready_file, "bridge")
@@ -161,9 +165,7 @@ class Bridge:
             return
         self.gaps_recorded += len(gaps)
         if self._warn(time.monotonic()):
-            shown = "; ".join(r.text() for r in gaps[:3])
-            more = f" and {len(gaps) - 3} more" if len(gaps) > 3 else ""
-            log.warning("gap: %s%s", shown, more)
+            log.warning("gap: %s", summary(gaps))
         try:
             self.gaps_file.write(rows(gaps, precision))
         except OSError as exc:

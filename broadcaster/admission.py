@@ -64,11 +64,12 @@ class InboundLimit:
         self._tokens = float(burst)
         self._at = 0.0
 
-    def allow(self, now: float) -> bool:
+    def allow(self, now: float, cost: float = 1.0) -> bool:
+        """Whether `cost` messages may pass now (they are then counted)."""
         if self._at:
             self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False

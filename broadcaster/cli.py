@@ -8,7 +8,10 @@ import click
 
 from broadcaster import service
 from broadcaster.config import DEFAULT_RESUME_MAX, BroadcasterConfig
+from broadcaster.latest import DEFAULT_MAX_DEVICES, SERIES_PER_DEVICE
 from broadcaster.pages import scenario_title
+from broadcaster.subscription import LABEL_POLICIES
+from common.bus import DEFAULT_ALERTS, parse_endpoint
 from common.cli import (
     catchup_from,
     log_level_option,
@@ -21,6 +24,7 @@ from common.cli import (
     security_options,
     serve,
     zmq_catchup_option,
+    zmq_control_option,
     zmq_pub_option,
 )
 from common.logs import setup_logging
@@ -39,6 +43,7 @@ def _scenario(ctx: click.Context, param: click.Parameter, value: Path | None) ->
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @zmq_pub_option
 @zmq_catchup_option
+@zmq_control_option
 @producers_option
 @security_options
 @option(
@@ -130,6 +135,36 @@ def _scenario(ctx: click.Context, param: click.Parameter, value: Path | None) ->
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The producers' scenario file: the dashboard shows its name.",
 )
+@option(
+    "--labels",
+    "STREAM_WS_LABELS",
+    default="sent",
+    type=click.Choice(LABEL_POLICIES),
+    help="Label fields in the stream: sent (unless a client asks ?labels=0), blind (only to "
+    "clients that ask ?labels=1, like the dashboard) or never (a blind stream for everyone).",
+)
+@option(
+    "--alert-rate",
+    "STREAM_WS_ALERT_RATE",
+    default=1000.0,
+    type=click.FloatRange(1, 1_000_000),
+    help="Alerts per second a client may send (bursts of as many); more are refused and "
+    "counted, ten times more closes it (1008).",
+)
+@option(
+    "--zmq-alerts",
+    "STREAM_ZMQ_ALERTS",
+    default=DEFAULT_ALERTS,
+    help="Where detectors' alerts go: the scorers' ZeroMQ endpoints (comma list; '' for none).",
+)
+@option(
+    "--sample-metrics-devices",
+    "STREAM_SAMPLE_METRICS_DEVICES",
+    default=DEFAULT_MAX_DEVICES,
+    type=click.IntRange(0, 100_000),
+    help="Devices whose newest sample GET /metrics/samples shows as Prometheus gauges "
+    f"({SERIES_PER_DEVICE} series each; the first seen; 0 turns the page off).",
+)
 @metrics_port_option("STREAM_BROADCASTER_METRICS_PORT")
 @ready_file_option
 @log_level_option
@@ -138,6 +173,7 @@ def main(
     ctx: click.Context,
     zmq_pub: str,
     zmq_catchup: str,
+    zmq_control: str,
     producers: str,
     curve_dir: Path | None,
     allow_insecure: bool,
@@ -154,17 +190,27 @@ def main(
     stale_after: float,
     resume_max: int,
     scenario: str | None,
+    labels: str,
+    alert_rate: float,
+    zmq_alerts: str,
+    sample_metrics_devices: int,
     metrics_port: int,
     ready_file: str | None,
     log_level: str,
 ) -> None:
     """Relay every sample as JSON to every connected WebSocket client."""
+    try:
+        for endpoint in [e.strip() for e in zmq_alerts.split(",") if e.strip()]:
+            parse_endpoint(endpoint)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--zmq-alerts'") from None
     if tls_key and not tls_cert:
         raise click.BadParameter("--tls-key needs --tls-cert", param_hint="'--tls-key'")
     setup_logging(log_level)
     config = BroadcasterConfig(
         zmq_pub=",".join(producer_endpoints(zmq_pub, producers)),
         zmq_catchup=",".join(producer_endpoints(catchup_from(ctx, zmq_catchup), producers)),
+        zmq_control=",".join(producer_endpoints(zmq_control, producers)),
         security=security_from(curve_dir, allow_insecure),
         ws_host=ws_host,
         ws_port=ws_port,
@@ -181,5 +227,9 @@ def main(
         metrics_port=metrics_port,
         ready_file=ready_file,
         scenario=scenario,
+        labels=labels,
+        alert_rate=alert_rate,
+        zmq_alerts=zmq_alerts,
+        sample_metrics_devices=sample_metrics_devices,
     )
     serve(service.run, config)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.bus import DEFAULT_CATCHUP, DEFAULT_PUB, Security
+from broadcaster.latest import DEFAULT_MAX_DEVICES
+from common.bus import DEFAULT_ALERTS, DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security
 
 # Samples one resume may send, and hold live meanwhile. 100,000 is ten minutes of 100
 # devices at 1 Hz, or 10 s of 100 devices at 100 Hz; it costs the broadcaster about 0.2 s
@@ -16,6 +17,7 @@ DEFAULT_RESUME_MAX = 100_000
 class BroadcasterConfig:
     zmq_pub: str = DEFAULT_PUB  # a comma list: one endpoint per producer
     zmq_catchup: str = DEFAULT_CATCHUP  # the producers' history, for resuming clients
+    zmq_control: str = DEFAULT_CONTROL  # the producers' status: roles, groups, planned events
     security: Security = Security()
     ws_host: str = "localhost"
     ws_port: int = 8765
@@ -35,3 +37,10 @@ class BroadcasterConfig:
     stats_interval: float = 60.0
     ready_file: str | None = None  # written once serving (common.ready)
     scenario: str | None = None  # name of the scenario the producers run, for the dashboard
+    labels: str = "sent"  # label policy: sent, blind (unless a client asks) or never
+    alert_rate: float = 1000.0  # alerts per second a client may send (bursts of as many)
+    zmq_alerts: str = DEFAULT_ALERTS  # where alerts go: the scorers' endpoints ("": nowhere)
+    # devices whose newest sample /metrics/samples shows (0: off; then only the device
+    # groups clients ask for are taken from the bus)
+    sample_metrics_devices: int = DEFAULT_MAX_DEVICES
+    fleet_refresh: float = 30.0  # seconds between two questions to the producers (/fleet.json)

@@ -42,6 +42,17 @@ def peer(connection: ServerConnection) -> str:
     return str(address)
 
 
+_LABELS = b',"anomaly":'
+
+
+def blind(sample: bytes) -> bytes:
+    """A sample's JSON without its labels: every key from `anomaly` on (anomaly,
+    anomaly_id, anomaly_root, event) is dropped. Text inside a JSON string cannot hold
+    this sequence (its quotes would be escaped), so the cut is always at the key."""
+    at = sample.find(_LABELS)
+    return sample if at < 0 else sample[:at] + b"}"
+
+
 def text_frames(messages: Iterable[bytes]) -> bytes:
     """Messages as final, unmasked TEXT frames (RFC 6455 5.2), back to back."""
     parts = []
@@ -275,6 +286,8 @@ class Fanout:
     @staticmethod
     def _render(subscription: Subscription, batch: schema.Batch) -> list[bytes]:
         objects = render.json_objects(batch, subscription.fields)
+        if subscription.labels is False:
+            objects = [blind(o) for o in objects]
         if subscription.batch:
             return [b"[" + b",".join(objects) + b"]"] if objects else []
         return objects

@@ -9,22 +9,25 @@ import logging
 import socket
 import ssl
 import time
-from urllib.parse import urlsplit
+from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from broadcaster import backlog
+from broadcaster import alerts, backlog, peers
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
 from broadcaster.fanout import Fanout, peer
+from broadcaster.fleet import FleetInfo
+from broadcaster.latest import Latest
 from broadcaster.pages import Health, page, schema_document
 from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import metrics, schema
-from common.bus import Subscriber
+from common.bus import AlertSender, Subscriber
 from common.errors import StartupError
 from common.metrics import Figure
 from common.ready import Readiness
@@ -66,7 +69,8 @@ class State:
 
     def __init__(self, config: BroadcasterConfig) -> None:
         self.fanout = Fanout(config.max_client_buffer, config.close_timeout)
-        self.health = Health(config.stale_after)
+        self.pipeline = peers.pipeline_id(config.zmq_pub, config.zmq_catchup)
+        self.health = Health(config.stale_after, self.pipeline)
         self.schema = schema_document(config.scenario)  # /schema.json
         self.subscriber: Subscriber | None = None
         self.disconnects = 0
@@ -78,6 +82,24 @@ class State:
         )
         self.resumes = 0
         self.resumed_samples = 0
+        self.labels = config.labels
+        self.devices = alerts.Latest()  # which devices exist, and the newest sample of each
+        self.outbox = alerts.Outbox(None)  # gets its sender in run()
+        self.alerts_accepted = 0
+        self.alerts_refused = dict.fromkeys(alerts.REASONS, 0)
+        self.alert_floods = 0
+        self.bad_messages = 0  # client messages refused (not JSON, unknown, bad values)
+        self.latest = Latest(config.sample_metrics_devices)  # /metrics/samples
+        self.fleet = FleetInfo(
+            config.zmq_control.split(",") if config.zmq_control else [],
+            config.security,
+            config.fleet_refresh,
+            config.scenario,
+        )
+
+    def samples_exposition(self) -> bytes:
+        """/metrics/samples: each device's newest sample, its role and group where known."""
+        return self.latest.exposition(self.fleet.describe)
 
     def settled(self) -> float:
         """Seconds until what the broadcaster takes from the bus is surely in effect."""
@@ -88,7 +110,11 @@ class State:
         (all of them while any client, or none, wants every device). While the set changes,
         a tick may reach a client twice or not at all (seq shows it)."""
         subscriptions = set(self.fanout.clients.values())
-        if not subscriptions or any(s.devices is None or s.batch for s in subscriptions):
+        if (
+            not subscriptions
+            or self.latest.max_devices  # /metrics/samples shows every device
+            or any(s.devices is None or s.batch for s in subscriptions)
+        ):
             groups = None  # a batched frame holds a whole tick, so it needs whole batches
         else:
             groups = sorted({device_group(d) for s in subscriptions for d in s.devices or ()})
@@ -129,6 +155,21 @@ class State:
             ),
             Figure("lag_seconds", "Wall time minus the newest sample's timestamp", lag),
             Figure("resumes", "Client resumes served (?since=)", self.resumes, True),
+            Figure("alerts_accepted", "Detectors' alerts taken and passed on", self.alerts_accepted,
+                   True),
+            Figure("alerts_refused", "Detectors' alerts refused, all reasons",
+                   sum(self.alerts_refused.values()), True),
+            *(
+                Figure(f"alerts_refused_{reason}", f"Alerts refused: {reason.replace('_', ' ')}",
+                       count, True)
+                for reason, count in self.alerts_refused.items()
+            ),
+            Figure("alerts_undelivered", "Alerts the scorers' queues could not take",
+                   self.outbox.sender.dropped if self.outbox.sender else 0, True),
+            Figure("alert_floods", "Clients closed for sending ten times the alert rate (1008)",
+                   self.alert_floods, True),
+            Figure("bad_client_messages", "Client messages answered with an error",
+                   self.bad_messages, True),
             Figure(
                 "resumed_samples",
                 "Missed samples sent to resuming clients",
@@ -145,10 +186,21 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     try:
         state.subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
         state.bus_changed_at = time.monotonic()
-        scrape = metrics.serve(config.metrics_port, state.registry)
+        targets = [e.strip() for e in config.zmq_alerts.split(",") if e.strip()]
+        if targets:
+            state.outbox.sender = AlertSender(targets, config.security)
+        pages = {metrics.SAMPLES_PATH: state.samples_exposition} if state.latest.max_devices else {}
+        scrape = metrics.serve(
+            config.metrics_port,
+            state.registry,
+            "--metrics-port (STREAM_BROADCASTER_METRICS_PORT)",
+            pages,
+        )
     except BaseException:
         if state.subscriber is not None:
             state.subscriber.close()
+        if state.outbox.sender is not None:
+            state.outbox.sender.close()
         server.close()
         raise
     subscriber = state.subscriber
@@ -161,11 +213,18 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
             url=f"{scheme}://{host}:{port}/",
             metrics_port=scrape.port if scrape else 0,
         )
-        await _relay(config, subscriber, state, stop)
+        asking = asyncio.create_task(state.fleet.run(stop))
+        try:
+            await _relay(config, subscriber, state, stop)
+        finally:
+            asking.cancel()
     finally:
         ready.withdraw()
         state.subscriber = None  # clients leaving from now on must not resubscribe
         subscriber.close()
+        state.outbox.flush()
+        if state.outbox.sender is not None:
+            state.outbox.sender.close()
         if scrape is not None:
             scrape.close()
         await _shutdown(server, config.close_timeout)
@@ -184,6 +243,12 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             await connection.send(json.dumps({"error": str(exc)}))
             subscription = Subscription()
         try:
+            subscription = subscription.with_labels(state.labels)
+        except SubscriptionError as exc:
+            await connection.send(json.dumps({"error": str(exc)}))
+            subscription = replace(subscription, labels=False)
+        detector = _detector(query)
+        try:
             since = from_query(query)
             if since is not None:
                 check(since, subscription)
@@ -199,7 +264,14 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
                 await _send_since(config, state, connection, subscription, since)
             else:
                 fanout.history(connection, subscription, connecting=True)
+            alert_limit = alerts.AlertLimit(config.alert_rate)
             async for message in connection:
+                body = alerts.alert_body(message) if isinstance(message, str) else None
+                if body is not None:
+                    if not await _alert(state, connection, subscription, body, detector,
+                                        alert_limit):
+                        break
+                    continue
                 if not limit.allow(time.monotonic()):
                     log.warning("client %s sends too many messages: closing", peer(connection))
                     await connection.close(CloseCode.POLICY_VIOLATION, "too many messages")
@@ -211,7 +283,10 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
                     asked = parse_message(message)
                     if isinstance(asked, Since):
                         check(asked, subscription)
+                    if isinstance(asked, Subscription):
+                        asked = asked.with_labels(state.labels)
                 except (SubscriptionError, SinceError) as exc:
+                    state.bad_messages += 1
                     await connection.send(json.dumps({"error": str(exc)}))
                     continue
                 if isinstance(asked, Since):
@@ -233,6 +308,9 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
     admission = Admission(config.max_clients, config.origins, config.token)
     reuse_port = _reuse_port(config)
     where = f"{config.ws_host}:{config.ws_port}"
+    tls = config.tls_cert is not None
+    if reuse_port:  # a port shared with another pipeline's broadcaster would mix streams
+        await peers.check_before(config.ws_host, config.ws_port, tls, state.pipeline)
     try:
         # With reuse_port, every socket serve() makes (one per address the host resolves
         # to, e.g. 127.0.0.1 and ::1 for localhost) is shared the same way.
@@ -252,12 +330,19 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             reason = "address already in use" + (
                 " by a listener that does not share it (SO_REUSEPORT)" if reuse_port else ""
             )
+            reason += ": choose another port with --ws-port (STREAM_WS_PORT)"
         else:
             reason = exc.strerror or str(exc)
         raise StartupError(f"cannot listen on {where}: {reason}") from None
     except ValueError as exc:  # asyncio: SO_REUSEPORT defined but not implemented
         raise StartupError(f"cannot listen on {where}: {exc}; use --no-reuse-port") from None
-    shared = " (SO_REUSEPORT: other broadcasters may share it)" if reuse_port else ""
+    if reuse_port:
+        try:
+            await peers.check_after(config.ws_host, config.ws_port, tls, state.pipeline)
+        except StartupError:
+            server.close()
+            raise
+    shared = " (SO_REUSEPORT: this pipeline's other broadcasters may share it)" * reuse_port
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
@@ -265,6 +350,55 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             "listening on %s://%s:%d%s", "wss" if config.tls_cert else "ws", shown, port, shared
         )
     return server
+
+
+def _detector(query: str) -> str:
+    """The connection's `?detector=` name (its alerts' default), if valid."""
+    names = parse_qs(query).get("detector")
+    try:
+        return alerts.detector_name(names[-1]) if names else "detector"
+    except alerts.AlertError:
+        return "detector"
+
+
+async def _alert(
+    state: State,
+    connection: ServerConnection,
+    subscription: Subscription,
+    body: object,
+    detector: str,
+    limit: alerts.AlertLimit,
+) -> bool:
+    """Take one alert message: acknowledge it, or refuse it with an error; False if the
+    connection floods and was closed."""
+    n = alerts.count(body)
+    now = time.monotonic()
+    if limit.flood(now, n):
+        state.alert_floods += 1
+        state.alerts_refused["rate"] += n
+        log.warning("client %s floods alerts: closing", peer(connection))
+        await connection.close(CloseCode.POLICY_VIOLATION, "too many alerts")
+        return False
+    if not limit.allow(now, n):
+        state.alerts_refused["rate"] += n
+        limit.refused_since_error += n
+        if now - limit.last_error >= 1.0:
+            limit.last_error = now
+            refused, limit.refused_since_error = limit.refused_since_error, 0
+            await connection.send(json.dumps({"error": (
+                f"too many alerts: {refused} refused; at most {limit.rate:g} a second"
+            )}))
+        return True
+    try:
+        records = alerts.parse(body, subscription, state.devices, detector, alerts.now_ms())
+    except alerts.AlertError as exc:
+        state.alerts_refused[exc.reason] += n
+        await connection.send(json.dumps({"error": str(exc)}))
+        return True
+    state.outbox.add(records)
+    state.alerts_accepted += len(records)
+    await connection.send(json.dumps({"alerted": len(records)}))
+    return True
 
 
 async def _send_since(
@@ -347,6 +481,8 @@ def _requests(admission: Admission, clients, state: State):
                 state.registry,
                 admission.authorized(request),
                 state.schema,
+                state.fleet.body,
+                state.samples_exposition if state.latest.max_devices else None,
             )
         return admit(connection, request)
 
@@ -361,8 +497,12 @@ async def _relay(
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
         wait = max(0.0, next_stats - time.monotonic())
-        for batch in schema.merge(await subscriber.receive(wait, stop)):
+        received = await subscriber.receive(wait, stop)
+        for batch in received:  # as sent: a message holds ticks of one producer's devices
+            state.latest.update(batch)
+        for batch in schema.merge(received):
             state.health.saw(int(batch.rows["ts_ms"][-1]))
+            state.devices.update(batch.rows)
             fanout.send(batch)  # kept for history; rendered only for subscriptions in use
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,8 +21,9 @@ from common import schema
 from common.bounds import number_in
 
 MAX_HISTORY = 1000
-_KEYS = ("devices", "fields", "max_rate", "batch", "history")
-_NOT_OURS = ("token", "since")
+_KEYS = ("devices", "fields", "max_rate", "batch", "history", "labels")
+_NOT_OURS = ("token", "since", "detector")
+LABEL_POLICIES = ("sent", "blind", "never")
 
 
 class SubscriptionError(ValueError):
@@ -38,6 +39,9 @@ class Subscription:
     # the last N samples per device, sent on subscribing; None (not asked): on connecting,
     # the latest sample of each device, so that a client shows data without waiting a period
     history: int | None = None
+    # the label fields (anomaly, anomaly_id, anomaly_root, event): None (not asked) takes the
+    # server's policy (see `with_labels`); False: a blind stream, for detectors under test
+    labels: bool | None = None
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> Subscription:
@@ -64,6 +68,7 @@ class Subscription:
             max_rate=max_rate,
             batch=_flag(params.get("batch")),
             history=None if history is None else int(history),
+            labels=None if params.get("labels") is None else _flag(params.get("labels"), "labels"),
         )
 
     @classmethod
@@ -90,7 +95,17 @@ class Subscription:
             "max_rate": self.max_rate,
             "batch": self.batch,
             "history": self.history,
+            "labels": self.labels is not False,
         }
+
+    def with_labels(self, policy: str) -> Subscription:
+        """This subscription under the server's label policy (`sent`: labels unless asked
+        not to; `blind`: none unless asked for; `never`); SubscriptionError if it asks for
+        labels a `never` server does not send."""
+        if policy == "never" and self.labels:
+            raise SubscriptionError("labels are not sent by this server: the stream is blind")
+        wanted = self.labels if self.labels is not None else policy == "sent"
+        return replace(self, labels=wanted and policy != "never")
 
     def wants(self, rows: np.ndarray) -> np.ndarray:
         """Mask of the rows whose device this subscription covers."""
@@ -153,7 +168,7 @@ def _number(value: Any, name: str, kind: type, low: float, high: float) -> Any:
     return number_in(value, name, low, high, SubscriptionError, kind)
 
 
-def _flag(value: Any) -> bool:
+def _flag(value: Any, name: str = "batch") -> bool:
     if value is None:
         return False
     if isinstance(value, bool):
@@ -163,4 +178,4 @@ def _flag(value: Any) -> bool:
         return True
     if text in ("0", "false", "no", ""):
         return False
-    raise SubscriptionError(f"batch must be 1 or 0, got {value!r}")
+    raise SubscriptionError(f"{name} must be 1 or 0, got {value!r}")

@@ -10,6 +10,7 @@ the schema without an Arrow type here fails at import, never silently goes missi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import numpy as np
@@ -60,7 +61,8 @@ def _seq(batch: schema.Batch) -> pa.Array:
 
 
 def _label(name: str, kinds: tuple[str, ...]) -> Callable[[schema.Batch], pa.Array]:
-    """The kind's name from a fixed dictionary (every kind, in wire order); null: none."""
+    """The text of a label code from a fixed dictionary (every kind in wire order, or every
+    set of metrics by mask); null for code 0: none."""
     dictionary = pa.array(kinds, pa.string())
 
     def column(batch: schema.Batch) -> pa.Array:
@@ -90,7 +92,25 @@ _BUILDERS: dict[str, tuple[pa.DataType, Callable[[schema.Batch], pa.Array]]] = {
     "anomaly_id": (pa.int64(), _id("anomaly_id")),
     "anomaly_root": (pa.int64(), _id("anomaly_root")),
     "event": (LABEL, _label("event", schema.EVENT_KINDS)),
+    # `cpu|mem` as in the CSV, from a fixed dictionary of every set of metrics by bit mask
+    "anomaly_metrics": (LABEL, _label("anomaly_metrics", schema.METRIC_SETS[1:])),
 }
+
+
+# Read back by pandas, an int64 column with nulls would become float64 (an id such as
+# 2923776000001 shown as 2.923776e+12, and ids past 2**53 rounded): pandas metadata in the
+# file makes `pd.read_parquet` give these columns pandas' nullable Int64 instead.
+NULLABLE_INTEGERS = ("anomaly_id", "anomaly_root")
+
+
+def _pandas_metadata() -> bytes:
+    columns = [
+        {"name": n, "field_name": n, "pandas_type": "int64", "numpy_type": "Int64"}
+        | {"metadata": None}
+        for n in NULLABLE_INTEGERS
+    ]
+    body = {"index_columns": [], "column_indexes": [], "columns": columns, "attributes": {}}
+    return json.dumps({**body, "creator": {"library": "stream-simulator"}}).encode()
 
 
 def _schema() -> pa.Schema:
@@ -98,7 +118,8 @@ def _schema() -> pa.Schema:
     if missing:
         msg = f"column(s) {', '.join(missing)} of common.schema.COLUMNS have no Arrow type"
         raise LookupError(msg)
-    return pa.schema([pa.field(name, _BUILDERS[name][0]) for name in schema.COLUMNS])
+    fields = [pa.field(name, _BUILDERS[name][0]) for name in schema.COLUMNS]
+    return pa.schema(fields, metadata={b"pandas": _pandas_metadata()})
 
 
 SCHEMA = _schema()

@@ -10,6 +10,7 @@ hangs on exit with unsent messages.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PUB = "tcp://127.0.0.1:5556"  # samples
 DEFAULT_CATCHUP = "tcp://127.0.0.1:5557"  # requests for missed samples
 DEFAULT_CONTROL = "tcp://127.0.0.1:5558"  # python -m producer ctl
+DEFAULT_ALERTS = "tcp://127.0.0.1:5559"  # detectors' alerts, from broadcasters to the scorer
 
 # High-water marks in messages. One message is one tick (all devices), so 100k messages
 # is 100 s of buffering at 1 kHz; ZeroMQ's default of 1,000 drops data under bursts.
@@ -191,10 +193,19 @@ def async_context() -> zmq.asyncio.Context:
 _async: zmq.asyncio.Context | None = None
 
 
+# The setting that chooses each endpoint the producer binds, named when it is taken.
+_SETTINGS = {
+    "ZeroMQ": "--zmq-pub (STREAM_ZMQ_PUB)",
+    "catch-up": "--zmq-catchup (STREAM_ZMQ_CATCHUP)",
+    "control": "--zmq-control (STREAM_ZMQ_CONTROL)",
+}
+
+
 def _attach(
     sock: zmq.Socket, how: str, endpoint: str, what: str, cleanup: Callable[[], None]
 ) -> str:
-    """Bind or connect; on failure clean up and raise a one-line StartupError.
+    """Bind or connect; on failure clean up and raise a one-line StartupError (naming the
+    setting to change when the endpoint is taken).
 
     Returns the endpoint actually used (a bound wildcard port is resolved)."""
     try:
@@ -202,6 +213,8 @@ def _attach(
     except zmq.ZMQError as exc:
         cleanup()
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if how == "bind" and exc.errno == errno.EADDRINUSE and what in _SETTINGS:
+            reason += f" (another pipeline's producer?): choose another with {_SETTINGS[what]}"
         raise StartupError(f"cannot {how} {what} endpoint {endpoint}: {reason}") from None
     return sock.getsockopt_string(zmq.LAST_ENDPOINT) if how == "bind" else endpoint
 
@@ -545,3 +558,68 @@ def ask(endpoint: str, request: bytes, timeout: float, security: Security = PLAI
         return sock.recv()
     finally:
         sock.close()
+
+
+class AlertSender:
+    """A broadcaster's way to the scorers: one PUSH socket per scorer endpoint, so each
+    scorer gets every alert. Sends never block: past the high-water mark (a scorer away
+    for long) the alerts are dropped and counted; until then ZeroMQ keeps them for a
+    scorer that is not there yet."""
+
+    def __init__(self, endpoints: list[str], security: Security = PLAIN, hwm: int = SEND_HWM):
+        self._sockets: list[zmq.Socket] = []
+        self.dropped = 0  # alerts a full queue refused
+        try:
+            for endpoint in endpoints:
+                sock = context().socket(zmq.PUSH)
+                sock.linger = LINGER_MS
+                sock.sndhwm = hwm
+                sock.ipv6 = "[" in endpoint
+                self._sockets.append(sock)
+                security.connect(sock)
+                _attach(sock, "connect", endpoint, "alerts", lambda: None)
+        except BaseException:
+            self.close()
+            raise
+        self.endpoints = endpoints
+
+    def send(self, frames: list[bytes], alerts: int) -> None:
+        for sock in self._sockets:
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.dropped += alerts
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+
+
+class AlertReceiver:
+    """The scorer's bound PULL socket: alerts from every broadcaster, fairly queued."""
+
+    def __init__(self, endpoint: str, security: Security = PLAIN) -> None:
+        security.check_bind(endpoint)
+        self._socket = async_context().socket(zmq.PULL)
+        self._socket.linger = 0
+        self._socket.rcvhwm = RECEIVE_HWM
+        self._socket.maxmsgsize = MAX_MESSAGE_BYTES
+        self._socket.ipv6 = "[" in endpoint
+        self._auth = security.serve(self._socket)
+        self.endpoint = _attach(self._socket, "bind", endpoint, "alerts", self.close)
+
+    async def receive(self, stop: asyncio.Event, most: int = 1000) -> list[list[bytes]]:
+        """What is queued (up to `most` messages), waiting for the first; [] once `stop` is set."""
+        if not await readable_or_stopped(self._socket.poll(None, zmq.POLLIN), stop):
+            return []
+        messages = [await self._socket.recv_multipart()]
+        while len(messages) < most and await self._socket.poll(0, zmq.POLLIN):
+            messages.append(await self._socket.recv_multipart())
+        return messages
+
+    def close(self) -> None:
+        if self._auth is not None:
+            self._auth()
+            self._auth = None
+        self._socket.close()

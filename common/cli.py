@@ -1,7 +1,8 @@
 """Shared command-line plumbing: options every process takes and one-line errors.
 
-Each setting is a click option with a `STREAM_*` environment-variable fallback, so a
-`.env` file configures `honcho start`. Errors never show a traceback: a bad option
+Each setting is a click option with a `STREAM_*` environment-variable fallback, and every
+command reads `./.env` (common.envfile), so one `.env` configures `honcho start` and a
+plain shell alike. Errors never show a traceback: a bad option
 exits with status 2, a start-up failure (port in use, unwritable file) with status 3.
 """
 
@@ -17,7 +18,7 @@ from typing import Any, NoReturn
 
 import click
 
-from common import durations, shards
+from common import durations, envfile, shards
 from common.bus import DEFAULT_CATCHUP, DEFAULT_CONTROL, DEFAULT_PUB, Security, parse_endpoint
 from common.errors import StartupError
 from common.logs import LEVELS
@@ -33,6 +34,18 @@ def option(name: str, envvar: str | None, *decls: str, **kwargs: Any) -> Callabl
     """A click option with its environment variable and default shown in --help."""
     kwargs.setdefault("show_default", kwargs.get("default") is not None)
     return click.option(name, *decls, envvar=envvar, show_envvar=envvar is not None, **kwargs)
+
+
+def given_as(ctx: click.Context, name: str) -> str | None:
+    """How a setting was given, for an error message: `--flag`, its variable (from the
+    environment or .env), or None if it was left at its default."""
+    source = ctx.get_parameter_source(name)
+    if source in (None, click.core.ParameterSource.DEFAULT):
+        return None
+    param = next(p for p in ctx.command.params if p.name == name)
+    if source is click.core.ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
+        return param.envvar
+    return param.opts[0] if param.opts else f"--{name.replace('_', '-')}"
 
 
 def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -243,7 +256,12 @@ def _deprecated_env(prog: str) -> None:
 
 
 def main(command: click.Command, prog: str) -> NoReturn:
-    """Run a click command the way every process's `__main__` does."""
+    """Run a click command the way every process's `__main__` does: `./.env` read first
+    (common.envfile), so it configures a plain shell's commands as it does honcho's."""
+    try:
+        envfile.load()
+    except ValueError as exc:
+        fail(prog, str(exc), 2)
     _deprecated_env(prog)
     try:
         # Without standalone mode, click returns (not raises) the status of Exit(n).

@@ -25,6 +25,11 @@ class CsvFile:
     NUL-padded last row (power loss, full disk) is cut off when the file is opened; a
     write that fails half-way is undone, so the file always ends on a whole row; and only
     one writer at a time has a file (an exclusive lock, released when the process dies).
+
+    A file that begins with `legacy` (the header of an earlier release, whose rows lack
+    columns this one writes) is opened, locked, but marked `outdated` rather than written
+    to: its owner moves it aside and starts a new file (see logger.sink), since appending
+    rows of another shape would make the file unreadable as one CSV.
     """
 
     def __init__(
@@ -33,11 +38,14 @@ class CsvFile:
         header: str = CSV_HEADER,
         owner: str = "process",
         option: str | None = None,
+        legacy: str | None = None,
     ) -> None:
         """`owner` and `option` name, in the error for a file in use, who writes it and
         the setting that gives each one a file of its own."""
         self.path = path
         self.header = header
+        self.legacy = legacy
+        self.outdated = False
         self.owner = owner
         self.option = option
         self._fd: int | None = None
@@ -66,6 +74,7 @@ class CsvFile:
 
     def write(self, data: bytes) -> None:
         """Append rows in one go; on error, cut the file back to where it was and re-raise."""
+        assert not self.outdated, "rows of this release must not go to an outdated file"
         self._append(data)
 
     @property
@@ -131,9 +140,13 @@ class CsvFile:
         if self._size == 0:
             return
         first = os.pread(self._fd, len(self.header) + 1, 0)
-        if first != (self.header + "\n").encode():
-            shown = first.split(b"\n", 1)[0].decode("utf-8", "replace")
-            raise StartupError(
-                f"{self.path} has header {shown!r}, expected {self.header!r}; "
-                f"move it aside or choose another {self.option or 'file'}"
-            )
+        if first == (self.header + "\n").encode():
+            return
+        if self.legacy is not None and first.startswith((self.legacy + "\n").encode()):
+            self.outdated = True
+            return
+        shown = first.split(b"\n", 1)[0].decode("utf-8", "replace")
+        raise StartupError(
+            f"{self.path} has header {shown!r}, expected {self.header!r}; "
+            f"move it aside or choose another {self.option or 'file'}"
+        )

@@ -85,3 +85,25 @@ def wait(path: Path, pid: int, timeout: float, alive: Callable[[], bool]) -> dic
         if time.monotonic() > deadline:
             raise TimeoutError(f"process {pid} not ready within {timeout:g} s")
         time.sleep(0.02)
+
+
+def instance_files(template: str | Path, process: str, most: int = 16) -> dict[int, dict]:
+    """What the running instances of `process` wrote to their ready files, by instance
+    index (`producer.2` is 2; a bare `producer` counts as 1): only files whose process is
+    alive. Empty when the template has no `{instance}` (one file cannot tell instances)."""
+    text = str(template)
+    if "{instance}" not in text:
+        return {}
+    found: dict[int, dict] = {}
+    names = [(i, f"{process}.{i}") for i in range(1, most + 1)] + [(1, process)]
+    for index, name in names:
+        if index in found:
+            continue
+        try:
+            info = json.loads(Path(text.replace("{instance}", name)).read_text())
+            os.kill(int(info["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(info, dict):
+            found[index] = info
+    return found

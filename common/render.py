@@ -205,11 +205,12 @@ def _small_fields(batch: schema.Batch, missing: str, quote: str) -> list[list[st
     """Per sample, the text of each column in schema.COLUMNS."""
     kinds = [missing, *(f"{quote}{k}{quote}" for k in schema.ANOMALY_KINDS)]
     events = [missing, *(f"{quote}{k}{quote}" for k in schema.EVENT_KINDS)]
+    altered = schema.metric_set_names(missing, quote).tolist()
     millis = batch.precision == schema.MILLISECONDS
     decimals = batch.decimals
     quoted = schema.json_string if quote else schema.csv_field
     out = []
-    for ts, seq, device, *values, kind, _, anomaly_id, root, event in batch.rows.tolist():
+    for ts, seq, device, *values, kind, mask, anomaly_id, root, event in batch.rows.tolist():
         seconds, ms = divmod(ts, 1000)
         stamp = f"{_second(seconds)}.{ms:03d}" if millis else _second(seconds)
         out.append(
@@ -222,6 +223,7 @@ def _small_fields(batch: schema.Batch, missing: str, quote: str) -> list[list[st
                 str(anomaly_id) if anomaly_id else missing,
                 str(root) if root else missing,
                 events[event],
+                altered[mask],
             ]
         )
     return out
@@ -238,7 +240,8 @@ def _small_json(batch: schema.Batch, metrics: tuple[str, ...]) -> list[bytes]:
         values = "".join(f',"{schema.METRICS[i]}":{f[1 + i]}' for i in shown)
         out.append(
             f'{{"timestamp":"{f[0]}"{values},"device":{f[5]},"seq":{f[6]},'
-            f'"anomaly":{f[7]},"anomaly_id":{f[8]},"anomaly_root":{f[9]},"event":{f[10]}}}'.encode()
+            f'"anomaly":{f[7]},"anomaly_id":{f[8]},"anomaly_root":{f[9]},"event":{f[10]},'
+            f'"anomaly_metrics":{f[11]}}}'.encode()
         )
     return out
 
@@ -286,6 +289,8 @@ def _matrix_csv(batch: schema.Batch) -> bytes:
         _ids(rows["anomaly_root"], b""),
         comma,
         _table([b"", *(k.encode() for k in schema.EVENT_KINDS)], rows["event"]),
+        comma,
+        _table([t.encode() for t in schema.METRIC_SETS], rows["anomaly_metrics"]),
         _literal(b"\n", n),
     ]
     return _join(parts)
@@ -293,7 +298,8 @@ def _matrix_csv(batch: schema.Batch) -> bytes:
 
 def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS) -> list[bytes]:
     """One compact JSON object per sample (UTF-8): timestamp, the metrics (all by default,
-    in the contract's order), device, seq, anomaly, anomaly_id."""
+    in the contract's order), device, seq, then the labels: anomaly, anomaly_id,
+    anomaly_root, event and anomaly_metrics."""
     n = len(batch)
     if not n:
         return []
@@ -328,9 +334,14 @@ def _matrix_json(batch: schema.Batch, metrics: tuple[str, ...]) -> list[bytes]:
         _ids(rows["anomaly_root"], b"null"),
         _literal(b',"event":', n),
         _table(events, rows["event"]),
+        _literal(b',"anomaly_metrics":', n),
+        _table(_METRIC_SETS_JSON, rows["anomaly_metrics"]),
         _literal(b"}\n", n),
     ]
     return _join(parts).split(b"\n")[:-1]
+
+
+_METRIC_SETS_JSON = [b"null", *(b'"' + t.encode() + b'"' for t in schema.METRIC_SETS[1:])]
 
 
 def _only(line: str, metrics: tuple[str, ...]) -> bytes:

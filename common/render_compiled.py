@@ -183,6 +183,9 @@ def _rows(
     event,
     events,
     event_lengths,
+    altered,
+    sets,
+    set_lengths,
 ):
     """Every row of the batch, comma-separated and newline-ended; returns the length, or -1
     if a value or a timestamp is outside what this loop renders exactly."""
@@ -211,7 +214,11 @@ def _rows(
         pos = _device(out, pos + 1, raw, row, device_offset, device_width)
         out[pos] = 44
         pos = _unsigned(out, pos + 1, seq[row])
-        if anomaly[row] >= len(kind_lengths) or event[row] >= len(event_lengths):
+        if (
+            anomaly[row] >= len(kind_lengths)
+            or event[row] >= len(event_lengths)
+            or altered[row] >= len(set_lengths)
+        ):
             return -1  # not a known label (no valid batch has one): the numpy path refuses it
         out[pos] = 44
         pos = _text(out, pos + 1, kinds, kind_lengths, anomaly[row])
@@ -225,6 +232,8 @@ def _rows(
             pos = _unsigned(out, pos, roots[row])
         out[pos] = 44
         pos = _text(out, pos + 1, events, event_lengths, event[row])
+        out[pos] = 44
+        pos = _text(out, pos + 1, sets, set_lengths, altered[row])
         out[pos] = 10
         pos += 1
     return pos
@@ -240,11 +249,13 @@ def _table(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 _KINDS = _table(["", *schema.ANOMALY_KINDS])
 _EVENTS = _table(["", *schema.EVENT_KINDS])
+_METRIC_SETS = _table(list(schema.METRIC_SETS))
 _DEVICE_OFFSET = schema.RECORD.fields["device"][1]
 # Bytes a row can take at most, with room to spare: stamp, four metrics (a sign, a point and
 # at most 16 digits each), an id quoted with every byte a doubled quote, seq and two anomaly
-# ids (20 digits each), the two labels, separators.
-_ROW_BOUND = 23 + 4 * 31 + 2 + 2 * schema.DEVICE_MAX_BYTES + 3 * 20 + 2 * 16 + 11
+# ids (20 digits each), the two labels, the metrics an anomaly alters, separators.
+_ROW_BOUND = 23 + 4 * 31 + 2 + 2 * schema.DEVICE_MAX_BYTES + 3 * 20 + 2 * 16 + 22 + 12
+assert len(schema.METRIC_SETS[-1]) <= 22, "the longest anomaly_metrics text fits the bound"
 
 
 def csv_rows(batch: schema.Batch) -> bytes | None:
@@ -275,5 +286,7 @@ def csv_rows(batch: schema.Batch) -> bytes | None:
         rows["anomaly_root"],
         rows["event"],
         *_EVENTS,
+        rows["anomaly_metrics"],
+        *_METRIC_SETS,
     )
     return out[:length].tobytes() if length >= 0 else None

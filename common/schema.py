@@ -33,7 +33,11 @@ COLUMNS: tuple[str, ...] = (
     "anomaly_id",
     "anomaly_root",
     "event",
+    "anomaly_metrics",  # last, so a log written before it reads as a prefix of these columns
 )
+# The CSV header of logs written before `anomaly_metrics` existed: readers take such logs
+# (the column reads as empty), and a logger moves such a file aside before appending.
+LEGACY_COLUMNS: tuple[str, ...] = COLUMNS[:-1]
 # Ground-truth labels: code 0 is "no anomaly"; the order is part of the wire format.
 ANOMALY_KINDS: tuple[str, ...] = (
     "spike",
@@ -51,6 +55,7 @@ ANOMALY_KINDS: tuple[str, ...] = (
 # not; code 0 is "none"; the order is part of the wire format.
 EVENT_KINDS: tuple[str, ...] = ("maintenance", "deploy", "load_test")
 CSV_HEADER = ",".join(COLUMNS)
+LEGACY_CSV_HEADER = ",".join(LEGACY_COLUMNS)
 # Device ids: 1 to 64 bytes of UTF-8, printable (no control or format characters), no space
 # at either end. Stored NUL-padded, so a NUL can never be part of an id.
 DEVICE_MAX_BYTES = 64
@@ -75,7 +80,7 @@ RECORD = np.dtype(
         ("disk_io", "<f8"),
         ("net", "<f8"),
         ("anomaly", "u1"),  # 0: none, else 1 + index in ANOMALY_KINDS
-        ("anomaly_metrics", "u1"),  # bit i set: METRICS[i] altered by the anomaly
+        ("anomaly_metrics", "u1"),  # bit i set: METRICS[i] altered by the anomaly; 0: none
         ("anomaly_id", "<u8"),  # the same for every sample of one anomaly event; 0: none
         ("anomaly_root", "<u8"),  # anomaly_id of the root cause (itself for the root); 0: none
         ("event", "u1"),  # 0: none, else 1 + index in EVENT_KINDS
@@ -345,6 +350,20 @@ def _rules(rows: np.ndarray) -> Iterator[Rule]:
         half if half.any() else None,
         lambda i: f"anomaly code {kind[i]} with anomaly_id {ids[i]}: a label needs both or neither",
     )
+    # The metrics an anomaly alters: bits of METRICS only, and only on an anomaly's samples.
+    mask = _column(rows, "anomaly_metrics")
+    stray = None
+    if mask.any():  # usually few labelled samples, or none: then nothing more to look at
+        bad = (mask > METRIC_SETS_MAX) | ((mask != 0) & (kind == 0))
+        stray = bad if bad.any() else None
+    yield (
+        "anomaly_metrics",
+        stray,
+        lambda i: (
+            f"anomaly_metrics {mask[i]} with anomaly code {kind[i]}: bits of the "
+            f"{len(METRICS)} metrics, on an anomaly's samples only"
+        ),
+    )
 
 
 def _column(rows: np.ndarray, name: str) -> np.ndarray:
@@ -484,6 +503,17 @@ def metric_names(mask: int) -> list[str]:
     return [m for i, m in enumerate(METRICS) if mask & (1 << i)]
 
 
+# Every value of `anomaly_metrics` as text, by bit mask: `cpu`, `cpu|mem`, ...; "" for 0
+# (no anomaly, or one whose metrics are not known: a replayed log from before the column).
+METRIC_SETS_MAX = (1 << len(METRICS)) - 1
+METRIC_SETS: tuple[str, ...] = tuple("|".join(metric_names(m)) for m in range(METRIC_SETS_MAX + 1))
+
+
+def metric_set_names(missing: str, quote: str = "") -> np.ndarray:
+    """Lookup table from an `anomaly_metrics` mask to its text, `missing` for 0."""
+    return np.array([missing, *(f"{quote}{t}{quote}" for t in METRIC_SETS[1:])], dtype=object)
+
+
 def _columns(batch: Batch, missing: str, quote: str) -> list[np.ndarray | list]:
     rows = batch.rows
     kinds = kind_names(missing)
@@ -500,6 +530,7 @@ def _columns(batch: Batch, missing: str, quote: str) -> list[np.ndarray | list]:
         _ids(rows["anomaly_id"], missing),
         _ids(rows["anomaly_root"], missing),
         events[rows["event"]].tolist(),
+        metric_set_names(missing, quote)[rows["anomaly_metrics"]].tolist(),
     ]
 
 
@@ -509,7 +540,7 @@ def _ids(ids: np.ndarray, missing: str) -> list[str]:
 
 _JSON_ROW = (
     '{{"timestamp":"{}","cpu":{},"mem":{},"disk_io":{},"net":{},"device":{},"seq":{},'
-    '"anomaly":{},"anomaly_id":{},"anomaly_root":{},"event":{}}}'
+    '"anomaly":{},"anomaly_id":{},"anomaly_root":{},"event":{},"anomaly_metrics":{}}}'
 )
 
 

@@ -2,8 +2,10 @@
 
 `data/stream_log.csv` gets `data/stream_log.windows.csv`, one row per event:
 anomaly_id, device, kind, metrics (`cpu|net`), start and end (timestamps of its first
-and last labelled sample), the number of labelled samples and root (the anomaly_id of its
-root cause; its own for a root). An event seen in parts (a logger restart, or a sample
+and last labelled sample, as the CSV shows them, in UTC and one format:
+`2025-08-04 00:05:08.000Z`), the number of labelled samples and root (the anomaly_id of
+its root cause; its own for a root). A backfill's rows are in order of start; a live
+logger writes each row as its event ends. An event seen in parts (a logger restart, or a sample
 inside it that the anomaly left unchanged) has several rows with the same anomaly_id;
 `merge` joins them.
 
@@ -16,6 +18,7 @@ with the same event label is one row.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,15 @@ def windows_path(csv_path: Path) -> Path:
     return csv_path.with_name(csv_path.stem + ".windows.csv")
 
 
+def utc_timestamp(ts_ms: int, precision: int) -> str:
+    """A window's start or end as the CSV shows the sample (floored to its precision), in one
+    format for the whole file whatever the rate: `2025-08-04 00:05:08.000Z` (UTC, says
+    so), so pandas reads every row as a UTC time."""
+    if precision == schema.SECONDS:
+        ts_ms -= ts_ms % 1000
+    return schema.format_timestamp(ts_ms, schema.MILLISECONDS) + "Z"
+
+
 @dataclass
 class Window:
     anomaly_id: int
@@ -50,7 +62,7 @@ class Window:
     last_seq: int = -1  # of an event's last sample: the next one must follow it
 
     def row(self) -> str:
-        stamps = [schema.format_timestamp(t, self.precision) for t in (self.start_ms, self.end_ms)]
+        stamps = [utc_timestamp(t, self.precision) for t in (self.start_ms, self.end_ms)]
         device = schema.csv_field(self.device)
         root = self.root or ""
         fields = (self.anomaly_id, device, self.kind, self.metrics, *stamps, self.samples, root)
@@ -177,6 +189,30 @@ class WindowTracker:
         self.open_events.clear()
         return closed
 
+    def earliest_open_ms(self) -> int | None:
+        """The start of the earliest window still open (None: none is)."""
+        starts = [w.start_ms for w in (*self.open.values(), *self.open_events.values())]
+        return min(starts, default=None)
+
+
+class StartOrder:
+    """Windows in order of their start, for a file written at once (a backfill): a closed
+    window is held until no open one started before it. A live log writes each window as
+    it ends instead, so that a crash loses none that ended."""
+
+    def __init__(self) -> None:
+        self._held: list[tuple[int, str, int, Window]] = []
+
+    def add(self, windows: list[Window], tracker: WindowTracker) -> list[Window]:
+        """Hold `windows` (just closed); return those now due, in order of start."""
+        for window in windows:
+            heapq.heappush(self._held, (window.start_ms, window.device, window.anomaly_id, window))
+        due = tracker.earliest_open_ms()
+        out = []
+        while self._held and (due is None or self._held[0][0] < due):
+            out.append(heapq.heappop(self._held)[3])
+        return out
+
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -223,9 +259,9 @@ def merge(paths: Path | list[Path]) -> pd.DataFrame:
     import pandas as pd  # only here: importing it costs the services 0.3 s at start-up
 
     paths = [paths] if isinstance(paths, Path) else paths
-    frame = pd.concat(
-        [pd.read_csv(p, parse_dates=["start", "end"]) for p in paths], ignore_index=True
-    )
+    frame = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    for column in ("start", "end"):  # UTC; files written before they said so are UTC too
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
     if "root" not in frame:  # written before roots were kept
         frame["root"] = pd.NA
     return (

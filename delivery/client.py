@@ -22,6 +22,7 @@ class Facts:
     series_first: dict[str, int] = field(default_factory=dict)  # first seq of its series
     withheld: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
     given_up: dict[str, tuple[int, int]] = field(default_factory=dict)  # held, over a limit
+    series: list[dict] = field(default_factory=list)  # what the producers say they publish
 
     @classmethod
     def of(cls, ends: list[protocol.End]) -> Facts:
@@ -31,6 +32,8 @@ class Facts:
             facts.run_first.update(end.run_first)
             facts.withheld.update(end.withheld)
             facts.given_up.update(end.given_up)
+            if end.series is not None and end.series not in facts.series:
+                facts.series.append(end.series)
             for device in {*end.run_first, *end.oldest}:
                 facts.skipped[device] = end.skipped
                 if end.series_first is not None:
@@ -87,6 +90,7 @@ class CatchupClient:
         self._dealers = [Dealer(e, security) for e in self.endpoints]  # connected on first use
         self._lock = asyncio.Lock()  # a dealer carries one request at a time
         self.requests = 0
+        self.series: list[dict] = []  # the series the producers named in their last answer
 
     async def ask(
         self,
@@ -112,7 +116,11 @@ class CatchupClient:
             if answer is not None:
                 batches += answer[0]
                 ends.append(answer[1])
-        return Answer(batches, ends, asked=len(answers), answered=len(ends))
+        answer = Answer(batches, ends, asked=len(answers), answered=len(ends))
+        named = [end.series for end in ends if end.series is not None]
+        if named:
+            self.series = [s for i, s in enumerate(named) if s not in named[:i]]
+        return answer
 
     async def fetch(
         self, after: dict[str, int], after_ts_ms: int

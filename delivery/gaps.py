@@ -86,6 +86,12 @@ class GapRecord(NamedTuple):
         return f"{gap.device} seq {gap.first}..{gap.last} ({count} samples) {self.reason}"
 
 
+def summary(records: list[GapRecord], shown: int = 3) -> str:
+    """One log line for some records: the first `shown` of them, and how many more."""
+    more = f" and {len(records) - shown} more" if len(records) > shown else ""
+    return "; ".join(r.text() for r in records[:shown]) + more
+
+
 def rows(records: list[GapRecord], precision: int) -> bytes:
     """Gaps-file rows of some records, timestamps shown at `precision`."""
     return "".join(gap.row(reason, precision) for gap, reason in records).encode()

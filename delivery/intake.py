@@ -37,6 +37,7 @@ class Delivery:
     gaps: list[GapRecord] = field(default_factory=list)
     precision: int = schema.SECONDS
     refilled: int = 0
+    series: list[dict] = field(default_factory=list)  # the series the producers named
 
 
 class Intake:
@@ -53,7 +54,11 @@ class Intake:
     Where the destination stood: `delivered`, positions known at start (a log's tail), and
     `place`, asked once for devices first met (a broker's last stored sample); a device
     neither knows of is new to the destination. `keep` limits what is refilled to the
-    devices this consumer delivers (a mask over device ids; None: all).
+    devices this consumer delivers (a mask over device ids; None: all). `new_series` says
+    whether the series the producers name (delivery.protocol's `series`) is another than
+    the destination's: if so the destination starts afresh (a logger's new file), so the
+    seqs delivered so far are forgotten and the devices met anew; each Delivery carries the
+    series named while it was made, for the consumer to follow.
     """
 
     def __init__(
@@ -63,12 +68,14 @@ class Intake:
         place: Place | None = None,
         keep: Callable[[np.ndarray], np.ndarray] | None = None,
         retry_s: float = RETRY_S,
+        new_series: Callable[[list[dict]], bool] | None = None,
     ) -> None:
         self.client = client
         self.tracker = SeqTracker.resuming(delivered or {})
         self.place = place
         self.keep = keep
         self.starts = SeriesStarts(self.tracker, client, keep, retry_s)
+        self.new_series = new_series
 
     @property
     def retry_s(self) -> float:
@@ -85,12 +92,14 @@ class Intake:
         if facts is None:
             log.info("no answer from the catch-up endpoint: continuing with live samples")
             return None
+        if self._afresh(facts.series):  # its devices are met anew as their samples come
+            return Delivery(series=facts.series)
         newcomers = {d: f for d, f in first_seqs(fresh).items() if d not in after}
         left += before_first(newcomers, facts)  # devices the destination has not held
         count = sum(len(b) for b in fresh)
         log.info("caught up on %d sample(s) missed while stopped", count)
         precision = fresh[0].precision if fresh else schema.SECONDS
-        return Delivery(fresh, left, precision, count)
+        return Delivery(fresh, left, precision, count, series=facts.series)
 
     async def take(
         self, batches: list[schema.Batch], refused: np.ndarray | None = None
@@ -118,13 +127,37 @@ class Intake:
             new = await self._placed(new)
         if new:
             met = await self.starts.meet(new, batch)
-            self._add(out, met.rows, met.gaps)
+            if not await self._followed(batch, out):
+                self._add(out, met.rows, met.gaps)
         gaps = self.tracker.gaps(batch)
         if gaps:
             fresh, left = await fill(self.tracker, self.client, gaps, batch)
-            self._add(out, fresh, [refusals.refused_or(r, refused) for r in left])
+            if not await self._followed(batch, out):  # else a jump into another series
+                self._add(out, fresh, [refusals.refused_or(r, refused) for r in left])
         out.rows.append(self.tracker.admit(batch))
         return out
+
+    def _afresh(self, named: list[dict]) -> bool:
+        """True (and the seqs delivered forgotten) if `named` is another series than the
+        destination's."""
+        if not named or self.new_series is None or not self.new_series(named):
+            return False
+        self.tracker.forget()
+        self.starts.unconfirmed.clear()
+        return True
+
+    async def _followed(self, batch: schema.Batch, out: Delivery) -> bool:
+        """If the producers' last answer names another series: `out` starts it, and the
+        batch's devices are met as in a new destination (what is held of them first, what
+        came before recorded). True if so."""
+        out.series = self.client.series
+        if not self._afresh(self.client.series):
+            return False
+        new = self.tracker.unseen(batch)
+        if new:
+            met = await self.starts.meet(new, batch)
+            self._add(out, met.rows, met.gaps)
+        return True
 
     async def _refused(self, rows: np.ndarray) -> Delivery:
         """Refused rows' seqs that the samples after them did not already account for."""

@@ -9,7 +9,8 @@ keeps recent samples and answers on a ROUTER socket (the ZeroMQ Guide's "Clone" 
              [b"end", JSON {"oldest": {device: oldest seq kept}, "run_first": {...},
                             "skipped": [[first, last], ...], "series_first": seq,
                             "withheld": {device: [[first, last, reason], ...]},
-                            "given_up": {device: [first, last]} (optional)}]
+                            "given_up": {device: [first, last]} (optional),
+                            "series": {"source": "sim", "seed": 42, ...} (optional)}]
 
 `after` asks, per device, for every sample with a greater seq; devices the subscriber has
 never seen are sent from `after_ts_ms` on, or, if `after_seq` is given, those with a seq
@@ -22,9 +23,12 @@ the seq ranges this run skipped on purpose (paused, or too far behind schedule);
 `series_first` is the first seq of the producer's series (before its current run, if it
 was restarted), so a subscriber that starts mid-series knows what it never saw;
 `withheld` lists, per device, seqs the producer refused to publish and why (a replay row
-that is not a valid sample: `invalid_input`; reasons are words of delivery.reasons).
+that is not a valid sample: `invalid_input`; reasons are words of delivery.reasons); `series`
+says what the producer publishes (its source, and for a simulation the seed, fleet size and
+scenario; for a replay the file; for the live source the host), so a logger can tell a new
+series from its file's.
 
-`after_seq`, `limit`, `given_up`, `series_first` and `withheld` are optional both ways: a
+`after_seq`, `limit`, `given_up`, `series_first`, `withheld` and `series` are optional both ways: a
 producer that does not know them ignores them, a subscriber that does not know them never
 sends them and skips them in answers.
 """
@@ -110,6 +114,7 @@ class End:
     given_up: dict[str, tuple[int, int]] = field(default_factory=dict)  # held, over `limit`
     series_first: int | None = None  # first seq of the series (None: not known)
     withheld: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+    series: dict | None = None  # what the producer publishes (None: not said)
 
 
 def encode_end(end: End) -> list[bytes]:
@@ -122,6 +127,8 @@ def encode_end(end: End) -> list[bytes]:
     }
     if end.given_up:
         body["given_up"] = {device: list(r) for device, r in end.given_up.items()}
+    if end.series is not None:
+        body["series"] = end.series
     return [END, json.dumps(body).encode()]
 
 
@@ -145,6 +152,7 @@ def decode_reply(frames: list[bytes]) -> schema.Batch | End:
                     str(d): [(int(a), int(b), str(r)) for a, b, r in ranges]
                     for d, ranges in body.get("withheld", {}).items()
                 },
+                series=body["series"] if isinstance(body.get("series"), dict) else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProtocolError(f"malformed end of catch-up: {exc}") from None

@@ -51,6 +51,20 @@ class SeqTracker:
         self._seq[slot], self._ts[slot] = seq, ts_ms
         self._plan = None
 
+    def forget(self) -> None:
+        """Nothing written any more: a new file of a new series starts (its seqs may be
+        anywhere, even below the old ones)."""
+        self._seq[:] = -1
+        self._ts[:] = 0
+        self._plan = None
+
+    def forget(self) -> None:
+        """Nothing delivered any more: the destination starts afresh for a new series (whose
+        seqs may be anywhere, even below the old ones)."""
+        self._seq[:] = -1
+        self._ts[:] = 0
+        self._plan = None
+
     def after(self) -> tuple[dict[str, int], int]:
         """What to ask the producer for: seqs after these, and devices newer than that time."""
         last = self.last

@@ -153,16 +153,32 @@ def windows(files: tuple[Path, ...]) -> None:
 
 
 @main.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def verify(files: tuple[Path, ...]) -> None:
-    """Check CSV logs (oldest first) for gaps, duplicates, torn and out-of-order rows.
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@option(
+    "--csv",
+    "STREAM_CSV",
+    default="data/stream_log.csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With no FILES: the log to check, every file of it (rotated parts, loggers' shards).",
+)
+def verify(files: tuple[Path, ...], csv: Path) -> None:
+    """Check CSV logs for gaps, duplicates, torn and out-of-order rows: FILES in any order,
+    or every file of the log --csv names. Files of different series (another seed, fleet
+    or run) are checked each series on its own.
 
     Exit status 0 when all is well, 1 when a problem was found.
     """
-    from logger.verify import verify as check
+    from common.logseries import describe
+    from logger.verify import log_files, verify_by_series
 
-    report = check(list(files))
-    for line in report.lines():
-        click.echo(line)
-    if not report.ok:
+    paths = list(files) or log_files(csv)
+    if not paths:
+        raise click.BadParameter(f"no log {csv} (nor parts of it) to check", param_hint="--csv")
+    ok = True
+    for series, group, report in verify_by_series(paths):
+        click.echo(f"series: {describe(series)} ({', '.join(map(str, group))})")
+        for line in report.lines():
+            click.echo(line)
+        ok = ok and report.ok
+    if not ok:
         raise click.exceptions.Exit(1)

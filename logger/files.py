@@ -1,4 +1,4 @@
-"""The names of a logger's files.
+"""The names of a logger's files, and what their last row says.
 
 Beside `stream_log.csv` are `stream_log.windows.csv` (anomaly windows), `stream_log.gaps.csv`
 (what could not be logged) and, with rotation, `stream_log-000001.csv`, ... (older parts).
@@ -6,12 +6,31 @@ Beside `stream_log.csv` are `stream_log.windows.csv` (anomaly windows), `stream_
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+from common import schema
 
 
 def gaps_path(csv_path: Path) -> Path:
     return csv_path.with_name(csv_path.stem + ".gaps.csv")
+
+
+def last_precision(path: Path) -> int | None:
+    """The timestamp precision of a CSV's last row (None: no row): a timestamp, never
+    quoted, is 19 characters in whole seconds and 23 with milliseconds."""
+    try:
+        with path.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - 4096))
+            lines = [line for line in file.read().splitlines() if line.strip(b"\0")]
+    except OSError:
+        return None
+    if not lines or lines[-1].startswith(b"timestamp,"):
+        return None
+    stamp = lines[-1].split(b",", 1)[0]
+    return schema.MILLISECONDS if len(stamp) > 19 else schema.SECONDS
 
 
 def rotated_files(live: Path) -> list[Path]:

@@ -39,9 +39,16 @@ async def run(config: LoggerConfig, stop: asyncio.Event) -> None:
         cleanup.callback(subscriber.close)
         client = CatchupClient(config.zmq_catchup, security=config.security)
         cleanup.callback(client.close)
-        intake = Intake(client, delivered=last_written(config.log_path), keep=_shard_mask(shard))
+        intake = Intake(
+            client,
+            delivered=last_written(config.log_path),
+            keep=_shard_mask(shard),
+            new_series=sink.is_new_series,
+        )
         scrape = metrics.serve(
-            config.metrics_port, metrics.registry(lambda: _figures(sink, subscriber, client))
+            config.metrics_port,
+            metrics.registry(lambda: _figures(sink, subscriber, client)),
+            "--metrics-port (STREAM_LOGGER_METRICS_PORT)",
         )
         if scrape is not None:
             cleanup.callback(scrape.close)
@@ -103,7 +110,10 @@ async def _log(
 
 
 def _deliver(sink: LogSink, delivery: Delivery) -> None:
-    """Rows to the CSV in order, then the gap records (logged)."""
+    """The series the producers named (a new one starts a new file), then rows to the CSV
+    in order, then the gap records (logged)."""
+    if delivery.series:
+        sink.follow_series(delivery.series)
     for part in delivery.rows:
         sink.write_batch(part)
     for record in delivery.gaps:

@@ -2,6 +2,12 @@
 
 Rows go to the CSV (rotated when due), ended anomaly events to the windows file, and
 what could not be logged to the gaps file (see logger.files for the names).
+
+A CSV holds one series and one timestamp format (common.logseries records both beside
+it): rows of another format (the rate crossed 1 Hz) or of another series (the producers
+were restarted with another seed, fleet, scenario or source) start a new file, the
+current one becoming the next numbered part, so `pd.read_csv(path,
+parse_dates=["timestamp"])` always gives datetimes and no file mixes unrelated data.
 """
 
 from __future__ import annotations
@@ -13,15 +19,16 @@ import time
 from collections import deque
 from pathlib import Path
 
-from common import render, schema
+from common import logseries, render, schema
 from common.csvfile import CsvFile
+from common.errors import StartupError
 from common.logs import Every
 from common.windows import HEADER as WINDOWS_HEADER
 from common.windows import Window, WindowTracker, windows_path
 from delivery import gaps
 from delivery.gaps import GapRecord
 from logger.config import LoggerConfig
-from logger.files import gaps_path, rotated_files
+from logger.files import gaps_path, last_precision, rotated_files
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +47,20 @@ class LogSink:
 
     def __init__(self, config: LoggerConfig) -> None:
         self.config = config
-        self.csv = _csv(config.log_path)
+        self.csv = _csv(config.log_path, legacy=schema.LEGACY_CSV_HEADER)
         self.csv.open()  # first: it holds the lock that keeps a second logger out
+        self.series: dict | None = None  # the file's series, read below (None: not known yet)
+        self.precision: int | None = None  # its timestamps'
+        if self.csv.outdated:  # an earlier release's log: kept whole as a part, then a new file
+            try:
+                self._rotate(
+                    "its header lacks the anomaly_metrics column (written by an earlier release)"
+                )
+            except OSError as exc:
+                self.csv.close()
+                raise StartupError(
+                    f"cannot move {config.log_path} aside: {exc.strerror or exc}"
+                ) from None
         self._windows_file = _csv(windows_path(config.log_path), WINDOWS_HEADER)
         self._gaps_file = gaps.gaps_file(gaps_path(config.log_path), *_OWNER)
         try:
@@ -50,6 +69,12 @@ class LogSink:
         except BaseException:
             self._close_files()
             raise
+        record = logseries.read(config.log_path)
+        self.series = record.get("series")
+        self.precision = logseries.precision_of(record)
+        if self.precision is None:
+            self.precision = last_precision(config.log_path)
+        self._disagreeing: list[dict] = []  # producers seen naming different series
         self._events = WindowTracker()
         # Batches are kept as records and rendered together when written: rendering has a
         # fixed cost per call (~1 ms), which per message would dominate at a thousand
@@ -119,11 +144,58 @@ class LogSink:
             return False
         return True
 
+    def is_new_series(self, named: list[dict]) -> bool:
+        """Whether the producers name another series than this file's (follow_series would
+        start a new file)."""
+        return bool(named) and self.series is not None and self.series not in named
+
+    def follow_series(self, named: list[dict]) -> bool:
+        """The producers name the series they publish: a file records the first it gets;
+        if they name another than the file's, what is pending is written, and a new file
+        begins (announced). True when a new file began for a new series."""
+        if not named or self.series in named:
+            return False
+        if len(named) > 1 and named != self._disagreeing:
+            self._disagreeing = named
+            log.warning(
+                "the producers publish different series: %s",
+                "; ".join(logseries.describe(n) for n in named),
+            )
+        new = named[0]
+        if self.series is None:
+            self.series = new
+            self._save_record()
+            log.info("logging series %s to %s", logseries.describe(new), self.csv.path)
+            return False
+        log.warning(
+            "new series: %s (%s held %s): it starts a new file",
+            logseries.describe(new),
+            self.csv.path,
+            logseries.describe(self.series),
+        )
+        self._windows.extend(self._events.close_all())  # its events end with it
+        self.flush()  # the old series' rows go to the old file
+        if self._has_rows():
+            self._rotate("a new series")
+        self.series = new
+        self.precision = None
+        self._save_record()
+        return True
+
     def _write_pending(self) -> None:
-        if self.rows_pending:
-            self._write_rows(self._render(), self.rows_pending)
-            self._batches.clear()
-            self.rows_pending = 0
+        while self._batches:
+            # One timestamp format per write: a change of format starts a new file.
+            precision = self._batches[0].precision
+            n = 0
+            while n < len(self._batches) and self._batches[n].precision == precision:
+                n += 1
+            run = [self._batches[i] for i in range(n)]
+            count = sum(len(b) for b in run)
+            data = b"".join(render.csv_rows(part) for part in schema.merge(run))
+            self._write_rows(data, count, precision)
+            for _ in range(n):  # written: no longer pending (a failure above keeps them)
+                self._batches.popleft()
+            self.rows_pending -= count
         if self._windows:
             self._windows_file.write("".join(w.row() for w in self._windows).encode())
             self._windows = []
@@ -142,19 +214,26 @@ class LogSink:
         finally:
             self._close_files()
 
-    def _render(self) -> bytes:
-        """All pending rows as CSV text, in order, each batch at its own precision."""
-        return b"".join(render.csv_rows(run) for run in schema.merge(list(self._batches)))
-
-    def _write_rows(self, data: bytes, count: int) -> None:
-        if self._rotation_due(len(data)):
+    def _write_rows(self, data: bytes, count: int, precision: int) -> None:
+        if self.precision is not None and precision != self.precision and self._has_rows():
+            self._rotate(f"timestamps now in {logseries.FORMATS[precision]}")
+        elif self._rotation_due(len(data)):
             self._rotate()
         self.csv.write(data)
         self.rows_written += count
+        if precision != self.precision:
+            self.precision = precision
+            self._save_record()
+
+    def _has_rows(self) -> bool:
+        return self.csv.size > len(self.csv.header) + 1
+
+    def _save_record(self) -> None:
+        logseries.write(self.config.log_path, self.series, self.precision)
 
     def _rotation_due(self, incoming: int) -> bool:
         config = self.config
-        if self.csv.size <= len(self.csv.header) + 1:
+        if not self._has_rows():
             return False  # never rotate a file with no rows
         if config.rotate_bytes and self.csv.size + incoming > config.rotate_bytes:
             return True
@@ -162,8 +241,9 @@ class LogSink:
             time.monotonic() - self._opened >= config.rotate_seconds
         )
 
-    def _rotate(self) -> None:
-        """Rename the live file to the next numbered part and start a new live file.
+    def _rotate(self, why: str = "") -> None:
+        """Rename the live file (and its series record) to the next numbered part and start
+        a new live file.
 
         A crash between the two steps leaves no live file; the next start creates it and
         reads the last seqs from the newest part.
@@ -174,12 +254,19 @@ class LogSink:
         target = live.with_name(f"{live.stem}-{number:06d}{live.suffix}")
         self.csv.sync()
         os.rename(live, target)
+        if logseries.record_path(live).exists():  # a crash just before: verify copes
+            os.replace(logseries.record_path(live), logseries.record_path(target))
         fresh = _csv(live)
         fresh.open()
         self.csv.close()
         self.csv = fresh
         self._opened = time.monotonic()
-        log.info("rotated %s to %s", live, target.name)
+        self.precision = None
+        self._save_record()
+        if why:
+            log.warning("%s: %s; moved it to %s and started a new one", live, why, target.name)
+        else:
+            log.info("rotated %s to %s", live, target.name)
 
     def _sync_if_due(self) -> None:
         every = self.config.fsync_seconds
@@ -202,5 +289,5 @@ class LogSink:
 _OWNER = ("logger", "--csv")  # who writes a logger's files, and how each gets its own
 
 
-def _csv(path: Path, header: str = schema.CSV_HEADER) -> CsvFile:
-    return CsvFile(path, header, *_OWNER)
+def _csv(path: Path, header: str = schema.CSV_HEADER, legacy: str | None = None) -> CsvFile:
+    return CsvFile(path, header, *_OWNER, legacy=legacy)

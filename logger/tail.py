@@ -1,7 +1,9 @@
 """Where a logger left off: the last seq and timestamp of each device in its CSV's tail.
 
-Read once at start, so the logger can ask the producer for what came after. Columns are
-found by name in the header the CSV was written with (common.schema.COLUMNS).
+Read once at start, so the logger can ask the producer for what came after. The columns
+read (timestamp, device, seq) are at the same places in the CSV of this release and of
+earlier ones (common.schema.LEGACY_COLUMNS: `anomaly_metrics` was added last), so the
+newest part may be either.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ _TAIL_BYTES = 16 * 1024 * 1024
 _DEVICE = schema.COLUMNS.index("device")
 _SEQ = schema.COLUMNS.index("seq")
 _TIMESTAMP = schema.COLUMNS.index("timestamp")
+_HEADERS = (schema.CSV_HEADER, schema.LEGACY_CSV_HEADER)
+assert all(
+    schema.LEGACY_COLUMNS.index(name) == schema.COLUMNS.index(name)
+    for name in ("device", "seq", "timestamp")
+)
 
 
 def last_written(path: Path) -> dict[str, tuple[int, int]]:
@@ -42,7 +49,7 @@ def last_written(path: Path) -> dict[str, tuple[int, int]]:
         tail = tail[tail.find(b"\n") + 1 :]  # the first line may be cut
     # Ids are quoted where they hold a comma or a quote, never a newline: lines are rows.
     lines = [line for line in tail.decode("utf-8", "replace").splitlines() if line]
-    if lines and lines[0] == schema.CSV_HEADER:
+    if lines and lines[0] in _HEADERS:
         lines = lines[1:]
     newest: dict[str, tuple[int, str]] = {}  # device -> (seq, timestamp text) of its last row
     for fields in csv.reader(lines):

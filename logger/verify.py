@@ -2,10 +2,17 @@
 
 A gap is "explained" when the gaps file beside a CSV records it (the logger could not
 recover it, or the producer never produced it); every other gap is a problem.
+
+Files of different series (common.logseries: another seed, fleet, scenario or source; an
+earlier run's log beside a later one's) are checked each series on its own, so a glob
+such as `data/stream_log*.csv` never mixes runs; with no file named, `logger verify`
+takes every file of the log STREAM_CSV names (its rotated parts and its loggers' shards).
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +21,11 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from common.schema import CSV_HEADER
-from logger.files import families, gaps_path
+from common import logseries
+from common.schema import CSV_HEADER, LEGACY_CSV_HEADER
+from logger.files import base_name, families, gaps_path
 
 
 @dataclass
@@ -61,20 +68,18 @@ def verify(paths: list[Path]) -> Report:
     report = Report(files=sum(len(parts) for parts in logs.values()))
     tables: list[pa.Table] = []
     recorded: list[pd.DataFrame] = []
-    home: dict[str, Path] = {}  # device -> the log it was found in
+    spans: dict[str, dict[Path, tuple[int, int]]] = {}  # device -> log -> (first, last seq)
     for live, parts in logs.items():
         for path in parts:
             table = _read(path, report)
             if table is None:
                 continue
             tables.append(table)
-            for device in pc.unique(table["device"]).to_pylist():
-                other = home.setdefault(device, live)
-                if other != live:
-                    report.problems.append(f"device {device} is in both {other} and {live}")
+            _note_spans(spans, live, table)
         gaps = gaps_path(live)
         if gaps.exists():
             recorded.append(pd.read_csv(gaps, dtype={"device": str}))
+    report.problems += _shared_devices(spans)
     if not tables:
         return report
     # Devices as a category: one string per device, not one per row.
@@ -104,6 +109,72 @@ def verify(paths: list[Path]) -> Report:
     return report
 
 
+def _note_spans(spans: dict[str, dict[Path, tuple[int, int]]], live: Path, table: pa.Table) -> None:
+    """Widen each device's (first, last) seq in the log `live` by what `table` holds."""
+    ranges = table.group_by("device").aggregate([("seq", "min"), ("seq", "max")])
+    columns = [ranges[name].to_pylist() for name in ("device", "seq_min", "seq_max")]
+    for device, low, high in zip(*columns, strict=True):
+        known = spans.setdefault(device, {}).get(live)
+        if known is not None:
+            low, high = min(low, known[0]), max(high, known[1])
+        spans[device][live] = (low, high)
+
+
+def _shared_devices(spans: dict[str, dict[Path, tuple[int, int]]]) -> list[str]:
+    """A device belongs to one logger at a time: in two logs, its seqs must not interleave
+    (an earlier formation's log beside a later one's is fine; two loggers at once is not)."""
+    problems = []
+    for device, found in spans.items():
+        ordered = sorted(found.items(), key=lambda item: item[1])
+        for (one, (_, last)), (other, (first, _)) in zip(ordered, ordered[1:], strict=False):
+            if first <= last:
+                problems.append(f"device {device} is in both {one} and {other}")
+    return problems
+
+
+def verify_by_series(paths: list[Path]) -> list[tuple[dict | None, list[Path], Report]]:
+    """The files grouped by the series they hold (their records, common.logseries), each
+    group checked on its own: (series, files, report) in the order the groups were met."""
+    groups: dict[str, tuple[dict | None, list[Path]]] = {}
+    for parts in families(paths).values():
+        for path, series in zip(parts, _series_of(parts), strict=True):
+            key = json.dumps(series, sort_keys=True)
+            groups.setdefault(key, (series, []))[1].append(path)
+    return [(series, files, verify(files)) for series, files in groups.values()]
+
+
+def _series_of(parts: list[Path]) -> list[dict | None]:
+    """The series of each part of one log, oldest first. A part without a record (a crash
+    between renaming a part and its record, or a file from before records were kept) is
+    of the series of the nearest part before it that has one, else after it."""
+    found = [logseries.read(path).get("series") for path in parts]
+    known = [i for i, series in enumerate(found) if series is not None]
+    if not known:
+        return found
+    return [
+        series
+        if series is not None
+        else found[max((k for k in known if k < i), default=min(known))]
+        for i, series in enumerate(found)
+    ]
+
+
+def log_files(csv: Path) -> list[Path]:
+    """Every file of the log `csv` names: itself, its rotated parts, and the files of its
+    loggers' shards (`stream_log.2-of-3.csv`) with theirs."""
+    found = [
+        path
+        for path in csv.parent.glob(f"{glob.escape(csv.stem)}*{glob.escape(csv.suffix)}")
+        if not path.stem.endswith((".windows", ".gaps"))
+    ]
+    return [
+        path
+        for live, parts in families(found).items()
+        if base_name(live) == csv.stem
+        for path in parts
+    ]
+
+
 def _explained(known: pd.DataFrame | None, device: str, first: int, last: int) -> bool:
     if known is None:
         return False
@@ -125,11 +196,14 @@ def _read(path: Path, report: Report) -> pa.Table | None:
     try:
         with path.open("rb") as file:
             head = file.read(len(CSV_HEADER) + 1)
+            file.seek(0)
             tail, nul = _scan(file)
     except OSError as exc:
         report.problems.append(f"{path}: {exc.strerror or exc}")
         return None
-    if head != (CSV_HEADER + "\n").encode():
+    # A log of an earlier release (no anomaly_metrics column) is checked the same way: only
+    # device and seq are read, and they are where they always were.
+    if head.split(b"\n", 1)[0] + b"\n" not in _HEADERS:
         report.problems.append(f"{path}: header is not {CSV_HEADER!r}")
         return None
     if nul:
@@ -165,6 +239,9 @@ def _read(path: Path, report: Report) -> pa.Table | None:
         where = f", first at line {first}" if first is not None else ""
         report.problems.append(f"{path}: {len(malformed)} malformed row(s){where}")
     return table
+
+
+_HEADERS = ((CSV_HEADER + "\n").encode(), (LEGACY_CSV_HEADER + "\n").encode())
 
 
 def _scan(file: BinaryIO) -> tuple[bytes, bool]:

@@ -24,7 +24,7 @@ import numpy as np
 from common import schema
 from common.errors import StartupError
 from common.windows import HEADER as WINDOWS_HEADER
-from common.windows import WindowTracker, windows_path
+from common.windows import StartOrder, WindowTracker, windows_path
 from producer import outputs
 from producer.model.roles import DEFAULT_MIX, RoleMix
 from producer.model.scenario import Scenario
@@ -127,6 +127,8 @@ def run(
     fmt = data.FORMAT
     workers = workers or os.cpu_count() or 1
     tracker = WindowTracker()
+    order = StartOrder()  # the windows file in order of start
+    out = (data, windows, tracker, order)
     chunk = max(1, ROWS_PER_CHUNK // series.devices)
     rows = 0
     with ProcessPoolExecutor(
@@ -139,10 +141,10 @@ def run(
             pending.append((pool.submit(_chunk, first, min(ticks, first + chunk) - 1), first))
             if len(pending) < 2 * workers:
                 continue
-            rows += _write(pending.popleft(), data, windows, tracker, series, ticks, progress)
+            rows += _write(pending.popleft(), out, series, ticks, progress)
         while pending:
-            rows += _write(pending.popleft(), data, windows, tracker, series, ticks, progress)
-    windows.writelines(w.row() for w in tracker.close_all())
+            rows += _write(pending.popleft(), out, series, ticks, progress)
+    windows.writelines(w.row() for w in order.add(tracker.close_all(), tracker))
     return rows
 
 
@@ -179,11 +181,12 @@ def generate(
     return rows, time.perf_counter() - started
 
 
-def _write(job, data, windows, tracker, series, ticks, progress) -> int:
+def _write(job, out, series, ticks, progress) -> int:
+    data, windows, tracker, order = out
     future, first = job
     encoded, labels = future.result()
     data.write(encoded)
-    windows.writelines(w.row() for w in tracker.update(labels))
+    windows.writelines(w.row() for w in order.add(tracker.update(labels), tracker))
     count = (min(ticks, first + max(1, ROWS_PER_CHUNK // series.devices)) - first) * series.devices
     progress(count)
     return count

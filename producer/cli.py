@@ -19,6 +19,7 @@ import click
 from common.cli import (
     catchup_from,
     duration,
+    given_as,
     log_level_option,
     metrics_port_option,
     option,
@@ -41,6 +42,10 @@ from producer.model import anomalies
 from producer.model.roles import ROLES, RoleMix
 from producer.model.scenario import Scenario, ScenarioError, load
 from producer.outputs import FORMATS
+
+# A rate change sent to several producers takes effect this long after it is sent, at the
+# same tick on each (common.control, at_ms).
+RATE_CHANGE_LEAD_MS = 500
 
 
 def _start(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -100,14 +105,27 @@ def _fleet(ctx: click.Context, scenario: Scenario | None, devices: int) -> int:
     if scenario is None:
         return devices
     for name in ("devices", "roles"):
-        source = ctx.get_parameter_source(name)
-        if source not in (None, click.core.ParameterSource.DEFAULT):
-            how = "STREAM_" + name.upper() if source.name == "ENVIRONMENT" else f"--{name}"
+        how = given_as(ctx, name)
+        if how is not None:
             raise click.UsageError(
                 f"{how} conflicts with --scenario {scenario.file}: its [[group]] tables make "
                 "the fleet; leave it out"
             )
     return len(scenario.devices)
+
+
+def _source(ctx: click.Context, source: str, replay_file: Path | None) -> str:
+    """The source: a replay file alone means replay; with another source it is refused,
+    never silently ignored."""
+    if replay_file is None or source == "replay":
+        return source
+    how = given_as(ctx, "source")
+    if how is None:
+        return "replay"
+    file_how = given_as(ctx, "replay_file")
+    raise click.UsageError(
+        f"{file_how} needs --source replay, not {how} {source}: leave one of them out"
+    )
 
 
 def _simulation_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -277,6 +295,7 @@ def main(ctx: click.Context, log_level: str, **options: Any) -> None:
     options["history_bytes"] = options.pop("history_mb") * 1024 * 1024
     options["security"] = security_from(options.pop("curve_dir"), options.pop("allow_insecure"))
     options["zmq_catchup"] = catchup_from(ctx, options["zmq_catchup"])
+    options["source"] = _source(ctx, options["source"], options["replay_file"])
     if options["scenario"] is not None and options["source"] != "sim":
         raise click.UsageError(f"--scenario needs the sim source, not --source {options['source']}")
     options["devices"] = _fleet(ctx, options["scenario"], options["devices"])
@@ -352,6 +371,12 @@ def generate(
             roles=roles,
             scenario=scenario,
         )
+    if fmt == "csv":  # which series the file holds, as a logger records it (common.logseries)
+        from common import logseries
+        from common.schema import precision_for_rate
+        from producer.sources.series import identity
+
+        logseries.write(out, identity(series), precision_for_rate(rate))
     click.echo(
         f"wrote {rows:,} samples to {out} and anomaly windows to {windows_path(out)} "
         f"in {seconds:.2f} s ({rows / seconds:,.0f} samples/s); seed {series.seed}",
@@ -455,24 +480,47 @@ def ctl(
     """Steer running producers: status, inject, rate, pause, resume.
 
     With several producers, inject goes to the one that owns the device, the others to
-    all of them, and the answer is a list with one entry per producer."""
+    all of them, and the answer is a list with one entry per producer. Without
+    --producers, the producers are found from their ready files (STREAM_READY_FILE) or
+    from producer 1, which knows how many there are. Which pipeline answered (directory,
+    pids, seed) is said on stderr."""
+    import os
+
+    from common.shards import honcho_concurrency
+    from producer.control.client import formation
+
+    security = security_from(curve_dir, allow_insecure)
     endpoints = producer_endpoints(zmq_control, producers)
-    ctx.obj = (endpoints, security_from(curve_dir, allow_insecure), timeout)
+    counted = producers.strip().lower() != "auto" or honcho_concurrency("producer") is not None
+    if not counted and len(endpoints) == 1:
+        endpoints = formation(zmq_control, security, timeout, os.environ.get("STREAM_READY_FILE"))
+    ctx.obj = (endpoints, security, timeout)
 
 
 def _send(ctx: click.Context, request: dict[str, Any], device: str | None = None) -> None:
-    """Ask every producer (or the owner of `device`); print the answers; fail if one did."""
+    """Ask every producer (or the owner of `device`); print the answers; fail if one did.
+    Which pipeline answered goes to stderr when all went well (an error stays one line)."""
     from common.shards import Shard
-    from producer.control.client import ask_all
+    from producer.control.client import ask_all, describe
 
     endpoints, security, timeout = ctx.obj
     targets = list(enumerate(endpoints, 1))
     if device is not None and len(endpoints) > 1:
         targets = [(i, e) for i, e in targets if Shard(i, len(endpoints)).owns(device)]
-    replies = ask_all([e for _, e in targets], request, timeout, security)
+    if request["cmd"] == "rate" and len(endpoints) > 1:
+        # Every producer re-anchors on the same tick: the formation stays one series.
+        request = {**request, "at_ms": round(time.time() * 1000) + RATE_CHANGE_LEAD_MS}
+    statuses = ask_all(endpoints, {"cmd": "status"}, timeout, security)
+    about = describe(endpoints, statuses)
+    if request["cmd"] == "status":
+        replies = [statuses[i - 1] for i, _ in targets]
+    else:
+        replies = ask_all([e for _, e in targets], request, timeout, security)
     failed = [(i, r) for (i, _), r in zip(targets, replies, strict=True) if not r.get("ok")]
     for reply in replies:
         reply.pop("ok", None)
+    for line in [] if failed else about:
+        click.echo(line, err=True)
     if len(endpoints) == 1:
         if failed:
             raise click.ClickException(str(failed[0][1].get("error", "the producer refused")))

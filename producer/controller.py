@@ -3,6 +3,7 @@ and the `ctl` client that carry the commands are in producer.control)."""
 
 from __future__ import annotations
 
+import os
 import time
 from itertools import count
 from typing import Any
@@ -46,6 +47,8 @@ class Controller:
                 self.paused = False
                 self.source.take(time.time() * 1000)  # skip the ticks due while paused
             return {"paused": False}
+        if command == "series":
+            return self._series()
         from producer.sources import IdleSource
 
         if isinstance(self.source, IdleSource) and command == "rate":
@@ -62,6 +65,11 @@ class Controller:
             "published": self.published,
             "last_seq": self.last_seq,
             "shard": str(self.config.shard),
+            # Which pipeline this is: `ctl` shows it, so a user who reached another
+            # pipeline's producer (a default port) sees where that one runs.
+            "pid": os.getpid(),
+            "cwd": os.getcwd(),
+            "state": str(self.config.state),
         }
         names = getattr(self.source, "device_names", None)
         if names is not None:
@@ -75,7 +83,19 @@ class Controller:
         series = getattr(self.source, "series", None)
         if series is not None:
             status.update(rate=series.rate, devices=series.devices, seed=series.seed)
+        fleet = getattr(self.source, "fleet", None)
+        if fleet is not None:  # groups, possible anomaly kinds, planned events, speed
+            status.update(fleet())
         return status
+
+    def _series(self) -> dict[str, Any]:
+        """The series this producer publishes, for producers 2..N of its formation."""
+        series = getattr(self.source, "series", None)
+        if self.config.source != "sim" or series is None:
+            raise ControlError(
+                f"this producer publishes the {self.config.source} source, not a simulated series"
+            )
+        return {"series": series_store.to_dict(series)}
 
     def _sim(self):
         from producer.sources.sim import SimSource
@@ -142,9 +162,17 @@ class Controller:
         rate = _number(request.get("rate"), "rate", 0.0, 1000.0)
         if rate <= 0:
             raise ControlError(f"rate must be > 0 and <= 1000, got {request.get('rate')!r}")
+        if sim.change is not None:
+            raise ControlError(
+                f"a rate change is due at seq {sim.change[1].seq_base}; try again after it"
+            )
         old = sim.series
-        series = series_store.rerate(self.config.state, old, sim.next_tick, rate)
-        sim.follow(series, 0)
+        tick = sim.next_tick
+        if request.get("at_ms") is not None:  # the tick every producer of a formation takes
+            at_ms = _number(request["at_ms"], "at_ms", 0.0, 2.0**53)
+            tick = max(tick, old.tick_due_at_or_after(at_ms))
+        series = series_store.rerate(self.config.state, old, tick, rate)
+        sim.change_at(tick, series)
         return {"rate": rate, "from_seq": series.seq_base}
 
 

@@ -17,8 +17,10 @@ from producer.catchup.server import CatchupServer
 from producer.config import ProducerConfig, for_instance
 from producer.control.server import ControlServer
 from producer.controller import Controller
+from producer.formation import learn, needs_formation_series
 from producer.gate import Gate
 from producer.sources import Source
+from producer.sources.series import Series, identity
 from producer.startup import open_source
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ _TAKE_S = 0.05
 
 async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
     """Publish until `stop` is set. Raises StartupError if the source or an endpoint is unusable."""
-    config = for_instance(config)
+    given, config = config, for_instance(config)
     with ExitStack() as cleanup:  # closes, in reverse order, whatever was opened
         history = History(config.history_s, config.history_bytes)
         publisher = Publisher(config.zmq_pub, security=config.security)
@@ -42,15 +44,23 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
         catchup_server = CatchupServer(config.zmq_catchup, history, config.security)
         cleanup.callback(catchup_server.close)
         gate = Gate(history)
-        source = open_source(config, time.time() * 1000, gate.refuse)
+        formation = None
+        if needs_formation_series(given):
+            formation = await learn(given, stop)  # producer 1's endpoints: the settings given
+            if formation is None:
+                return  # stopped while waiting for producer 1
+        source = open_source(config, time.time() * 1000, gate.refuse, formation)
         _prefetch(source, gate)
-        series = getattr(source, "series", None)  # an idle source has none
+        series = getattr(source, "series", None)  # an idle replay or live producer has none
         history.series_first = series.seq_base if series is not None else None
+        history.series = _identity(given, series)
         controller = Controller(config, source)
         control_server = ControlServer(config.zmq_control, controller, config.security)
         cleanup.callback(control_server.close)
         scrape = metrics.serve(
-            config.metrics_port, metrics.registry(lambda: _figures(controller, history, gate))
+            config.metrics_port,
+            metrics.registry(lambda: _figures(controller, history, gate)),
+            "--metrics-port (STREAM_PRODUCER_METRICS_PORT)",
         )
         if scrape is not None:
             cleanup.callback(scrape.close)
@@ -80,6 +90,19 @@ async def run(config: ProducerConfig, stop: asyncio.Event) -> None:
             controller.published,
             controller.last_seq,
         )
+
+
+def _identity(config: ProducerConfig, series: Series | None) -> dict | None:
+    """What the catch-up answers say this producer publishes (producer.sources.series.identity)."""
+    if series is None:
+        return None
+    host = None
+    if config.source == "live":
+        from producer.sources.live import host_device_name
+
+        host = host_device_name()
+    replay = str(config.replay_file) if config.replay_file is not None else None
+    return identity(series, replay, host)
 
 
 def _prefetch(source: Source, gate: Gate) -> None:

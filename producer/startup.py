@@ -15,29 +15,38 @@ from producer.sources import series as series_store
 log = logging.getLogger(__name__)
 
 
-def open_source(config: ProducerConfig, now_ms: float, refuse: Refuse | None = None) -> Source:
+def open_source(
+    config: ProducerConfig,
+    now_ms: float,
+    refuse: Refuse | None = None,
+    formation: series_store.Series | None = None,
+) -> Source:
     """The configured source, positioned at the first tick due from now; `refuse` hears of
-    the rows of a replay file that are not valid samples, when the replay reaches them."""
+    the rows of a replay file that are not valid samples, when the replay reaches them.
+    `formation` is producer 1's series, which a simulating producer I > 1 shares."""
     if config.source == "sim":
         from producer.sources.sim import SimSource, device_name
 
-        series, continued = series_store.continue_or_start(
-            config.state,
-            config.seed,
-            config.devices,
-            config.rate,
-            now_ms,
-            speed=config.speed,
-            start_ms=config.start_ms,
-            scenario=config.scenario.name if config.scenario else "",
-        )
+        if formation is not None:
+            series, continued = series_store.adopt(config.state, formation, now_ms)
+        else:
+            series, continued = series_store.continue_or_start(
+                config.state,
+                config.seed,
+                config.devices,
+                config.rate,
+                now_ms,
+                speed=config.speed,
+                start_ms=config.start_ms,
+                scenario=config.scenario.name if config.scenario else "",
+            )
         _log_series(continued)
         names = (
             config.scenario.devices if config.scenario else map(device_name, range(config.devices))
         )
         owned = [i for i, name in enumerate(names) if config.shard.owns(name)]
         if not owned:
-            return _idle(config, f"{config.devices} device(s)")
+            return _idle(config, f"{config.devices} device(s)", series)
         return SimSource(
             series,
             config.anomaly_rate,
@@ -97,9 +106,11 @@ def _replay(config: ProducerConfig, now_ms: float, refuse: Refuse | None) -> Sou
     return replay.ReplaySource(played, series, config.replay_loop, refuse)
 
 
-def _idle(config: ProducerConfig, what: str) -> IdleSource:
+def _idle(
+    config: ProducerConfig, what: str, series: series_store.Series | None = None
+) -> IdleSource:
     log.warning("producer %s owns none of %s: idle (run fewer producers)", config.shard, what)
-    return IdleSource(config.shard, what)
+    return IdleSource(config.shard, what, series)
 
 
 def _log_series(continued: bool) -> None:

@@ -3,6 +3,7 @@
     samples, windows = streamsim.generate("7d", devices=10, seed=42, start="2025-08-04")
     samples, windows, gaps = streamsim.read_log("data/stream_log.csv")
     for sample in streamsim.stream("ws://localhost:8765", count=100): ...
+    report = streamsim.score(alerts, windows, samples)  # or Pipeline(scorer=True).report()
 
 See docs/python.md.
 """
@@ -26,7 +27,7 @@ from streamsim.logs import Log, read_log
 from streamsim.online import pairs, xy
 from streamsim.options import OptionError
 from streamsim.pipeline import Pipeline
-from streamsim.scoring import score
+from streamsim.scoring import LiveReport, score
 
 if TYPE_CHECKING:
     from streamsim.learning import LiveDataset
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_URL",
     "LiveDataset",
+    "LiveReport",
     "AsyncStream",
     "Dataset",
     "Gap",

@@ -5,7 +5,8 @@ equal frames.
 Samples: `timestamp` datetime64[ms, UTC]; `cpu`, `mem`, `disk_io`, `net` float64 (NaN: no
 value); `device` category (in order of first appearance); `seq` int64; `anomaly` and
 `event` category (every kind a category, in wire order); `anomaly_id`, `anomaly_root`
-Int64 (<NA>: none). Windows and gaps files get the same types for the same kinds of column.
+Int64 (<NA>: none); `anomaly_metrics` category (the 15 sets of metrics an anomaly may alter,
+`cpu|mem`; NaN for a normal sample, or a log written before the column existed). Windows and gaps files get the same types for the same kinds of column.
 """
 
 from __future__ import annotations
@@ -28,8 +29,14 @@ TIMESTAMP = "datetime64[ms, UTC]"
 ANOMALY = pd.CategoricalDtype(list(schema.ANOMALY_KINDS))
 EVENT = pd.CategoricalDtype(list(schema.EVENT_KINDS))
 WINDOW_KIND = pd.CategoricalDtype([*schema.ANOMALY_KINDS, *schema.EVENT_KINDS])
+METRIC_SETS = pd.CategoricalDtype(list(schema.METRIC_SETS[1:]))
+_KINDS = {
+    "anomaly": schema.ANOMALY_KINDS,
+    "event": schema.EVENT_KINDS,
+    "anomaly_metrics": schema.METRIC_SETS[1:],
+}
 _IDS = ("anomaly_id", "anomaly_root", "root")
-_FIXED = {"anomaly": ANOMALY, "event": EVENT, "kind": WINDOW_KIND}
+_FIXED = {"anomaly": ANOMALY, "event": EVENT, "anomaly_metrics": METRIC_SETS, "kind": WINDOW_KIND}
 _INT64 = {pa.int64(): pd.Int64Dtype()}.get
 WINDOWS_COLUMNS = ("anomaly_id", "device", "kind", "metrics", "start", "end", "samples", "root")
 GAPS_COLUMNS = ("device", "first_missing_seq", "last_missing_seq", "after", "before", "reason")
@@ -60,14 +67,16 @@ def samples_table(table: pa.Table, where: str) -> pa.Table:
     `common.arrow.SCHEMA`; ValueError naming `where` and the value if one is not ours."""
     columns = []
     for field in arrow.SCHEMA:
-        column = table[field.name]
+        if field.name not in table.column_names and field.name == "anomaly_metrics":
+            column = pa.chunked_array([pa.nulls(table.num_rows, pa.string())])  # an older log
+        else:
+            column = table[field.name]
         if field.name == "timestamp":
             column = timestamps(column, where)
         elif field.name == "device":
             column = pc.dictionary_encode(column)
-        elif field.name in ("anomaly", "event"):
-            kinds = schema.ANOMALY_KINDS if field.name == "anomaly" else schema.EVENT_KINDS
-            column = _labels(column, kinds, field.name, where)
+        elif field.name in _KINDS:
+            column = _labels(column, _KINDS[field.name], field.name, where)
         columns.append(column.cast(field.type))
     return pa.table(columns, schema=arrow.SCHEMA)
 
@@ -136,6 +145,7 @@ SAMPLE_TYPES: dict[str, pa.DataType] = {
     "anomaly_id": pa.int64(),
     "anomaly_root": pa.int64(),
     "event": pa.string(),
+    "anomaly_metrics": pa.string(),
 }
 WINDOW_TYPES: dict[str, pa.DataType] = {
     "anomaly_id": pa.int64(),
@@ -199,10 +209,9 @@ def from_samples(samples: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             columns[name] = pa.array([_moment(v) for v in values], pa.timestamp("ms", tz="UTC"))
         elif name == "device":
             columns[name] = pa.array(values, pa.string()).dictionary_encode()
-        elif name in ("anomaly", "event"):
-            kinds = schema.ANOMALY_KINDS if name == "anomaly" else schema.EVENT_KINDS
+        elif name in _KINDS:
             text = pa.chunked_array([pa.array(values, pa.string())])
-            columns[name] = _labels(text, kinds, name, "stream").combine_chunks()
+            columns[name] = _labels(text, _KINDS[name], name, "stream").combine_chunks()
         else:
             columns[name] = pa.array(values, dict(SAMPLE_TYPES)[name])
     return frame(pa.table(columns) if columns else pa.table({}))

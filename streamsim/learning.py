@@ -38,6 +38,7 @@ class LiveDataset(base.Dataset):
         super().__init__(task=base.BINARY_CLF, n_features=len(METRICS), n_samples=count)
         self.url = url
         self._options: dict[str, Any] = dict(
+            labels=True,  # y is the label: a server that never sends labels refuses at once
             devices=devices,
             count=count,
             timeout=timeout,

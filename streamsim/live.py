@@ -22,6 +22,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,10 +40,22 @@ _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _REFUSED = (400, 401, 403, 404)
 _ALERTS_PER_MESSAGE = 1000  # asking again would get the same answer
-_LABELS = ("anomaly", "anomaly_id", "anomaly_root", "event")
+_FLUSH_S = 2.0  # at a stream's end: how long its last alerts may take to be answered
 _QUEUE = 10_000  # samples read ahead of a slow consumer; then the socket pushes back
 
-Gap = project("broadcaster.backlog").Gap
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Seqs `from_seq`..`to_seq` of `device` that the stream will not give, and why: as a
+    gap message named them (`to_seq` None: up to the device's next sample; `device` None:
+    every device of a producer that did not answer), or `unannounced` for a seq jump no
+    message named. `reason` is a word of the gap vocabulary (docs/delivery.md)."""
+
+    device: str | None
+    from_seq: int
+    to_seq: int | None
+    reason: str
 _client = project("clients.test_client")
 _metrics: tuple[str, ...] = project("common.schema").METRICS
 _kinds: tuple[str, ...] = project("common.schema").ANOMALY_KINDS
@@ -82,7 +95,7 @@ class _Session:
         url: str,
         devices: Iterable[str] | None,
         fields: Iterable[str] | None,
-        labels: bool,
+        labels: bool | None,
         count: int | None,
         timeout: float | None,
         raise_on_gap: bool,
@@ -90,6 +103,7 @@ class _Session:
         token: str | None,
         connect_timeout: float,
         detector: str | None = None,
+        since: int | Mapping[str, int] | None = None,
     ) -> None:
         if count is not None and count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
@@ -104,13 +118,15 @@ class _Session:
             params.append(("devices", _names(devices, "devices")))
         if fields is not None:
             params.append(("fields", _names(fields, "fields")))
+        if labels is not None:
+            params.append(("labels", "1" if labels else "0"))  # None: the server's policy
         if token is not None:
             params.append(("token", token))
         if detector is not None:
             params.append(("detector", detector))
         self.url = url
         self.base = _client.with_params(url, params)
-        self.labels = labels
+        self.since = _since(since)  # where the first connection starts
         self.count = count
         self.timeout = timeout
         self.raise_on_gap = raise_on_gap
@@ -127,10 +143,18 @@ class _Session:
         self.wake: Callable[[], None] = lambda: None  # tells the connection there are some
         self.alerts_sent = 0
         self.alerts_acknowledged = 0
+        self.messages_sent = 0  # alert messages
+        self.messages_answered = 0  # alert messages acknowledged or refused
         self.errors: list[str] = []
+        # Whether the consumer is done with every sample delivered (it may alert on them);
+        # a consumer on another thread (Stream) tells.
+        self.consumer_done: Callable[[], bool] = lambda: True
 
     def target(self) -> str:
-        """The URL of the next connection: after a first one, resuming where it left off."""
+        """The URL of the next connection: after `since` until a sample came, then (with
+        `resume`) after the last sample delivered of each device."""
+        if not self.seqs.last:
+            return _client.with_params(self.base, self.since)
         return _client.with_params(self.base, self.seqs.since()) if self.resume else self.base
 
     def connected(self) -> None:
@@ -149,11 +173,13 @@ class _Session:
                 if not self._answered:
                     raise ValueError(f"{self.url}: {parsed['error']}")
                 self.errors.append(str(parsed["error"]))
+                self.messages_answered += 1
                 log.warning("%s: %s", self.url, parsed["error"])
             if "gap" in parsed:
                 self._told(parsed["gap"].get("ranges", []))
             if "alerted" in parsed:
                 self.alerts_acknowledged += int(parsed["alerted"])
+                self.messages_answered += 1
             return []
         self._answered = True
         items = parsed if isinstance(parsed, list) else [parsed]
@@ -164,9 +190,6 @@ class _Session:
             self._add(jumps)
         for sample in fresh:
             sample["timestamp"] = datetime.fromisoformat(sample["timestamp"]).replace(tzinfo=UTC)
-            if not self.labels:
-                for key in _LABELS:
-                    sample.pop(key, None)
         return fresh
 
     def alert(
@@ -249,6 +272,17 @@ class _Session:
             raise GapError(gaps)
 
 
+def _since(since: int | Mapping[str, int] | None) -> list[tuple[str, str]]:
+    """`?since=` parameters: one seq for every device, or one per device."""
+    if since is None:
+        return []
+    if isinstance(since, Mapping):
+        return [("since", f"{device}:{int(seq)}") for device, seq in since.items()]
+    if isinstance(since, bool) or not isinstance(since, int) or since < -1:
+        raise ValueError(f"since must be a seq (-1: everything held), got {since!r}")
+    return [("since", str(since))]
+
+
 def _names(values: Iterable[str], what: str) -> str:
     if isinstance(values, str):
         return values
@@ -262,22 +296,55 @@ def _names(values: Iterable[str], what: str) -> str:
 
 
 async def _send_alerts(ws: Any, session: _Session, wake: asyncio.Event) -> None:
-    """Send queued alerts on the connection, up to _ALERTS_PER_MESSAGE a message; what a
-    closing connection could not take waits for the next one."""
+    """Send queued alerts whenever some are queued."""
     while True:
         await wake.wait()
         wake.clear()
-        while session.outbox:
-            batch = [
-                session.outbox.popleft()
-                for _ in range(min(_ALERTS_PER_MESSAGE, len(session.outbox)))
-            ]
-            try:
-                await ws.send(json.dumps({"alert": batch}, separators=(",", ":")))
-            except ConnectionClosed:
-                session.outbox.extendleft(reversed(batch))
-                return
-            session.alerts_sent += len(batch)
+        if not await _send_queued(ws, session):
+            return
+
+
+async def _send_queued(ws: Any, session: _Session) -> bool:
+    """Send the queued alerts, up to _ALERTS_PER_MESSAGE a message; False if the connection
+    closed (what it could not take waits for the next one)."""
+    while session.outbox:
+        batch = [
+            session.outbox.popleft() for _ in range(min(_ALERTS_PER_MESSAGE, len(session.outbox)))
+        ]
+        try:
+            await ws.send(json.dumps({"alert": batch}, separators=(",", ":")))
+        except ConnectionClosed:
+            session.outbox.extendleft(reversed(batch))
+            return False
+        session.alerts_sent += len(batch)
+        session.messages_sent += 1
+    return True
+
+
+async def _finish(ws: Any, session: _Session) -> None:
+    """At the stream's end (count, timeout), before the connection closes: once the consumer
+    is done with every sample delivered (it may still alert on the last ones), send the
+    alerts queued and take the server's answers (_flush)."""
+    while not session.consumer_done():
+        await asyncio.sleep(0.01)
+    await _flush(ws, session)
+
+
+async def _flush(ws: Any, session: _Session) -> None:
+    """Send the alerts still queued and wait up to _FLUSH_S for the server's answer to each
+    alert message, so that a detector's last reports are neither dropped nor uncounted."""
+    deadline = time.monotonic() + _FLUSH_S
+    try:
+        if not await _send_queued(ws, session):
+            return
+        while session.messages_answered < session.messages_sent:
+            async with asyncio.timeout(_left(deadline, None)):
+                message = await ws.recv()
+            parsed = json.loads(message)
+            if isinstance(parsed, dict) and ("alerted" in parsed or "error" in parsed):
+                session.receive(message)
+    except (TimeoutError, ConnectionClosed):
+        pass
 
 
 async def _samples(session: _Session) -> AsyncIterator[Sample]:
@@ -309,15 +376,19 @@ async def _samples(session: _Session) -> AsyncIterator[Sample]:
                             async with asyncio.timeout(_left(deadline, None)):
                                 message = await ws.recv()
                         except TimeoutError:
+                            await _finish(ws, session)
                             return
                         for sample in session.receive(message):
                             yield sample
                             session.received += 1
                             if session.count is not None and session.received >= session.count:
+                                await _finish(ws, session)
                                 return
                 finally:
                     session.wake = lambda: None
                     sender.cancel()
+                    if session.outbox:  # ended early (close(), a lost connection)
+                        await _flush(ws, session)
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in _REFUSED:
@@ -401,7 +472,9 @@ class _Progress:
         optional `score` and `kind` guess. It returns at once: alerts go out in order, in
         messages of up to 1,000; those queued while the connection is away go out on the
         next. The server's acknowledgements count in `alerts_acknowledged`, its refusals
-        land in `errors`. Needs a broadcaster that takes alerts (the scorer's)."""
+        land in `errors`. The broadcaster passes the alerts it takes to the scorers at its
+        `--zmq-alerts`: a `Pipeline(scorer=True)`'s broadcaster, to that pipeline's own
+        scorer only."""
         self._session.alert(sample, seq, timestamp, score, kind)
 
 
@@ -437,6 +510,9 @@ class _Worker:
     def __init__(self, session: _Session) -> None:
         self.session = session
         self.queue: queue.Queue[Any] = queue.Queue(_QUEUE)
+        self.put = 0  # samples handed over
+        self.asked = 0  # samples the consumer asked for: done with the others
+        session.consumer_done = lambda: self.asked > self.put
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopping = threading.Event()
@@ -461,6 +537,7 @@ class _Worker:
                     if self.stopping.is_set():
                         return
                     await asyncio.sleep(0.005)
+                self.put += 1
         except asyncio.CancelledError:
             return
         self._put(_END)
@@ -509,6 +586,7 @@ class Stream(_Progress):
         if self._worker is None:
             self._worker = _Worker(self._session)
             self._finalizer = weakref.finalize(self, self._worker.stop)
+        self._worker.asked += 1
         while True:
             try:
                 item = self._worker.queue.get(timeout=0.2)
@@ -542,7 +620,7 @@ def stream(
     *,
     devices: Iterable[str] | None = None,
     fields: Iterable[str] | None = None,
-    labels: bool = True,
+    labels: bool | None = None,
     count: int | None = None,
     timeout: float | None = None,
     raise_on_gap: bool = False,
@@ -550,15 +628,23 @@ def stream(
     token: str | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     detector: str | None = None,
+    since: int | Mapping[str, int] | None = None,
 ) -> Stream:
     """The live samples of the broadcaster at `url`, one dict each, in a `for` loop.
 
     A sample is the broadcaster's JSON object with `timestamp` as a UTC datetime: `cpu`,
     `mem`, `disk_io`, `net` (None: no value), `device`, `seq`, and the labels `anomaly`,
-    `anomaly_id`, `anomaly_root`, `event` (None: none; left out with `labels=False`).
-    `devices` and `fields` subscribe to some devices or metrics only (names, or the
-    comma text the URL takes). The stream ends after `count` samples or `timeout` seconds,
-    whichever comes first (neither: it runs until the loop leaves it).
+    `anomaly_id`, `anomaly_root`, `event` (None: none). `labels=False` asks for a blind
+    stream (`?labels=0`: the server leaves the labels out, they never cross the wire),
+    `labels=True` for the labels (`?labels=1`: a server that never sends them refuses with
+    ValueError), None for the server's default (`--labels`). `devices` and `fields`
+    subscribe to some devices or metrics only (names, or the comma text the URL takes).
+    The stream ends after `count` samples or `timeout` seconds, whichever comes first
+    (neither: it runs until the loop leaves it).
+
+    With `since` the stream starts after that seq of every device (a mapping: per device;
+    `-1`: everything the producers still hold, e.g. a series from its first sample), then
+    goes on live; without it, it starts with the live stream.
 
     Guarantees: each device's samples come in seq order, each once. When the connection
     drops (a broadcaster restarts), it reconnects by itself and resumes after the last
@@ -586,6 +672,7 @@ def stream(
             token,
             connect_timeout,
             detector,
+            since,
         )
     )
 
@@ -595,7 +682,7 @@ def astream(
     *,
     devices: Iterable[str] | None = None,
     fields: Iterable[str] | None = None,
-    labels: bool = True,
+    labels: bool | None = None,
     count: int | None = None,
     timeout: float | None = None,
     raise_on_gap: bool = False,
@@ -603,6 +690,7 @@ def astream(
     token: str | None = None,
     connect_timeout: float = CONNECT_TIMEOUT_S,
     detector: str | None = None,
+    since: int | Mapping[str, int] | None = None,
 ) -> AsyncStream:
     """`stream` for `async for`, on the caller's event loop: the same samples, options and
     guarantees."""
@@ -619,5 +707,6 @@ def astream(
             token,
             connect_timeout,
             detector,
+            since,
         )
     )

@@ -1,23 +1,29 @@
-"""`score`: a detector's alerts judged against the exact labels, offline, by the scorer
-(`python -m scorer score`) called from Python: the same report, as an object and a frame."""
+"""Scoring from Python: `score`, a detector's alerts judged against the exact labels
+offline by the scorer (`python -m scorer score`), and `LiveReport`, the live scorer's
+report (`python -m scorer`, as `Pipeline(scorer=True).report()` reads it): the same
+reports, as objects and frames."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
+from streamsim import options
 from streamsim._isolated import project
 
-
-def available() -> bool:
-    """Whether this clone has the scorer (scorer/)."""
-    try:
-        project("scorer.offline")
-    except ModuleNotFoundError:
-        return False
-    return True
+# The scorer's settings as `score` and `Pipeline(scoring=...)` name them, and their options.
+SETTINGS = {
+    "early_s": "--early",
+    "late_s": "--late",
+    "threshold": "--threshold",
+    "nab_probation": "--nab-probation",
+    "range_alpha": "--range-alpha",
+    "range_bias": "--range-bias",
+    "range_cardinality": "--range-cardinality",
+}
 
 
 def score(
@@ -43,11 +49,8 @@ def score(
     `threshold` below which scores are ignored, NAB's probation, range-based alpha, bias and
     cardinality. The report has `figures` per kind and overall, `nab` per profile,
     `to_frame()` (one row per kind, one column per figure), `to_dict()` and `to_json()`.
-    Bad input raises ValueError with the scorer's one-line message; a clone without the
-    scorer, ImportError.
+    Bad input raises ValueError with the scorer's one-line message.
     """
-    if not available():
-        raise ImportError("scoring needs the scorer (scorer/ in the clone), which this one lacks")
     offline = project("scorer.offline")
     given = {
         "early_s": early_s,
@@ -68,3 +71,51 @@ def score(
         return offline.score(frame, windows, samples, settings, detector)
     except project("common.errors").StartupError as exc:
         raise ValueError(str(exc)) from None
+
+
+def scorer_options(settings: Mapping[str, Any]) -> list[str]:
+    """`python -m scorer` options for the settings `score` takes (None: the default);
+    ValueError for a name that is not one."""
+    unknown = [name for name in settings if name not in SETTINGS]
+    if unknown:
+        raise ValueError(
+            f"unknown scoring setting {unknown[0]!r}; allowed: {', '.join(SETTINGS)}"
+        )
+    return [
+        a
+        for name, value in settings.items()
+        if value is not None
+        for a in (SETTINGS[name], options.text(value))
+    ]
+
+
+@dataclass(frozen=True)
+class LiveReport:
+    """The live scorer's report: `run`, what it took (`samples` scored, `gaps` by reason,
+    `samples_missed`, the alerts received and lost: docs/scoring.md), and `detectors`, each
+    detector's report by name, as `score(...).to_dict()` gives one."""
+
+    run: dict[str, Any]
+    detectors: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> LiveReport:
+        """From the scorer's JSON report."""
+        return cls(dict(body["run"]), dict(body["detectors"]))
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per detector and view (overall, then each kind), one column per figure;
+        no rows before any detector sent an alert."""
+        figures_frame = project("scorer.report").figures_frame
+        frames = {
+            name: figures_frame({"overall": report["overall"], **report["kinds"]})
+            for name, report in self.detectors.items()
+        }
+        if not frames:
+            index = pd.MultiIndex.from_tuples([], names=["detector", "kind"])
+            return pd.DataFrame(index=index)
+        return pd.concat(frames, names=["detector"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report, as the scorer wrote it."""
+        return {"run": self.run, "detectors": self.detectors}

@@ -1,6 +1,7 @@
-"""Real brokers for the bridge's tests: nats-server (JetStream, one node or a three-node
-cluster), mosquitto and Apache Kafka (KRaft, one node or three; brokers/kafka.py), each
-started on free ports in the test's temporary directory."""
+"""Real servers for the tests: nats-server (JetStream, one node or a three-node cluster),
+mosquitto and Apache Kafka (KRaft, one node or three; brokers/kafka.py) for the bridge,
+prometheus for the broadcaster's /metrics/samples, each started on free ports in the
+test's temporary directory."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from conftest import REPO, unused_port
 
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 def need(binary: str, package: str) -> None:
@@ -405,3 +408,62 @@ def read_topic(
         return [item for p in sorted(out) for item in out[p]]
     finally:
         consumer.close()
+
+
+class Prometheus:
+    """A Prometheus server on a free port, scraping `targets` (a job name -> scrape config
+    entries) every `interval`; ready once /-/ready answers."""
+
+    def __init__(self, cwd: Path, jobs: dict[str, dict], interval: str = "1s") -> None:
+        need(PROMETHEUS, "prometheus")
+        self.port = unused_port()
+        self.cwd = cwd
+        config = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "scrape_configs": [{"job_name": name, **job} for name, job in jobs.items()],
+        }
+        (cwd / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        log = open(cwd / "prometheus.log", "a")
+        self.proc = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={cwd / 'prometheus.yml'}"]
+            + [f"--storage.tsdb.path={cwd / 'tsdb'}"]
+            + [f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=log,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 20
+        while not self._ready():
+            log_text = (cwd / "prometheus.log").read_text()[-2000:]
+            assert self.proc.poll() is None, f"prometheus exited: {log_text}"
+            assert time.monotonic() < deadline, "prometheus not ready"
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def query(self, promql: str) -> list[dict]:
+        """The result of an instant query (its HTTP API), now."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(
+            {"query": promql}
+        )
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def targets(self) -> list[dict]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/targets", timeout=5) as r:
+            return json.loads(r.read())["data"]["activeTargets"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)

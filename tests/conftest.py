@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 # Property-based tests run a bounded number of examples (CI time stays predictable);
@@ -192,10 +193,12 @@ class Pipeline:
         return proc
 
     def broadcaster(self, *args: str, env: dict[str, str] | None = None) -> Proc:
-        """A broadcaster on a free port, once it is listening; sets `ws_url`."""
+        """A broadcaster on a free port, once it is listening; sets `ws_url`. It asks this
+        pipeline's producer for the fleet's roles and planned events (/fleet.json)."""
         proc = self.start(
             "broadcaster",
             *("--zmq-pub", self.zmq, "--zmq-catchup", self.catchup, "--ws-port", "0"),
+            *("--zmq-control", self.control),
             *args,
             env=env,
         )
@@ -236,6 +239,43 @@ def receive(url: str, count: int, timeout: float = 10.0) -> list[dict]:
                 raise AssertionError(f"got {len(samples)} of {count} samples within {timeout}s")
             samples.append(json.loads(ws.recv(timeout=remaining)))
     return samples
+
+
+class Recorder:
+    """A WebSocket client reading every sample of the stream in a thread, kept by (device,
+    seq), until closed: what a page or a scraper showed is checked against it."""
+
+    def __init__(self, url: str, query: str = "batch=1&history=0") -> None:
+        self.seen: dict[tuple[str, int], dict] = {}
+        self._opened, self._done = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(f"{url}/?{query}",), daemon=True)
+        self._thread.start()
+        assert self._opened.wait(10), "the WebSocket client could not connect"
+
+    def _read(self, url: str) -> None:
+        with connect(url, open_timeout=10, max_queue=None) as ws:
+            self._opened.set()
+            while not self._done.is_set():
+                try:
+                    message = ws.recv(timeout=0.2)
+                except TimeoutError:
+                    continue
+                except ConnectionClosed:
+                    return
+                for sample in json.loads(message):
+                    self.seen[(sample["device"], sample["seq"])] = sample
+
+    def state(self, device: str, seq: int) -> str:
+        """The dashboard's name of the state the stream gave this sample: `anomaly:<kind>`,
+        `event:<kind>` or `normal`."""
+        sample = self.seen[(device, seq)]
+        if sample["anomaly"]:
+            return f"anomaly:{sample['anomaly']}"
+        return f"event:{sample['event']}" if sample["event"] else "normal"
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
 
 
 def connect_with_retry(url: str, timeout: float = 10.0):

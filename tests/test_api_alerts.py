@@ -1,83 +1,93 @@
-"""Stream.alert: alerts go back on the stream's own connection, in the scorer's message
-shape ({"alert": [...]}), named with ?detector=; acknowledgements are counted and refusals
-kept. The peer here is a small real WebSocket server speaking the broadcaster's alert
-protocol: this branch's broadcaster does not take alerts yet."""
+"""Stream.alert with real processes: alerts go back on the stream's own connection to a real
+broadcaster, which passes them to the scorer of its own Pipeline (never to another's);
+Pipeline.report() reads that scorer's report. Blind streams are asked of the server."""
 
 from __future__ import annotations
 
-import json
-import threading
-from datetime import UTC, datetime
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
-from websockets.sync.server import ServerConnection, serve
 
 import streamsim
-from conftest import wait_until
+from conftest import Pipeline, wait_until
 
-SAMPLES = [
-    {
-        "timestamp": f"2025-08-04 00:00:0{i}",
-        "cpu": 1.0,
-        "mem": 2.0,
-        "disk_io": 3.0,
-        "net": 4.0,
-        "device": "host-01",
-        "seq": i,
-        "anomaly": None,
-        "anomaly_id": None,
-        "anomaly_root": None,
-        "event": None,
-    }
-    for i in range(3)
-]
+LABELS = {"anomaly", "anomaly_id", "anomaly_root", "event", "anomaly_metrics"}
 
 
-class Peer:
-    """Sends three samples, then answers each alert message as the broadcaster does."""
-
-    def __init__(self) -> None:
-        self.queries: list[dict] = []
-        self.alerts: list[dict] = []
-
-    def handle(self, connection: ServerConnection) -> None:
-        self.queries.append(parse_qs(urlsplit(connection.request.path).query))
-        connection.send(json.dumps(SAMPLES))
-        for message in connection:
-            batch = json.loads(message)["alert"]
-            unknown = [a["device"] for a in batch if a["device"] != "host-01"]
-            if unknown:
-                connection.send(json.dumps({"error": f"unknown device {unknown[0]!r}"}))
-                continue
-            self.alerts += batch
-            connection.send(json.dumps({"alerted": len(batch)}))
-
-
-def test_alerts_go_back_on_the_stream_and_are_acknowledged():
-    """Three alerts (by sample, by seq, by timestamp) reach the server in one shape and are
-    acknowledged; one it refuses is kept in `errors` and the stream goes on."""
-    peer = Peer()
-    with serve(peer.handle, "127.0.0.1", 0) as server:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        port = server.socket.getsockname()[1]
-        live = streamsim.stream(f"ws://127.0.0.1:{port}", detector="zscore", timeout=20)
-        first = next(live)
+def test_alerts_reach_the_pipelines_own_scorer():
+    """On a blind stream three alerts (by sample, by seq, by timestamp) are acknowledged and
+    scored by this pipeline's scorer under the stream's detector name; one the broadcaster
+    refuses is kept in `errors` and the stream goes on; a stream ended by its count sends
+    the alerts made on its last samples before it closes; another pipeline's scorer gets
+    none; after stop() the report is the one the scorer wrote as it stopped."""
+    with (
+        streamsim.Pipeline(devices=2, rate=20, seed=5, labels="blind", scorer=True) as mine,
+        streamsim.Pipeline(devices=2, rate=20, seed=5, scorer=True) as other,
+    ):
+        live = streamsim.stream(mine.url, detector="zscore", timeout=30)
+        first, second, third = next(live), next(live), next(live)
+        assert not LABELS & {*first, *second, *third}  # the server's default: blind
         live.alert(first, score=0.9, kind="spike")
-        live.alert("host-01", 1)
-        live.alert("host-01", timestamp=datetime(2025, 8, 4, 0, 0, 2, tzinfo=UTC))
+        live.alert(second["device"], second["seq"])
+        live.alert(third["device"], timestamp=third["timestamp"])
         wait_until(lambda: live.alerts_acknowledged == 3, timeout=10)
-        live.alert("host-99", 0)
+        live.alert("host-99", 0)  # a message is taken or refused whole: this one alone
         wait_until(lambda: live.errors, timeout=10)
-        assert [next(live)["seq"], next(live)["seq"]] == [1, 2]  # the stream goes on
+        later = [next(live) for _ in range(3)]  # the stream goes on
+        assert len({(s["device"], s["seq"]) for s in later}) == 3
+        counted = streamsim.stream(mine.url, labels=False, detector="each", count=30)
+        for sample in counted:  # read ahead by its thread: the last alerts come after
+            counted.alert(sample)
+        assert counted.alerts_sent == counted.alerts_acknowledged == 30
+        report = mine.report()
+        assert report.detectors["each"]["alerts"]["received"] == 30
+        assert live.alerts_sent == 4
+        assert len(live.errors) == 1 and "unknown device 'host-99'" in live.errors[0]
         live.close()
-    assert live.errors == ["unknown device 'host-99'"] and live.alerts_sent == 4
-    assert peer.queries[0]["detector"] == ["zscore"]
-    assert peer.alerts == [
-        {"device": "host-01", "seq": 0, "score": 0.9, "kind": "spike"},
-        {"device": "host-01", "seq": 1},
-        {"device": "host-01", "timestamp": 1754265602000},
-    ]
+        assert report.run["alerts_received"] == 3 + 30 and report.run["alerts_lost"] == 0
+        alerts = report.detectors["zscore"]["alerts"]
+        assert alerts["received"] == alerts["distinct"] == 3
+        assert alerts["not_a_sample"] == alerts["unknown_device"] == 0
+        frame = report.to_frame()
+        assert frame.index.names == ["detector", "kind"]
+        assert frame.loc[("zscore", "overall"), "events"] >= 0
+        strange = other.report()
+        assert strange.detectors == {} and strange.run["alerts_received"] == 0
+        assert strange.to_frame().empty
+    final = mine.report()
+    assert final.detectors["zscore"]["alerts"]["received"] == 3
+    assert final.run["samples"] >= report.run["samples"]
+
+
+def test_labels_are_asked_of_the_server(pipeline: Pipeline):
+    """labels=False asks for a blind stream and labels=True for the labels (?labels=0/1),
+    whatever the server's default; a server that never sends labels refuses labels=True."""
+    pipeline.producer("--rate", "20", "--devices", "2")
+    pipeline.broadcaster()  # --labels sent
+    sent = pipeline.ws_url
+    pipeline.broadcaster("--labels", "blind")
+    blind = pipeline.ws_url
+    pipeline.broadcaster("--labels", "never")
+    never = pipeline.ws_url
+    assert all(LABELS <= set(s) for s in streamsim.stream(sent, count=5))
+    assert not any(LABELS & set(s) for s in streamsim.stream(sent, labels=False, count=5))
+    assert not any(LABELS & set(s) for s in streamsim.stream(blind, count=5))
+    assert all(LABELS <= set(s) for s in streamsim.stream(blind, labels=True, count=5))
+    with pytest.raises(ValueError, match="labels are not sent by this server"):
+        list(streamsim.stream(never, labels=True, count=1))
+    assert not any(LABELS & set(s) for s in streamsim.stream(never, count=5))
+
+
+def test_a_pipeline_without_a_scorer_has_no_report_and_bad_settings_are_refused():
+    """report() needs a scorer; scoring settings need one too, and must be the scorer's:
+    an unknown name is refused at once, a value it refuses is its own one-line error."""
+    with pytest.raises(ValueError, match="scoring settings need a scorer"):
+        streamsim.Pipeline(scoring={"late_s": 3})
+    with pytest.raises(ValueError, match="unknown scoring setting 'late'; allowed: early_s"):
+        streamsim.Pipeline(scorer=True, scoring={"late": 3})
+    with pytest.raises(ValueError, match="'sideways' is not one of"):
+        streamsim.Pipeline(scorer=True, scoring={"range_bias": "sideways"})
+    with streamsim.Pipeline(devices=1, rate=5) as plain:
+        with pytest.raises(RuntimeError, match="no scorer"):
+            plain.report()
 
 
 def test_an_alert_that_names_no_sample_is_refused_at_once():

@@ -28,6 +28,7 @@ SAMPLE_DTYPES = {
     "anomaly_id": "Int64",
     "anomaly_root": "Int64",
     "event": "category",
+    "anomaly_metrics": "category",
 }
 WINDOW_DTYPES = {
     "anomaly_id": "Int64",
@@ -138,7 +139,7 @@ def as_text(samples: pd.DataFrame) -> pd.DataFrame:
         text[metric] = samples[metric].map(lambda v: "" if np.isnan(v) else f"{v:.1f}")
     text["device"] = samples["device"].astype(str)
     text["seq"] = samples["seq"].astype(str)
-    for name in ("anomaly", "anomaly_id", "anomaly_root", "event"):
+    for name in ("anomaly", "anomaly_id", "anomaly_root", "event", "anomaly_metrics"):
         text[name] = samples[name].astype("string").fillna("").astype(str)
     return text
 
@@ -238,12 +239,12 @@ def test_read_log_reads_rotated_parts_mixed_timestamps_and_gaps(tmp_path: Path):
     windows files typed, an empty field a null."""
     header = ",".join(SAMPLE_DTYPES)
     (tmp_path / "stream_log-000001.csv").write_text(
-        f"{header}\n2025-08-04 00:00:00,1.0,2.0,3.0,4.0,host-01,0,,,,\n"
-        '2025-08-04 00:00:00,,2.0,3.0,4.0,"rack 4, ""top""",0,spike,7,7,\n'
+        f"{header}\n2025-08-04 00:00:00,1.0,2.0,3.0,4.0,host-01,0,,,,,\n"
+        '2025-08-04 00:00:00,,2.0,3.0,4.0,"rack 4, ""top""",0,spike,7,7,,cpu\n'
     )
     (tmp_path / "stream_log.csv").write_text(
-        f"{header}\n2025-08-04 00:00:01.500,1.5,2.5,3.5,4.5,host-01,1,,,,deploy\n"
-        "2025-08-04 00:00:02.000,1.5,2.5,3.5,4.5,NA,5,,,,\n"
+        f"{header}\n2025-08-04 00:00:01.500,1.5,2.5,3.5,4.5,host-01,1,,,,deploy,\n"
+        "2025-08-04 00:00:02.000,1.5,2.5,3.5,4.5,NA,5,,,,,\n"
         "2025-08-04 00:00:02.500,1.5,2.5"
     )
     (tmp_path / "stream_log.gaps.csv").write_text(
@@ -291,12 +292,12 @@ def test_read_log_refuses_what_is_not_a_log(tmp_path: Path):
     header = ",".join(SAMPLE_DTYPES)
     cases = {
         "foreign.csv": ("timestamp,value\n2025-08-04 00:00:00,1\n", "has header 'timestamp,value'"),
-        "short.csv": (f"{header}\n2025-08-04 00:00:00,1.0,host-01\n", "Expected 11 columns"),
+        "short.csv": (f"{header}\n2025-08-04 00:00:00,1.0,host-01\n", "Expected 12 columns"),
         "label.csv": (
-            f"{header}\n2025-08-04 00:00:00,1,2,3,4,h,0,spik,1,1,\n",
+            f"{header}\n2025-08-04 00:00:00,1,2,3,4,h,0,spik,1,1,,cpu\n",
             "unknown anomaly kind 'spik'",
         ),
-        "time.csv": (f"{header}\nlater,1,2,3,4,h,0,,,,\n", "timestamp"),
+        "time.csv": (f"{header}\nlater,1,2,3,4,h,0,,,,,\n", "timestamp"),
     }
     for name, (text, words) in cases.items():
         (tmp_path / name).write_text(text)

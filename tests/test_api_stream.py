@@ -143,6 +143,22 @@ def test_count_and_timeout_end_the_stream(pipeline: Pipeline):
     assert set(shaped[0]) == {"timestamp", "cpu", "net", "device", "seq"}
 
 
+def test_since_starts_the_stream_where_asked(pipeline: Pipeline):
+    """since=-1 gives each series from its first sample, in order, then live; a mapping starts
+    each device after its own seq; a value that is not a seq is refused at once."""
+    producer = pipeline.producer("--rate", "50", "--devices", "2", "--metrics-port", "any")
+    pipeline.broadcaster()
+    wait_until(lambda: last_seq(producer) > 60, timeout=10)
+    whole = by_device(list(streamsim.stream(pipeline.ws_url, since=-1, count=200)))
+    assert {d: s[0] for d, s in whole.items()} == {"host-01": 0, "host-02": 0}
+    assert all(contiguous(s) for s in whole.values())
+    after = list(streamsim.stream(pipeline.ws_url, devices=["host-02"], since={"host-02": 10},
+                                  count=5))
+    assert [s["seq"] for s in after] == [11, 12, 13, 14, 15]
+    with pytest.raises(ValueError, match="since must be a seq"):
+        streamsim.stream(pipeline.ws_url, since=-2)
+
+
 def test_the_sync_stream_works_inside_a_running_event_loop(pipeline: Pipeline):
     """In a coroutine (as a Jupyter cell runs, on the kernel's loop) the plain iterator still
     delivers, its connection in a thread of its own; astream delivers on the loop itself."""

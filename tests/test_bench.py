@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from bench import browser
 from conftest import REPO
 
 
@@ -24,10 +25,14 @@ from conftest import REPO
         ("idle.py", "--smoke", "idle.json"),
         ("resume.py", "--smoke", "resume.json"),
         ("stop.py", "--smoke", "stop.json"),
+        ("scorer.py", "--smoke", "scorer.json"),
+        ("dashboard.py", "--smoke", "dashboard.json"),
     ],
 )
 def test_benchmark_runs(tmp_path, script, flag, result):
     """Each benchmark script runs its smoke version to the end and writes its JSON report."""
+    if script == "dashboard.py" and not browser.available():
+        pytest.skip(browser.MISSING)
     bin_dir = os.path.dirname(sys.executable)
     env = {
         **os.environ,

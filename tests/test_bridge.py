@@ -366,3 +366,78 @@ def test_bench_bridge_smoke(tmp_path: Path):
         "jetstream, 1 node, --batch",
         "mqtt qos 1",
     ]
+
+
+def _summary(samples: list[dict]) -> str:
+    """What a message's Sample-Anomaly says of its samples: `kind:metrics`, each once."""
+    pairs = [f"{s['anomaly']}:{s['anomaly_metrics']}" for s in samples if s["anomaly"]]
+    return ",".join(dict.fromkeys(pairs))
+
+
+def test_labelled_messages_name_their_anomalies_outside_the_payload(
+    pipeline: Pipeline, tmp_path: Path
+):
+    """A message holding labelled samples carries `Sample-Anomaly: kind:metrics` (a JetStream
+    header, an MQTT 5 user property) matching its payload's anomaly and anomaly_metrics; a
+    message without any has none. A mem-only memory_leak says `memory_leak:mem`."""
+    import asyncio
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    nats, mosquitto = Nats(tmp_path), Mosquitto(tmp_path)
+    seen: list[tuple[str, list[dict]]] = []  # MQTT: (user property, samples) per message
+    reader = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+
+    def on_message(client, userdata, msg) -> None:
+        properties = dict(getattr(msg.properties, "UserProperty", []) or [])
+        body = json.loads(msg.payload)
+        seen.append((properties.get("Sample-Anomaly", ""), body))
+
+    reader.on_message = on_message
+    reader.on_connect = lambda c, u, f, rc, p: c.subscribe("samples/#", 1)
+    try:
+        reader.connect("127.0.0.1", mosquitto.port)
+        reader.loop_start()
+        pipeline.producer("--rate", "20", "--devices", "3", "--anomaly-rate", "0")
+        jet = bridge(pipeline, nats.url, gaps="j.gaps.csv")
+        mqtt = bridge(
+            pipeline, mosquitto.url, "--mqtt-version", "5", "--batch", gaps="m.gaps.csv"
+        )
+        done = pipeline.ctl("inject", "memory_leak", "--device", "host-02", "--duration", "3s")
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: any(a for a, _ in seen), timeout=15)
+        time.sleep(0.5)  # the scenario: unlabelled messages after the labelled ones too
+        settled(jet, mqtt)
+
+        async def headers() -> list[tuple[str, dict]]:
+            import nats as client
+            from nats.js.api import AckPolicy, ConsumerConfig
+
+            nc = await client.connect(nats.url)
+            try:
+                js = nc.jetstream()
+                total = (await js.stream_info("SAMPLES")).state.messages
+                sub = await js.pull_subscribe(
+                    ">", stream="SAMPLES", config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+                )
+                out = []
+                while len(out) < total:
+                    for msg in await sub.fetch(5000, timeout=5):
+                        out.append(((msg.headers or {}).get("Sample-Anomaly", ""), msg.data))
+                return out
+            finally:
+                await nc.close()
+
+        stored = asyncio.run(headers())
+    finally:
+        reader.loop_stop()
+        reader.disconnect()
+        nats.close()
+        mosquitto.close()
+    messages = [(said, [json.loads(data)]) for said, data in stored]
+    for what, found in (("jetstream", messages), ("mqtt 5", seen)):
+        batches = [b if isinstance(b, list) else [b] for _, b in found]
+        said = [s for s, _ in found]
+        assert said == [_summary(b) for b in batches], what
+        assert "memory_leak:mem" in said and "" in said, what

@@ -128,7 +128,9 @@ def test_filters_csv_format_and_stats(pipeline: Pipeline):
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
-    assert out[0] == "timestamp,cpu,net,device,seq,anomaly,anomaly_id,anomaly_root,event"
+    assert out[0] == (
+        "timestamp,cpu,net,device,seq,anomaly,anomaly_id,anomaly_root,event,anomaly_metrics"
+    )
     rows = [line.split(",") for line in out[1:]]
     assert len(rows) == 15 and {r[3] for r in rows} == {"host-02"}
     assert re.search(
@@ -138,7 +140,8 @@ def test_filters_csv_format_and_stats(pipeline: Pipeline):
 
 
 def test_table_format_without_a_terminal_prints_lines(pipeline: Pipeline):
-    """--format table with stdout not a terminal prints one plain line per sample."""
+    """--format table with stdout not a terminal prints a header, then one plain line per
+    sample, blank where a value or label is missing (never `None`)."""
     pipeline.producer("--rate", "10", "--devices", "2")
     pipeline.broadcaster()
     result = run_client(
@@ -148,7 +151,10 @@ def test_table_format_without_a_terminal_prints_lines(pipeline: Pipeline):
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout.splitlines()
-    assert len(out) == 4 and all(line.startswith("host-0") for line in out)
+    header = ["device", "timestamp", "cpu", "mem", "disk_io", "net", "seq", "anomaly"]
+    assert out[0].split() == header
+    assert len(out) == 5 and all(line.startswith("host-0") for line in out[1:])
+    assert "None" not in result.stdout
 
 
 def load_client():

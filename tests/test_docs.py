@@ -8,6 +8,7 @@ the code without a row in docs/settings.md fails here, naming the option and its
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 SETTINGS = DOCS / "settings.md"
+DEVELOPMENT = DOCS / "development.md"
 README_LIMIT = 15_000
 
 # Scripts users run by path (processes are found by their __main__.py).
@@ -177,6 +179,165 @@ def test_slugs_follow_github() -> None:
     )
     linked = heading_text("[Settings](settings.md) — *all* of them")
     assert slug(linked) == "settings--all-of-them"
+
+
+# --- Paths: every repository file the pages name exists ----------------------------------------
+
+
+def ignored_patterns() -> list[str]:
+    lines = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def is_ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .gitignore keeps `path` (repository-relative) out of the tree: a file the
+    pipeline makes at run time (`data/...`, `bench/results/`, fetched jars), never committed."""
+    parts = path.strip("/").split("/")
+    for pattern in patterns:
+        folder = pattern.endswith("/")
+        name = pattern.rstrip("/")
+        if "/" in name:  # anchored at the root: a prefix of the path
+            if path.strip("/") == name or path.startswith(name + "/"):
+                return True
+        elif any(fnmatch.fnmatch(part, name) for part in (parts[:-1] if folder else parts)):
+            return True
+        elif folder and path.endswith("/") and fnmatch.fnmatch(parts[-1], name):
+            return True
+    return False
+
+
+def top_folders() -> set[str]:
+    """The repository's own top-level folders (not those made at run time, like data/)."""
+    patterns = ignored_patterns()
+    return {
+        entry.name
+        for entry in REPO.iterdir()
+        if entry.is_dir() and entry.name != ".git" and not is_ignored(entry.name + "/", patterns)
+    }
+
+
+PATH_TOKEN = re.compile(r"[\w.*/{}<>-]+")
+
+
+def code_text(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every code span and every line of a fenced code block."""
+    text = path.read_text(encoding="utf-8")
+    outside = dict(prose(text))
+    for number, line in enumerate(text.splitlines(), 1):
+        if number not in outside:
+            yield number, line
+        else:
+            for match in re.finditer(r"(`+)(.+?)\1", line):
+                yield number, match.group(2)
+
+
+def named_paths(path: Path, folders: set[str]) -> Iterator[tuple[int, str]]:
+    """(line number, path) of every repository path written in code on a page: a word that
+    begins with one of the repository's top-level folders (`producer/model/scenario.py`,
+    `bench/`); words holding a placeholder (`{instance}`, `<name>`) are not paths."""
+    for number, text in code_text(path):
+        for word in PATH_TOKEN.findall(text):
+            word = word.rstrip(".,")
+            if "/" not in word or any(mark in word for mark in "{}<>"):
+                continue
+            if word.split("/", 1)[0] in folders:
+                yield number, word
+
+
+def test_every_repository_path_the_pages_name_exists() -> None:
+    """A file or folder of the repository named in code on any page (in backticks, or in a
+    command or the layout) exists, or is one .gitignore says the pipeline makes; a pattern
+    (`docs/*.md`) matches something. So a moved or deleted module cannot stay named."""
+    folders = top_folders()
+    patterns = ignored_patterns()
+    problems = []
+    for page in pages():
+        for number, word in named_paths(page, folders):
+            if "*" in word:
+                found = any(REPO.glob(word.rstrip("/")))
+            else:
+                found = (REPO / word).exists() or is_ignored(word, patterns)
+            if not found:
+                problems.append(f"{rel(page)} line {number}: {word} does not exist")
+    assert not problems, "paths that are not in the repository:\n" + "\n".join(problems)
+
+
+def test_path_check_reads_paths_as_meant() -> None:
+    """The path check finds paths in code and commands, leaves URLs and placeholders alone,
+    and knows the files the pipeline makes from the repository's own."""
+    patterns = ignored_patterns()
+    assert is_ignored("data/stream_log.csv", patterns)
+    assert is_ignored("brokers/kafka/lib/", patterns)
+    assert not is_ignored("producer/model/scenario.py", patterns)
+    folders = top_folders()
+    assert {"producer", "docs", "tests"} <= folders and "data" not in folders
+    words = [
+        word
+        for word in PATH_TOKEN.findall(
+            "python bench/x.py tcp://127.0.0.1:5556 data/{instance}.gaps.csv samples/<device>"
+        )
+        if "/" in word and not any(mark in word for mark in "{}<>")
+    ]
+    assert [w for w in words if w.split("/", 1)[0] in folders] == ["bench/x.py"]
+
+
+# --- The source layout: every module named, none that is gone -----------------------------------
+
+
+def layout_block() -> list[str]:
+    """The lines of the fenced block under docs/development.md's Layout heading."""
+    lines = sections(DEVELOPMENT)["Layout"]
+    start = next(i for i, line in enumerate(lines) if line.startswith("```"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
+    return lines[start + 1 : end]
+
+
+LAYOUT_FILE = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.(?:py|html|xml|properties|toml))\b")
+
+
+def layout_entries() -> tuple[set[str], set[str]]:
+    """(top-level folders, files) the layout names; a file is named in its folder's lines
+    (`common/` then `schema.py`, a subfolder `  model/` then `workload.py`)."""
+    folders: set[str] = set()
+    files: set[str] = set()
+    top = here = ""
+    for line in layout_block():
+        if match := re.match(r"^([\w.-]+/)\s", line):
+            top = here = match.group(1)
+            folders.add(top.rstrip("/"))
+            line = line[match.end() :]
+        elif match := re.match(r"^  ([\w.-]+/)\s", line):
+            here = top + match.group(1)
+            line = line[match.end() :]
+        files.update(here + name for name in LAYOUT_FILE.findall(line))
+    return folders, files
+
+
+def test_the_layout_names_every_module() -> None:
+    """docs/development.md's layout lists every top-level folder holding code and every
+    module in it (tests/ aside: "pytest suite"), and names no file that does not exist."""
+    folders, files = layout_entries()
+    patterns = ignored_patterns()
+    code_folders = {
+        folder
+        for folder in top_folders()
+        if not folder.startswith(".") and any((REPO / folder).rglob("*.py"))
+    }
+    unlisted_folders = sorted(code_folders - folders)
+    modules = {
+        rel(path)
+        for folder in folders - {"tests"}
+        for path in (REPO / folder).rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") and not is_ignored(rel(path), patterns)
+    }
+    missing = sorted(modules - files)
+    gone = sorted(name for name in files if not (REPO / name).exists())
+    assert not (unlisted_folders or missing or gone), (
+        f"{rel(DEVELOPMENT)} Layout:\n"
+        + "".join(f"  folder not listed: {name}/\n" for name in unlisted_folders)
+        + "".join(f"  module not listed: {name}\n" for name in missing)
+        + "".join(f"  listed, does not exist: {name}\n" for name in gone)
+    )
 
 
 # --- Settings: every option of every command ------------------------------------------------

@@ -12,7 +12,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from common.schema import CSV_HEADER
+from common.schema import CSV_HEADER, LEGACY_CSV_HEADER
 from conftest import REPO, Pipeline, Proc, wait_until
 
 
@@ -127,6 +127,33 @@ def test_producer_restart_is_recorded_as_not_produced(pipeline: Pipeline):
     assert verify(pipeline.cwd, CSV).returncode == 0
 
 
+def test_a_log_of_an_earlier_release_is_moved_aside_and_continued(pipeline: Pipeline):
+    """A CSV whose header lacks the anomaly_metrics column (an earlier release's) is never
+    appended to: the logger moves it, whole, to the next numbered part, says so in one line,
+    and continues in a new file right after that part's last seqs: verify finds every
+    sample once over both files, with no gap."""
+    pipeline.producer("--rate", "20", "--devices", "2")
+    path = pipeline.cwd / CSV
+    logger = pipeline.logger("--flush-interval", "0.1")
+    wait_until(lambda: rows(path) > 40, timeout=10)
+    logger.stop()
+    header, *lines = path.read_text().splitlines()
+    assert header == CSV_HEADER and header.endswith(",anomaly_metrics")
+    old = [LEGACY_CSV_HEADER, *(line.rsplit(",", 1)[0] for line in lines)]
+    path.write_text("\n".join(old) + "\n")
+    logger = pipeline.logger("--flush-interval", "0.1")
+    part = pipeline.cwd / "data" / "stream_log-000001.csv"
+    logger.wait_for(r"lacks the anomaly_metrics column .* moved it to stream_log-000001\.csv")
+    wait_until(lambda: rows(path) > 40, timeout=10)
+    logger.stop()
+    assert part.read_text().splitlines() == old
+    assert path.read_text().startswith(CSV_HEADER + "\n")
+    result = verify(pipeline.cwd, "data/stream_log-000001.csv", CSV)
+    assert result.returncode == 0, result.stdout
+    assert "recorded gaps (missing samples): none" in result.stdout
+    assert f"{len(lines) + rows(path)} rows" in result.stdout
+
+
 def test_torn_and_nul_padded_tail_is_repaired_and_refilled(pipeline: Pipeline):
     """A torn, NUL-padded last row is cut at start and the row comes back, byte for byte,
     from the producer's history; the log ends up complete."""
@@ -193,7 +220,7 @@ def test_disk_full_keeps_the_file_valid_and_recovers(pipeline: Pipeline):
 def test_verify_reports_problems(tmp_path):
     """Duplicates, torn rows and unrecorded gaps make verify fail with a summary."""
     header = CSV_HEADER + "\n"
-    row = "2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,host-01,{0},,,,\n"
+    row = "2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,host-01,{0},,,,,\n"
     good = header + "".join(row.format(i) for i in range(5))
     (tmp_path / "good.csv").write_text(good)
     assert verify(tmp_path, "good.csv").returncode == 0
@@ -217,7 +244,7 @@ def test_verify_names_what_is_wrong_in_a_row(tmp_path):
     """Quoted ids read back whole; a row with a field too many, a seq that is not a number,
     bytes that are not UTF-8, and both, are each reported in one line naming the file."""
     header = CSV_HEADER + "\n"
-    row = '2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,"rack 4, ""a""",{0},,,,\n'
+    row = '2025-08-04 00:00:0{0},1.0,2.0,3.0,4.0,"rack 4, ""a""",{0},,,,,\n'
     good = header + "".join(row.format(i) for i in range(5))
     (tmp_path / "quoted.csv").write_text(good)
     result = verify(tmp_path, "quoted.csv")
@@ -234,7 +261,7 @@ def test_verify_names_what_is_wrong_in_a_row(tmp_path):
     assert result.returncode == 1 and "bytes.csv: a row is not UTF-8 text" in result.stdout
     (tmp_path / "both.csv").write_bytes(good.encode() + not_utf8[:-4] + b"\n")
     result = verify(tmp_path, "both.csv")
-    assert result.returncode == 1 and "both.csv: malformed row at line 7: 8 fields, not 11" in (
+    assert result.returncode == 1 and "both.csv: malformed row at line 7: 9 fields, not 12" in (
         result.stdout
     )
 

@@ -31,8 +31,10 @@ def generate(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def csv_as_typed(path: Path) -> pd.DataFrame:
-    """The CSV as pandas reads it, timestamps marked UTC (as its text is) at millisecond unit."""
-    frame = pd.read_csv(path, parse_dates=["timestamp"])
+    """The CSV as the documented recipe reads it (ids as nullable integers), timestamps
+    marked UTC (as its text is) at millisecond unit."""
+    ids = dict.fromkeys(("anomaly_id", "anomaly_root"), "Int64")
+    frame = pd.read_csv(path, parse_dates=["timestamp"], dtype=ids)
     frame["timestamp"] = frame["timestamp"].dt.tz_localize("UTC").astype("datetime64[ms, UTC]")
     return frame
 
@@ -51,9 +53,10 @@ TYPED = {
     "device": "category",
     "seq": "int64",
     "anomaly": "category",
-    "anomaly_id": "float64",  # pandas shows an int64 column with nulls as float64
-    "anomaly_root": "float64",
+    "anomaly_id": "Int64",  # nullable integers (the file's pandas metadata says so)
+    "anomaly_root": "Int64",
     "event": "category",
+    "anomaly_metrics": "category",
 }
 
 
@@ -81,7 +84,10 @@ def test_parquet_equals_the_csv_row_for_row(tmp_path, rate, duration, millis):
     assert len(typed) > 0 and typed["anomaly"].notna().any() and typed["cpu"].isna().any()
     assert (typed["timestamp"].dt.microsecond != 0).any() == millis
     assert list(typed["anomaly"].cat.categories) == list(schema.ANOMALY_KINDS)
-    labels = ("device", "anomaly", "event")  # categories here, text (or all-NaN) in the CSV
+    assert list(typed["anomaly_metrics"].cat.categories) == list(schema.METRIC_SETS[1:])
+    assert typed["anomaly_metrics"].notna().equals(typed["anomaly"].notna())
+    # categories here, text (or all-NaN) in the CSV
+    labels = ("device", "anomaly", "event", "anomaly_metrics")
     shown = typed.astype(dict.fromkeys(labels, object)).where(typed.notna(), np.nan)
     text = text.astype(dict.fromkeys(labels, object)).where(text.notna(), np.nan)
     pd.testing.assert_frame_equal(shown, text, check_exact=True)

@@ -82,6 +82,7 @@ class TestContract:
                 "anomaly_id",
                 "anomaly_root",
                 "event",
+                "anomaly_metrics",
             ]
             assert TIMESTAMP_MS.match(sample["timestamp"])
             if sample["anomaly"] == "dropout":

@@ -47,6 +47,10 @@ def random_batch(
     rows["anomaly"] = rng.integers(0, len(schema.ANOMALY_KINDS) + 1, n) * (rng.random(n) < 0.3)
     rows["anomaly_id"] = np.where(rows["anomaly"] > 0, rng.integers(1, 10**13, n), 0)
     rows["anomaly_root"] = np.where(rng.random(n) < 0.5, rows["anomaly_id"], 0)
+    # every set of metrics an anomaly may alter; none where there is no anomaly
+    rows["anomaly_metrics"] = np.where(
+        rows["anomaly"] > 0, rng.integers(1, schema.METRIC_SETS_MAX + 1, n), 0
+    )
     rows["event"] = rng.integers(0, len(schema.EVENT_KINDS) + 1, n) * (rng.random(n) < 0.2)
     return schema.Batch(rows, precision, decimals)
 
@@ -252,7 +256,42 @@ def test_the_compiled_rows_with_nowhere_to_cache_them(tmp_path) -> None:
 def test_the_compiled_rows_decline_unknown_labels() -> None:
     """A label code past the known kinds (never in a valid batch) makes the compiled loop
     decline, rather than read past its tables."""
-    for label in ("anomaly", "event"):
+    for label in ("anomaly", "event", "anomaly_metrics"):
         batch = random_batch(200, schema.SECONDS, seed=4)
         batch.rows[label][150] = 200
         assert render_compiled.csv_rows(batch) is None
+
+
+def test_anomaly_metrics_are_the_windows_files_form():
+    """Each labelled sample names the metrics its anomaly alters, `|`-joined in the contract's
+    order as the windows file's `metrics` column does, the same text in CSV (last column) and
+    JSON (a string); an unlabelled sample has an empty field and null."""
+    import csv
+    import io
+
+    batch = random_batch(400, schema.SECONDS, seed=8)
+    rows = batch.rows
+    expected = ["|".join(schema.metric_names(int(m))) for m in rows["anomaly_metrics"]]
+    assert {"cpu", "mem|net", "cpu|mem|disk_io|net"} <= set(expected)
+    parsed = list(csv.reader(io.StringIO(render.csv_rows(batch).decode())))
+    assert [row[-1] for row in parsed] == expected
+    assert schema.COLUMNS[-1] == "anomaly_metrics"
+    shown = [json.loads(o)["anomaly_metrics"] for o in render.json_objects(batch)]
+    assert shown == [text or None for text in expected]
+    labelled = rows["anomaly"] > 0
+    assert [bool(text) for text in expected] == labelled.tolist()
+
+
+def test_a_stray_anomaly_metrics_mask_is_not_a_valid_sample():
+    """Bits beyond the four metrics, or metrics named on a sample without an anomaly, are
+    refused by the one definition of a valid sample, naming the value."""
+    batch = random_batch(50, schema.SECONDS, seed=6)
+    for metric in schema.METRICS:  # values inside every domain: only the labels differ
+        batch.rows[metric] = 5.0
+    schema.validate(batch.rows)
+    for value, kind in ((16, 1), (3, 0)):
+        rows = batch.rows.copy()
+        rows["anomaly"][10], rows["anomaly_id"][10] = kind, kind
+        rows["anomaly_metrics"][10] = value
+        with pytest.raises(ValueError, match=f"anomaly_metrics {value} with anomaly code {kind}"):
+            schema.validate(rows)

@@ -128,6 +128,24 @@ def test_an_unusable_file_stops_the_producer(tmp_path, case, lines, message):
         assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ("spike,7,cpu|gpu", "anomaly_metrics 'cpu|gpu' is not metrics of cpu, mem, disk_io, net"),
+        (",,mem", "anomaly_metrics 'mem' on a sample without an anomaly"),
+    ],
+)
+def test_a_bad_anomaly_metrics_field_stops_the_producer(tmp_path, label, message):
+    """A log's anomaly_metrics must name metrics, joined by |, on an anomaly's samples only:
+    anything else is a bad row, named with its line and text."""
+    header = "timestamp,cpu,mem,disk_io,net,device,anomaly,anomaly_id,anomaly_metrics"
+    write(tmp_path / "in.csv", header, row(0, label="spike,7,cpu|net"), row(5, label=label))
+    result = producer_exits(tmp_path, "--replay-file", "in.csv")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("producer: error: replay file in.csv line 3: "), result.stderr
+    assert message in result.stderr
+
+
 def test_a_file_of_only_bad_rows_is_refused_even_when_skipping(tmp_path):
     """Skipping every row would replay nothing: the producer says so, naming the first."""
     write(tmp_path / "in.csv", HEADER, row(0, cpu="-1"), row(5, cpu="x"))
@@ -348,10 +366,12 @@ def test_our_own_log_replays_byte_identical_values_and_labels(pipeline: Pipeline
     path = pipeline.cwd / CSV
     original = logged(pipeline.cwd / "source.csv")
     wait_until(lambda: len(logged(path)) == len(original), timeout=15)
-    fields = ["cpu", "mem", "disk_io", "net", "device", *schema.COLUMNS[-4:]]
+    labels = schema.COLUMNS[schema.COLUMNS.index("anomaly") :]  # anomaly_metrics included
+    fields = ["cpu", "mem", "disk_io", "net", "device", *labels]
     replayed = logged(path)
     assert [[r[f] for f in fields] for r in replayed] == [[r[f] for f in fields] for r in original]
     assert any(r["anomaly"] for r in replayed)
+    assert all(bool(r["anomaly_metrics"]) == bool(r["anomaly"]) for r in replayed)
     gaps = pd.to_datetime([r["timestamp"] for r in replayed]).diff()[1:]
     assert set(gaps) <= {pd.Timedelta(0), pd.Timedelta(seconds=1)}
 

@@ -204,7 +204,9 @@ def test_a_resume_that_holds_more_live_samples_than_the_bound_is_dropped(pipelin
 def test_scaled_producers_resume_per_device(pipeline: Pipeline):
     """With two producers whose seqs differ, a client resuming with per-device seqs gets each
     device's missed samples from the producer that owns it, then live, contiguous."""
-    fleet = ("--rate", "20", "--devices", "4")
+    # Given a seed, each producer starts a series of its own (without one, producer 2 would
+    # take producer 1's, seqs included).
+    fleet = ("--rate", "20", "--devices", "4", "--seed", "3")
     pipeline.producer("--shard", "1/2", *fleet)
     pipeline.broadcaster("--producers", "2")
     wait_for_seq(pipeline.ws_url, 30)  # producer 2's series starts later: other seqs

@@ -45,7 +45,7 @@ class TestRendering:
         assert line == (
             '{"timestamp":"2025-08-03 14:00:00","cpu":47.2,"mem":62.1,"disk_io":120.0,'
             '"net":58.0,"device":"host-01","seq":7,"anomaly":null,"anomaly_id":null,'
-            '"anomaly_root":null,"event":null}'
+            '"anomaly_root":null,"event":null,"anomaly_metrics":null}'
         )
         assert list(json.loads(line))[:5] == ["timestamp", "cpu", "mem", "disk_io", "net"]
 
@@ -62,6 +62,7 @@ class TestRendering:
             "58.0",
             "host-01",
             "7",
+            "",
             "",
             "",
             "",

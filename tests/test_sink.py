@@ -123,8 +123,8 @@ def test_failed_write_is_undone(tmp_path):
 
 def test_log_sink_writes_rows_in_order_at_their_precision_across_a_failed_write(tmp_path):
     """LogSink renders pending records when it writes: the same text in the same order, each
-    batch at its own timestamp precision, and a write the disk refuses keeps every row for
-    the next flush."""
+    batch at its own timestamp precision, a change of precision starting a new file (one
+    format per file), and a write the disk refuses keeps every row for the next flush."""
     import numpy as np
 
     from common import render, schema
@@ -162,6 +162,8 @@ def test_log_sink_writes_rows_in_order_at_their_precision_across_a_failed_write(
         sink.write_batch(part)
     assert sink.flush() is True
     sink.close()
-    data = path.read_bytes()[len(CSV_HEADER) + 1 :]
-    assert data == b"".join(render.csv_rows(p) for p in parts)
-    assert sink.rows_written == 106 and b".123," in data and data.count(b"\n") == 106
+    files = [tmp_path / "log-000001.csv", tmp_path / "log-000002.csv", path]
+    texts = [f.read_bytes()[len(CSV_HEADER) + 1 :] for f in files]
+    assert b"".join(texts) == b"".join(render.csv_rows(p) for p in parts)
+    assert [t.count(b"\n") for t in texts] == [103, 2, 1]  # seconds, milliseconds, seconds
+    assert sink.rows_written == 106 and b".123," in texts[1] and b".123," not in texts[0]

@@ -233,6 +233,7 @@ class TestWindowsFile:
         wait_until(lambda: len(lines(path)) > 4000, timeout=20)
         assert logger.stop()[0] == 0
         frame = pd.read_csv(path, parse_dates=["timestamp"])
+        frame["timestamp"] = frame["timestamp"].dt.tz_localize("UTC")  # the windows' say UTC
         labelled = frame[frame["anomaly_id"].notna()]
         expected = labelled.groupby("anomaly_id").agg(start=("timestamp", "min"))
         windows = pd.read_csv(

@@ -18,6 +18,7 @@ from common import schema
 from conftest import Pipeline, wait_until
 
 BASE_KEYS = ["timestamp", "device", "seq", "anomaly", "anomaly_id", "anomaly_root", "event"]
+BASE_KEYS += ["anomaly_metrics"]
 
 
 class TestParsing:

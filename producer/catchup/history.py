@@ -38,6 +38,7 @@ class History:
         self._blocks_layout = Layout()  # the layout of the blocks looked at last
         self.skipped: deque[tuple[int, int]] = deque(maxlen=1000)  # seq ranges never produced
         self.series_first: int | None = None  # first seq of the series this run continues
+        self.series: dict | None = None  # what it publishes (producer.sources.series.identity)
         # Seqs a source refused to publish, with the reason, per device (bounded: the oldest go).
         self.withheld: dict[str, deque[tuple[int, int, str]]] = {}
         self.requests = 0
@@ -95,6 +96,7 @@ class History:
             skipped=list(self.skipped),
             series_first=self.series_first,
             withheld={d: list(r) for d, r in self.withheld.items()},
+            series=self.series,
         )
 
     def _close_block(self, now: float) -> None:

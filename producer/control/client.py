@@ -1,36 +1,64 @@
-"""`python -m producer ctl`: send one control request to a running producer, return its answer."""
+"""`python -m producer ctl`: send one control request to a running producer, return its answer
+(the requests themselves live in common.control, which the broadcaster uses too)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from common import bus, control
-from common.bus import PLAIN, Security
+from common import shards
+from common.bus import Security
+from common.control import ask, ask_all
 from common.errors import StartupError
+from common.ready import instance_files
 
 
-def ask(endpoint: str, request: dict[str, Any], timeout: float, security: Security = PLAIN) -> dict:
-    """The producer's reply; StartupError if it does not answer, or answers nonsense."""
-    answer = bus.ask(endpoint, control.encode(request), timeout, security)
+__all__ = ["ask", "ask_all", "describe", "formation"]
+
+
+def formation(
+    setting: str, security: Security, timeout: float, ready_template: str | None = None
+) -> list[str]:
+    """Every producer's control endpoint, when nothing said how many producers there are:
+    from their ready files if they write them (the endpoints actually bound), else from
+    producer 1, whose status names the count (its shard, `1/N`). One endpoint if neither
+    tells (producer 1 does not answer: the request then reports it)."""
+    found = instance_files(ready_template, "producer") if ready_template else {}
+    if 1 in found and all(info.get("control") for info in found.values()):
+        return [str(found[i]["control"]) for i in sorted(found)]
+    first = shards.endpoints(setting, 1)[0]
     try:
-        return control.decode_reply(answer)
-    except control.ControlError as exc:
-        raise StartupError(f"bad answer from {endpoint}: {exc}") from None
+        reply = ask(first, {"cmd": "status"}, timeout, security)
+        count = shards.parse_shard(str(reply.get("shard", "1/1")))
+    except (StartupError, ValueError):
+        return [first]
+    if count is None or count.count == 1:
+        return [first]
+    return shards.endpoints(setting, count.count)
 
 
-def ask_all(
-    endpoints: list[str], request: dict[str, Any], timeout: float, security: Security = PLAIN
-) -> list[dict]:
-    """Every producer's reply, in the order of `endpoints`, asked at once (so one that is
-    down costs `timeout` once, not per producer); a producer that does not answer gets
-    {"ok": false, "error": ...} in its place."""
-
-    def one(endpoint: str) -> dict:
-        try:
-            return ask(endpoint, request, timeout, security)
-        except StartupError as exc:
-            return {"ok": False, "error": str(exc)}
-
-    with ThreadPoolExecutor(max_workers=len(endpoints) or 1) as pool:
-        return list(pool.map(one, endpoints))
+def describe(endpoints: list[str], statuses: list[dict], here: Path | None = None) -> list[str]:
+    """Lines that say which pipeline `ctl` talks to: each producer's endpoint, pid, seed and
+    the directory it runs in, and a note if that is not this directory."""
+    here = Path.cwd() if here is None else here
+    answered = [(e, s) for e, s in zip(endpoints, statuses, strict=True) if "pid" in s]
+    if not answered:
+        return []
+    places = {s.get("cwd") for _, s in answered}
+    seeds = {s.get("seed") for _, s in answered if s.get("seed") is not None}
+    where = places.pop() if len(places) == 1 else None
+    count = f"{len(endpoints)} producers" if len(endpoints) > 1 else "the producer"
+    about = f"talking to {count} of the pipeline in {where}" if where else f"talking to {count}"
+    if len(seeds) == 1:
+        about += f" (seed {seeds.pop()})"
+    elif seeds:
+        about += f" (seeds {', '.join(map(str, sorted(seeds)))}: not one series)"
+    parts = [f"{s.get('shard', '?')} at {e} (pid {s['pid']})" for e, s in answered]
+    lines = [f"{about}: {', '.join(parts)}"]
+    elsewhere = sorted({str(s.get("cwd")) for _, s in answered} - {str(here)})
+    if elsewhere:
+        lines.append(
+            f"note: it runs in {', '.join(elsewhere)}, not in this directory ({here}): "
+            "another pipeline than this directory's settings describe?"
+        )
+    return lines

@@ -69,8 +69,9 @@ class IdleSource:
 
     device_names: list[str] = []
 
-    def __init__(self, shard: Shard, what: str) -> None:
+    def __init__(self, shard: Shard, what: str, series: series_store.Series | None = None) -> None:
         self.shard, self.what = shard, what
+        self.series = series  # the formation's, which producers 2..N learn from producer 1
 
     def describe(self) -> str:
         return f"idle: producer {self.shard} owns none of {self.what}"

@@ -387,6 +387,24 @@ def _labels(
             lambda i, t=text, c=column: f"{c} {t[i]!r} is not a non-negative integer",
         )
         labels[column] = np.array([i or 0 for i in ids], np.uint64)[codes]
+    if "anomaly_metrics" in frame:  # our logs since the column exists; earlier ones: not known
+        text = frame["anomaly_metrics"].str.strip()
+        codes, distinct = pd.factorize(text)
+        masks = [_metric_mask(str(d)) for d in distinct]
+        known = np.array([m is not None for m in masks], bool)
+        check(
+            rows & ~known[codes],
+            lambda i, t=text: (
+                f"anomaly_metrics {t[i]!r} is not metrics of {', '.join(schema.METRICS)} "
+                "joined by | (or empty)"
+            ),
+        )
+        labels["anomaly_metrics"] = np.array([m or 0 for m in masks], np.uint8)[codes]
+        stray = rows & known[codes] & (labels["anomaly_metrics"] > 0) & (labels["anomaly"] == 0)
+        check(
+            stray,
+            lambda i, t=text: f"anomaly_metrics {t[i]!r} on a sample without an anomaly",
+        )
     kind, ids = labels["anomaly"], labels["anomaly_id"]
     texts = [frame[c].str.strip() if c in frame else pd.Series([""] * n) for c in _LABEL_COLUMNS]
     check(
@@ -397,6 +415,16 @@ def _labels(
         ),
     )
     return labels
+
+
+def _metric_mask(text: str) -> int | None:
+    """`cpu|net` as a bit mask over schema.METRICS (0 for empty); None if not such a text."""
+    if text == "":
+        return 0
+    names = text.split("|")
+    if not set(names) <= set(schema.METRICS):
+        return None
+    return sum(1 << schema.METRICS.index(name) for name in set(names))
 
 
 def _id(text: str) -> int | None:

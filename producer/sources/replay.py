@@ -52,6 +52,19 @@ class ReplaySource:
             f"from seq {self.series.seq_base}"
         )
 
+    def fleet(self) -> dict:
+        """What a dashboard shows beside the samples: the kinds the file's labels hold (NAB
+        windows are `window`) and the clock's speed."""
+        r = self.recording
+        codes = np.unique(r.anomaly[~r.refused]).tolist()
+        return {
+            "speed": self.speed,
+            "anomaly_kinds": [schema.ANOMALY_KINDS[c - 1] for c in codes if c],
+            "event_kinds": [
+                schema.EVENT_KINDS[c - 1] for c in np.unique(r.event[~r.refused]).tolist() if c
+            ],
+        }
+
     def _due(self, row: int, round_: int) -> float:
         position = round_ * self.recording.span_ms + self._offset[row]
         return self.series.wall_origin_ms + position / self.speed

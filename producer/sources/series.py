@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import secrets
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +152,65 @@ def continue_or_start(
         wanted = Series(**{**asdict(wanted), "seq_base": seq_base})
     save(path, wanted)
     return wanted, False
+
+
+def identity(series: Series, replay_file: str | None = None, host: str | None = None) -> dict:
+    """What a log tells series apart by: the source, and for a simulation its seed, fleet size
+    and scenario (the rate, the start and a restart are the same series: its seqs go on);
+    for a replay the file, for the live source the host. Every producer of a formation
+    gives the same, so their samples belong in one log."""
+    if series.source == "replay":
+        return {"source": "replay", "file": replay_file or ""}
+    if series.source == "live":
+        return {"source": "live", "host": host or ""}
+    return {
+        "source": series.source,
+        "seed": series.seed,
+        "devices": series.devices,
+        "scenario": series.scenario,
+    }
+
+
+def to_dict(series: Series) -> dict:
+    """The series as JSON-ready fields (what the state file and `ctl` carry)."""
+    return asdict(series)
+
+
+def from_dict(data: dict) -> Series:
+    """A series from `to_dict`'s fields; ValueError if they are not a series."""
+    try:
+        return Series(**{f.name: data[f.name] for f in fields(Series) if f.name in data})
+    except TypeError as exc:
+        raise ValueError(f"not a series: {exc}") from None
+
+
+def adopt(path: Path, formation: Series, now_ms: float) -> tuple[Series, bool]:
+    """Producer I > 1 of a formation publishes producer 1's series (`formation`): the same
+    seed, time grid and seq numbering. Returns it (saved) and whether it continues the saved
+    series. If this producer's saved series could have published seqs that the formation's
+    would now repeat with other data (an earlier series of its own), its seqs are moved past
+    them, with a warning: a seq is never used twice."""
+    saved = load(path)
+    if (
+        saved is not None
+        and saved.seq_base >= formation.seq_base
+        and replace(saved, seq_base=formation.seq_base) == formation
+    ):
+        return saved, True  # the formation's series, or it moved past an earlier one of ours
+    series = formation
+    if saved is not None:
+        used = saved.seq_base + saved.tick_due_at_or_after(now_ms) + 1
+        first = formation.seq_base + formation.tick_due_at_or_after(now_ms)
+        if first < used:
+            log.warning(
+                "this producer's earlier series used seqs up to %d: its seqs run %d above "
+                "producer 1's, so that none is used twice",
+                used - 1,
+                used - first,
+            )
+            series = Series(**{**asdict(formation), "seq_base": formation.seq_base + used - first})
+    save(path, series)
+    return series, False
 
 
 def rerate(path: Path, old: Series, next_tick: int, rate: float) -> Series:

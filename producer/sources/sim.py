@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from common import schema
-from producer.model.anomalies import EVENT, AnomalyPlan, apply
+from producer.model.anomalies import EVENT, SIMULATED_KINDS, AnomalyPlan, apply
 from producer.model.roles import DEFAULT_MIX, Role, RoleMix
 from producer.model.scenario import Scenario
 from producer.model.timeline import Timeline, root_ids
@@ -96,6 +96,7 @@ class SimSource:
         """Publish `series` from `first_tick` on (at start, and when the rate changes)."""
         self.series = series
         self.next_tick = first_tick
+        self.change: tuple[int, Series] | None = None  # (tick, series) to follow from then
         self.precision = schema.precision_for_rate(series.rate)
         owned = len(self.device_indices)
         self.ticks_per_message = max(1, schema.ROWS_PER_MESSAGE // owned)
@@ -104,6 +105,14 @@ class SimSource:
         self.prefetch_ticks = max(1, min(wanted, PREFETCH_ROWS // owned))
         self._ready: schema.Batch | None = None  # generated ahead: ticks _ready_first..
         self._ready_first = 0
+
+    def change_at(self, tick: int, series: Series) -> None:
+        """Follow `series` (a rate change) from this series' `tick` on: now if it is next,
+        else once the ticks before it are published."""
+        if tick <= self.next_tick:
+            self.follow(series, 0)
+        else:
+            self.change = (tick, series)
 
     def inject(self, event: np.ndarray) -> None:
         """Add anomalies (EVENT records naming global device indices) from now on."""
@@ -127,9 +136,44 @@ class SimSource:
     def next_due_ms(self) -> float:
         return self.series.due_ms(self.next_tick)
 
+    def fleet(self) -> dict:
+        """What a dashboard shows beside the samples: each device's group, the anomaly kinds
+        its random anomalies and scenario can make (`ctl inject` may add any simulated kind),
+        the planned events of the scenario on these devices, and the clock's speed."""
+        plans = [self.anomalies] if self.timeline is None else self.timeline.plans
+        codes = {int(c) for plan in plans if plan.chance > 0 for c in plan.kind_codes}
+        info: dict = {"speed": self.series.speed, "origin_ms": self.series.origin_ms}
+        if self.timeline is not None:
+            codes |= {int(c) for c in self.timeline.scheduled["kind"]}
+            group = {
+                name: g.name for g in self.timeline.scenario.groups for name in g.devices
+            }
+            info["groups"] = {name: group[name] for name in self.device_names}
+            where = dict(zip(self.device_indices.tolist(), self.device_names, strict=True))
+            planned = self.timeline.planned
+            info["planned"] = [
+                {
+                    "device": where[int(p["device"])],
+                    "kind": schema.EVENT_KINDS[int(p["code"]) - 1],
+                    "start_ms": int(p["start"]),
+                    "end_ms": int(p["end"]),
+                }
+                for p in planned[np.argsort(planned["start"], kind="stable")]
+            ]
+            info["event_kinds"] = sorted(
+                {e["kind"] for e in info["planned"]}, key=schema.EVENT_KINDS.index
+            )
+        info["anomaly_kinds"] = [schema.ANOMALY_KINDS[c - 1] for c in sorted(codes)]
+        info["injectable_kinds"] = list(SIMULATED_KINDS)
+        return info
+
     def take(self, now_ms: float) -> list[schema.Batch]:
+        if self.change is not None and self.next_tick >= self.change[0]:
+            self.follow(self.change[1], 0)
         series = self.series
         last = max(self.next_tick, series.last_tick_due_by(now_ms))
+        if self.change is not None:
+            last = min(last, self.change[0] - 1)  # the rest belongs to the changed series
         behind_s = (last - self.next_tick) / (series.rate * series.speed)
         if behind_s > self.max_lag_s:
             # Suspended or starved: skip rather than flood subscribers with stale samples.

@@ -1,0 +1,1 @@
+"""The scorer: detectors' alerts matched against the stream's exact labels, live or from files."""

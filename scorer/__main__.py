@@ -1,0 +1,4 @@
+from common.cli import main
+from scorer.cli import main as command
+
+main(command, "scorer")
