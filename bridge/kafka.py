@@ -332,33 +332,33 @@ class KafkaSink:
                 producer.poll(0.05)
 
     def _produce_block(self, producer: Producer, topic: str, block: Block) -> None:
-        """One record per sample, as `_produce_message` would make it: rendered, keyed and
-        given its headers in bulk, so that the loop does little more than hand them over."""
+        """One record per sample, as `_produce_message` would make it: rendered in bulk,
+        then handed over in one loop. Each record's headers are made as it is handed over,
+        so they die young (a list of them all, made first, cost the collector 0.3 µs a
+        sample); labels, which few samples carry, are found for the block at once."""
         batch = block.batch
         rows = batch.rows
         payloads = render.json_objects(batch)
         keys = rows["device"].tolist()  # the ids as stored: bytes, the key as is
-        seqs = map(str, rows["seq"].tolist())
-        times = map(str, rows["ts_ms"].tolist())
         partitions = self._partitions
         places = [partitions.get(key) for key in keys]
         if None in places:
             places = [self._partition(key) for key in keys]
-        headers = [
-            [("device", key), (SEQ_HEADER, seq), (TIME_HEADER, ms)]
-            for key, seq, ms in zip(keys, seqs, times, strict=True)
-        ]
-        for i, found in row_labels(rows).items():
-            headers[i] += found
+        marks = row_labels(rows)
         produce = producer.produce
-        for key, payload, partition, record in zip(keys, payloads, places, headers, strict=True):
+        seqs, times = rows["seq"].tolist(), rows["ts_ms"].tolist()
+        records = zip(keys, payloads, places, seqs, times, strict=True)
+        for i, (key, payload, partition, seq, ms) in enumerate(records):
+            headers = [("device", key), (SEQ_HEADER, str(seq)), (TIME_HEADER, str(ms))]
+            if marks and i in marks:
+                headers += marks[i]
             try:
-                produce(topic, payload, key, partition=partition, headers=record)
+                produce(topic, payload, key, partition=partition, headers=headers)
             except BufferError:  # the client's queue is full: let it send some, then go on
                 while True:
                     producer.poll(0.05)
                     try:
-                        produce(topic, payload, key, partition=partition, headers=record)
+                        produce(topic, payload, key, partition=partition, headers=headers)
                         break
                     except BufferError:
                         continue

@@ -7,7 +7,7 @@ which is what lets the logger and the backfill write millions of rows per second
 Numpy's fixed cost (~0.8 ms a batch) would dominate a tick of a few samples, so small
 batches are formatted row by row in Python, to the very same text.
 The CSV and the JSON of a sample show the very same text for every value. Large
-batches' CSV rows are written by a compiled loop where numba is installed
+batches' CSV rows and JSON objects are written by compiled loops where numba is installed
 (common/render_compiled.py), to the very same text.
 """
 
@@ -303,6 +303,12 @@ def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS)
     n = len(batch)
     if not n:
         return []
+    if n > SMALL_BATCH and _COMPILED:
+        from common import render_compiled
+
+        text = render_compiled.json_lines(batch, metrics)
+        if text is not None:
+            return text.split(b"\n")[:-1]
     if not _exact(batch):
         return [_only(line, metrics) for line in schema.to_json(batch)]
     if n <= SMALL_BATCH:

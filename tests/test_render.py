@@ -189,6 +189,43 @@ def test_the_compiled_rows_are_the_numpy_rows(precision: int, decimals: int) -> 
 
 @needs_numba
 @pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
+@pytest.mark.parametrize("decimals", [0, 1, 5, 12])
+def test_the_compiled_json_is_the_numpy_json(precision: int, decimals: int) -> None:
+    """The compiled JSON loop gives the numpy matrices' objects (and so the reference's), for
+    every subset of the metrics a client may ask for, NaN, negative values, huge ids and seqs
+    and ids in other scripts; an id that JSON escapes (a quote, a backslash) declines the
+    batch, which json_objects then renders the numpy way."""
+    subsets = [schema.METRICS, ("cpu",), ("mem", "net"), ()]
+    for seed in range(4):
+        batch = random_batch(3000, precision, seed=seed, decimals=decimals)
+        names = [AWKWARD_IDS[i % len(AWKWARD_IDS)] for i in range(len(batch))]
+        plain = [n for n in names if '"' not in n and "\\" not in n]
+        batch.rows["device"] = schema.device_array([plain[i % len(plain)] for i in range(3000)])
+        batch.rows["seq"][:2] = [0, 2**64 - 1]
+        batch.rows["anomaly_id"][2] = 2**64 - 1
+        if decimals == 12:
+            for metric in schema.METRICS:
+                batch.rows[metric] = np.round(batch.rows[metric] % 999, 12)
+        assert render._exact(batch)
+        for metrics in subsets:
+            text = render_compiled.json_lines(batch, metrics)
+            assert text is not None
+            assert text.split(b"\n")[:-1] == render._matrix_json(batch, metrics)
+        assert render.json_objects(batch) == [line.encode() for line in schema.to_json(batch)]
+    awkward = random_batch(500, precision, seed=5, decimals=decimals, awkward=True)
+    assert render_compiled.json_lines(awkward) is None
+    assert render.json_objects(awkward) == [line.encode() for line in schema.to_json(awkward)]
+    for outside in (render_compiled._FIRST_MS - 1, render_compiled._END_MS):
+        batch.rows["ts_ms"][-1] = outside
+        assert render_compiled.json_lines(batch) is None
+    for label in ("anomaly", "event", "anomaly_metrics"):
+        unknown = random_batch(200, precision, seed=4)
+        unknown.rows[label][150] = 200
+        assert render_compiled.json_lines(unknown) is None
+
+
+@needs_numba
+@pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
 def test_the_compiled_timestamps_are_numpys_over_years_1000_to_9999(precision: int) -> None:
     """Timestamps anywhere from 1000-01-01 to 9999-12-31 (before 1970 too, leap days, the
     last millisecond of a day) show as numpy shows them; outside, the numpy path is used."""
