@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -29,6 +30,14 @@ CHUNK_ROWS = 10_000  # larger batches are rendered in chunks of this many rows
 # CSV rows of larger batches come from a compiled loop when numba is installed: imported on
 # the first such batch, since numba costs ~0.1 s and ~120 MB that small streams never need.
 _COMPILED = importlib.util.find_spec("numba") is not None
+# JSON objects too, but the processes that render them (the broadcaster, the bridges) serve
+# live clients: the loop is made ready in a thread on the first large batch (from numba's
+# cache ~0.3 s, compiled on a fresh machine 2-5 s), and the numpy matrices render meanwhile,
+# rather than every client waiting for the compiler.
+_json_loop: Callable[..., bytes | None] | None = None
+_json_warming = threading.Lock()
+_json_started = False
+_json_tried = threading.Event()  # the thread has finished, made ready or not
 
 
 def _literal(text: bytes, n: int) -> np.ndarray:
@@ -304,9 +313,8 @@ def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS)
     if not n:
         return []
     if n > SMALL_BATCH and _COMPILED:
-        from common import render_compiled
-
-        text = render_compiled.json_lines(batch, metrics)
+        loop = _json_loop or _warm_json()
+        text = loop(batch, metrics) if loop is not None else None
         if text is not None:
             return text.split(b"\n")[:-1]
     if not _exact(batch):
@@ -314,6 +322,39 @@ def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS)
     if n <= SMALL_BATCH:
         return _small_json(batch, metrics)
     return _matrix_json(batch, metrics)
+
+
+def _warm_json() -> Callable[..., bytes | None] | None:
+    """The compiled JSON loop if ready; else None, after starting (once) a thread that makes
+    it ready."""
+    global _json_started
+    with _json_warming:
+        if not _json_started:
+            _json_started = True
+            threading.Thread(target=_make_json_loop, name="render-compile", daemon=True).start()
+    return _json_loop
+
+
+def _make_json_loop() -> None:
+    global _json_loop
+    try:
+        from common import render_compiled
+
+        rows = schema.empty_rows(SMALL_BATCH + 1)
+        render_compiled.json_lines(schema.Batch(rows, schema.MILLISECONDS))  # compile or load
+        _json_loop = render_compiled.json_lines
+    finally:
+        _json_tried.set()  # if it failed, the numpy matrices go on rendering
+
+
+def wait_for_compiled_json(timeout: float = 60.0) -> bool:
+    """Start making the compiled JSON loop ready and wait for it (tests, benchmarks); False
+    without numba or past `timeout`."""
+    if not _COMPILED:
+        return False
+    _warm_json()
+    _json_tried.wait(timeout)
+    return _json_loop is not None
 
 
 def _matrix_json(batch: schema.Batch, metrics: tuple[str, ...]) -> list[bytes]:

@@ -211,6 +211,7 @@ def test_the_compiled_json_is_the_numpy_json(precision: int, decimals: int) -> N
             text = render_compiled.json_lines(batch, metrics)
             assert text is not None
             assert text.split(b"\n")[:-1] == render._matrix_json(batch, metrics)
+        assert render.wait_for_compiled_json()
         assert render.json_objects(batch) == [line.encode() for line in schema.to_json(batch)]
     awkward = random_batch(500, precision, seed=5, decimals=decimals, awkward=True)
     assert render_compiled.json_lines(awkward) is None
@@ -332,3 +333,38 @@ def test_a_stray_anomaly_metrics_mask_is_not_a_valid_sample():
         rows["anomaly_metrics"][10] = value
         with pytest.raises(ValueError, match=f"anomaly_metrics {value} with anomaly code {kind}"):
             schema.validate(rows)
+
+
+@needs_numba
+def test_json_renders_while_the_compiled_loop_is_made_ready(tmp_path) -> None:
+    """In a fresh process whose numba cache is empty, the first large batch is rendered the
+    numpy way at once (not after the compiler), the loop is made ready in a thread, and later
+    batches use it; the text is the same."""
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO / "common", source / "common", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    script = (
+        "import sys, time; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "from test_render import random_batch\n"
+        "from common import render, schema\n"
+        "batch = random_batch(500, 3, seed=9)\n"
+        "began = time.monotonic(); first = render.json_objects(batch)\n"
+        "took = time.monotonic() - began\n"
+        "ready = render._json_loop is not None\n"
+        "assert render.wait_for_compiled_json(120)\n"
+        "later = render.json_objects(batch)\n"
+        "assert first == later == [l.encode() for l in schema.to_json(batch)]\n"
+        "print(took, ready)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(source), str(REPO / "tests")],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    took, ready = run.stdout.split()
+    assert ready == "False"  # the first batch did not wait for the compiler
+    assert float(took) < 1.0  # the numpy matrices: milliseconds, a compile takes seconds
