@@ -12,7 +12,7 @@ from bridge.broker import Backoff, Sink, open_sink
 from bridge.config import BridgeConfig
 from bridge.outbox import Outbox
 from bridge.state import StateFile
-from common import metrics, schema
+from common import metrics, render, schema
 from common.bus import Subscriber
 from common.csvfile import CsvFile
 from common.logs import Every
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
     """Bridge until `stop` is set, then publish what is held for `stop_grace` seconds and
     record the rest as gaps. Raises StartupError on what retrying cannot fix."""
+    render.prefer_compiled_json()  # a bridge's rate rests on rendering (see common.render)
     async with AsyncExitStack() as cleanup:
         gaps = gaps_file(config.gaps_file, "bridge", "--gaps-file")
         gaps.open()

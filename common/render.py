@@ -30,10 +30,12 @@ CHUNK_ROWS = 10_000  # larger batches are rendered in chunks of this many rows
 # CSV rows of larger batches come from a compiled loop when numba is installed: imported on
 # the first such batch, since numba costs ~0.1 s and ~120 MB that small streams never need.
 _COMPILED = importlib.util.find_spec("numba") is not None
-# JSON objects too, but the processes that render them (the broadcaster, the bridges) serve
-# live clients: the loop is made ready in a thread on the first large batch (from numba's
-# cache ~0.3 s, compiled on a fresh machine 2-5 s), and the numpy matrices render meanwhile,
-# rather than every client waiting for the compiler.
+# JSON objects too, in the processes that ask for it (the bridges, whose rate rests on it;
+# not the broadcaster, which renders ticks of at most its clients' rates and stays lean):
+# the loop is made ready in a thread on the first large batch (from numba's cache ~0.3 s,
+# compiled on a fresh machine 2-5 s), and the numpy matrices render meanwhile, rather
+# than every message waiting for the compiler.
+_json_wanted = False
 _json_loop: Callable[..., bytes | None] | None = None
 _json_warming = threading.Lock()
 _json_started = False
@@ -312,7 +314,7 @@ def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS)
     n = len(batch)
     if not n:
         return []
-    if n > SMALL_BATCH and _COMPILED:
+    if n > SMALL_BATCH and _json_wanted:
         loop = _json_loop or _warm_json()
         text = loop(batch, metrics) if loop is not None else None
         if text is not None:
@@ -322,6 +324,13 @@ def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS)
     if n <= SMALL_BATCH:
         return _small_json(batch, metrics)
     return _matrix_json(batch, metrics)
+
+
+def prefer_compiled_json() -> None:
+    """Render large batches' JSON with the compiled loop from now on, where numba is
+    installed (once it is ready: see `_warm_json`)."""
+    global _json_wanted
+    _json_wanted = _COMPILED
 
 
 def _warm_json() -> Callable[..., bytes | None] | None:
@@ -352,6 +361,7 @@ def wait_for_compiled_json(timeout: float = 60.0) -> bool:
     without numba or past `timeout`."""
     if not _COMPILED:
         return False
+    prefer_compiled_json()
     _warm_json()
     _json_tried.wait(timeout)
     return _json_loop is not None

@@ -2,13 +2,13 @@
 the backfill, the broadcaster and the bridges.
 
 render.py builds a fixed-width byte matrix per field and then drops the filler bytes:
-about 0.45 us a row, most of it spent moving bytes that are thrown away. This loop
-writes each byte of the text once, straight into the output (about 0.1 us a CSV row and
-0.3 us a JSON object, against 0.45 and 1.5 for the matrices; nogil). The text is render.py's,
-byte for byte (the tests compare the two on random batches); render.csv_rows and
-render.json_objects use this path when numba is installed, and their own paths for a batch
-outside the range this one handles (years 1000-9999, values of at most 15 digits, and for
-JSON, ids that need no escaping).
+about 0.45 us a row, most of it spent moving bytes that are thrown away. These loops write
+each byte of the text once, straight into the output (about 0.1 us a CSV row and 0.3 us a
+JSON object, against 0.45 and 1.5 for the matrices; nogil). The text is render.py's, byte
+for byte (the tests compare the two on random batches). render.csv_rows uses this path
+when numba is installed, render.json_objects in the processes that ask for it (the
+bridges); both keep their own paths for a batch outside the range these loops handle
+(years 1000-9999, values of at most 15 digits, and for JSON, ids that need no escaping).
 
 Compiled code is cached next to this file, or in the user's cache directory (numba's
 cache), so a process pays the compilation (~1 s) once per machine and then ~0.15 s to load

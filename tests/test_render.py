@@ -337,9 +337,9 @@ def test_a_stray_anomaly_metrics_mask_is_not_a_valid_sample():
 
 @needs_numba
 def test_json_renders_while_the_compiled_loop_is_made_ready(tmp_path) -> None:
-    """In a fresh process whose numba cache is empty, the first large batch is rendered the
-    numpy way at once (not after the compiler), the loop is made ready in a thread, and later
-    batches use it; the text is the same."""
+    """In a fresh process that prefers the compiled loop (a bridge) and whose numba cache is
+    empty, the first large batch is rendered the numpy way at once (not after the compiler),
+    the loop is made ready in a thread, and later batches use it; the text is the same."""
     source = tmp_path / "src"
     shutil.copytree(
         REPO / "common", source / "common", ignore=shutil.ignore_patterns("__pycache__")
@@ -349,6 +349,7 @@ def test_json_renders_while_the_compiled_loop_is_made_ready(tmp_path) -> None:
         "from test_render import random_batch\n"
         "from common import render, schema\n"
         "batch = random_batch(500, 3, seed=9)\n"
+        "render.prefer_compiled_json()\n"
         "began = time.monotonic(); first = render.json_objects(batch)\n"
         "took = time.monotonic() - began\n"
         "ready = render._json_loop is not None\n"
