@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bridge.broker import Backoff
 from bridge.config import BridgeConfig
-from bridge.kafka_confirm import Confirmations
+from bridge.kafka_confirm import STUCK_AFTER, Confirmations
 from bridge.kafka_tails import SEQ_HEADER, TIME_HEADER, Tails, partition_of
 from bridge.message import Block, Item, Message, ends_of, row_labels, starts_of, unstored
 from common import render
@@ -88,6 +88,7 @@ class KafkaSink:
         self._believed: dict[str, tuple[int, int]] = {}
         self._producer: Producer | None = None
         self._doubt: list[str] = []  # devices a transaction of unknown outcome wrote
+        self._stuck = False  # an end marker lost for good (see bridge.kafka_confirm)
         self._closing = threading.Event()
         self._busy: asyncio.Future | None = None
         self._warn = Every(10.0)
@@ -226,7 +227,7 @@ class KafkaSink:
         """One transaction (or, without, one flush) for all of `messages` (messages or
         blocks), less what the topic holds already; all acknowledged, or none."""
         acked = [False] * len(messages)
-        if self._doubt:  # learn what the transaction of unknown outcome stored
+        if self._doubt or self._stuck:  # learn what the topic really holds
             try:
                 await _in_thread(self._recover)
             except (KafkaException, TimeoutError) as exc:
@@ -376,6 +377,7 @@ class KafkaSink:
                 self.transactions += 1
                 self._confirmed.add(parts)
                 self._confirmed.check()
+                self._note_stuck()
                 return True
             except KafkaException as exc:
                 error = exc.args[0]
@@ -411,6 +413,7 @@ class KafkaSink:
         back from the topic, since a broker restart can also undo what it confirmed (see
         bridge.kafka_confirm): what the topic lost of that is sent first."""
         doubt = list(dict.fromkeys(self._doubt))
+        self._stuck = False
         if self._producer is not None and self.config.transactions:
             old, self._producer = self._producer, None
             old.purge(in_queue=True, in_flight=True, blocking=False)
@@ -429,7 +432,25 @@ class KafkaSink:
         log.info("read again where %d device(s) left off after a failed transaction", len(devices))
 
     async def flush(self) -> None:
-        """Nothing to do: write_batch returns once its messages are committed."""
+        """While nothing waits to be sent: look whether the committed transactions' end
+        markers are written (see bridge.kafka_confirm), and if one is lost for good, send
+        again what the topic would lose (a new producer's abort markers end those records)."""
+        if not len(self._confirmed) or self._closing.is_set():
+            return
+        await _in_thread(self._confirmed.check)
+        self._note_stuck()
+        if self._stuck:
+            await self.write_batch([])
+
+    def _note_stuck(self) -> None:
+        if self._confirmed.stuck() and not self._stuck:
+            self._stuck = True
+            log.warning(
+                "the end markers of committed transactions in %s are still missing after "
+                "%.0f s: starting a new producer and sending their samples again",
+                self.config.topic,
+                STUCK_AFTER,
+            )
 
     async def close(self) -> None:
         """Stop waiting on the broker; an unfinished transaction is left to the broker
@@ -459,6 +480,12 @@ class KafkaSink:
                 "Samples the topic lost after confirming them (end markers skipped), sent again",
                 self.sent_again,
                 True,
+            ),
+            Figure(
+                "kafka_samples_unsettled",
+                "Samples of committed transactions whose end markers are not known to be "
+                "written yet (read_committed readers may not see them yet)",
+                self._confirmed.samples,
             ),
             Figure(
                 "kafka_producer_restarts",

@@ -12,8 +12,9 @@ broker had confirmed.
 
 So the sink keeps what was confirmed until every partition's stable end (the offset
 read_committed consumers may read up to) has passed the high watermark taken after the
-commit: from then on the markers are written. After a failure, `again` gives back what
-the topic lost, to be sent again.
+commit: from then on the markers are written. After a failure, or a checkpoint the stable
+ends do not pass (`stuck`: a marker lost for good, which would hold every read_committed
+reader back), `again` gives back what the topic lost, to be sent again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ from bridge.message import Item, starts_of, unstored
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 0.5  # seconds between two looks at the partitions' stable ends
+# A checkpoint the stable ends have not passed after this long has lost an end marker for
+# good: any open transaction, ours or another shard's, ends within the transactions'
+# timeout (bridge.kafka.TRANSACTION_TIMEOUT_MS, 10 s: the coordinator aborts it), so twice
+# that is past anything a live transaction explains. The sink then starts a new producer,
+# whose abort markers end those records, and sends again what they held.
+STUCK_AFTER = 20.0
 
 
 class Confirmations:
@@ -42,10 +49,20 @@ class Confirmations:
         self._held: deque[Item] = deque()
         # (how many of the oldest held messages it covers, each partition's high watermark)
         self._checkpoint: tuple[int, dict[int, int]] | None = None
+        self._checkpoint_at = 0.0
         self._next_check = 0.0
 
     def __len__(self) -> int:
         return len(self._held)
+
+    @property
+    def samples(self) -> int:
+        """Samples held: confirmed, not known to be final yet."""
+        return sum(item.samples for item in self._held)
+
+    def stuck(self) -> bool:
+        """Whether the stable ends have not passed the checkpoint for STUCK_AFTER s."""
+        return self._checkpoint is not None and time.monotonic() - self._checkpoint_at > STUCK_AFTER
 
     def add(self, messages: list[Item]) -> None:
         """Messages of a transaction the broker just confirmed."""
@@ -72,6 +89,7 @@ class Confirmations:
             if self._held:
                 partitions = list(range(tails.partitions))
                 self._checkpoint = (len(self._held), tails.ends(partitions, committed=False))
+                self._checkpoint_at = time.monotonic()
         except (KafkaException, TimeoutError):
             return
 

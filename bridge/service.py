@@ -178,6 +178,7 @@ class Bridge:
         while True:
             messages = self.outbox.take(self.config.window)
             if not messages:
+                await self.sink.flush()  # what only the sink still holds (Kafka: markers)
                 if self._closing.is_set():
                     return
                 await self.outbox.wait(0.2)

@@ -13,12 +13,14 @@ from pathlib import Path
 from conftest import REPO, Pipeline, Proc, wait_until
 
 
-def figure(proc: Proc, name: str) -> float:
-    """One value of a bridge's /metrics."""
+def figure(proc: Proc, name: str, default: float | None = None) -> float:
+    """One value of a bridge's /metrics (`default` if it has none such)."""
     port = proc.info["metrics_port"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     match = re.search(rf"^stream_{name}(?:_total)? (\S+)$", text, re.M)
+    if match is None and default is not None:
+        return default
     assert match, f"no {name} in /metrics"
     return float(match[1])
 
@@ -42,9 +44,14 @@ def bridge(
 
 
 def settled(*bridges: Proc, timeout: float = 30.0) -> None:
-    """Wait until every bridge has had everything it received acknowledged."""
+    """Wait until every bridge has had everything it received acknowledged, and, into
+    Kafka, made final (its transactions' end markers written)."""
     wait_until(
-        lambda: all(figure(b, "bridge_lag_samples") == 0 for b in bridges),
+        lambda: all(
+            figure(b, "bridge_lag_samples") == 0
+            and figure(b, "kafka_samples_unsettled", default=0) == 0
+            for b in bridges
+        ),
         timeout,
         message="the bridges still hold unacknowledged samples",
     )
