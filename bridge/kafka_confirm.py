@@ -44,8 +44,9 @@ class Confirmations:
 
     Blocking (it asks the cluster for offsets): the sink calls it from its worker thread."""
 
-    def __init__(self, tails: Tails) -> None:
+    def __init__(self, tails: Tails, stuck_after: float = STUCK_AFTER) -> None:
         self._tails = tails
+        self._stuck_after = stuck_after
         self._held: deque[Item] = deque()
         # (how many of the oldest held messages it covers, each partition's high watermark)
         self._checkpoint: tuple[int, dict[int, int]] | None = None
@@ -62,7 +63,8 @@ class Confirmations:
 
     def stuck(self) -> bool:
         """Whether the stable ends have not passed the checkpoint for STUCK_AFTER s."""
-        return self._checkpoint is not None and time.monotonic() - self._checkpoint_at > STUCK_AFTER
+        waited = time.monotonic() - self._checkpoint_at
+        return self._checkpoint is not None and waited > self._stuck_after
 
     def add(self, messages: list[Item]) -> None:
         """Messages of a transaction the broker just confirmed."""

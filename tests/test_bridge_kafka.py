@@ -464,3 +464,48 @@ def test_bench_bridge_kafka_smoke(tmp_path: Path, kafka: Kafka):
     ]
     assert all(r["holds"] for r in report["bridge"]), report["bridge"]
     assert report["kafka"]["baselines"]["kafka, plain producer"]["samples_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_kafka_confirmations_held_until_final_and_stuck_when_a_marker_is_missing(kafka: Kafka):
+    """What a commit confirmed is held while an open transaction keeps the partitions'
+    stable end in front of it (read_committed readers cannot see it yet), counted as stuck
+    once that lasts past the bound, and let go as soon as the stable end passes it."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from bridge.kafka_confirm import Confirmations
+    from bridge.kafka_tails import Tails
+    from bridge.message import Message
+
+    topic = "held-until-final"
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    # Another transactional producer's open transaction: the stable end stays before it.
+    holder = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": "holder"})
+    holder.init_transactions(30)
+    holder.begin_transaction()
+    holder.produce(topic, b"open", b"k", partition=0)
+    holder.flush(30)
+    ours = Producer({"bootstrap.servers": kafka.bootstrap})
+    ours.produce(topic, b"ours", b"k", partition=0)
+    ours.flush(30)
+    tails = Tails({"bootstrap.servers": kafka.bootstrap}, admin, topic, 1)
+    held = Confirmations(tails, stuck_after=2.0)
+    held.add([Message("d", 0, 0, 0, 0, b"{}")])
+
+    def check() -> Confirmations:
+        held._next_check = 0.0  # look now, not CHECK_EVERY after the last look
+        held.check()
+        return held
+
+    try:
+        wait_until(lambda: check()._checkpoint is not None, 30, message="no checkpoint")
+        assert len(held) == 1 and not held.stuck()
+        wait_until(lambda: check().stuck(), 10, message="never counted as stuck")
+        assert len(held) == 1  # still in front of the stable end
+        holder.commit_transaction(30)
+        wait_until(lambda: not len(check()), 10, message="the stable end passed, yet held")
+        assert not held.stuck()
+    finally:
+        tails.close()
