@@ -193,27 +193,33 @@ def after(message: Message, seq: int) -> Message | None:
 
 
 def _arrays(batch: schema.Batch, starts: list[int], ends: list[int]) -> list[Message]:
-    """One JSON-array message per run [start, end) of `batch`'s rows (one device each)."""
+    """One JSON-array message per run [start, end) of `batch`'s rows (one device each).
+    Most runs carry no label: whether one does is read off a running count of labelled
+    rows, so that only those pay for finding their labels."""
     rows = batch.rows
     objects = render.json_objects(batch)
-    seq = rows["seq"].astype(np.int64)
-    devices, ts = rows["device"], rows["ts_ms"]
-    return [
-        Message(
-            schema.device_name(devices[a]),
-            int(seq[a]),
-            int(seq[b - 1]),
-            int(ts[a]),
-            int(ts[b - 1]),
-            b"[" + b",".join(objects[a:b]) + b"]",
-            rows[a:b],
-            batch.precision,
-            batch.decimals,
-            labels(rows[a:b]),
-            anomalies(rows[a:b]),
+    seqs, times = rows["seq"].tolist(), rows["ts_ms"].tolist()
+    devices = rows["device"].tolist()
+    marked = np.r_[0, np.cumsum((rows["anomaly"] != 0) | (rows["event"] != 0))].tolist()
+    made = []
+    for a, b in zip(starts, ends, strict=True):
+        labelled = marked[b] > marked[a]
+        made.append(
+            Message(
+                devices[a].decode("utf-8", "replace"),
+                seqs[a],
+                seqs[b - 1],
+                times[a],
+                times[b - 1],
+                b"[" + b",".join(objects[a:b]) + b"]",
+                rows[a:b],
+                batch.precision,
+                batch.decimals,
+                labels(rows[a:b]) if labelled else (),
+                anomalies(rows[a:b]) if labelled else "",
+            )
         )
-        for a, b in zip(starts, ends, strict=True)
-    ]
+    return made
 
 
 def row_labels(rows: np.ndarray) -> dict[int, list[tuple[str, str]]]:
