@@ -36,6 +36,7 @@ TIME_HEADER = "time_ms"  # the (last) sample's time, ms since the epoch
 # aborted transaction (a killed bridge's last window) lies on top.
 FIRST_CHUNK = 2_000
 SLOW_SCAN = 5.0  # seconds: a scan taking longer is reported
+STUCK_AFTER = 25.0  # seconds a transaction may stay open: writers time out theirs in less
 
 
 def murmur2(data: bytes) -> int:
@@ -138,27 +139,43 @@ class Tails:
     def forget(self, devices: list[str]) -> None:
         """These devices' tails are not known any more (a transaction whose outcome is
         unknown wrote them): the next `find` reads their partitions' ends again."""
-        for device in devices:
-            if self.last.pop(device, None) is not None:
-                self._read_back_to.pop(self.partition(device), None)
+        for device in devices:  # records may have come above what was read of its partition
+            self.last.pop(device, None)
+            self._read_back_to.pop(self.partition(device), None)
 
     def close(self) -> None:
         self._consumer.close()
 
+    def ends(self, partitions: list[int], committed: bool, timeout: float = 10.0) -> dict[int, int]:
+        """Each partition's end: the stable end read_committed consumers may read up to
+        (`committed`), or the high watermark."""
+        isolation = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+        return self._offsets(partitions, OffsetSpec.latest(), isolation, time.monotonic() + timeout)
+
     def _committed_ends(self, partitions: list[int], deadline: float) -> dict[int, tuple[int, int]]:
         """(start, end) of each partition, `end` the offset after its last record once
         every transaction open now is over (committed or aborted): what read_committed
-        shows below it is final."""
+        shows below it is final. A transaction open longer than any writer's timeout was
+        left without its end marker: TimeoutError names it (the sink's own ones it closes,
+        see KafkaSink._close_leftovers; another writer's take an administrator)."""
         latest, earliest = OffsetSpec.latest(), OffsetSpec.earliest()
         uncommitted, committed = IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED
         high = self._offsets(partitions, latest, uncommitted, deadline)
         low = self._offsets(partitions, earliest, uncommitted, deadline)
+        began = time.monotonic()
         while True:
             stable = self._offsets(partitions, latest, committed, deadline)
-            if all(stable[p] >= high[p] for p in partitions):
+            behind = {p: stable[p] for p in partitions if stable[p] < high[p]}
+            if not behind:
                 return {p: (low[p], high[p]) for p in partitions}
-            if time.monotonic() > deadline:
-                raise TimeoutError("transactions of other writers stay open")
+            waited = time.monotonic() - began
+            if time.monotonic() > deadline or waited > STUCK_AFTER:
+                shown = ", ".join(f"partition {p} from offset {o}" for p, o in behind.items())
+                raise TimeoutError(
+                    f"a transaction stays open in {self.topic} ({shown}) for {waited:.0f} s, "
+                    "longer than writers' transactions last: left without its end marker; "
+                    "read_committed consumers stop there too"
+                )
             time.sleep(0.05)
 
     def _offsets(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from bridge.message import Message, messages, runs
+from bridge.message import Block, Item, messages, row_gaps
 from common import schema
 from delivery.gaps import Gap, GapRecord
 from delivery.reasons import Reason
@@ -26,16 +26,23 @@ class Outbox:
     never sent are given up and returned by `add` as gaps. Those are exactly the samples
     the broker cannot have: what was sent may have been stored with its acknowledgement
     lost, so it is never given up (it is at most one window of messages, which may take
-    the total that far past the bound). `drain` returns everything still held as gaps.
+    the total that far past the bound). Once past the bound, it gives up down to a tenth
+    below it: a bridge that stays behind its producers then records a few long gaps per
+    device, not one gap per sample (which cost more than the samples themselves and made
+    a bridge that fell behind fall further). `drain` returns everything still held as gaps.
+
+    With `blocks`, what comes out is blocks (bridge.message.Block) of up to `max_messages`
+    samples each instead of one-sample messages, for a sink that needs no message ids.
     """
 
-    def __init__(self, max_samples: int, batch_max: int = 1) -> None:
+    def __init__(self, max_samples: int, batch_max: int = 1, blocks: bool = False) -> None:
         self.max_samples = max_samples
         self.batch_max = batch_max
-        self._retry: deque[Message] = deque()  # sent, not acknowledged, to send again
-        self._made: deque[Message] = deque()  # made into messages, never sent
+        self.blocks = blocks
+        self._retry: deque[Item] = deque()  # sent, not acknowledged, to send again
+        self._made: deque[Item] = deque()  # made into messages, never sent
         self._rows: deque[schema.Batch] = deque()  # not made into messages yet
-        self._in_flight: dict[int, Message] = {}
+        self._in_flight: dict[int, Item] = {}
         self._held = 0  # samples in _made and _rows
         self._flying = 0  # samples in flight
         self._more = asyncio.Event()
@@ -57,17 +64,21 @@ class Outbox:
             self._held += len(batch)
             self._more.set()
         over = self.held - self.max_samples
-        return self._give_up(over) if over > 0 else []
+        return self._give_up(over + self.max_samples // 10) if over > 0 else []
 
-    def take(self, max_messages: int) -> list[Message]:
+    def take(self, max_messages: int) -> list[Item]:
         """Up to about `max_messages` messages to publish now, oldest first; each must be
-        settled."""
-        out: list[Message] = []
+        settled. (With blocks: blocks of `max_messages` samples at most in all, counting
+        those sent again.)"""
+        out: list[Item] = []
         while self._retry and len(out) < max_messages:
             out.append(self._retry.popleft())
         while self._made and len(out) < max_messages:
             out.append(self._made.popleft())
-        budget = (max_messages - len(out)) * self.batch_max
+        if self.blocks:
+            budget = max_messages - sum(item.samples for item in out)
+        else:
+            budget = (max_messages - len(out)) * self.batch_max
         taken: list[schema.Batch] = []
         while self._rows and budget > 0:
             batch = self._rows.popleft()
@@ -77,7 +88,7 @@ class Outbox:
             taken.append(batch)
             budget -= len(batch)
         for batch in schema.merge(taken):
-            out += messages(batch, self.batch_max)
+            out += [Block(batch)] if self.blocks else messages(batch, self.batch_max)
         if len(out) > max_messages:  # batched: more devices than the budget assumed
             self._made.extendleft(reversed(out[max_messages:]))
             out = out[:max_messages]
@@ -89,7 +100,7 @@ class Outbox:
             self._more.clear()
         return out
 
-    def settle(self, sent: list[Message], acked: list[bool]) -> int:
+    def settle(self, sent: list[Item], acked: list[bool]) -> int:
         """The broker's answer for messages taken: the acknowledged ones are done, the others
         come back first, to be sent again as they are. Returns the samples acknowledged.
 
@@ -102,12 +113,16 @@ class Outbox:
             if self._in_flight.pop(id(message), None) is None:
                 continue  # given up meanwhile (drain)
             self._flying -= message.samples
-            if ok:
+            if isinstance(message, Block):
+                if ok:
+                    done += message.samples
+                    self._move(message.ends(), held_back)
+                else:
+                    back.append(message)
+                    held_back.update(message.starts())
+            elif ok:
                 done += message.samples
-                if message.device not in held_back:
-                    before = self.done.get(message.device, (-1, 0))[0]
-                    if message.last > before:
-                        self.done[message.device] = (message.last, message.last_ms)
+                self._move({message.device: (message.last, message.last_ms)}, held_back)
             else:
                 back.append(message)
                 held_back.add(message.device)
@@ -117,6 +132,14 @@ class Outbox:
             self._held += sum(m.samples for m in back)
             self._more.set()
         return done
+
+    def _move(self, ends: dict[str, tuple[int, int]], held_back: set[str]) -> None:
+        """`done` moves to each device's end, unless an earlier message of it was not
+        acknowledged."""
+        done = self.done
+        for device, where in ends.items():
+            if device not in held_back and where[0] > done.get(device, (-1, 0))[0]:
+                done[device] = where
 
     async def wait(self, timeout: float) -> None:
         """Until there is something to take, or `timeout` seconds."""
@@ -136,7 +159,7 @@ class Outbox:
         counted = self.given_up  # `given_up` counts what the bound dropped, not this
         unsent = self._give_up(self._held)
         self.given_up = counted
-        return [GapRecord(_gap(m), Reason.UNACKNOWLEDGED) for m in sent] + [
+        return [GapRecord(g, Reason.UNACKNOWLEDGED) for m in sent for g in _gaps(m)] + [
             GapRecord(g, Reason.UNSENT) for g in unsent
         ]
 
@@ -146,7 +169,7 @@ class Outbox:
         dropped = 0
         while dropped < count and self._made:
             message = self._made.popleft()
-            gaps.append(_gap(message))
+            gaps += _gaps(message)
             dropped += message.samples
         rows: list[schema.Batch] = []
         while dropped < count and self._rows:
@@ -158,17 +181,7 @@ class Outbox:
             rows.append(batch)
             dropped += len(batch)
         for batch in schema.merge(rows):
-            sorted_rows, starts, ends = runs(batch.rows)
-            gaps += [
-                Gap(
-                    sorted_rows["device"][a].decode(),
-                    int(sorted_rows["seq"][a]),
-                    int(sorted_rows["seq"][b - 1]),
-                    int(sorted_rows["ts_ms"][a]),
-                    int(sorted_rows["ts_ms"][b - 1]),
-                )
-                for a, b in zip(starts, ends, strict=True)
-            ]
+            gaps += row_gaps(batch.rows)
         self._held -= dropped
         self.given_up += dropped
         if not self._held:
@@ -176,5 +189,7 @@ class Outbox:
         return gaps
 
 
-def _gap(message: Message) -> Gap:
-    return Gap(message.device, message.first, message.last, message.first_ms, message.last_ms)
+def _gaps(item: Item) -> list[Gap]:
+    if isinstance(item, Block):
+        return item.gaps()
+    return [Gap(item.device, item.first, item.last, item.first_ms, item.last_ms)]

@@ -12,7 +12,7 @@ from bridge.broker import Backoff, Sink, open_sink
 from bridge.config import BridgeConfig
 from bridge.outbox import Outbox
 from bridge.state import StateFile
-from common import metrics, schema
+from common import metrics, render, schema
 from common.bus import Subscriber
 from common.csvfile import CsvFile
 from common.logs import Every
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 async def run(config: BridgeConfig, stop: asyncio.Event) -> None:
     """Bridge until `stop` is set, then publish what is held for `stop_grace` seconds and
     record the rest as gaps. Raises StartupError on what retrying cannot fix."""
+    render.prefer_compiled_json()  # a bridge's rate rests on rendering (see common.render)
     async with AsyncExitStack() as cleanup:
         gaps = gaps_file(config.gaps_file, "bridge", "--gaps-file")
         gaps.open()
@@ -94,7 +95,11 @@ class Bridge:
         self.state = state
         self._saved = state.saved if state else {}  # where the last run got to (MQTT)
         self.intake = Intake(client, place=self._last_delivered)
-        self.outbox = Outbox(config.max_unsent, config.batch_max if config.batch else 1)
+        self.outbox = Outbox(
+            config.max_unsent,
+            config.batch_max if config.batch else 1,
+            blocks=getattr(sink, "takes_blocks", False),  # a sink that needs no message ids
+        )
         self._precision = schema.SECONDS  # of the samples last received
         self._closing = asyncio.Event()
         self.refilled = 0
@@ -173,6 +178,7 @@ class Bridge:
         while True:
             messages = self.outbox.take(self.config.window)
             if not messages:
+                await self.sink.flush()  # what only the sink still holds (Kafka: markers)
                 if self._closing.is_set():
                     return
                 await self.outbox.wait(0.2)

@@ -7,7 +7,7 @@ which is what lets the logger and the backfill write millions of rows per second
 Numpy's fixed cost (~0.8 ms a batch) would dominate a tick of a few samples, so small
 batches are formatted row by row in Python, to the very same text.
 The CSV and the JSON of a sample show the very same text for every value. Large
-batches' CSV rows are written by a compiled loop where numba is installed
+batches' CSV rows and JSON objects are written by compiled loops where numba is installed
 (common/render_compiled.py), to the very same text.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -29,6 +30,16 @@ CHUNK_ROWS = 10_000  # larger batches are rendered in chunks of this many rows
 # CSV rows of larger batches come from a compiled loop when numba is installed: imported on
 # the first such batch, since numba costs ~0.1 s and ~120 MB that small streams never need.
 _COMPILED = importlib.util.find_spec("numba") is not None
+# JSON objects too, in the processes that ask for it (the bridges, whose rate rests on it;
+# not the broadcaster, which renders ticks of at most its clients' rates and stays lean):
+# the loop is made ready in a thread on the first large batch (from numba's cache ~0.3 s,
+# compiled on a fresh machine 2-5 s), and the numpy matrices render meanwhile, rather
+# than every message waiting for the compiler.
+_json_wanted = False
+_json_loop: Callable[..., bytes | None] | None = None
+_json_warming = threading.Lock()
+_json_started = False
+_json_tried = threading.Event()  # the thread has finished, made ready or not
 
 
 def _literal(text: bytes, n: int) -> np.ndarray:
@@ -303,11 +314,57 @@ def json_objects(batch: schema.Batch, metrics: tuple[str, ...] = schema.METRICS)
     n = len(batch)
     if not n:
         return []
+    if n > SMALL_BATCH and _json_wanted:
+        loop = _json_loop or _warm_json()
+        text = loop(batch, metrics) if loop is not None else None
+        if text is not None:
+            return text.split(b"\n")[:-1]
     if not _exact(batch):
         return [_only(line, metrics) for line in schema.to_json(batch)]
     if n <= SMALL_BATCH:
         return _small_json(batch, metrics)
     return _matrix_json(batch, metrics)
+
+
+def prefer_compiled_json() -> None:
+    """Render large batches' JSON with the compiled loop from now on, where numba is
+    installed (once it is ready: see `_warm_json`)."""
+    global _json_wanted
+    _json_wanted = _COMPILED
+
+
+def _warm_json() -> Callable[..., bytes | None] | None:
+    """The compiled JSON loop if ready; else None, after starting (once) a thread that makes
+    it ready."""
+    global _json_started
+    with _json_warming:
+        if not _json_started:
+            _json_started = True
+            threading.Thread(target=_make_json_loop, name="render-compile", daemon=True).start()
+    return _json_loop
+
+
+def _make_json_loop() -> None:
+    global _json_loop
+    try:
+        from common import render_compiled
+
+        rows = schema.empty_rows(SMALL_BATCH + 1)
+        render_compiled.json_lines(schema.Batch(rows, schema.MILLISECONDS))  # compile or load
+        _json_loop = render_compiled.json_lines
+    finally:
+        _json_tried.set()  # if it failed, the numpy matrices go on rendering
+
+
+def wait_for_compiled_json(timeout: float = 60.0) -> bool:
+    """Start making the compiled JSON loop ready and wait for it (tests, benchmarks); False
+    without numba or past `timeout`."""
+    if not _COMPILED:
+        return False
+    prefer_compiled_json()
+    _warm_json()
+    _json_tried.wait(timeout)
+    return _json_loop is not None
 
 
 def _matrix_json(batch: schema.Batch, metrics: tuple[str, ...]) -> list[bytes]:

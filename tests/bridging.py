@@ -13,19 +13,24 @@ from pathlib import Path
 from conftest import REPO, Pipeline, Proc, wait_until
 
 
-def figure(proc: Proc, name: str) -> float:
-    """One value of a bridge's /metrics."""
+def figure(proc: Proc, name: str, default: float | None = None) -> float:
+    """One value of a bridge's /metrics (`default` if it has none such)."""
     port = proc.info["metrics_port"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     match = re.search(rf"^stream_{name}(?:_total)? (\S+)$", text, re.M)
+    if match is None and default is not None:
+        return default
     assert match, f"no {name} in /metrics"
     return float(match[1])
 
 
-def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv") -> Proc:
-    """A bridge on the pipeline's endpoints, once connected and subscribed; its state file
-    is named after its gaps file (`args` may give another)."""
+def bridge(
+    pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv", wait: bool = True
+) -> Proc:
+    """A bridge on the pipeline's endpoints, once connected and subscribed (`wait`; else
+    call its `ready` before using it); its state file is named after its gaps file (`args`
+    may give another)."""
     state = pipeline.cwd / gaps.replace(".gaps.csv", ".state.json")
     proc = pipeline.start(
         "bridge",
@@ -33,14 +38,20 @@ def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv
         *("--metrics-port", "any", "--gaps-file", str(pipeline.cwd / gaps)),
         *("--state-file", str(state), *args),
     )
-    proc.ready(timeout=30)
+    if wait:
+        proc.ready(timeout=30)
     return proc
 
 
 def settled(*bridges: Proc, timeout: float = 30.0) -> None:
-    """Wait until every bridge has had everything it received acknowledged."""
+    """Wait until every bridge has had everything it received acknowledged, and, into
+    Kafka, made final (its transactions' end markers written)."""
     wait_until(
-        lambda: all(figure(b, "bridge_lag_samples") == 0 for b in bridges),
+        lambda: all(
+            figure(b, "bridge_lag_samples") == 0
+            and figure(b, "kafka_samples_unsettled", default=0) == 0
+            for b in bridges
+        ),
         timeout,
         message="the bridges still hold unacknowledged samples",
     )

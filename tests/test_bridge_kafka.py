@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,26 @@ from conftest import REPO, Pipeline, Proc, unused_port, wait_until
 
 
 @pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory):
-    """One broker for the tests that leave it running (each uses its own topic)."""
-    cluster = Kafka(tmp_path_factory.mktemp("kafka"))
-    yield cluster
+def kafka_and_certificates(tmp_path_factory: pytest.TempPathFactory):
+    """One broker for the tests that leave it running (each uses its own topic): a plain
+    listener, a TLS one (a certificate made here) and SASL/SCRAM ones (user u, password
+    p); the certificate, and one of a CA that did not sign it."""
+    home = tmp_path_factory.mktemp("kafka")
+    cert, key = certificate(home, "broker")
+    stranger, _ = certificate(home, "stranger")
+    cluster = Kafka(home, tls=(cert, key), user=("u", "p"))
+    yield cluster, cert, stranger
     cluster.close()
+
+
+@pytest.fixture(scope="module")
+def kafka(kafka_and_certificates) -> Kafka:
+    return kafka_and_certificates[0]
+
+
+@pytest.fixture(scope="module")
+def secured(kafka_and_certificates):
+    return kafka_and_certificates
 
 
 @pytest.fixture
@@ -90,32 +106,48 @@ def assert_exact(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("batch", [False, True], ids=["one sample per record", "batch"])
-def test_kafka_exactly_once_with_labels_and_order(pipeline: Pipeline, kafka: Kafka, batch: bool):
-    """100 devices at 100 Hz for 4 s into a one-node Kafka: a read_committed consumer gets
-    each (device, seq) once, in order in its device's partition (murmur2 of the key, as
-    Java clients choose), with the labels in the value and in the headers."""
+def test_kafka_exactly_once_with_labels_and_order(pipeline: Pipeline, kafka: Kafka):
+    """100 devices at 100 Hz for 3 s into a one-node Kafka, by two bridges side by side, one
+    sample per record and --batch: a read_committed consumer gets each (device, seq) once,
+    in order in its device's partition (murmur2 of the key, as Java clients choose), with
+    the labels in the value and in the headers."""
     pipeline.producer("--rate", "100", "--devices", "100", "--anomaly-rate", "60")
     logger = pipeline.logger("--flush-interval", "0.1")
-    mode = ["--batch", "--batch-max", "50"] if batch else []
-    topic = f"exact-{batch}"
-    proc = bridge(pipeline, kafka.url(), "--partitions", "4", "--topic", topic, *mode)
-    assert proc.info["to"] == kafka.url()
-    time.sleep(4)  # the scenario: 4 s under load
+    settings = {"exact-single": [], "exact-batch": ["--batch", "--batch-max", "50"]}
+    procs = {
+        topic: bridge(
+            pipeline,
+            kafka.url(),
+            "--partitions",
+            "4",
+            "--topic",
+            topic,
+            *mode,
+            gaps=f"{topic}.gaps.csv",
+            wait=False,
+        )
+        for topic, mode in settings.items()
+    }
+    for proc in procs.values():
+        proc.ready(timeout=30)
+        assert proc.info["to"] == kafka.url()
+    time.sleep(3)  # the scenario: 3 s under load
     pipeline.procs[0].stop()
-    settled(proc)
-    assert figure(proc, "kafka_transactions") > 0
-    code, took = proc.stop()
-    assert code == 0 and took < 2.5, (code, took)
+    settled(*procs.values())
+    for proc in procs.values():
+        assert figure(proc, "kafka_transactions") > 0
+        code, took = proc.stop()
+        assert code == 0 and took < 2.5, (code, took)
     logger.stop()
-    records = read_topic(kafka.bootstrap, topic)
-    assert_exact(records, pipeline, 100)
-    assert len(records) >= 100 * 100 * 4 * 0.9
-    where: dict[str, set[int]] = defaultdict(set)
-    for _, sample in records:
-        where[sample["device"]].add(partition_of(sample["device"].encode(), 4))
-    assert all(len(p) == 1 for p in where.values())
-    assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")
+    for topic in settings:
+        records = read_topic(kafka.bootstrap, topic)
+        assert_exact(records, pipeline, 100)
+        assert len(records) >= 100 * 100 * 3 * 0.9
+        where: dict[str, set[int]] = defaultdict(set)
+        for _, sample in records:
+            where[sample["device"]].add(partition_of(sample["device"].encode(), 4))
+        assert all(len(p) == 1 for p in where.values())
+        assert not gap_rows(pipeline.cwd / f"{topic}.gaps.csv")
 
 
 @pytest.mark.slow
@@ -134,10 +166,9 @@ def test_kafka_sigkill_three_times(pipeline: Pipeline, kafka: Kafka):
         # Killed at a random moment once it has stored something (else a restart has
         # nothing to resume from): mid-transaction, mid-commit or between the two.
         wait_until(lambda p=proc: figure(p, "kafka_transactions") > 0, 30)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.kill()
         proc = bridge(pipeline, kafka.url(), *args)
-    time.sleep(1.5)
     assert proc.wait_for(r"resuming 100 device\(s\) where the last run stopped", 30)
     # The producer answers the refill of what was missed while restarting before it stops.
     wait_until(lambda: figure(proc, "samples_refilled") > 0, 30)
@@ -159,18 +190,20 @@ def test_kafka_cluster_broker_killed_and_restarted(pipeline: Pipeline, tmp_path:
         pipeline.producer("--rate", "100", "--devices", "20", "--anomaly-rate", "0")
         logger = pipeline.logger("--flush-interval", "0.1")
         proc = bridge(pipeline, cluster.url(), "--replicas", "3", "--partitions", "3")
-        time.sleep(2)  # the scenario: 2 s with three nodes, 3 s with two, 2 s with three again
+        time.sleep(1)  # the scenario: 1 s with three nodes, 2 s with two, 1 s with three again
         victim = cluster.nodes[1]
         victim.stop(signal.SIGKILL)
-        time.sleep(3)
-        cluster.restart(victim)
         time.sleep(2)
+        cluster.restart(victim)
+        time.sleep(1)
         pipeline.procs[0].stop()
         settled(proc, timeout=60)
         assert proc.stop()[0] == 0
         logger.stop()
         records = read_topic(cluster.bootstrap)
     finally:
+        for node in cluster.nodes:  # its data is thrown away: no need to stop cleanly
+            node.stop(signal.SIGKILL)
         cluster.close()
     assert_exact(records, pipeline, 20, labels=False)
     assert not gap_rows(pipeline.cwd / "bridge.gaps.csv")
@@ -183,13 +216,16 @@ def test_kafka_stopped_for_5_s(pipeline: Pipeline, own_kafka: Kafka):
     nothing; one past its bound records in its gaps file exactly the seqs the topic lacks.
     The outage outlasts the transactions' timeout: the broker aborts the open one and the
     sink goes on with a new producer after reading where each device stands."""
-    roomy = bridge(pipeline, own_kafka.url(), gaps="roomy.gaps.csv")
+    roomy = bridge(pipeline, own_kafka.url(), gaps="roomy.gaps.csv", wait=False)
     tight = bridge(
         pipeline,
         own_kafka.url(),
         *("--max-unsent", "5000", "--topic", "tight"),
         gaps="tight.gaps.csv",
+        wait=False,
     )
+    roomy.ready(timeout=30)
+    tight.ready(timeout=30)
     # Started after the bridges: nothing to refill at start, only the outage can overflow.
     producer = pipeline.producer("--rate", "100", "--devices", "20", "--anomaly-rate", "0")
     logger = pipeline.logger("--flush-interval", "0.1")
@@ -197,9 +233,9 @@ def test_kafka_stopped_for_5_s(pipeline: Pipeline, own_kafka: Kafka):
     assert figure(tight, "samples_dropped") == 0
     node = own_kafka.nodes[0]
     node.stop()
-    time.sleep(5)  # the scenario: 5 s without the broker, then 2 s with it again
+    time.sleep(5)  # the scenario: 5 s without the broker, then 1 s with it again
     own_kafka.restart(node)
-    time.sleep(2)
+    time.sleep(1)
     producer.stop()
     settled(roomy, tight, timeout=60)
     assert figure(tight, "samples_dropped") > 0
@@ -232,12 +268,15 @@ def test_kafka_two_shards_into_one_topic(pipeline: Pipeline, kafka: Kafka):
     logger = pipeline.logger("--flush-interval", "0.1")
     url, topic = kafka.url(), ("--topic", "shared")
     shards = [
-        bridge(pipeline, url, *topic, "--shard", f"{i}/2", gaps=f"s{i}.gaps.csv") for i in (1, 2)
+        bridge(pipeline, url, *topic, "--shard", f"{i}/2", gaps=f"s{i}.gaps.csv", wait=False)
+        for i in (1, 2)
     ]
-    time.sleep(3)  # the scenario: 3 s, one shard killed and restarted, 2 s more
+    for proc in shards:
+        proc.ready(timeout=30)
+    time.sleep(2)  # the scenario: 2 s, one shard killed and restarted, 1.5 s more
     shards[1].kill()
     shards[1] = bridge(pipeline, url, *topic, "--shard", "2/2", gaps="s2.gaps.csv")
-    time.sleep(2)
+    time.sleep(1.5)
     pipeline.procs[0].stop()
     settled(*shards)
     counts = [figure(b, "samples_acknowledged") for b in shards]
@@ -268,18 +307,6 @@ def test_kafka_same_shard_twice_is_fenced(pipeline: Pipeline, kafka: Kafka):
     assert_contiguous_once(seqs)
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory):
-    """A broker with a TLS listener (a certificate made here), SASL/SCRAM listeners
-    (user u, password p), and a plain one; the certificate, and a CA that did not sign it."""
-    home = tmp_path_factory.mktemp("secured")
-    cert, key = certificate(home, "broker")
-    stranger, _ = certificate(home, "stranger")
-    cluster = Kafka(home, tls=(cert, key), user=("u", "p"))
-    yield cluster, cert, stranger
-    cluster.close()
-
-
 def test_kafka_over_tls_with_scram(pipeline: Pipeline, secured):
     """kafka+ssl:// with --tls-ca and SASL/SCRAM credentials: every sample arrives."""
     cluster, cert, _ = secured
@@ -304,7 +331,12 @@ def test_kafka_failures_are_one_line_errors(tmp_path: Path, secured):
     sasl = cluster.url("SASL_PLAINTEXT")
     ssl_url = cluster.url("SSL")
     plain_as_tls = cluster.url().replace("kafka://", "kafka+ssl://")
-    for args, status, pattern in [
+
+    def folder(i: int) -> Path:
+        (tmp_path / str(i)).mkdir(exist_ok=True)
+        return tmp_path / str(i)
+
+    cases = [
         (["--to", sasl, "--username", "u", "--password", "wrong"], 3, "refused the credentials"),
         (["--to", sasl.replace("kafka://", "kafka://u:wrong@")], 3, "refused the credentials"),
         (
@@ -325,18 +357,12 @@ def test_kafka_failures_are_one_line_errors(tmp_path: Path, secured):
             2,
             r"a CA file is for TLS: use kafka\+ssl:// instead of kafka://127\.0\.0\.1:1",
         ),
-    ]:
-        assert_one_line_error(run_bridge(tmp_path, *args), status, pattern)
-
-
-def test_kafka_unreachable_is_retried(pipeline: Pipeline):
-    """With no broker listening the bridge logs a retry line and stays up; SIGTERM stops it."""
-    proc = pipeline.start(
-        "bridge", "--zmq-pub", pipeline.zmq, "--to", f"kafka://127.0.0.1:{unused_port()}"
-    )
-    proc.wait_for(r"broker kafka://127\.0\.0\.1:\d+ unreachable .*; retrying in", timeout=30)
-    code, took = proc.stop()
-    assert code == 0 and took < 2.5, (code, took)
+    ]
+    # One bridge process each, all at once (each in its own folder: its own gaps file).
+    with ThreadPoolExecutor(len(cases)) as pool:
+        runs = list(pool.map(lambda i: run_bridge(folder(i), *cases[i][0]), range(len(cases))))
+    for (_, status, pattern), run in zip(cases, runs, strict=True):
+        assert_one_line_error(run, status, pattern)
 
 
 @pytest.mark.slow
@@ -396,12 +422,13 @@ def test_side_by_side_and_one_client_for_every_engine(
         assert len({lines[name][key] for name in lines}) == 1, {n: lines[n][key] for n in lines}
 
 
-def test_a_real_collision_names_the_bridge_and_the_option(pipeline: Pipeline):
-    """Two bridges to the same kind of broker in one folder: the second stops with one
-    line naming the bridge and --gaps-file, status 3."""
+def test_kafka_unreachable_is_retried_and_a_collision_is_named(pipeline: Pipeline):
+    """With no broker listening the bridge logs a retry line and stays up, holding its
+    gaps file: a second bridge to the same kind of broker in that folder stops with one
+    line naming the bridge and --gaps-file, status 3; SIGTERM stops the first at once."""
     url = f"kafka://127.0.0.1:{unused_port()}"
     first = pipeline.start("bridge", "--zmq-pub", pipeline.zmq, "--to", url)
-    first.wait_for("unreachable", timeout=30)  # it holds its gaps file, retrying
+    first.wait_for(r"broker kafka://127\.0\.0\.1:\d+ unreachable .*; retrying in", timeout=30)
     second = run_bridge(pipeline.cwd, "--to", url, "--gaps-file", "data/bridge-kafka.gaps.csv")
     assert_one_line_error(
         second,
@@ -409,19 +436,19 @@ def test_a_real_collision_names_the_bridge_and_the_option(pipeline: Pipeline):
         r"data/bridge-kafka\.gaps\.csv is already being written by another bridge; "
         r"give each bridge its own --gaps-file",
     )
-    assert first.stop()[0] == 0
+    code, took = first.stop()
+    assert code == 0 and took < 2.5, (code, took)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_bench_bridge_kafka_smoke(tmp_path: Path):
-    """bench/bridge.py --smoke --only kafka runs against a real broker and reports the
-    plain producer's baselines and the bridge with and without transactions and --batch."""
-    from brokers import need_kafka
-
-    need_kafka()
+def test_bench_bridge_kafka_smoke(tmp_path: Path, kafka: Kafka):
+    """bench/bridge.py --smoke --only kafka runs against a real broker (this module's) and
+    reports the plain producer's baselines and the bridge with and without transactions
+    and --batch."""
     run = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bridge.py"), "--smoke", "--only", "kafka"],
+        [sys.executable, str(REPO / "bench" / "bridge.py"), "--smoke", "--only", "kafka"]
+        + ["--kafka", kafka.bootstrap],
         cwd=REPO,
         env={**os.environ, "STREAM_BENCH_RESULTS": str(tmp_path)},
         capture_output=True,
@@ -437,3 +464,48 @@ def test_bench_bridge_kafka_smoke(tmp_path: Path):
     ]
     assert all(r["holds"] for r in report["bridge"]), report["bridge"]
     assert report["kafka"]["baselines"]["kafka, plain producer"]["samples_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_kafka_confirmations_held_until_final_and_stuck_when_a_marker_is_missing(kafka: Kafka):
+    """What a commit confirmed is held while an open transaction keeps the partitions'
+    stable end in front of it (read_committed readers cannot see it yet), counted as stuck
+    once that lasts past the bound, and let go as soon as the stable end passes it."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from bridge.kafka_confirm import Confirmations
+    from bridge.kafka_tails import Tails
+    from bridge.message import Message
+
+    topic = "held-until-final"
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    # Another transactional producer's open transaction: the stable end stays before it.
+    holder = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": "holder"})
+    holder.init_transactions(30)
+    holder.begin_transaction()
+    holder.produce(topic, b"open", b"k", partition=0)
+    holder.flush(30)
+    ours = Producer({"bootstrap.servers": kafka.bootstrap})
+    ours.produce(topic, b"ours", b"k", partition=0)
+    ours.flush(30)
+    tails = Tails({"bootstrap.servers": kafka.bootstrap}, admin, topic, 1)
+    held = Confirmations(tails, stuck_after=2.0)
+    held.add([Message("d", 0, 0, 0, 0, b"{}")])
+
+    def check() -> Confirmations:
+        held._next_check = 0.0  # look now, not CHECK_EVERY after the last look
+        held.check()
+        return held
+
+    try:
+        wait_until(lambda: check()._checkpoint is not None, 30, message="no checkpoint")
+        assert len(held) == 1 and not held.stuck()
+        wait_until(lambda: check().stuck(), 10, message="never counted as stuck")
+        assert len(held) == 1  # still in front of the stable end
+        holder.commit_transaction(30)
+        wait_until(lambda: not len(check()), 10, message="the stable end passed, yet held")
+        assert not held.stuck()
+    finally:
+        tails.close()

@@ -189,6 +189,44 @@ def test_the_compiled_rows_are_the_numpy_rows(precision: int, decimals: int) -> 
 
 @needs_numba
 @pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
+@pytest.mark.parametrize("decimals", [0, 1, 5, 12])
+def test_the_compiled_json_is_the_numpy_json(precision: int, decimals: int) -> None:
+    """The compiled JSON loop gives the numpy matrices' objects (and so the reference's), for
+    every subset of the metrics a client may ask for, NaN, negative values, huge ids and seqs
+    and ids in other scripts; an id that JSON escapes (a quote, a backslash) declines the
+    batch, which json_objects then renders the numpy way."""
+    subsets = [schema.METRICS, ("cpu",), ("mem", "net"), ()]
+    for seed in range(4):
+        batch = random_batch(3000, precision, seed=seed, decimals=decimals)
+        names = [AWKWARD_IDS[i % len(AWKWARD_IDS)] for i in range(len(batch))]
+        plain = [n for n in names if '"' not in n and "\\" not in n]
+        batch.rows["device"] = schema.device_array([plain[i % len(plain)] for i in range(3000)])
+        batch.rows["seq"][:2] = [0, 2**64 - 1]
+        batch.rows["anomaly_id"][2] = 2**64 - 1
+        if decimals == 12:
+            for metric in schema.METRICS:
+                batch.rows[metric] = np.round(batch.rows[metric] % 999, 12)
+        assert render._exact(batch)
+        for metrics in subsets:
+            text = render_compiled.json_lines(batch, metrics)
+            assert text is not None
+            assert text.split(b"\n")[:-1] == render._matrix_json(batch, metrics)
+        assert render.wait_for_compiled_json()
+        assert render.json_objects(batch) == [line.encode() for line in schema.to_json(batch)]
+    awkward = random_batch(500, precision, seed=5, decimals=decimals, awkward=True)
+    assert render_compiled.json_lines(awkward) is None
+    assert render.json_objects(awkward) == [line.encode() for line in schema.to_json(awkward)]
+    for outside in (render_compiled._FIRST_MS - 1, render_compiled._END_MS):
+        batch.rows["ts_ms"][-1] = outside
+        assert render_compiled.json_lines(batch) is None
+    for label in ("anomaly", "event", "anomaly_metrics"):
+        unknown = random_batch(200, precision, seed=4)
+        unknown.rows[label][150] = 200
+        assert render_compiled.json_lines(unknown) is None
+
+
+@needs_numba
+@pytest.mark.parametrize("precision", [schema.SECONDS, schema.MILLISECONDS])
 def test_the_compiled_timestamps_are_numpys_over_years_1000_to_9999(precision: int) -> None:
     """Timestamps anywhere from 1000-01-01 to 9999-12-31 (before 1970 too, leap days, the
     last millisecond of a day) show as numpy shows them; outside, the numpy path is used."""
@@ -295,3 +333,39 @@ def test_a_stray_anomaly_metrics_mask_is_not_a_valid_sample():
         rows["anomaly_metrics"][10] = value
         with pytest.raises(ValueError, match=f"anomaly_metrics {value} with anomaly code {kind}"):
             schema.validate(rows)
+
+
+@needs_numba
+def test_json_renders_while_the_compiled_loop_is_made_ready(tmp_path) -> None:
+    """In a fresh process that prefers the compiled loop (a bridge) and whose numba cache is
+    empty, the first large batch is rendered the numpy way at once (not after the compiler),
+    the loop is made ready in a thread, and later batches use it; the text is the same."""
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO / "common", source / "common", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    script = (
+        "import sys, time; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+        "from test_render import random_batch\n"
+        "from common import render, schema\n"
+        "batch = random_batch(500, 3, seed=9)\n"
+        "render.prefer_compiled_json()\n"
+        "began = time.monotonic(); first = render.json_objects(batch)\n"
+        "took = time.monotonic() - began\n"
+        "ready = render._json_loop is not None\n"
+        "assert render.wait_for_compiled_json(120)\n"
+        "later = render.json_objects(batch)\n"
+        "assert first == later == [l.encode() for l in schema.to_json(batch)]\n"
+        "print(took, ready)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(source), str(REPO / "tests")],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    took, ready = run.stdout.split()
+    assert ready == "False"  # the first batch did not wait for the compiler
+    assert float(took) < 1.0  # the numpy matrices: milliseconds, a compile takes seconds
