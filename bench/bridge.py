@@ -173,6 +173,68 @@ def _kafka_messages(count: int, devices: int, batch_max: int) -> list:
     ]
 
 
+def _read_back(bootstrap: str, topic: str, gaps_file: Path) -> dict:
+    """The topic as a read_committed consumer sees it, against the bridge's gaps file: per
+    device, seqs stored twice, and seqs missing between its first and last stored that no
+    gap record names (lost in silence). Seqs from the records' headers (a batch: first-last)."""
+    import csv
+    from collections import defaultdict
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-read-{topic}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    seqs: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    records = 0
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        left, deadline = set(partitions), time.monotonic() + 300
+        while left and time.monotonic() < deadline:
+            for record in consumer.consume(10_000, timeout=1):
+                if record.error() is not None:
+                    if record.error().code() == KafkaError._PARTITION_EOF:
+                        left.discard(record.partition())
+                    continue
+                records += 1
+                headers = dict(record.headers() or ())
+                first, _, last = headers["seq"].partition(b"-")
+                seqs[record.key()].append((int(first), int(last or first)))
+    finally:
+        consumer.close()
+    given_up: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    if gaps_file.exists():
+        with gaps_file.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["last_missing_seq"]:
+                    span = (int(row["first_missing_seq"]), int(row["last_missing_seq"]))
+                    given_up[row["device"].encode()].append(span)
+    stored = duplicates = silent = 0
+    for device, spans in seqs.items():
+        have: set[int] = set()
+        for first, last in spans:
+            for seq in range(first, last + 1):
+                duplicates += seq in have
+                have.add(seq)
+        stored += len(have)
+        named = {q for a, b in given_up.get(device, []) for q in range(a, b + 1)}
+        silent += sum(1 for q in range(min(have), max(have) + 1) if q not in have | named)
+    return {
+        "records": records,
+        "samples": stored,
+        "devices": len(seqs),
+        "duplicates": duplicates,
+        "missing_unrecorded": silent,
+    }
+
+
 def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> dict:
     """A plain confluent-kafka producer writing `made` as fast as it can: msgs/s, samples/s,
     CPU per sample (this process: the Python calls and librdkafka's threads)."""
@@ -274,6 +336,8 @@ def _kafka(
         for i, (name, args, r) in enumerate(settings):
             results.append(_through_bridge(work, f"k{i}", url, args, devices, r, duration))
             results[-1]["setting"] = name
+            topic = args[args.index("--topic") + 1]
+            results[-1]["read_back"] = _read_back(bootstrap, topic, work / f"k{i}.gaps.csv")
         after = before if smoke else _plain_kafka(bootstrap, plain, single, False)
         if cluster:
             memory = cluster.rss_mb()
@@ -430,6 +494,14 @@ def _report(baselines: dict, kafka: dict, results: list[dict], quick: bool, smok
             ]
         )
     print(table(rows))
+    for r in results:
+        if "read_back" in r:
+            b = r["read_back"]
+            print(
+                f"{r['setting']}: read back (read_committed) {b['samples']:,} samples of "
+                f"{b['devices']} devices, {b['duplicates']} stored twice, "
+                f"{b['missing_unrecorded']} missing without a gap record"
+            )
     if kafka:
         rows = [["kafka baseline", "msgs/s", "samples/s", "CPU us/sample"]]
         for name, b in kafka["baselines"].items():

@@ -445,7 +445,7 @@ def test_kafka_unreachable_is_retried_and_a_collision_is_named(pipeline: Pipelin
 def test_bench_bridge_kafka_smoke(tmp_path: Path, kafka: Kafka):
     """bench/bridge.py --smoke --only kafka runs against a real broker (this module's) and
     reports the plain producer's baselines and the bridge with and without transactions
-    and --batch."""
+    and --batch, each read back from its topic."""
     run = subprocess.run(
         [sys.executable, str(REPO / "bench" / "bridge.py"), "--smoke", "--only", "kafka"]
         + ["--kafka", kafka.bootstrap],
@@ -462,7 +462,13 @@ def test_bench_bridge_kafka_smoke(tmp_path: Path, kafka: Kafka):
         "kafka, no transactions",
         "kafka, transactions, --batch",
     ]
-    assert all(r["holds"] for r in report["bridge"]), report["bridge"]
+    # A smoke size (1 s a setting) says nothing of rates on a busy machine: that the bridge
+    # gave nothing up and that its topic holds every sample once is what it checks.
+    assert not any(r["dropped"] for r in report["bridge"]), report["bridge"]
+    for r in report["bridge"]:  # what it read back from the topic: 20 devices, exactly once
+        back = r["read_back"]
+        assert back["devices"] == 20 and back["samples"] > 0, r
+        assert back["duplicates"] == back["missing_unrecorded"] == 0, r
     assert report["kafka"]["baselines"]["kafka, plain producer"]["samples_per_s"] > 0
 
 
