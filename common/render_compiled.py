@@ -136,13 +136,9 @@ def _device(out, pos, raw, row, offset, width):
 
 
 @_jit
-def _value(out, pos, value, scale, decimals, limit):
-    """A comma, then `value` with `decimals` decimals (render._fixed's text); NaN as nothing.
-    -1 if the value is not below `limit` (not exact once scaled, or infinite)."""
-    out[pos] = 44
-    pos += 1
-    if value != value:  # NaN: no value, an empty field
-        return pos
+def _number(out, pos, value, scale, decimals, limit):
+    """`value` (not NaN) with `decimals` decimals (render._fixed's text); -1 if it is not
+    below `limit` (not exact once scaled, or infinite)."""
     if abs(value) >= limit:
         return -1
     scaled = np.int64(np.rint(value * scale))
@@ -155,6 +151,39 @@ def _value(out, pos, value, scale, decimals, limit):
         out[pos] = 46
         pos = _padded(out, pos + 1, scaled % scale, decimals)
     return pos
+
+
+@_jit
+def _value(out, pos, value, scale, decimals, limit):
+    """A comma, then `value` as `_number` writes it; NaN as nothing (an empty field)."""
+    out[pos] = 44
+    if value != value:
+        return pos + 1
+    return _number(out, pos + 1, value, scale, decimals, limit)
+
+
+@_jit
+def _null(out, pos):
+    out[pos] = 110
+    out[pos + 1] = 117
+    out[pos + 2] = 108
+    out[pos + 3] = 108
+    return pos + 4
+
+
+@_jit
+def _tick_stamp(out, pos, ts, last_ts, stamp_at, stamp_len, first_ms, end_ms, millis):
+    """The timestamp `ts` at out[pos:], copied from the text just written when the row
+    shares the previous row's tick (as a tick's devices do); (position after it, where the
+    stamp's text is, its length), the position -1 if `ts` is outside years 1000-9999."""
+    if ts == last_ts:
+        for i in range(stamp_len):
+            out[pos + i] = out[stamp_at + i]
+        return pos + stamp_len, stamp_at, stamp_len
+    if not first_ms <= ts < end_ms:
+        return -1, stamp_at, stamp_len
+    end = _stamp(out, pos, ts, millis)
+    return end, pos, end - pos
 
 
 @_jit
@@ -198,17 +227,12 @@ def _rows(
     stamp_at = 0
     stamp_len = 0
     for row in range(seq.shape[0]):
-        if ts[row] == last_ts:  # the devices of a tick share it: copy the text just written
-            for i in range(stamp_len):
-                out[pos + i] = out[stamp_at + i]
-            pos += stamp_len
-        else:
-            last_ts = ts[row]
-            if not first_ms <= last_ts < end_ms:
-                return -1
-            stamp_at = pos
-            pos = _stamp(out, pos, last_ts, millis)
-            stamp_len = pos - stamp_at
+        pos, stamp_at, stamp_len = _tick_stamp(
+            out, pos, ts[row], last_ts, stamp_at, stamp_len, first_ms, end_ms, millis
+        )
+        if pos < 0:
+            return -1
+        last_ts = ts[row]
         for m in range(4):  # unrolled by the compiler: the four metrics
             pos = _value(out, pos, metrics[m][row], scale, decimals, limit)
             if pos < 0:
@@ -297,26 +321,10 @@ def csv_rows(batch: schema.Batch) -> bytes | None:
 
 @_jit
 def _json_value(out, pos, value, scale, decimals, limit):
-    """`value` with `decimals` decimals (render._fixed's text), NaN as null; -1 if the value
-    is not below `limit` (not exact once scaled, or infinite)."""
+    """`value` as `_number` writes it, NaN as null."""
     if value != value:
-        out[pos] = 110  # null
-        out[pos + 1] = 117
-        out[pos + 2] = 108
-        out[pos + 3] = 108
-        return pos + 4
-    if abs(value) >= limit:
-        return -1
-    scaled = np.int64(np.rint(value * scale))
-    if scaled < 0:
-        out[pos] = 45
-        pos += 1
-        scaled = -scaled
-    pos = _unsigned(out, pos, scaled // scale)
-    if decimals:
-        out[pos] = 46
-        pos = _padded(out, pos + 1, scaled % scale, decimals)
-    return pos
+        return _null(out, pos)
+    return _number(out, pos, value, scale, decimals, limit)
 
 
 @_jit
@@ -324,11 +332,7 @@ def _json_id(out, pos, value):
     """An anomaly id, or null for none (0)."""
     if value > 0:
         return _unsigned(out, pos, value)
-    out[pos] = 110
-    out[pos + 1] = 117
-    out[pos + 2] = 108
-    out[pos + 3] = 108
-    return pos + 4
+    return _null(out, pos)
 
 
 @_jit
@@ -390,17 +394,12 @@ def _json_rows(
     stamp_len = 0
     for row in range(seq.shape[0]):
         pos = _text(out, pos, fields, field_lengths, 0)
-        if ts[row] == last_ts:  # the devices of a tick share it: copy the text just written
-            for i in range(stamp_len):
-                out[pos + i] = out[stamp_at + i]
-            pos += stamp_len
-        else:
-            last_ts = ts[row]
-            if not first_ms <= last_ts < end_ms:
-                return -1
-            stamp_at = pos
-            pos = _stamp(out, pos, last_ts, millis)
-            stamp_len = pos - stamp_at
+        pos, stamp_at, stamp_len = _tick_stamp(
+            out, pos, ts[row], last_ts, stamp_at, stamp_len, first_ms, end_ms, millis
+        )
+        if pos < 0:
+            return -1
+        last_ts = ts[row]
         out[pos] = 34
         pos += 1
         for m in range(metrics.shape[0]):
