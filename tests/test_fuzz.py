@@ -235,9 +235,10 @@ def test_replay_files(tmp_path_factory, header, rows, on_bad_row):
 
 
 @given(rows(), st.integers(0, 1).map(lambda p: p * 3), st.integers(0, 12))
-def test_the_compiled_csv_rows_are_the_references(rows, precision, decimals):
-    """Whatever a subscriber accepts, the compiled CSV loop writes the numpy renderer's text,
-    or declines (None) exactly when a value or a timestamp is outside its range."""
+def test_the_compiled_loops_are_the_references(rows, precision, decimals):
+    """Whatever a subscriber accepts, the compiled loops write the numpy renderer's CSV text
+    and JSON objects, or decline (None) exactly when a value or a timestamp is outside their
+    range, or (JSON) a device id needs escaping."""
     from common import render_compiled
 
     try:
@@ -248,37 +249,17 @@ def test_the_compiled_csv_rows_are_the_references(rows, precision, decimals):
     if not len(batch):
         return
     ts = rows["ts_ms"]
-    in_years = render_compiled._FIRST_MS <= ts.min() and ts.max() < render_compiled._END_MS
-    text = render_compiled.csv_rows(batch)
-    if render._exact(batch) and in_years:
-        assert text == render._matrix_csv(batch)
-    else:
-        assert text is None  # the caller's other paths render it
-
-
-@given(rows(), st.integers(0, 1).map(lambda p: p * 3), st.integers(0, 12))
-def test_the_compiled_json_objects_are_the_references(rows, precision, decimals):
-    """Whatever a subscriber accepts, the compiled JSON loop writes the numpy renderer's
-    objects, or declines (None) exactly when a value or a timestamp is outside its range or
-    a device id needs escaping."""
-    from common import render_compiled
-
-    try:
-        schema.validate(rows)
-    except ValueError:
-        return
-    batch = schema.Batch(rows, precision, decimals)
-    if not len(batch):
-        return
-    ts = rows["ts_ms"]
-    in_years = render_compiled._FIRST_MS <= ts.min() and ts.max() < render_compiled._END_MS
+    in_range = render._exact(batch) and (
+        render_compiled._FIRST_MS <= ts.min() and ts.max() < render_compiled._END_MS
+    )
     escaped = any(
         b'"' in d or b"\\" in d or any(c < 32 for c in d) for d in rows["device"].tolist()
     )
-    text = render_compiled.json_lines(batch)
-    if render._exact(batch) and in_years and not escaped:
-        assert text is not None and text.split(b"\n")[:-1] == render._matrix_json(
-            batch, schema.METRICS
-        )
+    text = render_compiled.csv_rows(batch)
+    assert text == (render._matrix_csv(batch) if in_range else None)
+    objects = render_compiled.json_lines(batch)
+    if in_range and not escaped:
+        assert objects is not None
+        assert objects.split(b"\n")[:-1] == render._matrix_json(batch, schema.METRICS)
     else:
-        assert text is None  # the caller's other paths render it
+        assert objects is None  # the caller's other paths render it
