@@ -80,8 +80,13 @@ def free_port() -> int:
 
 
 def new_cluster_id() -> str:
-    """16 random bytes, URL-safe base64 without padding: what StorageTool expects."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """16 random bytes, URL-safe base64 without padding: what StorageTool expects. Never
+    one starting with `-` (1 in 64 would): StorageTool's parser takes it for an option, and
+    Kafka's own Uuid.randomUuid() draws again for the same reason."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass
