@@ -37,8 +37,10 @@ def bridge(pipeline: Pipeline, to: str, *args: str, gaps: str = "bridge.gaps.csv
     return proc
 
 
-def settled(*bridges: Proc, timeout: float = 30.0) -> None:
-    """Wait until every bridge has had everything it received acknowledged."""
+def settled(*bridges: Proc, timeout: float = 60.0) -> None:
+    """Wait until every bridge has had everything it received acknowledged. The load tests
+    feed a bridge faster than it sends (10,000 samples a second): on a busy machine draining
+    that backlog took over 30 s."""
     wait_until(
         lambda: all(figure(b, "bridge_lag_samples") == 0 for b in bridges),
         timeout,
