@@ -43,9 +43,11 @@ def bridge(
     return proc
 
 
-def settled(*bridges: Proc, timeout: float = 30.0) -> None:
+def settled(*bridges: Proc, timeout: float = 60.0) -> None:
     """Wait until every bridge has had everything it received acknowledged, and, into
-    Kafka, made final (its transactions' end markers written)."""
+    Kafka, made final (its transactions' end markers written). The load tests feed a
+    bridge faster than it sends (10,000 samples a second): on a busy machine draining that
+    backlog took over 30 s."""
     wait_until(
         lambda: all(
             figure(b, "bridge_lag_samples") == 0

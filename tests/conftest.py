@@ -31,6 +31,23 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Most tests wait (processes starting, brokers, rates) far more than they compute, so the
+# suite runs in this many pytest-xdist workers, one test file each at a time (module
+# fixtures such as a Kafka broker stay in one worker): two per core keep the cores busy.
+WORKERS = min(2 * (os.cpu_count() or 1), 8)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """What `-n auto` (pyproject's addopts) means here: WORKERS for the suite or a folder,
+    none for tests of one file, which then run in this process as without xdist."""
+    files = set()
+    for arg in config.args:
+        path = config.invocation_params.dir / arg.split("::")[0]
+        if not path.is_file():
+            return WORKERS
+        files.add(path.resolve())
+    return WORKERS if len(files) > 1 else 0
+
 
 class Proc:
     """A running `python -m <module>`, its stderr collected line by line in a thread."""
@@ -99,24 +116,43 @@ class Proc:
         return self.info
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> tuple[int, float]:
-        """Send `sig`, wait for exit; return (exit code, seconds taken). Kills on timeout."""
+        """Send `sig`, wait for exit; return (exit code, seconds its shutdown took). Kills
+        after `timeout` seconds of wall time.
+
+        The seconds taken leave out the time the machine kept the process's main thread
+        waiting for a CPU (`cpu_wait`): on a busy machine that is the machine's time, not
+        the shutdown's; every sleep, wait and computation of the shutdown still counts."""
         start = time.monotonic()
+        waited_before = waited = cpu_wait(self.popen.pid)
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
-        try:
-            code = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(5)
-            raise AssertionError(
-                f"{self.args} did not exit within {timeout}s of signal {sig}"
-            ) from None
-        return code, time.monotonic() - start
+        while (code := self.popen.poll()) is None:
+            if time.monotonic() - start > timeout:
+                self.popen.kill()
+                self.popen.wait(5)
+                raise AssertionError(f"{self.args} did not exit within {timeout}s of signal {sig}")
+            waited = max(waited, cpu_wait(self.popen.pid))  # the last figure before it exits
+            time.sleep(0.005)
+        return code, time.monotonic() - start - (waited - waited_before)
 
     def kill(self) -> None:
         if self.popen.poll() is None:
             self.popen.kill()
             self.popen.wait(5)
+
+
+def cpu_wait(pid: int, thread: int | None = None) -> float:
+    """Seconds the main thread of process `pid` (or its thread `thread`) has spent runnable
+    but waiting for a CPU since it started, as Linux counts it (/proc/PID/task/TID/schedstat);
+    0.0 once the process is gone, or where the kernel does not say.
+
+    Tests that bound how long something takes subtract what this grows by meanwhile: the
+    bound then holds the code to its own time, however busy the machine is."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{thread or pid}/schedstat").read_text().split()
+        return int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def ready_info(path: Path) -> dict | None:

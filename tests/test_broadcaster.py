@@ -147,11 +147,19 @@ def test_many_clients_each_get_every_sample(pipeline: Pipeline):
     pipeline.producer("--rate", "20", "--devices", "2")
     pipeline.broadcaster()
     with ExitStack() as stack:
-        clients = [stack.enter_context(connect(pipeline.ws_url, open_timeout=5)) for _ in range(50)]
-        streams = [[ws.recv(timeout=5) for _ in range(40)] for ws in clients]
-    # Clients connected at slightly different ticks; from the latest start, all agree.
-    firsts = [json.loads(s[0])["seq"] for s in streams]
-    common_start = max(firsts) + 1
+        # Each queues what comes while the others are read: unbounded, so none stops reading
+        # (and misses its keepalive pongs) however long connecting them all takes.
+        clients = [
+            stack.enter_context(connect(pipeline.ws_url, open_timeout=5, max_queue=None))
+            for _ in range(50)
+        ]
+        streams = [[ws.recv(timeout=5)] for ws in clients]
+        # Clients connected at different ticks (further apart on a busy machine); from the
+        # latest start, all agree: each is read until it holds 20 samples from there.
+        common_start = max(json.loads(s[0])["seq"] for s in streams) + 1
+        for ws, stream in zip(clients, streams, strict=True):
+            while sum(json.loads(f)["seq"] >= common_start for f in stream) < 20:
+                stream.append(ws.recv(timeout=5))
     tails = [[f for f in s if json.loads(f)["seq"] >= common_start][:20] for s in streams]
     assert all(t == tails[0] for t in tails) and len(tails[0]) == 20
 
