@@ -9,7 +9,7 @@ refused messages, all of this package.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +119,15 @@ class Intake:
     def close(self) -> Delivery:
         """On stop: what is still unknown about devices met while no producer answered."""
         return Delivery(gaps=self.starts.unanswered())
+
+    def forget(self, devices: Iterable[str]) -> None:
+        """Devices the consumer stopped taking for a while (a broadcaster takes only the
+        device groups its clients want): when they come again they are met anew, through
+        `place`, rather than taken for a jump over all the time they were not taken."""
+        names = list(devices)
+        self.tracker.forget(name.encode() for name in names)
+        for name in names:
+            self.starts.unconfirmed.pop(name, None)
 
     async def _take(self, batch: schema.Batch, refused: refusals.Spans) -> Delivery:
         out = Delivery(precision=batch.precision)

@@ -1,0 +1,226 @@
+"""The broadcaster's live relay: what its own ZeroMQ subscriber misses (the slow joiner, a
+drop, a producer restart) reaches live WebSocket clients from the producers' history, in
+order, or as a gap message naming it with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from websockets.asyncio.client import connect as client_connect
+from websockets.sync.client import connect
+
+from common import schema
+from common.bus import Publisher
+from conftest import Pipeline
+from producer.catchup.history import History
+from producer.catchup.server import CatchupServer
+
+DEVICES = ("host-01", "host-02")
+START_MS = 1_754_265_600_000
+
+
+def read_until(ws, done, timeout: float = 20) -> tuple[list[dict], dict[str, list[int]]]:
+    """(gap ranges, seqs by device in arrival order) received until `done(seqs)` holds."""
+    gaps: list[dict] = []
+    seqs: dict[str, list[int]] = defaultdict(list)
+    deadline = time.monotonic() + timeout
+    while not done(seqs):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"not done within {timeout}s: {dict(seqs)} {gaps}"
+        message = json.loads(ws.recv(timeout=remaining))
+        if isinstance(message, dict):
+            assert "error" not in message, message
+            gaps += message.get("gap", {}).get("ranges", [])
+            continue
+        for sample in message if isinstance(message, list) else [message]:
+            seqs[sample["device"]].append(sample["seq"])
+    return gaps, dict(seqs)
+
+
+def test_a_client_connected_before_the_producer_gets_every_sample_from_seq_0(
+    pipeline: Pipeline,
+):
+    """The slow joiner: the broadcaster's subscriber misses the first ticks of a producer
+    started after it; a client already connected still gets every seq from 0, in order,
+    with no gap message."""
+    broadcaster = pipeline.broadcaster()
+    with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
+        broadcaster.wait_for(r"client .* connected \(n=1\)")
+        pipeline.producer("--rate", "200", "--devices", "3")
+        gaps, seqs = read_until(
+            ws, lambda s: len(s) == 3 and min(max(v) for v in s.values()) >= 300
+        )
+    assert gaps == []
+    for device, got in seqs.items():
+        assert got == list(range(len(got))), (device, got[:20])
+
+
+def tick(seq: int, devices: tuple[str, ...] = DEVICES) -> schema.Batch:
+    """One tick of valid samples, 10 ms after the one before."""
+    rows = schema.empty_rows(len(devices))
+    rows["ts_ms"] = START_MS + 10 * seq
+    rows["seq"] = seq
+    rows["device"] = [schema.device_bytes(d) for d in devices]
+    for metric in schema.METRICS:
+        rows[metric] = 10.0
+    return schema.Batch(rows, schema.MILLISECONDS)
+
+
+class StandIn:
+    """A producer stand-in: the producer's own history and catch-up server, and a PUB
+    socket, ticking at 100 Hz; the ticks in `withheld` go to the history but not on the
+    bus (a subscriber misses exactly those), the ticks in `skipped` nowhere (the producer
+    skipped them). Its history's clock is the ticks' (10 ms each), so what it holds when
+    asked is the same from run to run."""
+
+    def __init__(self, tmp_path: Path, max_age_s: float) -> None:
+        self.pub = f"ipc://{tmp_path}/stand-in.sock"
+        self.catchup = f"ipc://{tmp_path}/stand-in-catchup.sock"
+        self.history = History(max_age_s, 1 << 30)
+        self.publisher = Publisher(self.pub)
+        self.server = CatchupServer(self.catchup, self.history)
+
+    async def tick(
+        self, count: int, withheld: set[int], skipped: range, stop: asyncio.Event
+    ) -> None:
+        for seq in range(count):
+            if stop.is_set():
+                return
+            if seq in skipped:
+                if seq == skipped[-1]:
+                    self.history.not_produced(skipped[0], skipped[-1])
+            else:
+                batch = tick(seq)
+                self.history.add(batch, now=seq / 100)
+                if seq not in withheld:
+                    self.publisher.publish(batch)
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        self.server.close()
+        self.publisher.close()
+
+
+async def read_async(ws, done, timeout: float = 30) -> tuple[list[dict], dict[str, list[int]]]:
+    """read_until for an asyncio client."""
+    gaps: list[dict] = []
+    seqs: dict[str, list[int]] = defaultdict(list)
+    async with asyncio.timeout(timeout):
+        while not done(seqs):
+            message = json.loads(await ws.recv())
+            if isinstance(message, dict):
+                assert "error" not in message, message
+                gaps += message.get("gap", {}).get("ranges", [])
+                continue
+            for sample in message:
+                seqs[sample["device"]].append(sample["seq"])
+    return gaps, dict(seqs)
+
+
+def figures(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+    return {name: float(value) for name, value in pairs}
+
+
+def run_stand_in(
+    pipeline: Pipeline,
+    ticks: int,
+    withheld: set[int],
+    skipped: range = range(0),
+    catchup: str | None = None,
+) -> tuple[list[dict], dict[str, list[int]], dict[str, float]]:
+    """A broadcaster fed by a stand-in producer (asking `catchup` for its history, the
+    stand-in's by default) and one live client connected before the first tick: the gap
+    ranges and seqs that client got, and the broadcaster's figures."""
+    stand_in = StandIn(pipeline.cwd, max_age_s=0.6)
+
+    async def scenario() -> tuple[list[dict], dict[str, list[int]], dict[str, float]]:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(stand_in.server.serve(stop))
+        try:
+            broadcaster = pipeline.start(
+                "broadcaster",
+                *("--zmq-pub", stand_in.pub, "--zmq-catchup", catchup or stand_in.catchup),
+                *("--zmq-control", pipeline.control, "--ws-port", "0", "--metrics-port", "any"),
+            )
+            info = await asyncio.to_thread(broadcaster.ready)
+            async with client_connect(info["url"] + "?batch=1&history=0", max_queue=None) as ws:
+                await asyncio.to_thread(broadcaster.wait_for, r"client .* connected \(n=1\)")
+                # the broadcaster has asked which devices publish (none yet) before any tick
+                await asyncio.to_thread(broadcaster.wait_for, r"publishing|no producer answered")
+                ticking = asyncio.create_task(stand_in.tick(ticks, withheld, skipped, stop))
+                last = ticks - 1
+                got = await read_async(
+                    ws, lambda s: len(s) == len(DEVICES) and min(v[-1] for v in s.values()) == last
+                )
+                await ticking
+            return *got, figures(info["metrics_port"])
+        finally:
+            stop.set()
+            await serving
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        stand_in.close()
+
+
+def test_what_the_subscriber_misses_is_refilled_in_order_or_named(pipeline: Pipeline):
+    """Against a stand-in producer whose ticks the broadcaster's subscriber misses on
+    purpose: the first ticks (a slow joiner) and a drop the history holds come from the
+    history, in order; a drop partly older than the history is named `not_held` and ticks
+    the producer skipped `not_produced`, each in a gap message just before the device's
+    next sample; /metrics counts both by reason."""
+    withheld = {*range(0, 10), *range(100, 120), *range(200, 300)}
+    gaps, seqs, counts = run_stand_in(pipeline, 460, withheld, skipped=range(400, 420))
+    for device in DEVICES:
+        mine = [g for g in gaps if g["device"] == device]
+        assert [g["reason"] for g in mine] == ["not_held", "not_produced"], gaps
+        lost, skipped = mine
+        assert lost["from_seq"] == 200 and 200 <= lost["to_seq"] < 299
+        assert (skipped["from_seq"], skipped["to_seq"]) == (400, 419)
+        expected = [*range(0, 200), *range(lost["to_seq"] + 1, 400), *range(420, 460)]
+        assert seqs[device] == expected
+    not_held = sum(g["to_seq"] - g["from_seq"] + 1 for g in gaps if g["reason"] == "not_held")
+    assert counts['stream_gap_samples_total{reason="not_held"}'] == not_held
+    assert counts['stream_gap_samples_total{reason="not_produced"}'] == 40
+    assert counts["stream_samples_refilled_total"] >= 2 * (10 + 20 + 299 - lost["to_seq"])
+
+
+def test_a_drop_no_producer_answers_for_is_named_unavailable(pipeline: Pipeline, tmp_path: Path):
+    """A broadcaster whose catch-up endpoint nobody serves names a drop `unavailable` in a
+    gap message, and the stream goes on in order."""
+    nobody = f"ipc://{tmp_path}/nobody.sock"
+    gaps, seqs, counts = run_stand_in(pipeline, 200, set(range(100, 120)), catchup=nobody)
+    for device in DEVICES:
+        assert [g for g in gaps if g["device"] == device] == [
+            {"device": device, "from_seq": 100, "to_seq": 119, "reason": "unavailable"}
+        ]
+        assert seqs[device] == [*range(seqs[device][0], 100), *range(120, 200)]
+    assert counts['stream_gap_samples_total{reason="unavailable"}'] == 40
+
+
+def test_a_producer_restart_is_named_and_its_first_ticks_refilled(pipeline: Pipeline):
+    """A producer restarted (continuing its series): a live client gets a `not_produced` gap
+    message for the ticks skipped while it was down, then every seq of the new run from its
+    first, the ones the broadcaster's subscriber missed while reconnecting included."""
+    producer = pipeline.producer("--rate", "100", "--devices", "2")
+    broadcaster = pipeline.broadcaster()
+    with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
+        broadcaster.wait_for(r"client .* connected \(n=1\)")
+        read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 50)
+        producer.stop()
+        pipeline.producer("--rate", "100", "--devices", "2")
+        gaps, seqs = read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 100)
+    assert len(gaps) == 2 and {g["device"] for g in gaps} == {"host-01", "host-02"}, gaps
+    for gap in gaps:
+        assert gap["reason"] == "not_produced"
+        got = seqs[gap["device"]]
+        assert got == [*range(got[0], gap["from_seq"]), *range(gap["to_seq"] + 1, got[-1] + 1)]
