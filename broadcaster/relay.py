@@ -23,6 +23,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,7 +43,17 @@ log = logging.getLogger(__name__)
 # question the producers leave unanswered holds the live stream up for its timeout.
 RETRY_S = 30.0
 
-Item = schema.Batch | list[GapRecord]  # rows to send, or the gap records to name there
+
+@dataclass(frozen=True)
+class Refill:
+    """Rows the producers' history gave: sent a chunk at a time (Fanout.send_paced), as a
+    refill may be large; live rows never wait for a client."""
+
+    batch: schema.Batch
+
+
+# Live rows to send, refilled rows, or the gap records to name there.
+Item = schema.Batch | Refill | list[GapRecord]
 
 
 class Relay:
@@ -80,7 +91,7 @@ class Relay:
         for batch in schema.merge(received):
             self._taking = batch.rows
             for delivery in await self.intake.take([batch]):
-                out += self._items(delivery)
+                out += self._items(delivery, live=True)
         refused = self.subscriber.take_refused()
         if refused is not None:
             self._taking = refused
@@ -112,9 +123,13 @@ class Relay:
         self.known.update(devices)
         return placed
 
-    def _items(self, delivery: Delivery) -> list[Item]:
+    def _items(self, delivery: Delivery, live: bool = False) -> list[Item]:
+        """A delivery's rows (the received batch, if `live`, is the last of them; the
+        others came from the history) and its gap records, in order."""
         self.refilled += delivery.refilled
-        rows = [batch for batch in delivery.rows if len(batch)]
+        rows: list[schema.Batch | Refill] = [Refill(b) for b in delivery.rows if len(b)]
+        if live and delivery.rows and len(delivery.rows[-1]):
+            rows[-1] = delivery.rows[-1]
         gaps = [record for record in delivery.gaps if record.reason != Reason.EARLIER_RUN]
         if not gaps:
             return list(rows)
@@ -126,7 +141,7 @@ class Relay:
         return interleave(rows, gaps)
 
 
-def interleave(rows: list[schema.Batch], gaps: list[GapRecord]) -> list[Item]:
+def interleave(rows: list[schema.Batch | Refill], gaps: list[GapRecord]) -> list[Item]:
     """The rows, with each gap record just before the first row of its device that follows
     it (a client takes a gap message as what comes before the device's next sample); a
     record no row follows comes last."""
@@ -135,22 +150,31 @@ def interleave(rows: list[schema.Batch], gaps: list[GapRecord]) -> list[Item]:
         assert record.device is not None and record.to_seq is not None
         name = schema.device_bytes(record.device)
         at = (len(rows), 0)
-        for i, batch in enumerate(rows):
-            part = batch.rows
+        for i, item in enumerate(rows):
+            part = _batch(item).rows
             after = np.flatnonzero((part["device"] == name) & (part["seq"] > record.to_seq))
             if len(after):
                 at = (i, int(after[0]))
                 break
         cuts.setdefault(at, []).append(record)
     out: list[Item] = []
-    for i, batch in enumerate(rows):
-        start = 0
+    for i, item in enumerate(rows):
+        batch, start = _batch(item), 0
         for cut in sorted(k for b, k in cuts if b == i):
             if cut > start:
-                out.append(batch.with_rows(batch.rows[start:cut]))
+                out.append(_like(item, batch.with_rows(batch.rows[start:cut])))
             out.append(cuts[(i, cut)])
             start = cut
-        out.append(batch.with_rows(batch.rows[start:]) if start else batch)
+        out.append(_like(item, batch.with_rows(batch.rows[start:])) if start else item)
     if (len(rows), 0) in cuts:
         out.append(cuts[(len(rows), 0)])
     return out
+
+
+def _batch(item: schema.Batch | Refill) -> schema.Batch:
+    return item.batch if isinstance(item, Refill) else item
+
+
+def _like(item: schema.Batch | Refill, batch: schema.Batch) -> schema.Batch | Refill:
+    """`batch`, refilled if `item` was."""
+    return Refill(batch) if isinstance(item, Refill) else batch

@@ -25,7 +25,7 @@ from broadcaster.fanout import Fanout, gap_message, peer
 from broadcaster.fleet import FleetInfo
 from broadcaster.latest import Latest
 from broadcaster.pages import Health, page, schema_document
-from broadcaster.relay import Relay
+from broadcaster.relay import Refill, Relay
 from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
 from common import metrics
@@ -550,12 +550,13 @@ async def _relay(
             if isinstance(item, list):
                 fanout.send_gaps(item)
                 continue
-            state.health.saw(int(item.rows["ts_ms"][-1]))
-            state.devices.update(item.rows)
-            if len(item) > fanout.chunk_rows:  # a large refill
-                await fanout.send_paced(item)
+            batch = item.batch if isinstance(item, Refill) else item
+            state.health.saw(int(batch.rows["ts_ms"][-1]))
+            state.devices.update(batch.rows)
+            if isinstance(item, Refill):  # maybe large: a chunk at a time
+                await fanout.send_paced(batch)
             else:  # kept for history; rendered only for subscriptions in use
-                fanout.send(item)
+                fanout.send(batch)
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
             log.info(

@@ -14,9 +14,13 @@ from pathlib import Path
 from websockets.asyncio.client import connect as client_connect
 from websockets.sync.client import connect
 
+from broadcaster.backlog import Watermark
+from broadcaster.relay import Refill, interleave
 from common import schema
 from common.bus import Publisher
 from conftest import Pipeline
+from delivery.gaps import Gap, GapRecord
+from delivery.reasons import Reason
 from producer.catchup.history import History
 from producer.catchup.server import CatchupServer
 
@@ -227,3 +231,93 @@ def test_a_producer_restart_is_named_and_its_first_ticks_refilled(pipeline: Pipe
         assert gap["reason"] == "not_produced"
         got = seqs[gap["device"]]
         assert got == [*range(got[0], gap["from_seq"]), *range(gap["to_seq"] + 1, got[-1] + 1)]
+
+
+def record(device: str, first: int, last: int, reason: Reason = Reason.NOT_HELD) -> GapRecord:
+    return GapRecord(Gap(device, first, last), reason)
+
+
+def shown(items: list) -> list:
+    """Items as a client sees them: ("gap", device, first, last) or (device, seq)."""
+    out: list = []
+    for item in items:
+        if isinstance(item, list):
+            out += [("gap", r.device, r.from_seq, r.to_seq) for r in item]
+        else:
+            batch = item.batch if isinstance(item, Refill) else item
+            out += [(r["device"].decode(), int(r["seq"])) for r in batch.rows]
+    return out
+
+
+def test_each_gap_comes_just_before_the_next_sample_of_its_device():
+    """Gap records are placed before the first later sample of their own device, splitting
+    a batch where needed (refilled rows stay marked as such); one that nothing follows
+    comes last; rows keep their order."""
+    rows = [Refill(schema.Batch(schema.concat([tick(5).rows, tick(6).rows]))), tick(10)]
+    gaps = [record("host-02", 3, 4), record("host-01", 7, 9), record("host-01", 11, 20)]
+    items = interleave(rows, gaps)
+    kinds = [type(item).__name__ for item in items]
+    assert kinds == ["Refill", "list", "Refill", "list", "Batch", "list"]  # refills stay so
+    assert shown(items) == [
+        ("host-01", 5),
+        ("gap", "host-02", 3, 4),
+        ("host-02", 5),
+        ("host-01", 6),
+        ("host-02", 6),
+        ("gap", "host-01", 7, 9),
+        ("host-01", 10),
+        ("host-02", 10),
+        ("gap", "host-01", 11, 20),
+    ]
+    assert shown(interleave(rows, [])) == shown(rows)
+
+
+def test_a_held_client_is_told_only_of_gaps_above_what_it_has():
+    """A resuming client's held gap records are cut to what lies above its mark for the
+    device; the mark moves past them, so a live sample inside them cannot pass."""
+    mark = Watermark({"host-01": 15})
+    named = mark.named([record("host-01", 10, 12), record("host-01", 14, 20), record("b", 3, 4)])
+    assert [(r.device, r.from_seq, r.to_seq, str(r.reason)) for r in named] == [
+        ("host-01", 16, 20, "not_held"),
+        ("b", 3, 4, "not_held"),
+    ]
+    assert shown([mark.admit(tick(19)), mark.admit(tick(21))]) == [
+        ("host-02", 19),
+        ("host-01", 21),
+        ("host-02", 21),
+    ]
+
+
+def test_device_groups_taken_again_start_afresh_and_kept_ones_have_no_hole(pipeline: Pipeline):
+    """A broadcaster taking only the device groups its clients want (no /metrics/samples):
+    while a client of every device comes and goes, a client of host-01 alone gets every
+    seq of it with no gap message; a device whose group is taken again starts at its next
+    sample, not after a refill of the time it was not taken."""
+    pipeline.producer("--rate", "50", "--devices", "2", "--anomaly-rate", "0")
+    pipeline.broadcaster("--sample-metrics-devices", "0")
+    every = pipeline.ws_url + "/?batch=1&history=0"
+    told: list[dict] = []
+    ones: list[int] = []
+
+    def more_of_one(count: int) -> None:
+        gaps, seqs = read_until(one, lambda s: len(s.get("host-01", [])) >= count)
+        told.extend(gaps)
+        ones.extend(seqs["host-01"])
+
+    def every_device() -> list[int]:
+        with connect(every, open_timeout=10, max_queue=None) as ws:
+            gaps, seqs = read_until(ws, lambda s: len(s.get("host-02", [])) > 25)
+        told.extend(gaps)
+        return seqs["host-02"]
+
+    with connect(f"{every}&devices=host-01", open_timeout=10, max_queue=None) as one:
+        more_of_one(10)
+        first = every_device()
+        more_of_one(50)  # a second at least without host-02's group
+        second = every_device()
+        more_of_one(10)
+    assert told == []
+    assert ones == list(range(ones[0], ones[0] + len(ones)))
+    for seqs in (first, second):
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert second[0] > first[-1] + 25
