@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import numpy as np
 
 from common import schema
 from common.bus import Subscriber
+from common.logs import Every
 from common.shards import device_group
 from delivery.client import CatchupClient
 from delivery.gaps import GapRecord, summary
@@ -42,6 +44,11 @@ log = logging.getLogger(__name__)
 # A producer that does not answer about devices first met is asked again this often: each
 # question the producers leave unanswered holds the live stream up for its timeout.
 RETRY_S = 30.0
+# At start, how long a producer has to say which devices it publishes. A running one
+# answers within milliseconds; one that answers later was not running when the relay began
+# (the question waited for it to bind), so its devices are met as new: their series is
+# refilled. Erring that way costs a refill; the other way would lose samples.
+START_ANSWER_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ class Relay:
         self.refilled = 0  # samples the producers' history gave
         self.gap_records: Counter[str] = Counter()  # by reason
         self.gap_samples: Counter[str] = Counter()  # by reason
+        self._refills_told = Every(5.0)  # a log line at most this often
+        self._gaps_told = Every(5.0)
+        self._untold = 0  # samples refilled since the last line
 
     @property
     def retry_s(self) -> float:
@@ -77,7 +87,11 @@ class Relay:
     async def begin(self) -> None:
         """Ask the producers which devices they publish now (once the subscriber is
         connected): those are taken up at their first sample received."""
-        answer = await self.client.fetch({}, PAST_ALL)
+        client = CatchupClient(self.client.endpoints, self.client.security, START_ANSWER_S)
+        try:
+            answer = await client.fetch({}, PAST_ALL)
+        finally:
+            client.close()
         if answer is None:
             log.info("no producer answered yet: devices met later get their series refilled")
             return
@@ -92,6 +106,8 @@ class Relay:
             self._taking = batch.rows
             for delivery in await self.intake.take([batch]):
                 out += self._items(delivery, live=True)
+                if len(delivery.rows[-1]) < len(batch):  # some rows were repeats
+                    out += await self._started_over(batch)
         refused = self.subscriber.take_refused()
         if refused is not None:
             self._taking = refused
@@ -111,6 +127,33 @@ class Relay:
         wanted = set(groups)
         self.intake.forget(d for d in self.known if device_group(d) in wanted)
 
+    async def _started_over(self, batch: schema.Batch) -> list[Item]:
+        """Rows dropped as repeats that are newer than the last sample relayed of their
+        device (a repeat is the same sample again, never a newer one): its series started
+        over at lower seqs (a producer whose state file was removed). Such devices are
+        met anew, and those rows relayed."""
+        last = self.intake.tracker.last
+        rows = batch.rows
+        seen = [last.get(bytes(d), (-1, 0)) for d in rows["device"].tolist()]
+        seqs = np.array([s for s, _ in seen], np.int64)
+        stamps = np.array([t for _, t in seen], np.int64)
+        again = (rows["seq"] <= seqs) & (rows["ts_ms"] > stamps)
+        if not again.any():
+            return []
+        devices = {schema.device_name(d) for d in rows["device"][again].tolist()}
+        log.warning(
+            "%d device(s) started over at lower seqs (%s): relayed as a new series",
+            len(devices),
+            ", ".join(sorted(devices)[:3]),
+        )
+        self.intake.forget(devices)
+        mine = np.isin(rows["device"], rows["device"][again])
+        self._taking = rows[mine]
+        out: list[Item] = []
+        for delivery in await self.intake.take([batch.with_rows(rows[mine])]):
+            out += self._items(delivery, live=True)
+        return out
+
     async def _place(self, devices: list[str]) -> Positions:
         """Of devices first met, where the known ones start: just before their first seq
         among the rows being taken. The others are new: their series is refilled."""
@@ -127,6 +170,10 @@ class Relay:
         """A delivery's rows (the received batch, if `live`, is the last of them; the
         others came from the history) and its gap records, in order."""
         self.refilled += delivery.refilled
+        self._untold += delivery.refilled
+        if self._untold and self._refills_told(time.monotonic()):
+            log.info("relayed %d missed sample(s) from the producers' history", self._untold)
+            self._untold = 0
         rows: list[schema.Batch | Refill] = [Refill(b) for b in delivery.rows if len(b)]
         if live and delivery.rows and len(delivery.rows[-1]):
             rows[-1] = delivery.rows[-1]
@@ -137,7 +184,8 @@ class Relay:
             assert gap.last is not None  # only a resume leaves a gap open
             self.gap_records[str(reason)] += 1
             self.gap_samples[str(reason)] += gap.last - gap.first + 1
-        log.warning("relay gap: %s", summary(gaps))
+        if self._gaps_told(time.monotonic()):
+            log.warning("gap in the live stream, named to clients: %s", summary(gaps))
         return interleave(rows, gaps)
 
 

@@ -9,11 +9,13 @@ import json
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from websockets.asyncio.client import connect as client_connect
 from websockets.sync.client import connect
 
+import streamsim
 from broadcaster.backlog import Watermark
 from broadcaster.relay import Refill, interleave
 from common import schema
@@ -53,6 +55,7 @@ def test_a_client_connected_before_the_producer_gets_every_sample_from_seq_0(
     started after it; a client already connected still gets every seq from 0, in order,
     with no gap message."""
     broadcaster = pipeline.broadcaster()
+    broadcaster.wait_for("no producer answered")  # it has asked which devices publish
     with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
         broadcaster.wait_for(r"client .* connected \(n=1\)")
         # a small, slow fleet starts publishing soonest after binding: often before the
@@ -139,13 +142,15 @@ def run_stand_in(
     withheld: set[int],
     skipped: range = range(0),
     catchup: str | None = None,
-) -> tuple[list[dict], dict[str, list[int]], dict[str, float]]:
+    watch: Callable[[str], object] | None = None,
+) -> tuple[list[dict], dict[str, list[int]], dict[str, float], object]:
     """A broadcaster fed by a stand-in producer (asking `catchup` for its history, the
     stand-in's by default) and one live client connected before the first tick: the gap
-    ranges and seqs that client got, and the broadcaster's figures."""
+    ranges and seqs that client got, the broadcaster's figures, and what `watch(url)`
+    returned, a second client run in a thread from before the first tick too."""
     stand_in = StandIn(pipeline.cwd, max_age_s=0.6)
 
-    async def scenario() -> tuple[list[dict], dict[str, list[int]], dict[str, float]]:
+    async def scenario() -> tuple[list[dict], dict[str, list[int]], dict[str, float], object]:
         stop = asyncio.Event()
         serving = asyncio.create_task(stand_in.server.serve(stop))
         try:
@@ -157,6 +162,10 @@ def run_stand_in(
             info = await asyncio.to_thread(broadcaster.ready)
             async with client_connect(info["url"] + "?batch=1&history=0", max_queue=None) as ws:
                 await asyncio.to_thread(broadcaster.wait_for, r"client .* connected \(n=1\)")
+                watching = None
+                if watch is not None:
+                    watching = asyncio.create_task(asyncio.to_thread(watch, info["url"]))
+                    await asyncio.to_thread(broadcaster.wait_for, r"connected \(n=2\)")
                 # the broadcaster has asked which devices publish (none yet) before any tick
                 async with asyncio.timeout(10):
                     while not stand_in.history.requests and catchup is None:
@@ -167,7 +176,8 @@ def run_stand_in(
                     ws, lambda s: len(s) == len(DEVICES) and min(v[-1] for v in s.values()) == last
                 )
                 await ticking
-            return *got, figures(info["metrics_port"])
+                watched = await watching if watching is not None else None
+            return *got, figures(info["metrics_port"]), watched
         finally:
             stop.set()
             await serving
@@ -185,7 +195,7 @@ def test_what_the_subscriber_misses_is_refilled_in_order_or_named(pipeline: Pipe
     the producer skipped `not_produced`, each in a gap message just before the device's
     next sample; /metrics counts both by reason."""
     withheld = {*range(0, 10), *range(100, 120), *range(200, 300)}
-    gaps, seqs, counts = run_stand_in(pipeline, 460, withheld, skipped=range(400, 420))
+    gaps, seqs, counts, _ = run_stand_in(pipeline, 460, withheld, skipped=range(400, 420))
     for device in DEVICES:
         assert seqs[device][:200] == list(range(200))  # the slow joiner's ticks, the drop's
         mine = [g for g in gaps if g["device"] == device]
@@ -203,15 +213,31 @@ def test_what_the_subscriber_misses_is_refilled_in_order_or_named(pipeline: Pipe
 
 def test_a_drop_no_producer_answers_for_is_named_unavailable(pipeline: Pipeline, tmp_path: Path):
     """A broadcaster whose catch-up endpoint nobody serves names a drop `unavailable` in a
-    gap message, and the stream goes on in order."""
+    gap message, and the stream goes on in order; the Python API's stream records that gap
+    as the server named it, and nothing `unannounced`."""
+
+    def watch(url: str) -> tuple[list[tuple[str, int]], list]:
+        with streamsim.stream(url, count=2 * 180, timeout=30) as live:
+            got = [(s["device"], s["seq"]) for s in live]
+            return got, live.gaps
+
     nobody = f"ipc://{tmp_path}/nobody.sock"
-    gaps, seqs, counts = run_stand_in(pipeline, 200, set(range(100, 120)), catchup=nobody)
+    gaps, seqs, counts, watched = run_stand_in(
+        pipeline, 200, set(range(100, 120)), catchup=nobody, watch=watch
+    )
     for device in DEVICES:
         assert [g for g in gaps if g["device"] == device] == [
             {"device": device, "from_seq": 100, "to_seq": 119, "reason": "unavailable"}
         ]
         assert seqs[device] == [*range(seqs[device][0], 100), *range(120, 200)]
     assert counts['stream_gap_samples_total{reason="unavailable"}'] == 40
+    got, api_gaps = watched
+    assert sorted((g.device, g.from_seq, g.to_seq, g.reason) for g in api_gaps) == [
+        (device, 100, 119, "unavailable") for device in DEVICES
+    ]
+    for device in DEVICES:
+        mine = [seq for d, seq in got if d == device]
+        assert mine == [*range(mine[0], 100), *range(120, mine[-1] + 1)]
 
 
 def test_a_producer_restart_is_named_and_its_first_ticks_refilled(pipeline: Pipeline):
@@ -299,8 +325,8 @@ def test_device_groups_taken_again_start_afresh_and_kept_ones_have_no_hole(pipel
     told: list[dict] = []
     ones: list[int] = []
 
-    def more_of_one(count: int) -> None:
-        gaps, seqs = read_until(one, lambda s: len(s.get("host-01", [])) >= count)
+    def more_of_one(upto: int) -> None:
+        gaps, seqs = read_until(one, lambda s: s.get("host-01", [-1])[-1] >= upto)
         told.extend(gaps)
         ones.extend(seqs["host-01"])
 
@@ -313,11 +339,31 @@ def test_device_groups_taken_again_start_afresh_and_kept_ones_have_no_hole(pipel
     with connect(f"{every}&devices=host-01", open_timeout=10, max_queue=None) as one:
         more_of_one(10)
         first = every_device()
-        more_of_one(50)  # a second at least without host-02's group
+        more_of_one(first[-1] + 75)  # 1.5 s without host-02's group
         second = every_device()
-        more_of_one(10)
+        more_of_one(second[-1] + 10)
     assert told == []
     assert ones == list(range(ones[0], ones[0] + len(ones)))
     for seqs in (first, second):
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-    assert second[0] > first[-1] + 25
+    assert second[0] > first[-1] + 50  # not a refill of the time host-02 was not taken
+
+
+def test_a_series_started_over_from_seq_0_is_relayed(pipeline: Pipeline):
+    """A producer restarted without its state file starts its series over at seq 0: the
+    broadcaster relays it (newer samples under old seqs are not repeats), so a client that
+    connects then gets it at once, in order."""
+    producer = pipeline.producer("--rate", "50", "--devices", "2")
+    broadcaster = pipeline.broadcaster()
+    with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
+        broadcaster.wait_for(r"client .* connected \(n=1\)")
+        _, before = read_until(ws, lambda s: len(s) == 2 and min(max(v) for v in s.values()) > 100)
+    producer.stop()
+    (pipeline.cwd / "data" / "producer_state.json").unlink()
+    pipeline.producer("--rate", "50", "--devices", "2")
+    with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
+        gaps, after = read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 20)
+    assert gaps == []
+    for device, seqs in after.items():
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert seqs[0] < 50 < max(before[device])  # the new series, not the old one's seqs
