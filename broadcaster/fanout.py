@@ -12,8 +12,8 @@ broadcaster's own subscriber missed, broadcaster.relay) is sent to every client 
 way, a chunk at a time.
 
 Gap messages (seqs a client will not get) go to the clients whose subscription covers
-their device, in their place in the stream; a held client gets them in its place among its
-held samples.
+their device and whose stream they are in, in their place in the stream; a held client gets
+them in its place among its held samples.
 
 Each batch's frames are framed once per subscription (a server's frames are not masked,
 and compression is off) and written to each connection in one `transport.write`, instead
@@ -164,16 +164,24 @@ class Fanout:
         self.sent = 0  # frames written, summed over clients
         self.dropped_clients = 0
         self._samplers: dict[Subscription, Downsampler] = {}
+        # Per client, the newest sample timestamp relayed when it connected, if it asked for
+        # no sample then (`history=0`): a gap before that is not in its stream. None: the
+        # client's stream began with each device's latest sample, its history, or `since`.
+        self.joined: dict[ServerConnection, int | None] = {}
+        self.newest_ms: int | None = None  # the newest sample timestamp relayed so far
         self._recent: deque[schema.Batch] = deque()
         self._recent_rows = 0
         self._recent_limit = recent_rows
         self._closing: set[asyncio.Task[None]] = set()
 
     def add(self, connection: ServerConnection, subscription: Subscription) -> None:
+        if connection not in self.joined:
+            self.joined[connection] = self.newest_ms if subscription.history == 0 else None
         self.clients[connection] = subscription
 
     def discard(self, connection: ServerConnection) -> None:
         self.held.pop(connection, None)
+        self.joined.pop(connection, None)
         subscription = self.clients.pop(connection, None)
         if subscription is not None and subscription not in self.clients.values():
             self._samplers.pop(subscription, None)
@@ -241,11 +249,18 @@ class Fanout:
                     wait.cancel()
 
     def send_gaps(self, records: list[GapRecord]) -> None:
-        """Name, to each client whose subscription covers their devices, seqs of the live
-        stream it will not get (one gap message, before the devices' next samples)."""
+        """Name seqs of the live stream that will not come (one gap message, before the
+        devices' next samples) to each client whose subscription covers their device and
+        whose stream they are in: not before the samples a `history=0` client joined at
+        (the sample before the gap was relayed after it connected)."""
         for connection, subscription in list(self.clients.items()):
-            devices = subscription.devices
-            wanted = [r for r in records if devices is None or r.device in devices]
+            devices, joined = subscription.devices, self.joined.get(connection)
+            wanted = [
+                r
+                for r in records
+                if (devices is None or r.device in devices)
+                and (joined is None or r.gap.after_ms > joined)
+            ]
             if not wanted:
                 continue
             held = self.held.get(connection)
@@ -296,8 +311,10 @@ class Fanout:
             write([connection], self._render(subscription, latest))
 
     def hold(self, connection: ServerConnection, limit: int) -> None:
-        """Keep the client's live samples (up to `limit`) instead of writing them."""
+        """Keep the client's live samples (up to `limit`) instead of writing them. Its
+        stream is now the one after its `since`: every later gap of its devices is in it."""
         self.held[connection] = Held(limit)
+        self.joined[connection] = None
 
     def take_held(
         self, connection: ServerConnection
@@ -334,6 +351,10 @@ class Fanout:
         return True
 
     def _remember(self, batch: schema.Batch) -> None:
+        if len(batch):
+            newest = int(batch.rows["ts_ms"][-1])
+            if self.newest_ms is None or newest > self.newest_ms:
+                self.newest_ms = newest
         self._recent.append(batch)
         self._recent_rows += len(batch)
         while self._recent_rows - len(self._recent[0]) >= self._recent_limit:

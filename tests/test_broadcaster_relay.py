@@ -243,7 +243,8 @@ def test_a_drop_no_producer_answers_for_is_named_unavailable(pipeline: Pipeline,
 def test_a_producer_restart_is_named_and_its_first_ticks_refilled(pipeline: Pipeline):
     """A producer restarted (continuing its series): a live client gets a `not_produced` gap
     message for the ticks skipped while it was down, then every seq of the new run from its
-    first, the ones the broadcaster's subscriber missed while reconnecting included."""
+    first, the ones the broadcaster's subscriber missed while reconnecting included; a
+    client that connects after the restart asking for no sample is not told of it."""
     producer = pipeline.producer("--rate", "100", "--devices", "2")
     broadcaster = pipeline.broadcaster()
     with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
@@ -251,7 +252,11 @@ def test_a_producer_restart_is_named_and_its_first_ticks_refilled(pipeline: Pipe
         read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 50)
         producer.stop()
         pipeline.producer("--rate", "100", "--devices", "2")
+        # a client that asks for no sample on connecting: its stream starts after the gap
+        with connect(pipeline.ws_url + "/?history=0", open_timeout=10, max_queue=None) as late:
+            late_gaps, _ = read_until(late, lambda s: len(s) == 2)
         gaps, seqs = read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 100)
+    assert late_gaps == []
     assert len(gaps) == 2 and {g["device"] for g in gaps} == {"host-01", "host-02"}, gaps
     for gap in gaps:
         assert gap["reason"] == "not_produced"
