@@ -137,7 +137,7 @@ class Relay:
         seen = [last.get(bytes(d), (-1, 0)) for d in rows["device"].tolist()]
         seqs = np.array([s for s, _ in seen], np.int64)
         stamps = np.array([t for _, t in seen], np.int64)
-        again = (rows["seq"] <= seqs) & (rows["ts_ms"] > stamps)
+        again = (rows["seq"].astype(np.int64) <= seqs) & (rows["ts_ms"] > stamps)
         if not again.any():
             return []
         devices = {schema.device_name(d) for d in rows["device"][again].tolist()}

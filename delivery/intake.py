@@ -121,9 +121,10 @@ class Intake:
         return Delivery(gaps=self.starts.unanswered())
 
     def forget(self, devices: Iterable[str]) -> None:
-        """Devices the consumer stopped taking for a while (a broadcaster takes only the
-        device groups its clients want): when they come again they are met anew, through
-        `place`, rather than taken for a jump over all the time they were not taken."""
+        """Devices to meet anew, through `place`: a consumer that stopped taking them for a
+        while (a broadcaster takes only the device groups its clients want), so that they
+        are not taken for a jump over that time, or whose series started over at lower
+        seqs (they would be taken for repeats)."""
         names = list(devices)
         self.tracker.forget(name.encode() for name in names)
         for name in names:
