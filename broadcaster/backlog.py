@@ -14,7 +14,7 @@ beyond the bound of one resume) and `unavailable` (a producer did not answer).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,6 +52,22 @@ class Watermark:
             keep[index] = ours > running
             self.marks[name] = max(mark, int(ours.max()))
         return batch.with_rows(rows[keep])
+
+    def named(self, records: list[GapRecord]) -> list[GapRecord]:
+        """Of gap records of the live stream, what the client still needs named: the part
+        of each above its device's mark (nothing if the history already gave or named
+        those seqs); the mark then moves past it, so none of them is expected again."""
+        out = []
+        for record in records:
+            assert record.device is not None and record.to_seq is not None
+            name = record.device.encode()
+            mark = self.marks.get(name)
+            if mark is not None and record.to_seq <= mark:
+                continue
+            first = record.from_seq if mark is None else max(record.from_seq, mark + 1)
+            out.append(GapRecord(replace(record.gap, first=first), record.reason))
+            self.marks[name] = record.to_seq
+        return out
 
 
 @dataclass

@@ -7,7 +7,13 @@ closed with 1008 and aborted if it does not answer in time; the others never wai
 A client that resumes is *held* meanwhile: its live samples are kept (up to a bound,
 past which it is dropped like a slow client) instead of written, and its missed samples
 are written a chunk at a time, each waiting for the one before to drain, so that a long
-history never counts against the buffer bound.
+history never counts against the buffer bound. A large refill of the live stream (what the
+broadcaster's own subscriber missed, broadcaster.relay) is sent to every client the same
+way, a chunk at a time.
+
+Gap messages (seqs a client will not get) go to the clients whose subscription covers
+their device and whose stream they are in, in their place in the stream; a held client gets
+them in its place among its held samples.
 
 Each batch's frames are framed once per subscription (a server's frames are not masked,
 and compression is off) and written to each connection in one `transport.write`, instead
@@ -18,6 +24,7 @@ every connection.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import struct
 from collections import deque
@@ -25,11 +32,13 @@ from collections.abc import Iterable
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from broadcaster.subscription import Downsampler, Subscription
 from common import render, schema
+from delivery.gaps import GapRecord
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,14 @@ def write(connections: Iterable[ServerConnection], messages: list[bytes]) -> int
     return written
 
 
+async def _drained(connection: ServerConnection) -> None:
+    """Until the connection's buffer is below websockets' write limit, or it is gone."""
+    try:
+        await connection.drain()
+    except (OSError, ConnectionClosed):
+        pass
+
+
 def _last_per_device(rows: np.ndarray, count: int) -> np.ndarray:
     """The last `count` rows of each device, in their order."""
     keep = np.zeros(len(rows), bool)
@@ -95,24 +112,34 @@ def _last_per_device(rows: np.ndarray, count: int) -> np.ndarray:
     return rows[keep]
 
 
+def gap_message(records: list[GapRecord]) -> bytes:
+    """The one gap message: `{"gap": {"ranges": [...]}}` (docs/formats.md)."""
+    return json.dumps({"gap": {"ranges": [r.describe() for r in records]}}).encode()
+
+
 class Held:
-    """The live samples of a resuming client, kept until its missed ones are written."""
+    """The live stream of a resuming client (its samples, and the gap records of the live
+    stream), kept until its missed samples are written."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.batches: list[schema.Batch] = []
+        self.items: list[schema.Batch | list[GapRecord]] = []
         self.rows = 0
 
     def add(self, batch: schema.Batch) -> bool:
         """Keep the batch; False once more than `limit` samples are kept."""
         if len(batch):
-            self.batches.append(batch)
+            self.items.append(batch)
             self.rows += len(batch)
         return self.rows <= self.limit
 
-    def take(self) -> list[schema.Batch]:
-        batches, self.batches, self.rows = self.batches, [], 0
-        return batches
+    def note(self, records: list[GapRecord]) -> None:
+        """Keep gap records in their place among the samples."""
+        self.items.append(records)
+
+    def take(self) -> list[schema.Batch | list[GapRecord]]:
+        items, self.items, self.rows = self.items, [], 0
+        return items
 
 
 class Fanout:
@@ -123,6 +150,7 @@ class Fanout:
     """
 
     STALL_S = 10.0  # a resuming client that takes none of a chunk for this long is dropped
+    PACE_S = 1.0  # the longest a chunk of a live refill waits for the clients to drain it
     LATEST_MS = 10_000  # a new client's first samples: each device's newest of this span
     LATEST_ROWS = 10_000
 
@@ -136,16 +164,24 @@ class Fanout:
         self.sent = 0  # frames written, summed over clients
         self.dropped_clients = 0
         self._samplers: dict[Subscription, Downsampler] = {}
+        # Per client, the newest sample timestamp relayed when it connected, if it asked for
+        # no sample then (`history=0`): a gap before that is not in its stream. None: the
+        # client's stream began with each device's latest sample, its history, or `since`.
+        self.joined: dict[ServerConnection, int | None] = {}
+        self.newest_ms: int | None = None  # the newest sample timestamp relayed so far
         self._recent: deque[schema.Batch] = deque()
         self._recent_rows = 0
         self._recent_limit = recent_rows
         self._closing: set[asyncio.Task[None]] = set()
 
     def add(self, connection: ServerConnection, subscription: Subscription) -> None:
+        if connection not in self.joined:
+            self.joined[connection] = self.newest_ms if subscription.history == 0 else None
         self.clients[connection] = subscription
 
     def discard(self, connection: ServerConnection) -> None:
         self.held.pop(connection, None)
+        self.joined.pop(connection, None)
         subscription = self.clients.pop(connection, None)
         if subscription is not None and subscription not in self.clients.values():
             self._samplers.pop(subscription, None)
@@ -192,6 +228,47 @@ class Fanout:
             frames = self._frames(subscription, batch)
             self.sent += len(frames) * write(connections, frames)
 
+    async def send_paced(self, batch: schema.Batch) -> None:
+        """Send a large batch (a refill) as `send` does, a chunk at a time, each once the
+        clients it filled past half the buffer bound have drained it (at most PACE_S
+        each), so that a refill does not count against the bound of clients that read."""
+        for start in range(0, len(batch), self.chunk_rows):
+            self.send(batch.with_rows(batch.rows[start : start + self.chunk_rows]))
+            full = [
+                connection
+                for connection in self.clients
+                if connection not in self.held
+                and connection.transport is not None
+                and not connection.transport.is_closing()
+                and connection.transport.get_write_buffer_size() > self.max_buffer // 2
+            ]
+            if full:
+                waits = [asyncio.ensure_future(_drained(c)) for c in full]
+                _, late = await asyncio.wait(waits, timeout=self.PACE_S)
+                for wait in late:  # too slow: the buffer bound decides, at the next chunk
+                    wait.cancel()
+
+    def send_gaps(self, records: list[GapRecord]) -> None:
+        """Name seqs of the live stream that will not come (one gap message, before the
+        devices' next samples) to each client whose subscription covers their device and
+        whose stream they are in: not before the samples a `history=0` client joined at
+        (the sample before the gap was relayed after it connected)."""
+        for connection, subscription in list(self.clients.items()):
+            devices, joined = subscription.devices, self.joined.get(connection)
+            wanted = [
+                r
+                for r in records
+                if (devices is None or r.device in devices)
+                and (joined is None or r.gap.after_ms > joined)
+            ]
+            if not wanted:
+                continue
+            held = self.held.get(connection)
+            if held is not None:
+                held.note(wanted)
+            else:
+                self.sent += write([connection], [gap_message(wanted)])
+
     def history(
         self, connection: ServerConnection, subscription: Subscription, connecting: bool = False
     ) -> None:
@@ -234,11 +311,16 @@ class Fanout:
             write([connection], self._render(subscription, latest))
 
     def hold(self, connection: ServerConnection, limit: int) -> None:
-        """Keep the client's live samples (up to `limit`) instead of writing them."""
+        """Keep the client's live samples (up to `limit`) instead of writing them. Its
+        stream is now the one after its `since`: every later gap of its devices is in it."""
         self.held[connection] = Held(limit)
+        self.joined[connection] = None
 
-    def take_held(self, connection: ServerConnection) -> list[schema.Batch] | None:
-        """The live samples held for the client since the last call; None if it is gone."""
+    def take_held(
+        self, connection: ServerConnection
+    ) -> list[schema.Batch | list[GapRecord]] | None:
+        """The live samples (and gap records) held for the client since the last call, in
+        order; None if it is gone."""
         held = self.held.get(connection)
         return None if held is None else held.take()
 
@@ -269,6 +351,10 @@ class Fanout:
         return True
 
     def _remember(self, batch: schema.Batch) -> None:
+        if len(batch):
+            newest = int(batch.rows["ts_ms"][-1])
+            if self.newest_ms is None or newest > self.newest_ms:
+                self.newest_ms = newest
         self._recent.append(batch)
         self._recent_rows += len(batch)
         while self._recent_rows - len(self._recent[0]) >= self._recent_limit:

@@ -1,4 +1,5 @@
-"""The broadcaster: a WebSocket server fed by a ZeroMQ subscriber."""
+"""The broadcaster: a WebSocket server fed by a ZeroMQ subscriber (through the relay's
+intake, broadcaster.relay: every sample in order, or a gap message naming it)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,19 @@ from websockets.http11 import Request, Response
 from broadcaster import alerts, backlog, peers
 from broadcaster.admission import Admission, InboundLimit
 from broadcaster.config import BroadcasterConfig
-from broadcaster.fanout import Fanout, peer
+from broadcaster.fanout import Fanout, gap_message, peer
 from broadcaster.fleet import FleetInfo
 from broadcaster.latest import Latest
 from broadcaster.pages import Health, page, schema_document
+from broadcaster.relay import Refill, Relay
 from broadcaster.since import Since, SinceError, check, from_query
 from broadcaster.subscription import Subscription, SubscriptionError, parse_message
-from common import metrics, schema
+from common import metrics
 from common.bus import AlertSender, Subscriber
 from common.errors import StartupError
 from common.metrics import Figure
 from common.ready import Readiness
-from common.shards import device_group
+from common.shards import GROUPS, device_group
 from delivery.client import CatchupClient
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class State:
         self.health = Health(config.stale_after, self.pipeline)
         self.schema = schema_document(config.scenario)  # /schema.json
         self.subscriber: Subscriber | None = None
+        self.relay: Relay | None = None
         self.disconnects = 0
         self.registry = metrics.registry(self.figures)
         self.groups: list[int] | None = None  # device groups taken from the bus; None: all
@@ -120,6 +123,8 @@ class State:
             groups = sorted({device_group(d) for s in subscriptions for d in s.devices or ()})
         if groups != self.groups and self.subscriber is not None:
             self.subscriber.subscribe(groups)
+            if self.relay is not None:
+                self.relay.retake(_taken(groups) - _taken(self.groups))
             self.groups = groups
             self.bus_changed_at = time.monotonic()
 
@@ -176,7 +181,28 @@ class State:
                 self.resumed_samples,
                 True,
             ),
+            Figure(
+                "samples_refilled",
+                "Samples the broadcaster's subscriber missed, relayed from the producers' history",
+                self.relay.refilled if self.relay else 0,
+                True,
+            ),
+            *(
+                Figure(
+                    "gap_samples",
+                    "Samples of the live stream named in gap messages, by gap reason",
+                    count,
+                    True,
+                    labels=(("reason", reason),),
+                )
+                for reason, count in sorted(self.relay.gap_samples.items() if self.relay else [])
+            ),
         ]
+
+
+def _taken(groups: list[int] | None) -> set[int]:
+    """The device groups a subscription to `groups` takes (None: all of them)."""
+    return set(range(GROUPS)) if groups is None else set(groups)
 
 
 async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
@@ -184,7 +210,15 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
     state = State(config)
     server = await _listen(config, state)
     try:
-        state.subscriber = Subscriber(config.zmq_pub.split(","), security=config.security)
+        state.subscriber = Subscriber(
+            config.zmq_pub.split(","), security=config.security, keep_refused=True
+        )
+        state.relay = Relay(
+            state.subscriber,
+            CatchupClient(
+                config.zmq_catchup, config.security, idle_timeout=backlog.ANSWER_TIMEOUT_S
+            ),
+        )
         state.bus_changed_at = time.monotonic()
         targets = [e.strip() for e in config.zmq_alerts.split(",") if e.strip()]
         if targets:
@@ -197,13 +231,15 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
             pages,
         )
     except BaseException:
+        if state.relay is not None:
+            state.relay.client.close()
         if state.subscriber is not None:
             state.subscriber.close()
         if state.outbox.sender is not None:
             state.outbox.sender.close()
         server.close()
         raise
-    subscriber = state.subscriber
+    subscriber, relay = state.subscriber, state.relay
     ready = Readiness(config.ready_file, "broadcaster")
     try:
         host, port = _address(server)
@@ -215,12 +251,16 @@ async def run(config: BroadcasterConfig, stop: asyncio.Event) -> None:
         )
         asking = asyncio.create_task(state.fleet.run(stop))
         try:
-            await _relay(config, subscriber, state, stop)
+            await _relay(config, relay, state, stop)
         finally:
             asking.cancel()
     finally:
         ready.withdraw()
-        state.subscriber = None  # clients leaving from now on must not resubscribe
+        for item in relay.close():  # what is still unknown, named before the clients go
+            if isinstance(item, list):
+                state.fanout.send_gaps(item)
+        state.subscriber = state.relay = None  # clients leaving now must not resubscribe
+        relay.client.close()
         subscriber.close()
         state.outbox.flush()
         if state.outbox.sender is not None:
@@ -427,8 +467,7 @@ async def _send_since(
         plan = backlog.plan(after, after_seq, answer, config.resume_max)
         state.resumes += 1
         if plan.gaps and connection in fanout.held:
-            ranges = [gap.describe() for gap in plan.gaps]
-            await connection.send(json.dumps({"gap": {"ranges": ranges}}))
+            await connection.send(gap_message(plan.gaps).decode())
         sent = sum(len(b) for b in plan.batches)
         if not await fanout.write_paced(connection, subscription, plan.batches):
             return
@@ -440,9 +479,15 @@ async def _send_since(
             len(plan.gaps),
         )
         while held := fanout.take_held(connection):
-            live = [plan.watermark.admit(b) for b in held]
-            if not await fanout.write_paced(connection, subscription, live):
-                return
+            for item in held:
+                if isinstance(item, list):  # gap records of the live stream, in their place
+                    named = plan.watermark.named(item)
+                    if named:
+                        await connection.send(gap_message(named).decode())
+                elif not await fanout.write_paced(
+                    connection, subscription, [plan.watermark.admit(item)]
+                ):
+                    return
     finally:
         fanout.release(connection)  # after an empty take_held, with no await in between
 
@@ -490,20 +535,28 @@ def _requests(admission: Admission, clients, state: State):
 
 
 async def _relay(
-    config: BroadcasterConfig, subscriber: Subscriber, state: State, stop: asyncio.Event
+    config: BroadcasterConfig, relay: Relay, state: State, stop: asyncio.Event
 ) -> None:
-    fanout = state.fanout
+    fanout, subscriber = state.fanout, relay.subscriber
     log.info("relaying samples from %s", subscriber.endpoint)
+    await relay.begin()
     next_stats = time.monotonic() + config.stats_interval
     while not stop.is_set():
-        wait = max(0.0, next_stats - time.monotonic())
+        wait = max(0.0, min(next_stats - time.monotonic(), relay.retry_s))
         received = await subscriber.receive(wait, stop)
         for batch in received:  # as sent: a message holds ticks of one producer's devices
             state.latest.update(batch)
-        for batch in schema.merge(received):
+        for item in await relay.take(received):  # in order, refills and gaps in their place
+            if isinstance(item, list):
+                fanout.send_gaps(item)
+                continue
+            batch = item.batch if isinstance(item, Refill) else item
             state.health.saw(int(batch.rows["ts_ms"][-1]))
             state.devices.update(batch.rows)
-            fanout.send(batch)  # kept for history; rendered only for subscriptions in use
+            if isinstance(item, Refill):  # maybe large: a chunk at a time
+                await fanout.send_paced(batch)
+            else:  # kept for history; rendered only for subscriptions in use
+                fanout.send(batch)
         if time.monotonic() >= next_stats:
             next_stats += config.stats_interval
             log.info(

@@ -86,6 +86,7 @@ class CatchupClient:
         self, endpoints: str | list[str], security: Security = PLAIN, idle_timeout: float = 2.0
     ) -> None:
         self.endpoints = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+        self.security = security
         self.idle_timeout = idle_timeout  # silence after which a producer's answer is given up
         self._dealers = [Dealer(e, security) for e in self.endpoints]  # connected on first use
         self._lock = asyncio.Lock()  # a dealer carries one request at a time

@@ -9,7 +9,7 @@ refused messages, all of this package.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +119,16 @@ class Intake:
     def close(self) -> Delivery:
         """On stop: what is still unknown about devices met while no producer answered."""
         return Delivery(gaps=self.starts.unanswered())
+
+    def forget(self, devices: Iterable[str]) -> None:
+        """Devices to meet anew, through `place`: a consumer that stopped taking them for a
+        while (a broadcaster takes only the device groups its clients want), so that they
+        are not taken for a jump over that time, or whose series started over at lower
+        seqs (they would be taken for repeats)."""
+        names = list(devices)
+        self.tracker.forget(name.encode() for name in names)
+        for name in names:
+            self.starts.unconfirmed.pop(name, None)
 
     async def _take(self, batch: schema.Batch, refused: refusals.Spans) -> Delivery:
         out = Delivery(precision=batch.precision)

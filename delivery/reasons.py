@@ -16,7 +16,8 @@ invalid_input   The producer refused to publish them: not valid samples (a repla
                 own word, passed on in its catch-up answer. Logger, bridge, scorer,
                 broadcaster.
 refused         Published, but in messages this consumer could not accept (undecodable or
-                invalid), and the history could not give them again. Logger, bridge, scorer.
+                invalid), and the history could not give them again. Logger, bridge, scorer,
+                broadcaster.
 unavailable     No producer answered: whether they were published, and whether they are
                 held, is not known (a seq jump, a device first met, a resume). Logger,
                 bridge, scorer, broadcaster.

@@ -6,6 +6,7 @@ before delivering the later rows, and records what cannot be filled.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,18 +52,17 @@ class SeqTracker:
         self._seq[slot], self._ts[slot] = seq, ts_ms
         self._plan = None
 
-    def forget(self) -> None:
-        """Nothing written any more: a new file of a new series starts (its seqs may be
-        anywhere, even below the old ones)."""
-        self._seq[:] = -1
-        self._ts[:] = 0
-        self._plan = None
-
-    def forget(self) -> None:
-        """Nothing delivered any more: the destination starts afresh for a new series (whose
-        seqs may be anywhere, even below the old ones)."""
-        self._seq[:] = -1
-        self._ts[:] = 0
+    def forget(self, devices: Iterable[bytes] | None = None) -> None:
+        """Nothing delivered any more, of `devices` (None: of any): the destination starts
+        afresh for a new series (whose seqs may be anywhere, even below the old ones), or
+        these devices will be met anew (a consumer that stopped taking them for a while)."""
+        if devices is None:
+            self._seq[:] = -1
+            self._ts[:] = 0
+        else:
+            slots = [self._slot[d] for d in devices if d in self._slot]
+            self._seq[slots] = -1
+            self._ts[slots] = 0
         self._plan = None
 
     def after(self) -> tuple[dict[str, int], int]:

@@ -81,3 +81,25 @@ def test_a_jump_inside_the_very_first_batch_is_a_gap() -> None:
     for tracker in (SeqTracker(), SortingTracker()):
         assert [(g.device, g.first, g.last) for g in tracker.gaps(first)] == [("a", 2, 2)]
         assert len(tracker.admit(first)) == 4
+
+
+@pytest.mark.parametrize("make", [SeqTracker, SortingTracker])
+def test_forgotten_devices_are_met_anew_and_the_others_keep_their_place(make) -> None:
+    """Forgetting some devices makes them unseen (their next seq is neither a jump nor a
+    repeat), while the others still show a jump and drop repeats; forgetting all, all."""
+    tracker = make()
+    tracker.admit(ticks(["a", "b"], 0, 5))
+    tracker.forget([b"a"])
+    later = ticks(["a", "b"], 2, 5)
+    assert tracker.unseen(later) == ["a"]
+    assert tracker.gaps(later) == []
+    admitted = tracker.admit(later).rows
+
+    def seqs(device: bytes) -> list[int]:
+        return [int(seq) for seq in admitted["seq"][admitted["device"] == device]]
+
+    assert seqs(b"a") == [2, 3, 4, 5, 6]  # taken up where it is met again
+    assert seqs(b"b") == [5, 6]  # 2-4 are repeats
+    assert [g.device for g in tracker.gaps(ticks(["a", "b"], 9, 1))] == ["a", "b"]
+    tracker.forget()
+    assert sorted(tracker.unseen(ticks(["a", "b"], 0, 1))) == ["a", "b"]

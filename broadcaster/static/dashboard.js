@@ -215,14 +215,14 @@ function connect() {
   ws.onmessage = (event) => {
     const started = performance.now();
     const data = JSON.parse(event.data);
-    if (data && data.gap) {  // what a resume could not fill: named, then the rest follows
+    if (data && data.gap) {  // what a resume or the live stream cannot give: named, then the rest follows
       state.gaps.push(...data.gap.ranges);
       for (const gap of data.gap.ranges) {  // the next sample of the device follows the gap
         if (gap.device !== null && gap.to_seq !== null && lastSeq.has(gap.device)) {
           lastSeq.set(gap.device, Math.max(lastSeq.get(gap.device), gap.to_seq));
         }
       }
-      status.textContent = `connected (${data.gap.ranges.length} gap(s) in the history)`;
+      status.textContent = `connected (${state.gaps.length} gap(s) named by the server)`;
       return;
     }
     if (!Array.isArray(data)) return;  // an error or a confirmation
