@@ -435,7 +435,7 @@ class KafkaSink:
         """While nothing waits to be sent: look whether the committed transactions' end
         markers are written (see bridge.kafka_confirm), and if one is lost for good, send
         again what the topic would lose (a new producer's abort markers end those records)."""
-        if not len(self._confirmed) or self._closing.is_set():
+        if not self._confirmed.due() or self._closing.is_set():
             return
         await _in_thread(self._confirmed.check)
         self._note_stuck()

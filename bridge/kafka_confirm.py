@@ -66,6 +66,10 @@ class Confirmations:
         waited = time.monotonic() - self._checkpoint_at
         return self._checkpoint is not None and waited > self._stuck_after
 
+    def due(self) -> bool:
+        """Whether `check` would look at the cluster now."""
+        return bool(self._held) and time.monotonic() >= self._next_check
+
     def add(self, messages: list[Item]) -> None:
         """Messages of a transaction the broker just confirmed."""
         self._held.extend(messages)

@@ -178,9 +178,9 @@ class Bridge:
         while True:
             messages = self.outbox.take(self.config.window)
             if not messages:
-                await self.sink.flush()  # what only the sink still holds (Kafka: markers)
                 if self._closing.is_set():
                     return
+                await self.sink.flush()  # what only the sink still holds (Kafka: markers)
                 await self.outbox.wait(0.2)
                 continue
             acked = await self.sink.write_batch(messages)
