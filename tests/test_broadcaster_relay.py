@@ -106,7 +106,7 @@ class StandIn:
                 self.history.add(batch, now=seq / 100)
                 if seq not in withheld:
                     self.publisher.publish(batch)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # its schedule, as a producer's: not a wait on a test
 
     def close(self) -> None:
         self.server.close()
