@@ -401,9 +401,7 @@ def test_labelled_messages_name_their_anomalies_outside_the_payload(
         reader.loop_start()
         pipeline.producer("--rate", "20", "--devices", "3", "--anomaly-rate", "0")
         jet = bridge(pipeline, nats.url, gaps="j.gaps.csv")
-        mqtt = bridge(
-            pipeline, mosquitto.url, "--mqtt-version", "5", "--batch", gaps="m.gaps.csv"
-        )
+        mqtt = bridge(pipeline, mosquitto.url, "--mqtt-version", "5", "--batch", gaps="m.gaps.csv")
         done = pipeline.ctl("inject", "memory_leak", "--device", "host-02", "--duration", "3s")
         assert done.returncode == 0, done.stderr
         wait_until(lambda: any(a for a, _ in seen), timeout=15)

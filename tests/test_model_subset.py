@@ -166,16 +166,17 @@ def test_injected_anomaly_on_a_subset_matches_the_full_fleet(kind):
 
 @pytest.mark.slow
 def test_subset_cost_is_proportional_to_its_size():
-    """Model values for 100 of 1000 devices take under 40 % of the time of all 1000 (best of 5)."""
+    """Model values for 100 of 1000 devices take under 40 % of the time of all 1000 (best of 5;
+    this thread's CPU time, which other processes on a busy machine do not stretch)."""
     ts = START_MS + np.arange(100) * 1000
     subset = np.sort(np.random.default_rng(0).choice(1000, 100, replace=False))
 
     def best(devices) -> float:
         times = []
         for _ in range(5):
-            started = time.perf_counter()
+            started = time.thread_time()
             Model(9, devices).values(ts)
-            times.append(time.perf_counter() - started)
+            times.append(time.thread_time() - started)
         return min(times)
 
     full_s, subset_s = best(1000), best(subset)
