@@ -45,10 +45,10 @@ def run_live(make: Callable[[], object], url: str, name: str, count: int | None 
     """Read the blind stream at `url`, send an alert message per frame that raised any;
     reconnect and resume after the last sample of each device if the server goes away.
     Prints one line of totals at the end (on stderr)."""
+    import signal
+
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
-
-    import signal
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt

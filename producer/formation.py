@@ -17,8 +17,8 @@ from common.bus import Dealer
 from common.errors import StartupError
 from common.ready import instance_files
 from common.shards import Shard, own_endpoint
-from producer.sources import series as series_store
 from producer.config import ProducerConfig
+from producer.sources import series as series_store
 from producer.sources.series import Series
 
 log = logging.getLogger(__name__)

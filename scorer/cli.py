@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from common.bus import DEFAULT_ALERTS, parse_endpoint
 from common.cli import (
     catchup_from,
     log_level_option,
@@ -24,7 +25,6 @@ from common.cli import (
     zmq_catchup_option,
     zmq_pub_option,
 )
-from common.bus import DEFAULT_ALERTS, parse_endpoint
 from common.logs import setup_logging
 from scorer.settings import BIASES, CARDINALITIES, Settings
 

@@ -13,7 +13,6 @@ import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
 
-
 from common import metrics
 from common.bus import AlertReceiver
 from common.metrics import Figure

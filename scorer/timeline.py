@@ -152,7 +152,7 @@ class TimelineBuilder:
                 slot = self._new(name)
             lookup[i] = slot
         slots = lookup[inverse]
-        first = np.flatnonzero((devices == devices[0]))
+        first = np.flatnonzero(devices == devices[0])
         period = int(first[1]) if len(first) > 1 else len(devices)
         if len(devices) and len(devices) % period == 0 and len(np.unique(slots[:period])) == period:
             ticks = len(devices) // period

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from common import shards
 from common.bus import Security
 from common.control import ask, ask_all
 from common.errors import StartupError
 from common.ready import instance_files
-
 
 __all__ = ["ask", "ask_all", "describe", "formation"]
 

@@ -6,12 +6,15 @@ Each source yields batches due at wall-clock times; the producer's loop waits an
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from common import schema
 from common.shards import Shard
+
+if TYPE_CHECKING:
+    from producer.sources.series import Series
 
 # Hears (device id, seq) of a row a source refused to publish; (None, None) when the row
 # has no valid device id.
@@ -69,7 +72,7 @@ class IdleSource:
 
     device_names: list[str] = []
 
-    def __init__(self, shard: Shard, what: str, series: series_store.Series | None = None) -> None:
+    def __init__(self, shard: Shard, what: str, series: Series | None = None) -> None:
         self.shard, self.what = shard, what
         self.series = series  # the formation's, which producers 2..N learn from producer 1
 
