@@ -375,7 +375,11 @@ class Fanout:
         if subscription.labels is False:
             objects = [blind(o) for o in objects]
         if subscription.batch:
-            return [b"[" + b",".join(objects) + b"]"] if objects else []
+            ts = batch.rows["ts_ms"]
+            if len(ts) > 1 and (np.diff(ts) < 0).any():  # a refill by device: by tick instead
+                order = np.argsort(ts, kind="stable")  # each device's samples keep their order
+                objects, ts = [objects[i] for i in order.tolist()], ts[order]
+            return [b"[" + b",".join(objects[a:b]) + b"]" for a, b in _ticks(ts)]
         return objects
 
     def _drop(self, connection: ServerConnection, why: str = "") -> None:
@@ -398,3 +402,13 @@ class Fanout:
             pass
         finally:
             connection.transport.abort()
+
+
+def _ticks(ts: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each tick's samples, `ts` in time order (a batch=1 frame holds one
+    tick: a bus message is one tick, a refill or a history chunk several)."""
+    if not len(ts):
+        return []
+    cuts = np.flatnonzero(ts[1:] != ts[:-1]) + 1
+    bounds = [0, *cuts.tolist(), len(ts)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
