@@ -98,6 +98,16 @@ def _figure(port: int, name: str) -> float:
     return float(re.search(rf"^stream_{name}(?:_total)? (\S+)$", text, re.M)[1])
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """a / b, or None where b measured nothing (a smoke run's half second can use no
+    CPU tick at all)."""
+    return a / b if b else None
+
+
+def _times(ratio: float | None, what: str) -> str:
+    return f" ({ratio:.2f}x {what})" if ratio is not None else f" (n/a x {what})"
+
+
 def _through_bridge(
     work: Path, name: str, url: str, args: list[str], devices: int, rate: int, duration: float
 ) -> dict:
@@ -361,11 +371,11 @@ def _kafka(
             else "kafka, plain producer, transaction per 20,000"
         )
         base = baselines[r["baseline"]]
-        r["over_plain"] = r["acknowledged_per_s"] / base["samples_per_s"]
-        r["over_no_transactions"] = (
-            r["acknowledged_per_s"] / baselines["kafka, plain producer"]["samples_per_s"]
+        r["over_plain"] = _ratio(r["acknowledged_per_s"], base["samples_per_s"])
+        r["over_no_transactions"] = _ratio(
+            r["acknowledged_per_s"], baselines["kafka, plain producer"]["samples_per_s"]
         )
-        r["cpu_over_plain"] = base["cpu_us_per_sample"] / r["cpu_us_per_sample"]
+        r["cpu_over_plain"] = _ratio(base["cpu_us_per_sample"], r["cpu_us_per_sample"])
     return {"baselines": baselines, "broker_start_s": started, "broker_rss_mb": memory}, results
 
 
@@ -481,13 +491,13 @@ def _report(baselines: dict, kafka: dict, results: list[dict], quick: bool, smok
         cpu = f"{r['cpu_us_per_sample']:.1f}"
         if r["setting"].startswith("kafka"):
             base = kafka["baselines"][r["baseline"]]["samples_per_s"]
-            cpu += f" ({r['cpu_over_plain']:.2f}x plain's efficiency)"
+            cpu += _times(r["cpu_over_plain"], "plain's efficiency")
         rows.append(
             [
                 r["setting"],
                 f"{base:,.0f}" if base else "",
                 f"{r['acknowledged_per_s']:,.0f}"
-                + (f" ({r['over_plain']:.2f}x plain)" if "over_plain" in r else ""),
+                + (_times(r["over_plain"], "plain") if "over_plain" in r else ""),
                 f"{r['offered']:,} ({r['received_per_s']:,.0f})",
                 "yes" if r["holds"] else f"no (lag {r['lag_samples']:,.0f})",
                 cpu,
