@@ -183,6 +183,10 @@ class Output:
             self._timer = asyncio.get_running_loop().call_later(wait, self._draw)
 
     def _draw(self) -> None:
+        # A sample can come after a timer's due time but before a busy loop ran it: drawing
+        # then must take the timer with it, or it draws a second picture right after.
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = None
         self._dirty = False
         self._drawn_at = time.monotonic()

@@ -3,6 +3,8 @@ tell thinning and history from loss, and an unreachable server that ends in an e
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import pty
 import re
@@ -146,3 +148,26 @@ def test_unreachable_server_with_count_is_an_error_after_a_bounded_wait(pipeline
     started = time.monotonic()
     timed = run_client(pipeline, "--url", url, "--timeout", "1.5", timeout=30)
     assert timed.returncode == 3 and time.monotonic() - started < 6, timed.stderr
+
+
+def test_a_late_timer_does_not_draw_a_second_picture(monkeypatch, capsys):
+    """A sample that comes after a pending redraw's due time, before a busy loop ran the
+    timer, draws at once; the timer then must not draw again right after it."""
+    sys.path.insert(0, str(REPO / "clients"))
+    try:
+        import test_client as client
+    finally:
+        sys.path.remove(str(REPO / "clients"))
+    out = client.Output("table", stats=False)
+    out.redraw = True
+    sample = {"timestamp": "2026-01-01T00:00:00.000000", "device": "host-01", "cpu": 1.0}
+
+    async def busy_between_samples() -> None:
+        out.show(json.dumps(sample))  # drawn at once
+        out.show(json.dumps(sample))  # a timer for REDRAW_S later
+        time.sleep(client.REDRAW_S + 0.05)  # the loop is busy past the timer's due time
+        out.show(json.dumps(sample))  # drawn at once, before the loop runs the timer
+        await asyncio.sleep(client.REDRAW_S / 2)  # the timer's turn comes now
+
+    asyncio.run(busy_between_samples())
+    assert capsys.readouterr().out.count("\x1b[H") == 2
