@@ -164,6 +164,10 @@ class Fanout:
         self.sent = 0  # frames written, summed over clients
         self.dropped_clients = 0
         self._samplers: dict[Subscription, Downsampler] = {}
+        # One object per distinct subscription: `send` tells its clients' groups apart by
+        # identity (cheap for thousands of clients), and equal ones must share a group, or
+        # the group's downsampler would pass each batch once, to the first group only.
+        self._subscriptions: dict[Subscription, Subscription] = {}
         # Per client, the newest sample timestamp relayed when it connected, if it asked for
         # no sample then (`history=0`): a gap before that is not in its stream. None: the
         # client's stream began with each device's latest sample, its history, or `since`.
@@ -177,13 +181,22 @@ class Fanout:
     def add(self, connection: ServerConnection, subscription: Subscription) -> None:
         if connection not in self.joined:
             self.joined[connection] = self.newest_ms if subscription.history == 0 else None
-        self.clients[connection] = subscription
+        previous = self.clients.get(connection)
+        self.clients[connection] = self._subscriptions.setdefault(subscription, subscription)
+        if previous is not None:
+            self._unused(previous)
 
     def discard(self, connection: ServerConnection) -> None:
         self.held.pop(connection, None)
         self.joined.pop(connection, None)
         subscription = self.clients.pop(connection, None)
-        if subscription is not None and subscription not in self.clients.values():
+        if subscription is not None:
+            self._unused(subscription)
+
+    def _unused(self, subscription: Subscription) -> None:
+        """Forget a subscription's object and downsampler once no client has it."""
+        if subscription not in self.clients.values():
+            self._subscriptions.pop(subscription, None)
             self._samplers.pop(subscription, None)
 
     def send(self, batch: schema.Batch) -> None:
@@ -282,7 +295,7 @@ class Fanout:
             return
         rows = np.concatenate([b.rows for b in self._recent])
         rows = rows[subscription.wants(rows)]
-        recent = self._recent[-1].with_rows(_last_per_device(rows, count))
+        recent = self._recent[-1].with_rows(self._last(subscription, rows, count))
         write([connection], self._render(subscription, recent))
 
     def _send_latest(self, connection: ServerConnection, subscription: Subscription) -> None:
@@ -307,8 +320,20 @@ class Fanout:
         rows = np.concatenate(parts[::-1])
         rows = rows[subscription.wants(rows)]
         if len(rows):
-            latest = self._recent[-1].with_rows(_last_per_device(rows, 1))
+            latest = self._recent[-1].with_rows(self._last(subscription, rows, 1))
             write([connection], self._render(subscription, latest))
+
+    def _last(self, subscription: Subscription, rows: np.ndarray, count: int) -> np.ndarray:
+        """The last `count` samples of each device for a joining client; with `max_rate`,
+        those its subscription's downsampler lets it have (the rate holds across the join)."""
+        if subscription.max_rate is None:
+            return _last_per_device(rows, count)
+        return self._sampler(subscription).ending(rows, count)
+
+    def _sampler(self, subscription: Subscription) -> Downsampler:
+        """One downsampler per subscription: its clients get the same frames."""
+        assert subscription.max_rate is not None
+        return self._samplers.setdefault(subscription, Downsampler(subscription.max_rate))
 
     def hold(self, connection: ServerConnection, limit: int) -> None:
         """Keep the client's live samples (up to `limit`) instead of writing them. Its
@@ -365,8 +390,7 @@ class Fanout:
         if subscription.devices is not None:
             rows = rows[subscription.wants(rows)]
         if subscription.max_rate is not None:
-            sampler = self._samplers.setdefault(subscription, Downsampler(subscription.max_rate))
-            rows = rows[sampler.keep(rows)] if len(rows) else rows
+            rows = rows[self._sampler(subscription).keep(rows)] if len(rows) else rows
         return self._render(subscription, batch.with_rows(rows))
 
     @staticmethod

@@ -151,6 +151,30 @@ class Downsampler:
             self.last[name] = last
         return keep
 
+    def ending(self, rows: np.ndarray, count: int) -> np.ndarray:
+        """The last `count` samples of each device in `rows` (recent ones, in order) as a
+        client joining this rate gets them: ending at the sample last passed to the
+        clients already on it, spaced a period apart or more, so that the live samples
+        after them keep the rate. A device none was passed of yet ends at its newest
+        sample, which then counts as passed."""
+        keep = np.zeros(len(rows), bool)
+        names, inverse = np.unique(rows["device"], return_inverse=True)
+        stamps = rows["ts_ms"]
+        for i, name in enumerate(names.tolist()):
+            at = np.flatnonzero(inverse == i)
+            end = self.last.get(name)
+            if end is None:
+                end = self.last[name] = float(stamps[at[-1]])
+            taken, later = 0, np.inf
+            for row in at[::-1].tolist():
+                if taken == count:
+                    break
+                if stamps[row] <= end and later - stamps[row] >= self.period_ms:
+                    keep[row] = True
+                    later = float(stamps[row])
+                    taken += 1
+        return rows[keep]
+
 
 def _names(value: Any) -> list[str] | None:
     if value is None:

@@ -81,6 +81,22 @@ def test_downsampler_keeps_one_sample_per_interval_per_device():
     assert not sampler.keep(rows[-2:]).any()  # same interval as already sent
 
 
+def test_a_joining_client_gets_what_the_rate_passed():
+    """A client joining a downsampled stream gets the samples the clients on it got last
+    (spaced by the rate), not newer ones that would come too soon before the next; a device
+    nothing was passed of yet gets its newest sample, which the rate then counts."""
+    rows = schema.empty_rows(40)
+    rows["ts_ms"] = np.repeat(np.arange(20) * 50, 2)  # 20 Hz, two devices
+    rows["device"] = [b"a", b"b"] * 20
+    sampler = Downsampler(max_rate=5)
+    sampler.keep(rows[:18][rows[:18]["device"] == b"a"])  # a passed at 0, 200, 400 ms
+    joined = sampler.ending(rows, 2)
+    assert joined[joined["device"] == b"a"]["ts_ms"].tolist() == [200, 400]
+    assert joined[joined["device"] == b"b"]["ts_ms"].tolist() == [750, 950]  # ends at its newest
+    assert sampler.last == {b"a": 400.0, b"b": 950.0}
+    assert not sampler.keep(rows[-1:]).any()  # b at 950 is already counted
+
+
 def frames(url: str, count: int) -> list:
     """The first `count` frames of a new connection, parsed."""
     with connect(url, open_timeout=10, max_size=None) as ws:
@@ -107,6 +123,27 @@ def test_max_rate_downsamples_each_device(pipeline: Pipeline):
         by_device[sample["device"]].append(sample["seq"])
     for seqs in by_device.values():
         assert all(b - a == 4 for a, b in zip(seqs, seqs[1:], strict=False)), seqs  # 20 Hz / 5
+
+
+def test_max_rate_holds_across_a_join(pipeline: Pipeline):
+    """A client joining a running stream with max_rate=5 gets each device's latest sample
+    (or its history) as the rate allows: a second client of the same rate begins with the
+    sample the first got last, and history=3 is spaced as the live samples are."""
+    pipeline.producer("--rate", "20", "--devices", "2")
+    pipeline.broadcaster()
+    wait_until(lambda: received(pipeline.ws_url) >= 2 * 30, timeout=10)
+    url = pipeline.ws_url + "/?max_rate=5"
+    with connect(url, open_timeout=10) as first:
+        seen = [json.loads(first.recv(timeout=10)) for _ in range(8)]
+        second = frames(url, 8)  # joins while the first client is on the same rate
+        history = frames(url + "&history=3", 12)
+    for got in (seen, second, history):
+        by_device = defaultdict(list)
+        for sample in got:
+            by_device[sample["device"]].append(sample["seq"])
+        assert set(by_device) == {"host-01", "host-02"}
+        for seqs in by_device.values():
+            assert all(b - a == 4 for a, b in zip(seqs, seqs[1:], strict=False)), (seqs, got)
 
 
 def test_batched_frames_carry_a_tick_each(pipeline: Pipeline):
