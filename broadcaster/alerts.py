@@ -60,7 +60,7 @@ class Latest:
             return
         devices = rows["device"]
         if self._layout.ticks(devices) is not None:
-            tail = rows[-len(self._layout):]
+            tail = rows[-len(self._layout) :]
             self.seq[self._layout_slots] = tail["seq"]
             self.ts[self._layout_slots] = tail["ts_ms"]
             return
@@ -113,8 +113,9 @@ def count(body: object) -> int:
     return len(body) if isinstance(body, list) and body else 1
 
 
-def parse(body: object, subscription: Subscription, latest: Latest, detector: str,
-          now_ms: int) -> np.ndarray:
+def parse(
+    body: object, subscription: Subscription, latest: Latest, detector: str, now_ms: int
+) -> np.ndarray:
     """The alerts of one message as records; AlertError naming the first bad one."""
     items = body if isinstance(body, list) else [body]
     if not items or len(items) > MAX_PER_MESSAGE:
@@ -130,8 +131,9 @@ def parse(body: object, subscription: Subscription, latest: Latest, detector: st
     return records
 
 
-def _one(item: object, out: np.ndarray, subscription: Subscription, latest: Latest,
-         detector: str) -> None:
+def _one(
+    item: object, out: np.ndarray, subscription: Subscription, latest: Latest, detector: str
+) -> None:
     if not isinstance(item, dict):
         raise AlertError('an alert is an object like {"device": "host-01", "seq": 12}')
     unknown = sorted(set(item) - _KEYS)
@@ -144,8 +146,9 @@ def _one(item: object, out: np.ndarray, subscription: Subscription, latest: Late
     if newest is None:
         raise AlertError(f"unknown device {device!r}", "unknown_device")
     if subscription.devices is not None and device not in subscription.devices:
-        raise AlertError(f"device {device!r} is not in this connection's subscription",
-                         "not_subscribed")
+        raise AlertError(
+            f"device {device!r} is not in this connection's subscription", "not_subscribed"
+        )
     seq, stamp = item.get("seq"), item.get("timestamp")
     if seq is None and stamp is None:
         raise AlertError("an alert names its sample by seq or timestamp")
@@ -154,15 +157,18 @@ def _one(item: object, out: np.ndarray, subscription: Subscription, latest: Late
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise AlertError(f"seq must be an integer >= 0, got {seq!r}")
         if seq > newest[0]:
-            raise AlertError(f"seq {seq} of {device!r} is in the future (newest sent: "
-                             f"{newest[0]})", "future")
+            raise AlertError(
+                f"seq {seq} of {device!r} is in the future (newest sent: {newest[0]})", "future"
+            )
         out["seq"] = seq
     else:
         ts = _timestamp(stamp)
         if ts > newest[1]:
-            raise AlertError(f"timestamp {stamp!r} of {device!r} is in the future (newest sent: "
-                             f"{schema.format_timestamp(newest[1], schema.MILLISECONDS)})",
-                             "future")
+            raise AlertError(
+                f"timestamp {stamp!r} of {device!r} is in the future (newest sent: "
+                f"{schema.format_timestamp(newest[1], schema.MILLISECONDS)})",
+                "future",
+            )
         out["ts_ms"] = ts
     score = item.get("score")
     if score is not None:

@@ -160,21 +160,45 @@ class State:
             ),
             Figure("lag_seconds", "Wall time minus the newest sample's timestamp", lag),
             Figure("resumes", "Client resumes served (?since=)", self.resumes, True),
-            Figure("alerts_accepted", "Detectors' alerts taken and passed on", self.alerts_accepted,
-                   True),
-            Figure("alerts_refused", "Detectors' alerts refused, all reasons",
-                   sum(self.alerts_refused.values()), True),
+            Figure(
+                "alerts_accepted",
+                "Detectors' alerts taken and passed on",
+                self.alerts_accepted,
+                True,
+            ),
+            Figure(
+                "alerts_refused",
+                "Detectors' alerts refused, all reasons",
+                sum(self.alerts_refused.values()),
+                True,
+            ),
             *(
-                Figure(f"alerts_refused_{reason}", f"Alerts refused: {reason.replace('_', ' ')}",
-                       count, True)
+                Figure(
+                    f"alerts_refused_{reason}",
+                    f"Alerts refused: {reason.replace('_', ' ')}",
+                    count,
+                    True,
+                )
                 for reason, count in self.alerts_refused.items()
             ),
-            Figure("alerts_undelivered", "Alerts the scorers' queues could not take",
-                   self.outbox.sender.dropped if self.outbox.sender else 0, True),
-            Figure("alert_floods", "Clients closed for sending ten times the alert rate (1008)",
-                   self.alert_floods, True),
-            Figure("bad_client_messages", "Client messages answered with an error",
-                   self.bad_messages, True),
+            Figure(
+                "alerts_undelivered",
+                "Alerts the scorers' queues could not take",
+                self.outbox.sender.dropped if self.outbox.sender else 0,
+                True,
+            ),
+            Figure(
+                "alert_floods",
+                "Clients closed for sending ten times the alert rate (1008)",
+                self.alert_floods,
+                True,
+            ),
+            Figure(
+                "bad_client_messages",
+                "Client messages answered with an error",
+                self.bad_messages,
+                True,
+            ),
             Figure(
                 "resumed_samples",
                 "Missed samples sent to resuming clients",
@@ -308,8 +332,9 @@ async def _listen(config: BroadcasterConfig, state: State) -> Server:
             async for message in connection:
                 body = alerts.alert_body(message) if isinstance(message, str) else None
                 if body is not None:
-                    if not await _alert(state, connection, subscription, body, detector,
-                                        alert_limit):
+                    if not await _alert(
+                        state, connection, subscription, body, detector, alert_limit
+                    ):
                         break
                     continue
                 if not limit.allow(time.monotonic()):
@@ -425,9 +450,15 @@ async def _alert(
         if now - limit.last_error >= 1.0:
             limit.last_error = now
             refused, limit.refused_since_error = limit.refused_since_error, 0
-            await connection.send(json.dumps({"error": (
-                f"too many alerts: {refused} refused; at most {limit.rate:g} a second"
-            )}))
+            await connection.send(
+                json.dumps(
+                    {
+                        "error": (
+                            f"too many alerts: {refused} refused; at most {limit.rate:g} a second"
+                        )
+                    }
+                )
+            )
         return True
     try:
         records = alerts.parse(body, subscription, state.devices, detector, alerts.now_ms())
