@@ -40,7 +40,8 @@ def render(report: Report) -> str:
     header = [title for _, title, _ in COLUMNS]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        c.ljust(w) if i == 0 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(cells, widths, strict=True))
     )
     a, t = report.alerts, report.truth
     overall = report.figures["overall"]

@@ -6,7 +6,8 @@ Samples: `timestamp` datetime64[ms, UTC]; `cpu`, `mem`, `disk_io`, `net` float64
 value); `device` category (in order of first appearance); `seq` int64; `anomaly` and
 `event` category (every kind a category, in wire order); `anomaly_id`, `anomaly_root`
 Int64 (<NA>: none); `anomaly_metrics` category (the 15 sets of metrics an anomaly may alter,
-`cpu|mem`; NaN for a normal sample, or a log written before the column existed). Windows and gaps files get the same types for the same kinds of column.
+`cpu|mem`; NaN for a normal sample, or a log written before the column existed). Windows and
+gaps files get the same types for the same kinds of column.
 """
 
 from __future__ import annotations
