@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +326,27 @@ def connect_with_retry(url: str, timeout: float = 10.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def read_until(ws, done, timeout: float = 15) -> tuple[list[dict], list[dict]]:
+    """(other messages, samples) a WebSocket client receives until `done(seqs by device,
+    in arrival order)` holds; frames of one sample or a batch alike."""
+    others: list[dict] = []
+    samples: list[dict] = []
+    by_device: dict[str, list[int]] = defaultdict(list)
+    deadline = time.monotonic() + timeout
+    while not done(by_device):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"not done within {timeout}s: {dict(by_device)} {others}"
+        parsed = json.loads(ws.recv(timeout=remaining))
+        items = parsed if isinstance(parsed, list) else [parsed]
+        got = [s for s in items if "seq" in s]
+        if not got:
+            others.append(parsed)
+        for sample in got:
+            samples.append(sample)
+            by_device[sample["device"]].append(sample["seq"])
+    return others, samples
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = "") -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from broadcaster.backlog import Watermark
 from broadcaster.relay import Refill, interleave
 from common import schema
 from common.bus import Publisher
-from conftest import Pipeline
+from conftest import Pipeline, read_until
 from delivery.gaps import Gap, GapRecord
 from delivery.reasons import Reason
 from producer.catchup.history import History
@@ -30,21 +29,14 @@ DEVICES = ("host-01", "host-02")
 START_MS = 1_754_265_600_000
 
 
-def read_until(ws, done, timeout: float = 20) -> tuple[list[dict], dict[str, list[int]]]:
+def gaps_until(ws, done, timeout: float = 20) -> tuple[list[dict], dict[str, list[int]]]:
     """(gap ranges, seqs by device in arrival order) received until `done(seqs)` holds."""
-    gaps: list[dict] = []
+    others, samples = read_until(ws, done, timeout)
+    assert not [m for m in others if "error" in m], others
+    gaps = [r for m in others for r in m.get("gap", {}).get("ranges", [])]
     seqs: dict[str, list[int]] = defaultdict(list)
-    deadline = time.monotonic() + timeout
-    while not done(seqs):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"not done within {timeout}s: {dict(seqs)} {gaps}"
-        message = json.loads(ws.recv(timeout=remaining))
-        if isinstance(message, dict) and "seq" not in message:
-            assert "error" not in message, message
-            gaps += message.get("gap", {}).get("ranges", [])
-            continue
-        for sample in message if isinstance(message, list) else [message]:
-            seqs[sample["device"]].append(sample["seq"])
+    for sample in samples:
+        seqs[sample["device"]].append(sample["seq"])
     return gaps, dict(seqs)
 
 
@@ -61,7 +53,7 @@ def test_a_client_connected_before_the_producer_gets_every_sample_from_seq_0(
         # a small, slow fleet starts publishing soonest after binding: often before the
         # broadcaster's subscriber, which retries its connection every 0.5 s, is there
         pipeline.producer("--rate", "20", "--devices", "2")
-        gaps, seqs = read_until(ws, lambda s: len(s) == 2 and min(max(v) for v in s.values()) >= 30)
+        gaps, seqs = gaps_until(ws, lambda s: len(s) == 2 and min(max(v) for v in s.values()) >= 30)
     assert gaps == []
     for device, got in seqs.items():
         assert got == list(range(len(got))), (device, got[:20])
@@ -249,13 +241,13 @@ def test_a_producer_restart_is_named_and_its_first_ticks_refilled(pipeline: Pipe
     broadcaster = pipeline.broadcaster()
     with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
         broadcaster.wait_for(r"client .* connected \(n=1\)")
-        read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 50)
+        gaps_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 50)
         producer.stop()
         pipeline.producer("--rate", "100", "--devices", "2")
         # a client that asks for no sample on connecting: its stream starts after the gap
         with connect(pipeline.ws_url + "/?history=0", open_timeout=10, max_queue=None) as late:
-            late_gaps, _ = read_until(late, lambda s: len(s) == 2)
-        gaps, seqs = read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 100)
+            late_gaps, _ = gaps_until(late, lambda s: len(s) == 2)
+        gaps, seqs = gaps_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 100)
     assert late_gaps == []
     assert len(gaps) == 2 and {g["device"] for g in gaps} == {"host-01", "host-02"}, gaps
     for gap in gaps:
@@ -331,13 +323,13 @@ def test_device_groups_taken_again_start_afresh_and_kept_ones_have_no_hole(pipel
     ones: list[int] = []
 
     def more_of_one(upto: int) -> None:
-        gaps, seqs = read_until(one, lambda s: s.get("host-01", [-1])[-1] >= upto)
+        gaps, seqs = gaps_until(one, lambda s: s.get("host-01", [-1])[-1] >= upto)
         told.extend(gaps)
         ones.extend(seqs["host-01"])
 
     def every_device() -> list[int]:
         with connect(every, open_timeout=10, max_queue=None) as ws:
-            gaps, seqs = read_until(ws, lambda s: len(s.get("host-02", [])) > 25)
+            gaps, seqs = gaps_until(ws, lambda s: len(s.get("host-02", [])) > 25)
         told.extend(gaps)
         return seqs["host-02"]
 
@@ -364,12 +356,12 @@ def test_a_series_started_over_from_seq_0_is_relayed(pipeline: Pipeline):
     broadcaster = pipeline.broadcaster()
     with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
         broadcaster.wait_for(r"client .* connected \(n=1\)")
-        _, before = read_until(ws, lambda s: len(s) == 2 and min(max(v) for v in s.values()) > 100)
+        _, before = gaps_until(ws, lambda s: len(s) == 2 and min(max(v) for v in s.values()) > 100)
     producer.stop()
     (pipeline.cwd / "data" / "producer_state.json").unlink()
     pipeline.producer("--rate", "50", "--devices", "2")
     with connect(pipeline.ws_url + "/?batch=1&history=0", open_timeout=10, max_queue=None) as ws:
-        gaps, after = read_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 20)
+        gaps, after = gaps_until(ws, lambda s: len(s) == 2 and min(len(v) for v in s.values()) > 20)
     assert gaps == []
     for device, seqs in after.items():
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import Pipeline, unused_port, wait_until
+from conftest import Pipeline, read_until, unused_port, wait_until
 
 
 def samples_of(message: str) -> list[dict]:
@@ -37,25 +37,6 @@ def live_seqs(url: str, count: int = 1) -> dict[str, int]:
 def wait_for_seq(url: str, seq: int, timeout: float = 20) -> None:
     """Until the stream has passed `seq` (so a client that left before it missed some)."""
     wait_until(lambda: min(live_seqs(url).values()) > seq, timeout, interval=0.05)
-
-
-def read_until(ws, done, timeout: float = 15) -> tuple[list[dict], list[dict]]:
-    """(other messages, samples) received until `done(samples_by_device)` holds."""
-    others: list[dict] = []
-    samples: list[dict] = []
-    by_device: dict[str, list[int]] = defaultdict(list)
-    deadline = time.monotonic() + timeout
-    while not done(by_device):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"not done within {timeout}s: {dict(by_device)}"
-        message = ws.recv(timeout=remaining)
-        got = samples_of(message)
-        if not got:
-            others.append(json.loads(message))
-        for sample in got:
-            samples.append(sample)
-            by_device[sample["device"]].append(sample["seq"])
-    return others, samples
 
 
 def seqs_by_device(samples: list[dict]) -> dict[str, list[int]]:
