@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from test_client import load_client
+
 from conftest import REPO, Pipeline, unused_port, wait_until
 
 CLIENT = str(REPO / "clients/test_client.py")
@@ -153,11 +155,7 @@ def test_unreachable_server_with_count_is_an_error_after_a_bounded_wait(pipeline
 def test_a_late_timer_does_not_draw_a_second_picture(monkeypatch, capsys):
     """A sample that comes after a pending redraw's due time, before a busy loop ran the
     timer, draws at once; the timer then must not draw again right after it."""
-    sys.path.insert(0, str(REPO / "clients"))
-    try:
-        import test_client as client
-    finally:
-        sys.path.remove(str(REPO / "clients"))
+    client = load_client()
     out = client.Output("table", stats=False)
     out.redraw = True
     sample = {"timestamp": "2026-01-01T00:00:00.000000", "device": "host-01", "cpu": 1.0}
