@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 
 import numpy as np
@@ -168,6 +168,7 @@ class Fanout:
         # identity (cheap for thousands of clients), and equal ones must share a group, or
         # the group's downsampler would pass each batch once, to the first group only.
         self._subscriptions: dict[Subscription, Subscription] = {}
+        self._users: Counter[Subscription] = Counter()  # clients per subscription
         # Per client, the newest sample timestamp relayed when it connected, if it asked for
         # no sample then (`history=0`): a gap before that is not in its stream. None: the
         # client's stream began with each device's latest sample, its history, or `since`.
@@ -183,6 +184,7 @@ class Fanout:
             self.joined[connection] = self.newest_ms if subscription.history == 0 else None
         previous = self.clients.get(connection)
         self.clients[connection] = self._subscriptions.setdefault(subscription, subscription)
+        self._users[subscription] += 1
         if previous is not None:
             self._unused(previous)
 
@@ -194,8 +196,11 @@ class Fanout:
             self._unused(subscription)
 
     def _unused(self, subscription: Subscription) -> None:
-        """Forget a subscription's object and downsampler once no client has it."""
-        if subscription not in self.clients.values():
+        """One client less of `subscription`: its object and downsampler are forgotten
+        with the last."""
+        self._users[subscription] -= 1
+        if self._users[subscription] <= 0:
+            del self._users[subscription]
             self._subscriptions.pop(subscription, None)
             self._samplers.pop(subscription, None)
 

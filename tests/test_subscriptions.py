@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
+from broadcaster.fanout import Fanout
 from broadcaster.subscription import Downsampler, Subscription, SubscriptionError
 from common import schema
 from conftest import Pipeline, Proc, cpu_wait, wait_until
@@ -95,6 +96,22 @@ def test_a_joining_client_gets_what_the_rate_passed():
     assert joined[joined["device"] == b"b"]["ts_ms"].tolist() == [750, 950]  # ends at its newest
     assert sampler.last == {b"a": 400.0, b"b": 950.0}
     assert not sampler.keep(rows[-1:]).any()  # b at 950 is already counted
+
+
+def test_equal_subscriptions_share_one_object_and_downsampler():
+    """Clients asking alike share one subscription object (so one group, and one pass of its
+    downsampler, per batch); its downsampler goes with its last client."""
+    fanout = Fanout(max_buffer=1 << 20, close_timeout=1.0)
+    a, b = Subscription(max_rate=5.0), Subscription(max_rate=5.0)
+    fanout.add("one", a)
+    fanout.add("two", b)
+    assert fanout.clients["one"] is fanout.clients["two"]
+    sampler = fanout._sampler(b)
+    fanout.add("one", Subscription())  # "one" subscribes anew, to all samples
+    assert fanout._sampler(a) is sampler  # "two" still has it
+    fanout.discard("two")
+    assert fanout._sampler(a) is not sampler  # gone with its last client: a fresh one
+    fanout.discard("one")
 
 
 def frames(url: str, count: int) -> list:
