@@ -18,7 +18,8 @@ Kafka (one KRaft node from brokers/kafka.py, its JVM at full speed): the baselin
 plain confluent-kafka producer (acks=all, idempotent, the bridge's settings) writing the
 very messages the bridge writes (payloads, keys, partitions, headers, rendered by the
 bridge's own code) as fast as it can: without transactions, with a transaction per 20,000
-messages (the bridge's window), and in 50-sample batches. Then the bridge with transactions
+messages (the bridge's window), and in 10-sample batches with a transaction per 1,000
+(what --batch makes at 100 Hz: samples linger 100 ms). Then the bridge with transactions
 (the default), without, and with --batch, fed 1000 devices x 100 Hz (does it hold 100 k
 samples/s?), and with transactions fed more than it can take (1000 x 300 Hz). Each setting
 is compared with the plain producer of the same guarantees (transactions with transactions,
@@ -245,9 +246,12 @@ def _read_back(bootstrap: str, topic: str, gaps_file: Path) -> dict:
     }
 
 
-def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> dict:
-    """A plain confluent-kafka producer writing `made` as fast as it can: msgs/s, samples/s,
-    CPU per sample (this process: the Python calls and librdkafka's threads)."""
+def _plain_kafka(
+    bootstrap: str, topic: str, made: list, transactions: bool, per_transaction: int = 20_000
+) -> dict:
+    """A plain confluent-kafka producer writing `made` as fast as it can, with transactions
+    of `per_transaction` messages or none: msgs/s, samples/s, CPU per sample (this process:
+    the Python calls and librdkafka's threads)."""
     from confluent_kafka import Producer
 
     from bridge.kafka import producer_config, record_headers
@@ -263,10 +267,10 @@ def _plain_kafka(bootstrap: str, topic: str, made: list, transactions: bool) -> 
     parts = {d: partition_of(k, 6) for d, k in keys.items()}
     samples = sum(m.samples for m in made)
     began, cpu = time.perf_counter(), os.times()
-    for a in range(0, len(made), 20_000):  # the bridge's transactions (its Kafka --window)
+    for a in range(0, len(made), per_transaction):  # the bridge's (its Kafka --window)
         if transactions:
             producer.begin_transaction()
-        for m in made[a : a + 20_000]:
+        for m in made[a : a + per_transaction]:
             key = keys[m.device]
             while True:
                 try:
@@ -313,7 +317,9 @@ def _kafka(
         for future in admin.create_topics([NewTopic(t, 6, 1) for t in topics]).values():
             future.result()
         count = 4_000 if smoke else 50_000 if quick else 300_000
-        single, batched = _kafka_messages(count, 1000, 1), _kafka_messages(count, 1000, 50)
+        # --batch at 1000 devices x 100 Hz: samples linger 100 ms, 10 a message, and a
+        # take (a transaction) every 100 ms holds 1,000 messages
+        single, batched = _kafka_messages(count, 1000, 1), _kafka_messages(count, 1000, 10)
         plain, plain_txn, plain_batch = topics
         # The broker's JIT warms up first (the first run is slower by half, measured),
         # then the plain producer runs before and after the bridge: the machine is shared.
@@ -324,8 +330,8 @@ def _kafka(
             "kafka, plain producer, transaction per 20,000": _plain_kafka(
                 bootstrap, plain_txn, single, True
             ),
-            "kafka, plain producer, 50-sample batches": _plain_kafka(
-                bootstrap, plain_batch, batched, False
+            "kafka, plain producer, 10-sample batches, transaction per 1,000": _plain_kafka(
+                bootstrap, plain_batch, batched, True, per_transaction=1_000
             ),
         }
         devices, rate = (20, 50) if smoke else (1000, 100)
@@ -336,7 +342,7 @@ def _kafka(
             ("kafka, no transactions", ["--topic", f"t2-{run}", "--no-transactions"], rate),
             (
                 "kafka, transactions, --batch",
-                ["--topic", f"t3-{run}", "--batch", "--batch-max", "50"],
+                ["--topic", f"t3-{run}", "--batch"],
                 rate,
             ),
         ]
@@ -364,7 +370,7 @@ def _kafka(
         # Each setting against the plain producer with the same guarantees: transactions
         # against a transaction per 20,000, --batch against batches, the rest against plain.
         r["baseline"] = (
-            "kafka, plain producer, 50-sample batches"
+            "kafka, plain producer, 10-sample batches, transaction per 1,000"
             if "--batch" in r["setting"]
             else "kafka, plain producer"
             if "no transactions" in r["setting"]

@@ -203,6 +203,14 @@ def _target(value: str | None):
     help="Samples per message at most, with --batch.",
 )
 @option(
+    "--batch-linger",
+    "STREAM_BRIDGE_BATCH_LINGER",
+    default="100ms",
+    callback=duration,
+    help="With --batch: how long samples may wait to fill larger messages (0: send what "
+    "has come at once); a device at N Hz gets about N x this many samples a message.",
+)
+@option(
     "--window",
     "STREAM_BRIDGE_WINDOW",
     default=2000,
@@ -264,6 +272,7 @@ def main(
     client_id: str,
     batch: bool,
     batch_max: int,
+    batch_linger: float,
     window: int,
     max_unsent: int,
     gaps_file: str,
@@ -279,6 +288,11 @@ def main(
             f"a CA file is for TLS: use {to.scheme}{'+ssl' if to.scheme == 'kafka' else 's'}:// "
             f"instead of {to.url}",
             param_hint="'--tls-ca'",
+        )
+    if batch_linger > 60:
+        raise click.BadParameter(
+            f"at most 60 s (samples wait this long in memory), got {batch_linger:g} s",
+            param_hint="'--batch-linger'",
         )
     if (
         to.kind == "kafka"
@@ -317,6 +331,7 @@ def main(
         tls_ca=tls_ca,
         batch=batch,
         batch_max=batch_max,
+        batch_linger=batch_linger,
         window=window,
         max_unsent=max_unsent,
         gaps_file=instance_path(gaps_file, name),

@@ -153,6 +153,7 @@ class BridgeConfig:
     tls_ca: Path | None = None  # PEM of the CAs that may sign the broker's certificate
     batch: bool = False  # a JSON array of consecutive samples of a device per message
     batch_max: int = 500  # samples per message at most, with `batch`
+    batch_linger: float = 0.1  # s samples may wait to fill larger messages, with `batch`
     window: int = 2000  # messages published before their acknowledgements are awaited
     max_unsent: int = 1_000_000  # samples held unacknowledged; past it the oldest are given up
     ack_timeout: float = 5.0  # an unacknowledged JetStream publish is retried after this

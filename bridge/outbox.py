@@ -9,6 +9,7 @@ silently.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from bridge.message import Block, Item, messages, row_gaps
@@ -42,6 +43,7 @@ class Outbox:
         self._retry: deque[Item] = deque()  # sent, not acknowledged, to send again
         self._made: deque[Item] = deque()  # made into messages, never sent
         self._rows: deque[schema.Batch] = deque()  # not made into messages yet
+        self._rows_since: float | None = None  # when the oldest of _rows came (monotonic)
         self._in_flight: dict[int, Item] = {}
         self._held = 0  # samples in _made and _rows
         self._flying = 0  # samples in flight
@@ -60,6 +62,8 @@ class Outbox:
     def add(self, batch: schema.Batch) -> list[Gap]:
         """Hold new samples; return the gaps given up to stay within the bound."""
         if len(batch):
+            if not self._rows:
+                self._rows_since = time.monotonic()
             self._rows.append(batch)
             self._held += len(batch)
             self._more.set()
@@ -87,6 +91,8 @@ class Outbox:
                 batch = batch.with_rows(batch.rows[:budget])
             taken.append(batch)
             budget -= len(batch)
+        if not self._rows:
+            self._rows_since = None
         for batch in schema.merge(taken):
             out += [Block(batch)] if self.blocks else messages(batch, self.batch_max)
         if len(out) > max_messages:  # batched: more devices than the budget assumed
@@ -141,6 +147,17 @@ class Outbox:
             if device not in held_back and where[0] > done.get(device, (-1, 0))[0]:
                 done[device] = where
 
+    def due_in(self, linger: float, now: float | None = None) -> float:
+        """Seconds until a take is due when samples may wait up to `linger` s to fill larger
+        messages (--batch): 0 for messages to send again or already made, or once the
+        oldest waiting sample has waited `linger`; inf if nothing is held."""
+        if self._retry or self._made:
+            return 0.0
+        if self._rows_since is None:
+            return float("inf")
+        now = time.monotonic() if now is None else now
+        return max(0.0, self._rows_since + linger - now)
+
     async def wait(self, timeout: float) -> None:
         """Until there is something to take, or `timeout` seconds."""
         try:
@@ -180,6 +197,8 @@ class Outbox:
                 batch = batch.with_rows(batch.rows[:-keep])
             rows.append(batch)
             dropped += len(batch)
+        if not self._rows:
+            self._rows_since = None
         for batch in schema.merge(rows):
             gaps += row_gaps(batch.rows)
         self._held -= dropped

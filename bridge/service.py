@@ -175,7 +175,14 @@ class Bridge:
     async def _publish(self) -> None:
         """Publish what the outbox holds, a window at a time, until closing and empty."""
         backoff = Backoff(0.05, 2.0)
+        linger = self.config.batch_linger if self.config.batch else 0.0
         while True:
+            if linger > 0 and not self._closing.is_set():
+                wait = self.outbox.due_in(linger)
+                if 0 < wait < float("inf"):  # samples are filling messages: let them
+                    await self.sink.flush()
+                    await self._until_closing(wait)
+                    continue
             messages = self.outbox.take(self.config.window)
             if not messages:
                 if self._closing.is_set():
@@ -191,6 +198,12 @@ class Bridge:
                 backoff.reset()
             else:
                 await asyncio.sleep(backoff.next())  # the broker is in trouble: do not spin
+
+    async def _until_closing(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._closing.wait(), timeout)
+        except TimeoutError:
+            pass
 
     async def _finish(self, publisher: asyncio.Task) -> None:
         """Publish what is held for up to `stop_grace` s; record what is still unsent."""

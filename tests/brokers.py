@@ -253,6 +253,7 @@ class MqttReader:
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.samples: list[dict] = []
+        self.messages = 0
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = paho.Client(
@@ -275,6 +276,7 @@ class MqttReader:
         body = json.loads(msg.payload)
         with self._lock:
             self.samples.extend(body if isinstance(body, list) else [body])
+            self.messages += 1
 
     def pause(self) -> None:
         """Stop the network thread (and its reconnecting): the subscriber stays away."""

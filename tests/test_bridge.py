@@ -88,6 +88,47 @@ def test_jetstream_exactly_once_with_two_bridges_one_killed(
     assert not gap_rows(pipeline.cwd / "a.gaps.csv")
 
 
+def test_batch_messages_fill_while_samples_linger(pipeline: Pipeline, tmp_path: Path):
+    """With --batch, samples wait up to --batch-linger (100 ms by default) to fill larger
+    messages: 5 devices at 100 Hz give about 10 samples a message, where --batch-linger 0
+    sends what came since the last message (a tick or two). Every sample arrives either way."""
+    broker = Mosquitto(tmp_path)
+    readers: list[MqttReader] = []
+    try:
+        readers = [MqttReader(broker.port, prefix) for prefix in ("linger", "eager")]
+        lingering = bridge(pipeline, broker.url, "--batch", "--prefix", "linger", gaps="l.gaps.csv")
+        eager = bridge(
+            pipeline,
+            broker.url,
+            *("--batch", "--batch-linger", "0", "--prefix", "eager"),
+            gaps="e.gaps.csv",
+        )
+        # Started after the bridges: what they publish is the live stream, not a refill.
+        producer = pipeline.producer("--rate", "100", "--devices", "5", "--anomaly-rate", "0")
+        wait_until(lambda: all(len(r.samples) >= 1500 for r in readers), timeout=20)
+        producer.stop()
+        settled(lingering, eager)
+        wait_until(
+            lambda: all(
+                len(r.received()) == figure(b, "samples_acknowledged")
+                for r, b in zip(readers, (lingering, eager), strict=True)
+            ),
+            timeout=10,
+        )
+    finally:
+        for reader in readers:
+            reader.client.loop_stop()
+        broker.close()
+    per_message = [len(r.samples) / r.messages for r in readers]
+    print(f"samples a message: {per_message[0]:.1f} lingering, {per_message[1]:.1f} eager")
+    assert per_message[0] >= 6, per_message  # about 10: 100 Hz x 100 ms
+    assert per_message[1] <= per_message[0] / 2, per_message
+    for reader in readers:
+        seqs = by_device([{"device": d, "seq": q} for d, q in reader.received()])
+        assert len(seqs) == 5
+        assert_contiguous_once(seqs)
+
+
 @pytest.mark.slow
 def test_mqtt_qos1_every_sample_to_a_subscriber(pipeline: Pipeline, tmp_path: Path):
     """100 devices at 100 Hz for 4 s through mosquitto at QoS 1: a real subscriber gets

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
@@ -99,3 +100,26 @@ def test_done_stops_before_the_first_unacknowledged_message_of_a_device():
     # 4-5 was acknowledged before 2-3: `done` waits for a later message (a bridge restarted
     # now would send 4-5 again: at least once)
     assert box.done["host-01"] == (3, 1_700_000_000_030)
+
+
+def test_a_take_is_due_once_the_oldest_sample_has_lingered():
+    """Samples may wait `linger` s to fill larger messages: a take is due once the oldest
+    waiting one has waited that long, at once for messages to send again, never when
+    nothing is held; what a take leaves behind (over its budget) is due at once."""
+    box = Outbox(1000, batch_max=50)
+    assert box.due_in(0.1) == float("inf")
+    box.add(ticks(0, 1))
+    now = time.monotonic()
+    assert 0.05 < box.due_in(0.1, now) <= 0.1
+    box.add(ticks(1, 1))  # a later sample does not put the take off
+    assert box.due_in(0.1, now + 0.1) == 0
+    sent = box.take(10)
+    assert box.due_in(0.1) == float("inf")
+    box.settle(sent, [False] * len(sent))  # not acknowledged: sent again at once
+    assert box.due_in(0.1) == 0
+    box.settle(box.take(10), [True] * len(sent))
+    box.add(ticks(2, 80, devices=1))
+    came = time.monotonic()
+    time.sleep(0.06)  # the scenario: the take comes 60 ms after the rows
+    assert len(box.take(1)) == 1  # a budget of 50 samples: 30 stay behind
+    assert box.due_in(0.1, came + 0.1) == 0  # they came with the rows taken, 100 ms ago
