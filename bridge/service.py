@@ -109,6 +109,7 @@ class Bridge:
         self.unsent_at_stop = 0
         self._last_ack = time.monotonic()
         self._warn = Every(5.0)
+        self._taking = 0  # samples received that the intake is still working on
 
     async def run(self, stop: asyncio.Event) -> None:
         publisher = asyncio.create_task(self._publish())
@@ -119,8 +120,14 @@ class Bridge:
                 wait = max(0.0, min(next_stats, next_save) - time.monotonic())
                 received = await self.subscriber.receive(min(wait, self.intake.retry_s), stop)
                 refused = self.subscriber.take_refused()
-                for delivery in await self.intake.take(received, refused):
-                    self._deliver(delivery)
+                # Received, not in the outbox yet: the intake may wait on the broker's tail
+                # or the producers' history, and these samples are not acknowledged either.
+                self._taking = sum(len(b) for b in received)
+                try:
+                    for delivery in await self.intake.take(received, refused):
+                        self._deliver(delivery)
+                finally:
+                    self._taking = 0
                 self._deliver(await self.intake.retry())
                 if publisher.done():
                     publisher.result()  # a bug in the publisher must not go unnoticed
@@ -242,7 +249,7 @@ class Bridge:
         )
 
     def figures(self) -> list[Figure]:
-        held = self.outbox.held
+        held = self.outbox.held + self._taking
         stalled = time.monotonic() - self._last_ack if held else 0.0
         return [
             Figure(

@@ -255,6 +255,19 @@ class Pipeline:
         )
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test's report ends with the last lines each of its pipeline's processes
+    wrote: what a process saw is what explains a failure seen once in CI."""
+    report = yield
+    pipe = getattr(item, "funcargs", {}).get("pipeline")
+    if report.when == "call" and report.failed and isinstance(pipe, Pipeline):
+        for proc in pipe.procs:
+            name = " ".join(proc.args[:2])
+            report.sections.append((f"{name} (last 60 lines)", "\n".join(proc.lines[-60:])))
+    return report
+
+
 @pytest.fixture
 def pipeline(tmp_path: Path) -> Iterator[Pipeline]:
     """An empty pipeline in a temp dir; every process it started is killed at the end."""
